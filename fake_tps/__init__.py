@@ -1,0 +1,1 @@
+"""The bundled fake TPS server, on the tpsharness kernel."""

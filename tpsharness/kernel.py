@@ -1,0 +1,650 @@
+"""The cooperative kernel: tasks, a scheduler, timers and I/O readiness.
+
+A "coroutine operating system" in the manner of David Beazley's: a Task wraps a
+generator or coroutine; the Scheduler runs ready tasks one step at a time; a task
+asks for services by yielding (or awaiting) a system call from ``syscalls``.
+
+The loop has three phases: poll I/O (blocking only when nothing is ready, until
+the next deadline), fire expired deadlines, run the tasks that are ready. Every
+kind of wait records a state name and an ``undo`` function on the task (plus what
+it waits on and its timer), so that kill and timeout withdraw any wait the same
+way. The undo functions are the scheduler's own methods, called with the task: a
+wait allocates nothing but its timer entry, which matters with 100,000 tasks.
+"""
+
+import heapq
+import logging
+import os
+import select
+import selectors
+import threading
+from collections import deque
+from itertools import count
+from time import monotonic
+
+from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
+                     TaskError, TaskKilled)
+from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitTask,
+                       WriteWait)
+
+__all__ = ["Scheduler", "Task", "run", "forget_fd", "current_scheduler"]
+
+log = logging.getLogger("tpsharness.kernel")
+
+
+class _EpollPoller:
+    """Readiness straight from epoll: selectors' Python wrapper costs ~1 us per event."""
+
+    READ = select.EPOLLIN if hasattr(select, "epoll") else 1
+    WRITE = select.EPOLLOUT if hasattr(select, "epoll") else 4
+
+    def __init__(self):
+        self._epoll = select.epoll()
+        self.register = self._epoll.register
+        self.modify = self._epoll.modify
+        self.poll = self._epoll.poll
+        self.close = self._epoll.close
+
+    def unregister(self, fd):
+        try:
+            self._epoll.unregister(fd)
+        except OSError:         # already closed: epoll dropped it by itself
+            pass
+
+
+class _SelectorPoller:
+    """The same interface on selectors.DefaultSelector, where there is no epoll."""
+
+    READ = 1
+    WRITE = 4
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self.close = self._selector.close
+
+    def register(self, fd, mask):
+        self._selector.register(fd, self._to_selector(mask))
+
+    def modify(self, fd, mask):
+        self._selector.modify(fd, self._to_selector(mask))
+
+    def unregister(self, fd):
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def poll(self, timeout=None):
+        return [(key.fd, (events & selectors.EVENT_READ and self.READ) |
+                 (events & selectors.EVENT_WRITE and self.WRITE))
+                for key, events in self._selector.select(timeout)]
+
+    def _to_selector(self, mask):
+        return ((mask & self.READ and selectors.EVENT_READ) |
+                (mask & self.WRITE and selectors.EVENT_WRITE))
+
+
+_Poller = _EpollPoller if hasattr(select, "epoll") else _SelectorPoller
+READ = _Poller.READ
+WRITE = _Poller.WRITE
+# An error or hang-up wakes both sides: the next recv or send reports it.
+_READ_EVENTS = READ | (select.EPOLLERR | select.EPOLLHUP if hasattr(select, "epoll") else 0)
+_WRITE_EVENTS = WRITE | (select.EPOLLERR | select.EPOLLHUP if hasattr(select, "epoll") else 0)
+
+# Task states: where a task is, for repr and for the kernel's own checks.
+READY = "READY"
+SLEEP = "SLEEP"
+READ_WAIT = "READ_WAIT"
+WRITE_WAIT = "WRITE_WAIT"
+TASK_WAIT = "TASK_WAIT"
+ENDED = "ENDED"
+
+_MISSING = object()
+_local = threading.local()     # .scheduler: the Scheduler running in this thread
+
+
+def current_scheduler():
+    """The Scheduler whose loop runs in this thread, or None."""
+    return getattr(_local, "scheduler", None)
+
+
+def forget_fd(fd):
+    """Tell the running scheduler that ``fd`` is about to be closed.
+
+    The kernel keeps file descriptors registered between waits (it saves two
+    epoll_ctl calls per wait); a closed and reused fd would otherwise look armed.
+    """
+    scheduler = current_scheduler()
+    if scheduler is not None:
+        scheduler.forget_fd(fd)
+
+
+def _where(coro):
+    """'file.py:41' of the innermost frame of a suspended task that is ours."""
+    where = None
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if not frame.f_code.co_filename.endswith("syscalls.py"):
+            where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
+
+
+class Task:
+    """A coroutine the scheduler runs, with its id, state and pending resume value."""
+
+    __slots__ = ("tid", "coro", "daemon", "state", "send_value", "throw_exc",
+                 "undo", "waiting_on", "timer", "waiters", "killed")
+
+    def __init__(self, tid, coro, daemon):
+        self.tid = tid
+        self.coro = coro
+        self.daemon = daemon
+        self.state = READY
+        self.send_value = None      # what the next step sends in
+        self.throw_exc = None       # or what it throws in instead
+        self.undo = None            # undo(task) withdraws the current wait
+        self.waiting_on = None      # the _Watch or Task of the current wait
+        self.timer = None           # the current wait's timer entry
+        self.waiters = None         # tasks in WaitTask on this one
+        self.killed = False
+
+    def __repr__(self):
+        kind = "daemon " if self.daemon else ""
+        where = _where(self.coro) if self.coro is not None else None
+        at = f" at {where}" if where else ""
+        return f"Task(tid={self.tid}, {kind}state={self.state}){at}"
+
+
+class _Watch:
+    """A registered file descriptor: the events asked for and who waits for them."""
+
+    __slots__ = ("mask", "reader", "writer")
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.reader = None
+        self.writer = None
+
+
+class Scheduler:
+    """Runs tasks until none is left; one per thread."""
+
+    def __init__(self):
+        self._tasks = {}                  # tid -> live Task
+        self._outcomes = {}               # tid -> (value, exc, killed), uncollected
+        self._logged = set()              # tids whose uncollected exception was logged
+        self._ready = deque()             # tasks to run, in order
+        self._timers = []                 # heap of [deadline, seq, task, call]
+        self._cancelled_timers = 0        # entries in _timers whose task is None
+        self._poller = _Poller()
+        self._watches = {}                # fd -> _Watch
+        self._next_tid = count(1).__next__
+        self._next_seq = count().__next__
+        self._current = None              # the task running now
+        # Bind the undo methods once: a fresh bound method per wait would be garbage.
+        self._undo_sleep = self._undo_sleep
+        self._undo_read_wait = self._undo_read_wait
+        self._undo_write_wait = self._undo_write_wait
+        self._undo_task_wait = self._undo_task_wait
+        self._handlers = {
+            GetTid: self._sys_get_tid,
+            NewTask: self._sys_new_task,
+            KillTask: self._sys_kill_task,
+            WaitTask: self._sys_wait_task,
+            ReadWait: self._sys_read_wait,
+            WriteWait: self._sys_write_wait,
+            Sleep: self._sys_sleep,
+            type(None): self._sys_yield,      # a bare `yield`, as in the seed
+        }
+
+    # -- public API -------------------------------------------------------------
+
+    def new(self, coro, daemon=False):
+        """Start ``coro`` (a coroutine or generator) as a task; return its tid."""
+        if not (hasattr(coro, "send") and hasattr(coro, "throw")):
+            raise TypeError(f"a task needs a coroutine or generator object, got {coro!r}"
+                            " (did you forget to call the function?)")
+        task = Task(self._next_tid(), coro, daemon)
+        self._tasks[task.tid] = task
+        self._ready.append(task)
+        return task.tid
+
+    def run(self):
+        """Run until no task is left, then return."""
+        try:
+            self._loop()
+        finally:
+            self._log_uncollected()
+
+    def tasks(self):
+        """The live tasks, for diagnostics."""
+        return list(self._tasks.values())
+
+    def forget_fd(self, fd):
+        """Stop watching ``fd`` (about to be closed); its waiters get EBADF."""
+        watch = self._watches.pop(fd, None)
+        if watch is None:
+            return
+        self._poller.unregister(fd)
+        for task in (watch.reader, watch.writer):
+            if task is not None:
+                self._wake(task, exc=OSError(9, f"fd {fd} was closed while {task!r} waited on it"))
+
+    def close(self):
+        """Release the poller. Tasks still alive are killed first."""
+        self.kill_all()
+        self._poller.close()
+
+    def kill_all(self):
+        """Kill every live task, newest first (handlers before their servers)."""
+        self._ready.clear()
+        previous = current_scheduler()
+        _local.scheduler = self       # victims' cleanup may close sockets (forget_fd)
+        try:
+            for task in reversed(list(self._tasks.values())):
+                if task.tid in self._tasks:
+                    self._kill(task)
+        finally:
+            _local.scheduler = previous
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _loop(self, main=None, deadline=None):
+        """Run tasks; return True if ``deadline`` passed, False when done.
+
+        Done means no task is left or, when ``main`` is given, that it ended.
+        """
+        previous = current_scheduler()
+        _local.scheduler = self
+        try:
+            return self._run_phases(main, deadline)
+        finally:
+            _local.scheduler = previous
+            self._current = None
+
+    def _run_phases(self, main, deadline):
+        ready = self._ready
+        popleft = ready.popleft
+        append = ready.append
+        timers = self._timers
+        poll = self._poller.poll
+        watches = self._watches
+        handlers = self._handlers
+        tasks = self._tasks
+        wake = self._wake
+
+        while tasks:
+            if main is not None and main.state is ENDED:
+                return False
+
+            # Phase 1: poll I/O. Block only when nothing is ready, until the next deadline.
+            if ready:
+                timeout = 0
+            else:
+                timeout = None
+                if timers:
+                    timeout = max(0.0, timers[0][0] - monotonic())
+                if deadline is not None:
+                    remaining = max(0.0, deadline - monotonic())
+                    timeout = remaining if timeout is None else min(timeout, remaining)
+                if timeout is None and not watches:
+                    raise Deadlock("no task can ever wake: " +
+                                   ", ".join(repr(t) for t in tasks.values()))
+            if watches or timeout:
+                for fd, events in poll(timeout):
+                    watch = watches.get(fd)
+                    if watch is None:
+                        continue
+                    idle = 0
+                    if events & _READ_EVENTS:
+                        task = watch.reader
+                        if task is not None:        # inlined _wake: the hottest path
+                            watch.reader = task.undo = task.waiting_on = None
+                            if task.timer is not None:
+                                self._cancel_task_timer(task)
+                            task.send_value = None
+                            task.state = READY
+                            append(task)
+                        else:
+                            idle = READ
+                    if events & _WRITE_EVENTS:
+                        if watch.writer is not None:
+                            wake(watch.writer)
+                        else:
+                            idle |= WRITE
+                    if idle & watch.mask:
+                        self._drop_interest(fd, watch, idle & watch.mask)
+
+            # Phase 2: fire expired deadlines.
+            if timers or deadline is not None:
+                now = monotonic()
+                if deadline is not None and now >= deadline:
+                    return True
+                while timers and timers[0][0] <= now:
+                    entry = heapq.heappop(timers)
+                    task = entry[2]
+                    if task is None:
+                        self._cancelled_timers -= 1
+                        continue
+                    entry[2] = None
+                    task.timer = None
+                    call = entry[3]
+                    if call.__class__ is Sleep:
+                        task.undo = None
+                        task.send_value = None
+                        task.state = READY
+                        append(task)
+                    else:
+                        wake(task, exc=TimeoutError(f"{call!r} timed out after {call.timeout} s"))
+
+            # Phase 3: run the tasks that are ready now; those they wake run next round.
+            for _ in range(len(ready)):
+                task = popleft()
+                self._current = task
+                coro = task.coro
+                while True:
+                    try:
+                        exc = task.throw_exc
+                        if exc is None:
+                            call = coro.send(task.send_value)
+                        else:
+                            task.throw_exc = None
+                            call = coro.throw(exc)
+                    except StopIteration as stop:
+                        self._end(task, stop.value, None)
+                        break
+                    except KillSignal:
+                        task.killed = True
+                        self._end(task, None, None)
+                        break
+                    except BaseException as error:
+                        self._end(task, None, error)
+                        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                            raise
+                        break
+                    cls = call.__class__
+                    if cls is Sleep and call.seconds == 0:      # the hot path: yield the CPU
+                        task.send_value = None
+                        append(task)
+                        break
+                    handler = handlers.get(cls)
+                    if handler is None:
+                        task.throw_exc = TypeError(
+                            f"{task!r} yielded {call!r}, which is not a system call")
+                        continue
+                    try:
+                        if not handler(task, call):
+                            break
+                    except Exception as error:       # the call failed: raise it in the caller
+                        task.throw_exc = error
+            self._current = None
+        return False
+
+    # -- waking, ending, killing ------------------------------------------------
+
+    def _wake(self, task, value=None, exc=None):
+        undo = task.undo
+        if undo is not None:
+            task.undo = None
+            undo(task)
+        task.send_value = value
+        task.throw_exc = exc
+        task.state = READY
+        self._ready.append(task)
+
+    def _end(self, task, value, exc):
+        del self._tasks[task.tid]
+        task.state = ENDED
+        task.coro = None
+        task.send_value = None
+        task.undo = None
+        waiters, task.waiters = task.waiters, None
+        if waiters:
+            for waiter in waiters:
+                if task.killed:
+                    self._wake(waiter, exc=TaskKilled(f"task {task.tid} was killed"))
+                else:
+                    self._wake(waiter, value, exc)
+        elif not task.daemon:
+            self._outcomes[task.tid] = (value, exc, task.killed)
+        if task.daemon and exc is not None:
+            log.error("daemon task %d crashed", task.tid, exc_info=exc)
+
+    def _kill(self, victim):
+        """End ``victim`` now: withdraw its wait, run its cleanup, wake its waiters.
+
+        Cleanup runs synchronously; a victim that tries to wait again while being
+        killed has its cleanup cut short (and it is logged).
+        """
+        victim.killed = True
+        undo = victim.undo
+        if undo is not None:
+            victim.undo = None
+            undo(victim)
+        elif victim.state is READY:
+            try:
+                self._ready.remove(victim)
+            except ValueError:
+                pass
+        coro = victim.coro
+        previous, self._current = self._current, victim
+        try:
+            coro.throw(KillSignal())
+        except (KillSignal, StopIteration):
+            pass
+        except BaseException:
+            log.exception("%r raised while being killed", victim)
+        else:
+            log.warning("%r tried to wait while being killed; its cleanup was cut short", victim)
+            try:
+                coro.close()
+            except BaseException:
+                log.exception("%r would not close", victim)
+        finally:
+            self._current = previous
+        self._end(victim, None, None)
+
+    def _log_uncollected(self):
+        for tid, (_, exc, _) in self._outcomes.items():
+            if exc is not None and tid not in self._logged:
+                self._logged.add(tid)
+                log.error("task %d ended with an exception nobody collected", tid, exc_info=exc)
+
+    # -- timers and fd watches ---------------------------------------------------
+
+    def _add_timer(self, seconds, task, call):
+        entry = [monotonic() + seconds, self._next_seq(), task, call]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    def _cancel_timer(self, entry):
+        if entry[2] is None:
+            return
+        entry[2] = None
+        self._cancelled_timers += 1
+        # Lazy deletion keeps cancel O(1); compact when most of the heap is dead.
+        if self._cancelled_timers > 1024 and self._cancelled_timers * 2 > len(self._timers):
+            self._timers[:] = [e for e in self._timers if e[2] is not None]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def _watch(self, fd, event):
+        watch = self._watches.get(fd)
+        if watch is None:
+            self._poller.register(fd, event)
+            watch = self._watches[fd] = _Watch(event)
+        elif not watch.mask & event:
+            self._poller.modify(fd, watch.mask | event)
+            watch.mask |= event
+        return watch
+
+    def _drop_interest(self, fd, watch, events):
+        watch.mask &= ~events
+        if watch.mask:
+            self._poller.modify(fd, watch.mask)
+        else:
+            del self._watches[fd]
+            self._poller.unregister(fd)
+
+    def _park(self, task, state, undo, waiting_on, call, timeout):
+        """Suspend ``task`` in ``state``; ``undo(task)`` withdraws the wait."""
+        task.state = state
+        task.undo = undo
+        task.waiting_on = waiting_on
+        if timeout is not None:
+            if not (timeout.__class__ in (int, float) and timeout >= 0):
+                task.undo = None
+                undo(task)
+                raise ValueError(f"{call!r}: timeout must be a number >= 0")
+            task.timer = self._add_timer(timeout, task, call)
+        return False
+
+    def _cancel_task_timer(self, task):
+        timer = task.timer
+        if timer is not None:
+            task.timer = None
+            self._cancel_timer(timer)
+
+    def _undo_sleep(self, task):
+        self._cancel_task_timer(task)
+
+    def _undo_read_wait(self, task):
+        task.waiting_on.reader = None
+        task.waiting_on = None
+        self._cancel_task_timer(task)
+
+    def _undo_write_wait(self, task):
+        task.waiting_on.writer = None
+        task.waiting_on = None
+        self._cancel_task_timer(task)
+
+    def _undo_task_wait(self, task):
+        target, task.waiting_on = task.waiting_on, None
+        if target.waiters:
+            target.waiters.remove(task)
+        self._cancel_task_timer(task)
+
+    # -- system calls: each returns True to resume the caller at once ------------
+
+    def _sys_get_tid(self, task, call):
+        task.send_value = task.tid
+        return True
+
+    def _sys_new_task(self, task, call):
+        task.send_value = self.new(call.coro, call.daemon)
+        return True
+
+    def _sys_kill_task(self, task, call):
+        victim = self._tasks.get(call.tid)
+        if victim is None:
+            task.send_value = False
+        elif victim is task:
+            task.killed = True
+            task.throw_exc = KillSignal()
+        else:
+            self._kill(victim)
+            task.send_value = True
+        return True
+
+    def _sys_wait_task(self, task, call):
+        target = self._tasks.get(call.tid)
+        if target is None:
+            outcome = self._outcomes.pop(call.tid, _MISSING)
+            if outcome is _MISSING:
+                raise NoSuchTask(f"no task {call.tid} to wait for: it never existed, was a "
+                                 "daemon, or its outcome was already collected")
+            value, exc, killed = outcome
+            if killed:
+                raise TaskKilled(f"task {call.tid} was killed")
+            if exc is not None:
+                raise exc
+            task.send_value = value
+            return True
+        if target is task:
+            raise TaskError(f"task {task.tid} cannot wait for itself")
+        if target.daemon:
+            raise NotWaitable(f"task {target.tid} is a daemon: its outcome is not kept, "
+                              "so it cannot be waited for")
+        if target.waiters is None:
+            target.waiters = []
+        target.waiters.append(task)
+        return self._park(task, TASK_WAIT, self._undo_task_wait, target, call, call.timeout)
+
+    def _sys_read_wait(self, task, call):
+        fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
+        watch = self._watches.get(fd)
+        if watch is None or not watch.mask & READ:
+            watch = self._watch(fd, READ)
+        elif watch.reader is not None:
+            raise FdBusy(f"fd {fd}: {watch.reader!r} already waits to read it")
+        watch.reader = task
+        if call.timeout is not None:
+            return self._park(task, READ_WAIT, self._undo_read_wait, watch, call, call.timeout)
+        task.state = READ_WAIT            # _park without a timer, inlined: the hot path
+        task.undo = self._undo_read_wait
+        task.waiting_on = watch
+        return False
+
+    def _sys_write_wait(self, task, call):
+        fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
+        watch = self._watch(fd, WRITE)
+        if watch.writer is not None:
+            raise FdBusy(f"fd {fd}: {watch.writer!r} already waits to write it")
+        watch.writer = task
+        return self._park(task, WRITE_WAIT, self._undo_write_wait, watch, call, call.timeout)
+
+    def _sys_yield(self, task, call):
+        task.send_value = None
+        self._ready.append(task)
+        return False
+
+    def _sys_sleep(self, task, call):
+        seconds = call.seconds
+        if seconds > 0:
+            task.timer = entry = [monotonic() + seconds, self._next_seq(), task, call]
+            heapq.heappush(self._timers, entry)
+            task.state = SLEEP
+            task.undo = self._undo_sleep
+        elif seconds == 0:
+            task.send_value = None
+            self._ready.append(task)
+        else:
+            raise ValueError(f"Sleep({seconds!r}): seconds must be a number >= 0")
+        return False
+
+
+def run(coro, timeout=None):
+    """Run ``coro`` as the main task on a fresh Scheduler; return its result.
+
+    Raises what the main task raised. Tasks still alive when it ends are killed
+    (their cleanup runs). Past ``timeout`` seconds every task is killed and
+    TimeoutError is raised.
+    """
+    scheduler = Scheduler()
+    try:
+        tid = scheduler.new(coro)
+        main = scheduler._tasks[tid]
+        deadline = None if timeout is None else monotonic() + timeout
+        if scheduler._loop(main, deadline):
+            alive = ", ".join(repr(t) for t in scheduler.tasks())
+            scheduler.kill_all()
+            raise TimeoutError(f"run() gave up after {timeout} s; killed: {alive}")
+        scheduler.kill_all()
+        value, exc, killed = scheduler._outcomes.pop(tid)
+        if killed:
+            raise TaskKilled(f"the main task {tid} was killed")
+        if exc is not None:
+            raise exc
+        return value
+    finally:
+        scheduler.close()
+        scheduler._log_uncollected()

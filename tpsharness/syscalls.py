@@ -1,0 +1,101 @@
+"""The system calls a task makes to the kernel.
+
+A task asks the kernel for a service by yielding one of these objects (generator
+tasks: ``tid = yield GetTid()``) or awaiting it (``async def`` tasks:
+``tid = await GetTid()``). Each call only states what it asks for; the kernel side
+of each lives in ``kernel.Scheduler`` under the same name.
+"""
+
+
+class SystemCall:
+    """Base of all system calls: awaiting one yields it to the kernel."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return (yield self)
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class GetTid(SystemCall):
+    """Return the calling task's id."""
+
+    __slots__ = ()
+
+
+class NewTask(SystemCall):
+    """Start ``coro`` as a new task and return its tid.
+
+    A daemon task (a server's per-connection handler) keeps no outcome when it
+    ends and cannot be waited for; its uncaught exception is logged at once.
+    """
+
+    __slots__ = ("coro", "daemon")
+
+    def __init__(self, coro, daemon=False):
+        self.coro = coro
+        self.daemon = daemon
+
+
+class KillTask(SystemCall):
+    """Kill task ``tid``; return True if a live task was killed, else False.
+
+    The victim's ``finally`` blocks run before this call returns; its waits are
+    withdrawn and its waiters wake with TaskKilled.
+    """
+
+    __slots__ = ("tid",)
+
+    def __init__(self, tid):
+        self.tid = tid
+
+
+class WaitTask(SystemCall):
+    """Wait for task ``tid`` to end; return its result or raise its exception.
+
+    Raises TaskKilled if it was killed, TimeoutError after ``timeout`` seconds,
+    NotWaitable for a daemon, NoSuchTask for an unknown or already collected tid.
+    """
+
+    __slots__ = ("tid", "timeout")
+
+    def __init__(self, tid, timeout=None):
+        self.tid = tid
+        self.timeout = timeout
+
+
+class ReadWait(SystemCall):
+    """Wait until ``fileobj`` (an object with fileno() or an int fd) is readable.
+
+    Raises TimeoutError after ``timeout`` seconds. Code that closes a file
+    descriptor it waited on must tell the kernel first (``kernel.forget_fd``);
+    ``net.Socket.close`` does.
+    """
+
+    __slots__ = ("fileobj", "timeout")
+
+    def __init__(self, fileobj, timeout=None):
+        self.fileobj = fileobj
+        self.timeout = timeout
+
+
+class WriteWait(SystemCall):
+    """Wait until ``fileobj`` is writable; TimeoutError after ``timeout`` seconds."""
+
+    __slots__ = ("fileobj", "timeout")
+
+    def __init__(self, fileobj, timeout=None):
+        self.fileobj = fileobj
+        self.timeout = timeout
+
+
+class Sleep(SystemCall):
+    """Sleep ``seconds``; ``Sleep(0)`` only lets the other ready tasks run first."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds):
+        self.seconds = seconds
