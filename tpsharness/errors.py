@@ -55,14 +55,15 @@ class TPSError(Exception):
     """A check against a TPS failed at a named stage.
 
     ``stage`` is one of connect, register, send, receipt; ``elapsed`` is the time
-    spent in that stage, in seconds.
+    spent in that stage, in seconds; ``timed_out`` tells silence from refusal.
     """
 
     stage = "check"
 
-    def __init__(self, message, elapsed=None):
+    def __init__(self, message, elapsed=None, *, timed_out=False):
         super().__init__(message)
         self.elapsed = elapsed
+        self.timed_out = timed_out      # the TPS was silent until the deadline
 
 
 class ConnectError(TPSError):
@@ -81,6 +82,14 @@ class SendError(TPSError):
     """The TPS did not acknowledge the client's private data (404, 400, silence)."""
 
     stage = "send"
+
+
+class UnknownDestination(SendError):
+    """The TPS answered 404: no device (or client) holds that DestUuid."""
+
+
+class Rejected(SendError):
+    """The TPS answered 400 (or another refusal) to the private data."""
 
 
 class ReceiptError(TPSError):

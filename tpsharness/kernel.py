@@ -219,6 +219,22 @@ class Scheduler:
         finally:
             self._log_uncollected()
 
+    def kill(self, tid):
+        """Kill task ``tid`` from synchronous code (a ``finally``, a callback), as KillTask.
+
+        True if a live task was killed. Killing the running task takes effect at its
+        next system call.
+        """
+        victim = self._tasks.get(tid)
+        if victim is None:
+            return False
+        if victim is self._current:
+            victim.killed = True
+            victim.throw_exc = KillSignal()
+        else:
+            self._kill(victim)
+        return True
+
     def tasks(self):
         """The live tasks, for diagnostics."""
         return list(self._tasks.values())
@@ -469,7 +485,7 @@ class Scheduler:
     def _cancel_timer(self, entry):
         if entry[2] is None:
             return
-        entry[2] = None
+        entry[2] = entry[3] = None
         self._cancelled_timers += 1
         # Lazy deletion keeps cancel O(1); compact when most of the heap is dead.
         if self._cancelled_timers > 1024 and self._cancelled_timers * 2 > len(self._timers):
@@ -544,15 +560,7 @@ class Scheduler:
         return True
 
     def _sys_kill_task(self, task, call):
-        victim = self._tasks.get(call.tid)
-        if victim is None:
-            task.send_value = False
-        elif victim is task:
-            task.killed = True
-            task.throw_exc = KillSignal()
-        else:
-            self._kill(victim)
-            task.send_value = True
+        task.send_value = self.kill(call.tid)
         return True
 
     def _sys_wait_task(self, task, call):

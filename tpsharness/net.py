@@ -47,14 +47,19 @@ def _with_peer(error, action):
 class Socket:
     """A non-blocking socket for kernel tasks; ``peer`` names the other end."""
 
-    __slots__ = ("sock", "fd", "peer", "_sent_since_recv")
+    __slots__ = ("sock", "fd", "address", "_sent_since_recv")
 
-    def __init__(self, sock, peer=None):
+    def __init__(self, sock, address=None):
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = format_address(peer) if peer is not None else "?"
+        self.address = address          # the peer's (host, port), or ours for a listener
         self._sent_since_recv = False
+
+    @property
+    def peer(self):
+        """'host:port' of the other end, for messages (formatted only when needed)."""
+        return format_address(self.address) if self.address is not None else "?"
 
     def __repr__(self):
         return f"<Socket fd={self.fd} peer={self.peer}>"
@@ -102,29 +107,27 @@ class Socket:
     def sendall(self, data, timeout=None):
         """Send all of ``data``; the deadline covers the whole of it."""
         self._sent_since_recv = True
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            raise _with_peer(error, f"send to {self.peer}") from None
+        sent = self.send_nowait(data)
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
         deadline = None if timeout is None else monotonic() + timeout
         while view:
             try:
-                sent = self.sock.send(view)
-            except BlockingIOError:
-                try:
-                    yield WriteWait(self.fd, _remaining(deadline))
-                except TimeoutError:
-                    raise TimeoutError(f"send to {self.peer}: {len(view)} of {len(data)} bytes "
-                                       f"still unsent after {timeout:g} s") from None
-                continue
-            except OSError as error:
-                raise _with_peer(error, f"send to {self.peer}") from None
-            view = view[sent:]
+                yield WriteWait(self.fd, _remaining(deadline))
+            except TimeoutError:
+                raise TimeoutError(f"send to {self.peer}: {len(view)} of {len(data)} bytes "
+                                   f"still unsent after {timeout:g} s") from None
+            view = view[self.send_nowait(view):]
+
+    def send_nowait(self, data):
+        """Send what the socket takes now, without waiting; the count sent (maybe 0)."""
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            raise _with_peer(error, f"send to {self.peer}") from None
 
     def shutdown_write(self):
         """Half-close: send FIN, keep reading."""

@@ -1,0 +1,464 @@
+"""The bundled fake TPS: the field server's observable behaviour, on our kernel.
+
+It answers byte for byte as the field server does (PROTOCOL.md sections 1-2) and
+keeps its table of uuids the same way, but frames requests by Content-Length
+(split and pipelined requests work), tolerates the stray CRLF, bounds what it
+buffers and queues, and never dies from what a peer sends.
+
+Choices where the field server is unsafe: a connection that registers a second,
+different serial is closed without a reply (as in the field) and every table
+entry it held is removed (the field server kept a dangling one and later crashed).
+With ``check_auth``, a register with the wrong AuthCode gets the register reply
+with ErrorNum 401 and a PrivateData gets ``401 Unauthorized``.
+"""
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+
+from tpsharness import net
+from tpsharness.errors import MessageTooLarge, ProtocolError
+from tpsharness.kernel import Scheduler, current_scheduler
+from tpsharness.protocol import (DEFAULT_MAX_BODY, BadRequest, PrivateData, Reader,
+                                 RegisterRequest, StrictReader, register_reply, reply)
+from tpsharness.syscalls import NewTask, ReadWait, Sleep, WriteWait
+
+log = logging.getLogger("fake_tps")
+
+# Injected faults, for the harness's own tests. Each name is one misbehaviour.
+FAULTS = {
+    "close-on-accept": "close every connection (FIN) right after accepting it",
+    "reset-on-accept": "reset every connection (RST) right after accepting it",
+    "silent": "accept and read, never answer anything",
+    "half-reply": "send the first half of every reply, then nothing more on that connection",
+    "garbage-replies": "answer every request with bytes that are not HTTP",
+    "corrupt-register-replies": "answer registers 200 OK with a body that is not the register JSON",
+    "drop-relays": "acknowledge private data but never relay it",
+    "corrupt-relays": "relay private data with its last byte changed",
+}
+
+GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
+
+
+@dataclass
+class Stats:
+    """What the fake saw, for tests and for the counters printed at exit."""
+
+    connections: int = 0        # accepted, in all
+    open_connections: int = 0
+    registrations: int = 0      # first registrations of a serial on a connection
+    heartbeats: int = 0         # the same serial again on the same connection
+    replaced: int = 0           # older connections closed by a newer registration or takeover
+    relays: int = 0
+    not_found: int = 0
+    bad_requests: int = 0       # 400 for framed but unacceptable requests
+    protocol_errors: int = 0    # unframeable or oversized input: 400/413 and close
+    auth_failures: int = 0
+    idle_closed: int = 0
+    dropped: int = 0            # closed by us: output queue overflow, serial change
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class _Peer:
+    """One connection: its socket, reader, the uuids it holds and its output queue."""
+
+    __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "outq", "queued",
+                 "flushing", "silenced")
+
+    def __init__(self, sock, reader, idle_timeout):
+        self.sock = sock
+        self.reader = reader
+        self.uuids = []             # table keys pointing at this connection (one, mostly)
+        self.serial = None          # the serial this connection registered
+        self.idle_timeout = idle_timeout
+        self.outq = None            # a deque, made when a send would block
+        self.queued = 0
+        self.flushing = False
+        self.silenced = False       # the half-reply fault stops answering
+
+    @property
+    def closed(self):
+        return self.sock.closed
+
+
+class FakeTPS:
+    """A fake TPS server. Run ``serve()`` on a Scheduler, or ``start_in_thread()``.
+
+    The listening socket is bound at construction, so ``address`` is known at once
+    (port 0 picks a free port).
+    """
+
+    def __init__(self, host="127.0.0.1", port=0, *, keepalive_interval=120, idle_timeout=300.0,
+                 bad_request_idle_timeout=5.0, nul_replies=False, strict_http=False,
+                 check_auth=None, max_body=DEFAULT_MAX_BODY, max_output=4 * 1024 * 1024,
+                 reply_delay=0.0, faults=()):
+        unknown = set(faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        self.keepalive_interval = keepalive_interval
+        self.idle_timeout = idle_timeout
+        self.bad_request_idle_timeout = bad_request_idle_timeout
+        self.nul_replies = nul_replies
+        self.strict_http = strict_http
+        self.check_auth = check_auth
+        self.max_body = max_body
+        self.max_output = max_output
+        self.reply_delay = reply_delay
+        self.faults = frozenset(faults)
+        self.stats = Stats()
+        self._listener = net.listen(host, port)
+        self.address = self._listener.sock.getsockname()[:2]
+        self._table = {}            # uuid -> _Peer (devices and clients share it)
+        self._peers = set()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._commands = queue.SimpleQueue()
+        self._thread = None
+
+    def __repr__(self):
+        return f"<FakeTPS {net.format_address(self.address)} {len(self._peers)} connections>"
+
+    # -- what tests ask ---------------------------------------------------------------
+
+    def registered(self):
+        """The uuids the table holds now (device serials and client SrcUuids)."""
+        return set(list(self._table))
+
+    def configure(self, **options):
+        """Change options between tests (faults, nul_replies, reply_delay, ...)."""
+        if "faults" in options:
+            unknown = set(options["faults"]) - set(FAULTS)
+            if unknown:
+                raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+            options["faults"] = frozenset(options["faults"])
+        for name, value in options.items():
+            if name.startswith("_") or not hasattr(self, name) or name in ("stats", "address"):
+                raise TypeError(f"FakeTPS has no option {name!r}")
+            setattr(self, name, value)
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def serve(self):
+        """Serve until killed or ``request_stop()``; then close every connection."""
+        acceptor = await NewTask(self._accept_loop(), daemon=True)
+        try:
+            await self._control()
+        finally:
+            current_scheduler().kill(acceptor)
+            self._close_all()
+            self._listener.close()
+
+    async def _accept_loop(self):
+        while True:
+            try:
+                sock, _ = await self._listener.accept()
+            except OSError as error:        # EMFILE, ECONNABORTED...: wait, never die
+                log.warning("accept failed: %s", error)
+                await Sleep(0.1)
+                continue
+            self.stats.connections += 1
+            if "close-on-accept" in self.faults:
+                sock.close()
+            elif "reset-on-accept" in self.faults:
+                sock.reset()
+            else:
+                await NewTask(self._serve_connection(sock), daemon=True)
+
+    async def _serve_connection(self, sock):
+        reader = StrictReader("server", max_body=self.max_body) if self.strict_http \
+            else Reader(max_body=self.max_body)
+        peer = _Peer(sock, reader, self.idle_timeout)
+        self._peers.add(peer)
+        self.stats.open_connections += 1
+        try:
+            while not peer.closed:
+                try:
+                    data = await sock.recv(65536, timeout=peer.idle_timeout)
+                except TimeoutError:
+                    self.stats.idle_closed += 1
+                    return
+                if not data:
+                    return
+                reader.feed(data)
+                data = message = None       # a waiting handler keeps no bytes alive
+                try:
+                    for message in reader:
+                        if self.reply_delay:
+                            await Sleep(self.reply_delay)
+                        if peer.closed:
+                            return
+                        self._dispatch(peer, message)
+                    message = None
+                except ProtocolError as error:
+                    self.stats.protocol_errors += 1
+                    log.info("closing %s: %s", sock.peer, error)
+                    self._send(peer, reply(413 if isinstance(error, MessageTooLarge) else 400,
+                                           nul=self.nul_replies, strict=self.strict_http))
+                    return
+        except OSError as error:         # reset, or closed under us by a replacement
+            log.debug("connection %s ended: %s", sock.peer, error)
+        finally:
+            self._close(peer)
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def _dispatch(self, peer, message):
+        if "silent" in self.faults or peer.silenced:
+            return
+        if "garbage-replies" in self.faults:
+            self._send(peer, GARBAGE)
+            return
+        if isinstance(message, RegisterRequest):
+            self._register(peer, message)
+        elif isinstance(message, PrivateData):
+            self._private_data(peer, message)
+        else:
+            self._bad_request(peer, message)
+
+    def _register(self, peer, request):
+        if self.check_auth is not None and request.auth_code != self.check_auth:
+            self.stats.auth_failures += 1
+            self._send_reply(peer, register_reply(utc_time=int(time.time()),
+                                                  keepalive_interval=self.keepalive_interval,
+                                                  error_num="401", error_string="Unauthorized"))
+            return
+        serial = request.serial
+        if peer.serial is not None and peer.serial != serial:
+            # The field server closes such a connection without a reply (and kept a
+            # dangling entry that crashed it later); we close it and keep nothing.
+            log.info("%s registered %r after %r: closing it", peer.sock.peer, serial, peer.serial)
+            self.stats.dropped += 1
+            self._close(peer)
+            return
+        if peer.serial == serial and self._table.get(serial) is peer:
+            self.stats.heartbeats += 1
+        else:
+            self._claim(serial, peer)
+            peer.serial = serial
+            self.stats.registrations += 1
+        if "corrupt-register-replies" in self.faults:
+            body = b'{"TransProxy": corrupt'
+            self._send_reply(peer, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            return
+        self._send_reply(peer, register_reply(utc_time=int(time.time()),
+                                              keepalive_interval=self.keepalive_interval))
+
+    def _private_data(self, peer, request):
+        if self.check_auth is not None and request.auth_code != self.check_auth:
+            self.stats.auth_failures += 1
+            self._send_reply(peer, reply(401, nul=self.nul_replies, strict=self.strict_http))
+            return
+        if self._table.get(request.src) is not peer:
+            self._claim(request.src, peer)       # the client is now reachable by SrcUuid
+        target = self._table.get(request.dest)
+        if target is None:
+            self.stats.not_found += 1
+            self._send_reply(peer, reply(404, nul=self.nul_replies, strict=self.strict_http))
+            return
+        self._send_reply(peer, reply(200, nul=self.nul_replies, strict=self.strict_http))
+        if "drop-relays" in self.faults:
+            return
+        raw = request.raw
+        if "corrupt-relays" in self.faults:
+            raw = raw[:-1] + bytes([raw[-1] ^ 0x01])
+        self.stats.relays += 1
+        self._send(target, raw)
+
+    def _bad_request(self, peer, request):
+        log.info("400 to %s: %s", peer.sock.peer, request.reason if isinstance(request, BadRequest)
+                 else type(request).__name__)
+        self.stats.bad_requests += 1
+        peer.idle_timeout = min(peer.idle_timeout, self.bad_request_idle_timeout)
+        self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
+
+    def _claim(self, uuid, peer):
+        """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
+        older = self._table.get(uuid)
+        if older is not None and older is not peer:
+            self.stats.replaced += 1
+            self._close(older)
+        self._table[uuid] = peer
+        if uuid not in peer.uuids:
+            peer.uuids.append(uuid)
+
+    # -- output: bounded, never blocking a handler ------------------------------------------
+
+    def _send_reply(self, peer, data):
+        if "half-reply" in self.faults:
+            data = data[:len(data) // 2]
+            peer.silenced = True
+        self._send(peer, data)
+
+    def _send(self, peer, data):
+        """Queue ``data`` for ``peer``; a peer that stops reading is dropped, not buffered."""
+        if peer.closed:
+            return
+        if not peer.outq:
+            try:
+                sent = peer.sock.send_nowait(data)
+            except OSError:
+                self._close(peer)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        if peer.outq is None:
+            peer.outq = deque()
+        peer.outq.append(data)
+        peer.queued += len(data)
+        if peer.queued > self.max_output:
+            log.info("dropping %s: %d bytes queued and it does not read", peer.sock.peer, peer.queued)
+            self.stats.dropped += 1
+            self._close(peer)
+        elif not peer.flushing:
+            peer.flushing = True
+            current_scheduler().new(self._flush(peer), daemon=True)
+
+    async def _flush(self, peer):
+        try:
+            while peer.outq and not peer.closed:
+                await WriteWait(peer.sock.fd)
+                while peer.outq:     # None once the peer is closed
+                    data = peer.outq[0]
+                    sent = peer.sock.send_nowait(data)
+                    if sent == 0:
+                        break
+                    peer.queued -= sent
+                    if sent == len(data):
+                        peer.outq.popleft()
+                    else:
+                        peer.outq[0] = data[sent:]
+                        break
+        except OSError:
+            self._close(peer)
+        finally:
+            peer.flushing = False
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _close(self, peer):
+        """Close ``peer`` (FIN, no bytes) and remove every table entry it holds."""
+        for uuid in peer.uuids:
+            if self._table.get(uuid) is peer:
+                del self._table[uuid]
+        peer.uuids.clear()
+        peer.outq = None
+        if peer in self._peers:
+            self._peers.discard(peer)
+            self.stats.open_connections -= 1
+        peer.sock.close()
+
+    def _close_all(self):
+        for peer in list(self._peers):
+            self._close(peer)
+        self._table.clear()
+
+    def clear(self):
+        """Close every connection, empty the table and zero the stats (between tests)."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            return self._call_in_server(self.clear)
+        self._close_all()
+        connections = self.stats.open_connections
+        self.stats = Stats(open_connections=connections)
+        return None
+
+    # -- control: stop and calls from other threads ----------------------------------------
+
+    async def _control(self):
+        """Run what other threads queue (they write a byte to wake us); return on stop."""
+        while True:
+            await ReadWait(self._wake_r)
+            try:
+                self._wake_r.recv(4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    command, future = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if command is None:
+                    future.set_result(None)
+                    return
+                try:
+                    future.set_result(command())
+                except Exception as error:
+                    future.set_exception(error)
+
+    def _call_in_server(self, function):
+        future = Future()
+        self._commands.put((function, future))
+        self.wake()
+        return future.result(timeout=10)
+
+    def wake(self):
+        """Wake the control task (safe from any thread and from a signal handler)."""
+        try:
+            self._wake_w.send(b"\x00")
+        except (BlockingIOError, OSError):
+            pass
+
+    def request_stop(self):
+        """Ask ``serve()`` to end (from any thread or a signal handler)."""
+        self._commands.put((None, Future()))
+        self.wake()
+
+    def start_in_thread(self):
+        """Serve in a background thread; a context manager that stops it cleanly."""
+        return _ServerThread(self)
+
+    def close(self):
+        """Release the sockets of a server that is not serving."""
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class _ServerThread:
+    """``with fake.start_in_thread() as fake:``: serve on a thread of its own."""
+
+    def __init__(self, server):
+        self.server = server
+        self._started = threading.Event()
+        self._error = None
+
+    def __enter__(self):
+        server = self.server
+        server._thread = threading.Thread(target=self._run, name=f"fake-tps-{server.address[1]}",
+                                          daemon=True)
+        server._thread.start()
+        self._started.wait(10)
+        return server
+
+    def _run(self):
+        scheduler = Scheduler()
+        try:
+            scheduler.new(self.server.serve())
+            self._started.set()
+            scheduler.run()
+        except BaseException as error:      # reported by __exit__, never lost
+            self._error = error
+            log.exception("fake TPS thread crashed")
+        finally:
+            scheduler.close()
+            self._started.set()
+
+    def __exit__(self, *exc_info):
+        server = self.server
+        server.request_stop()
+        server._thread.join(10)
+        alive = server._thread.is_alive()
+        server._thread = None
+        server.close()
+        if alive:
+            raise RuntimeError(f"{server!r} did not stop within 10 s")
+        if self._error is not None and exc_info[0] is None:
+            raise RuntimeError(f"{server!r} crashed: {self._error!r}") from self._error

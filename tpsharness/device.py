@@ -1,0 +1,98 @@
+"""The simulated device (an IP camera): register, heartbeat, receive private data."""
+
+import os
+from time import monotonic
+
+from .endpoint import Endpoint, _ms
+from .errors import ReceiptError, RegisterError
+from .protocol import RegisterReply, quote, register_request
+
+
+def new_serial(prefix="tpsharness-"):
+    """A fresh serial that no real camera has: ``tpsharness-3f2a9c1d``."""
+    return f"{prefix}{os.urandom(4).hex()}"   # not secrets: it costs 4 MB of imports
+
+
+class Device(Endpoint):
+    """A camera on one TCP connection to the TPS.
+
+    ``await dev.connect()``, ``await dev.register()``, then ``await dev.receive()``
+    for each relayed POST /PrivateData (a PrivateData whose ``body`` is the payload),
+    ``await dev.send(client_uuid, data)`` to answer, ``await dev.run(on_data)`` to
+    serve with heartbeats.
+    """
+
+    actor = "device"
+    __slots__ = ("trailing_crlf", "keepalive_interval", "_cseq")
+
+    def __init__(self, address, serial=None, *, auth_code="0000", timeout=5.0, transcript=None,
+                 strict=False, trailing_crlf=False):
+        super().__init__(address, serial or new_serial(), auth_code=auth_code, timeout=timeout,
+                         transcript=transcript, strict=strict)
+        self.trailing_crlf = trailing_crlf
+        self.keepalive_interval = None      # seconds, from the last register reply
+        self._cseq = 0
+
+    @property
+    def serial(self):
+        return self.uuid
+
+    async def register(self, timeout=None):
+        """Register (or re-register: a heartbeat); the RegisterReply, verified.
+
+        RegisterError unless the status is 200, MessageType is the register reply
+        and ErrorNum is 200.
+        """
+        started = monotonic()
+        self._cseq += 1
+        request = register_request(self.serial, host=self.host_header, cseq=str(self._cseq),
+                                   auth_code=self.auth_code, trailing_crlf=self.trailing_crlf)
+        await self._send(request, RegisterError, started, timeout)
+        answer = await self._next(False, RegisterError, "register reply", started,
+                                  started + (self.timeout if timeout is None else timeout))
+        elapsed = monotonic() - started
+        after = f"after {_ms(elapsed)}"
+        if not isinstance(answer, RegisterReply):
+            if answer.status != 200:
+                raise RegisterError(f"register: TPS {self.label} answered {answer.status} "
+                                    f"{answer.reason} {after}", elapsed)
+            raise RegisterError(f"register: TPS {self.label} answered {answer.status} {answer.reason} "
+                                f"without the register reply JSON (body {quote(answer.body, 60)}) "
+                                f"{after}", elapsed)
+        if answer.status != 200:
+            raise RegisterError(f"register: TPS {self.label} answered status {answer.status} "
+                                f"{after}", elapsed)
+        if answer.error_num != "200":
+            raise RegisterError(f"register: TPS {self.label} refused {self.serial!r} with ErrorNum "
+                                f"{answer.error_num} {answer.error_string!r} {after}", elapsed)
+        interval = answer.keepalive_interval
+        self.keepalive_interval = int(interval) if interval.isdigit() and int(interval) > 0 else None
+        return answer
+
+    heartbeat = register
+
+    async def run(self, on_data=None, *, duration=None, heartbeat_fraction=0.8):
+        """Serve: receive private data and heartbeat before KeepAliveIntervel ends.
+
+        ``on_data(message)`` is called for each PrivateData; if it returns bytes, they
+        are sent back to ``message.src``. Runs until ``duration`` seconds passed
+        (forever if None); TPSError subclasses end it.
+        """
+        end = None if duration is None else monotonic() + duration
+        next_beat = monotonic() + (self.keepalive_interval or 120) * heartbeat_fraction
+        while end is None or monotonic() < end:
+            now = monotonic()
+            if now >= next_beat:
+                await self.heartbeat()
+                next_beat = monotonic() + (self.keepalive_interval or 120) * heartbeat_fraction
+                continue
+            try:
+                message = await self.receive(timeout=min(next_beat, end or next_beat) - now)
+            except ReceiptError as error:
+                if error.timed_out:         # a quiet spell: time to beat, or to stop
+                    continue
+                raise
+            if on_data is not None:
+                answer = on_data(message)
+                if answer is not None:
+                    await self.send(message.src, answer)

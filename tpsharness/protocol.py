@@ -1,0 +1,513 @@
+"""The TPS wire protocol, sans-IO: builders for every message, and readers.
+
+Bytes in, messages out; no sockets here. ``Reader`` is the fast tolerant reader
+both sides use: it frames by header block and Content-Length, accepts the field
+server's replies that end at the header block (plus one optional NUL), accepts a
+relayed ``POST /PrivateData`` request where replies were expected, skips stray
+CRLFs, and bounds what it buffers. ``StrictReader`` frames and validates with h11,
+the reference (PROTOCOL.md section 5).
+
+A local misuse (a builder given a header value with CR/LF) raises ValueError; a
+peer's bytes that cannot be read raise ProtocolError, which quotes them.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import h11
+
+from .errors import MessageTooLarge, ProtocolError
+
+__all__ = [
+    "DEFAULT_PORT", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
+    "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply",
+    "register_request", "private_data_request", "PrivateDataTemplate",
+    "register_reply", "reply", "Reader", "StrictReader", "quote",
+]
+
+# -- wire constants ------------------------------------------------------------------
+
+DEFAULT_PORT = 6604
+MAX_HEADER = 16 * 1024                  # a header block longer than this is refused
+DEFAULT_MAX_BODY = 1024 * 1024          # bodies longer than this are refused
+
+REGISTER_PATH = "/TransProxy"
+PRIVATE_DATA_PATH = "/PrivateData"
+REGISTER_REQ = "MSG_TRANSPROXY_REGISTER_REQ"
+REGISTER_RSP = "MSG_TRANSPROXY_REGISTER_RSP"
+
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}
+
+# The field server's register reply head: exactly these headers, in this order.
+_REGISTER_REPLY_HEAD = ("HTTP/1.1 {status} {reason}\r\nContent-Encoding: UTF-8\r\n"
+                        "Content-Length: {length}\r\nContent-Type: text/plain\r\n\r\n")
+_FIELD_REPLY = "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n\r\n"
+_STRICT_REPLY = "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "NEED_DATA"
+
+
+# One header line: a name that does not start with white space, a colon, a value.
+_HEADER_LINE = re.compile(r"\r\n([^:\r\n \t][^:\r\n]*):([^\r\n]*)")
+
+NEED_DATA = _NeedData()
+_FILLER = (13, 10, 0)       # stray CR, LF, and the NUL older builds put after replies
+"""What ``next()`` returns when the buffered bytes do not yet hold a whole message."""
+
+
+def quote(data, limit=80):
+    """The first ``limit`` bytes of ``data`` as a Python literal, for error messages."""
+    data = bytes(data)
+    if len(data) <= limit:
+        return repr(data)
+    return f"{data[:limit]!r}... ({len(data)} bytes)"
+
+
+# -- messages --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """A device's POST /TransProxy, MSG_TRANSPROXY_REGISTER_REQ."""
+
+    serial: str
+    terminal_type: str = "Camera"
+    auth_code: str = "0000"
+    cseq: str = "1"
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.serial, str) or not self.serial:
+            raise ValueError(f"a serial must be a non-empty string, not {self.serial!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateData:
+    """A POST /PrivateData: ``body`` goes from ``src`` to ``dest``; ``raw`` is the
+    whole request as it arrived (what a TPS relays)."""
+
+    src: str
+    dest: str
+    auth_code: str
+    body: bytes
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A request that is framed but not one the TPS accepts; a TPS answers 400."""
+
+    reason: str
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP reply: the PrivateData ack forms, 400s and 404s, or anything else."""
+
+    status: int
+    reason: str
+    headers: dict = field(default_factory=dict, compare=False)
+    body: bytes = b""
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterReply:
+    """A reply whose body is the register JSON (MSG_TRANSPROXY_REGISTER_RSP)."""
+
+    error_num: str
+    error_string: str
+    keepalive_interval: str
+    utc_time: str
+    status: int = 200
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def ok(self):
+        return self.status == 200 and self.error_num == "200"
+
+
+# -- builders ----------------------------------------------------------------------------
+
+def _header_value(name, value):
+    value = str(value)
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{name} must not contain CR or LF: {value!r}")
+    return value
+
+
+def register_body(serial, *, cseq="1", auth_code="0000", terminal_type="Camera",
+                  message_type=REGISTER_REQ, version="1.0"):
+    """The register JSON, in the field devices' exact layout."""
+    return json.dumps({"TransProxy": {
+        "Header": {"CSeq": str(cseq), "MessageType": message_type,
+                   "TerminalType": terminal_type, "Version": version},
+        "Body": {"AuthCode": auth_code, "SerialNumber": serial}}}).encode()
+
+
+def register_request(serial, *, host="127.0.0.1:6604", cseq="1", auth_code="0000",
+                     terminal_type="Camera", trailing_crlf=False, body=None):
+    """POST /TransProxy registering ``serial``; ``body`` overrides the JSON (for tests)."""
+    if body is None:
+        body = register_body(serial, cseq=cseq, auth_code=auth_code, terminal_type=terminal_type)
+    head = (f"POST {REGISTER_PATH} HTTP/1.1\r\nHost: {_header_value('Host', host)}\r\n"
+            f"Connection: keep-alive\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head + body + (b"\r\n" if trailing_crlf else b"")
+
+
+class PrivateDataTemplate:
+    """Prebuilt POST /PrivateData from ``src`` to ``dest``: ``build(payload)`` only
+    appends the length and the payload (the hot path of load tests)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, src, dest, *, host="127.0.0.1:6604", auth_code="0000"):
+        self._prefix = (
+            f"POST {PRIVATE_DATA_PATH} HTTP/1.1\r\nHost: {_header_value('Host', host)}\r\n"
+            f"AuthCode: {_header_value('AuthCode', auth_code)}\r\n"
+            f"SrcUuid: {_header_value('SrcUuid', src)}\r\n"
+            f"DestUuid: {_header_value('DestUuid', dest)}\r\n"
+            f"Connection: keep-alive\r\nContent-Length: ").encode()
+
+    def build(self, payload):
+        return b"%s%d\r\n\r\n%s" % (self._prefix, len(payload), payload)
+
+
+def private_data_request(src, dest, payload, *, host="127.0.0.1:6604", auth_code="0000"):
+    """POST /PrivateData carrying ``payload`` (any bytes) from ``src`` to ``dest``."""
+    return PrivateDataTemplate(src, dest, host=host, auth_code=auth_code).build(bytes(payload))
+
+
+def register_reply(*, utc_time, keepalive_interval=120, error_num="200",
+                   error_string="Success OK", status=200):
+    """The field server's register reply: pretty JSON, sorted keys, 3-space indent,
+    "KeepAliveIntervel" misspelled as on the wire, correct Content-Length."""
+    body = json.dumps({"TransProxy": {
+        "Body": {"KeepAliveIntervel": str(keepalive_interval), "UtcTime": str(utc_time)},
+        "Header": {"ErrorNum": str(error_num), "ErrorString": error_string,
+                   "MessageType": REGISTER_RSP, "Version": "1.0"}}},
+        indent=3, sort_keys=True, separators=(",", " : ")).encode() + b"\n"
+    head = _REGISTER_REPLY_HEAD.format(status=status, reason=REASONS.get(status, "Unknown"),
+                                       length=len(body))
+    return head.encode() + body
+
+
+def reply(status, *, nul=False, strict=False):
+    """A PrivateData-style reply: field form (no Content-Length, optionally the older
+    builds' trailing NUL) or strict form (Content-Length: 0)."""
+    template = _STRICT_REPLY if strict else _FIELD_REPLY
+    data = template.format(status=status, reason=REASONS.get(status, "Unknown")).encode()
+    return data + b"\x00" if nul and not strict else data
+
+
+# -- classification: framed HTTP -> typed messages ----------------------------------------
+
+def _json_strings(body, *path):
+    """body's JSON object at ``path`` (a dict), or None."""
+    try:
+        node = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, dict) else None
+
+
+def classify_request(method, target, headers, body, raw):
+    """A framed request as RegisterRequest, PrivateData or BadRequest."""
+    if method is None:
+        return BadRequest(f"not an HTTP request line: {target!r}", raw)
+    if method != "POST":
+        return BadRequest(f"unsupported method {method} {target}", raw)
+    if target == PRIVATE_DATA_PATH:
+        src = headers.get("srcuuid")
+        dest = headers.get("destuuid")
+        if not dest:
+            return BadRequest("PrivateData without DestUuid", raw)
+        if not src:
+            return BadRequest("PrivateData without SrcUuid", raw)
+        return PrivateData(src, dest, headers.get("authcode", ""), body, raw)
+    if target == REGISTER_PATH:
+        header = _json_strings(body, "TransProxy", "Header")
+        payload = _json_strings(body, "TransProxy", "Body")
+        if header is None or payload is None:
+            return BadRequest(f"register body is not the TransProxy JSON: {quote(body)}", raw)
+        if header.get("MessageType") != REGISTER_REQ:
+            return BadRequest(f"register MessageType is {header.get('MessageType')!r}, "
+                              f"not {REGISTER_REQ}", raw)
+        serial = payload.get("SerialNumber")
+        terminal_type = header.get("TerminalType")
+        if not isinstance(serial, str) or not serial:
+            return BadRequest("register without a SerialNumber string", raw)
+        if not isinstance(terminal_type, str):
+            return BadRequest("register without a TerminalType string", raw)
+        auth_code = payload.get("AuthCode", "")
+        cseq = header.get("CSeq", "")
+        return RegisterRequest(serial, terminal_type, auth_code if isinstance(auth_code, str) else "",
+                               cseq if isinstance(cseq, str) else "", raw)
+    return BadRequest(f"unknown path {target}", raw)
+
+
+def classify_reply(status, reason, headers, body, raw):
+    """A framed reply as RegisterReply (when its body is the register JSON) or Reply."""
+    if body:
+        header = _json_strings(body, "TransProxy", "Header")
+        if header is not None and header.get("MessageType") == REGISTER_RSP:
+            payload = _json_strings(body, "TransProxy", "Body") or {}
+            return RegisterReply(str(header.get("ErrorNum", "")), str(header.get("ErrorString", "")),
+                                 str(payload.get("KeepAliveIntervel", "")),
+                                 str(payload.get("UtcTime", "")), status, raw)
+    return Reply(status, reason, headers, body, raw)
+
+
+# -- the fast tolerant reader ---------------------------------------------------------------
+
+class Reader:
+    """Frames TPS messages from a byte stream, however it is split or batched.
+
+    ``feed(data)``, then ``next()`` until it returns NEED_DATA (or iterate).
+    ``eof()`` when the peer closed. Raises ProtocolError for bytes that cannot be
+    framed; the reader is then unusable (close the connection).
+    """
+
+    __slots__ = ("_buf", "_max_body", "_max_header", "_head")
+
+    def __init__(self, *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER):
+        self._buf = bytearray()
+        self._max_body = max_body
+        self._max_header = max_header
+        self._head = None           # (start, body_start, body_length, parsed head) being read
+
+    @property
+    def buffered(self):
+        """Bytes held and not yet returned as a message."""
+        return len(self._buf)
+
+    def feed(self, data):
+        self._buf += data
+
+    def __iter__(self):
+        while True:
+            message = self.next()
+            if message is NEED_DATA:
+                return
+            yield message
+
+    def next(self):
+        """The next whole message, or NEED_DATA."""
+        buf = self._buf
+        if self._head is None:
+            start = self._skip_filler(buf) if buf and buf[0] in _FILLER else 0
+            end = buf.find(b"\r\n\r\n", start)
+            if end < 0:
+                if len(buf) - start > self._max_header:
+                    raise MessageTooLarge(f"no end of header block within {self._max_header} "
+                                          f"bytes: {quote(buf[start:])}", buf[start:])
+                if start:
+                    del buf[:start]
+                return NEED_DATA
+            if end - start > self._max_header:
+                raise MessageTooLarge(f"header block of {end - start} bytes exceeds "
+                                      f"{self._max_header}: {quote(buf[start:end])}", buf[start:end])
+            head = self._parse_head(buf, start, end)
+            self._head = (start, end + 4, head)
+        start, body_start, head = self._head
+        length = head[3]
+        body_end = body_start + length
+        if len(buf) < body_end:
+            return NEED_DATA
+        self._head = None
+        kind, first, second, _, headers = head
+        body = bytes(buf[body_start:body_end])
+        raw = bytes(buf[start:body_end])
+        if kind == "reply" and length == 0 and "content-length" not in headers:
+            # A field reply ends at the header block; older builds add one NUL, consumed
+            # here or, if it has not arrived yet, skipped as filler before the next message.
+            if body_end < len(buf) and buf[body_end] == 0:
+                body_end += 1
+        del buf[:body_end]
+        if kind == "request":
+            return classify_request(first, second, headers, body, raw)
+        return classify_reply(first, second, headers, body, raw)
+
+    def eof(self):
+        """The peer closed: raise ProtocolError if a partial message is buffered."""
+        start = self._skip_filler(self._buf)
+        if start < len(self._buf):
+            raise ProtocolError(f"connection closed in the middle of a message: "
+                                f"{quote(self._buf[start:])}", self._buf[start:])
+
+    @staticmethod
+    def _skip_filler(buf):
+        """Offset of the first byte that is not a stray CR, LF or NUL."""
+        start = 0
+        size = len(buf)
+        while start < size and buf[start] in _FILLER:
+            start += 1
+        return start
+
+    def _parse_head(self, buf, start, end):
+        block = bytes(buf[start:end])
+        text = block.decode("latin-1")
+        eol = text.find("\r\n")
+        first = text if eol < 0 else text[:eol]
+        if not first.isascii():
+            raise ProtocolError(f"start line is not ASCII: {quote(first.encode('latin-1'))}", block)
+        pairs = _HEADER_LINE.findall(text, eol) if eol >= 0 else []
+        if len(pairs) != text.count("\r\n"):
+            self._raise_bad_header_line(text, block)
+        headers = {name.rstrip().lower(): value.strip() for name, value in pairs}
+        if len(headers) != len(pairs):
+            lengths = {value.strip() for name, value in pairs if name.rstrip().lower() == "content-length"}
+            if len(lengths) > 1:
+                raise ProtocolError(f"conflicting Content-Length headers in {quote(block)}", block)
+        length = headers.get("content-length")
+        if length is None:
+            length = 0
+        elif length.isdigit() and length.isascii():
+            length = int(length)
+        else:
+            raise ProtocolError(f"Content-Length {length!r} is not a number in {quote(block)}", block)
+        if length > self._max_body:
+            raise MessageTooLarge(f"body of {length} bytes exceeds the limit of {self._max_body}: "
+                                  f"{quote(block)}", block)
+        if first.startswith("HTTP/"):
+            version, _, rest = first.partition(" ")
+            code, _, reason = rest.partition(" ")
+            if not (code.isdigit() and len(code) == 3):
+                raise ProtocolError(f"malformed status line {quote(first.encode())}", block)
+            return ("reply", int(code), reason, length, headers)
+        parts = first.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[0]:
+            # Framed (we found a header block) but not HTTP: a TPS answers 400 and goes on.
+            return ("request", None, first, length, headers)
+        return ("request", parts[0], parts[1], length, headers)
+
+    @staticmethod
+    def _raise_bad_header_line(text, block):
+        for line in text.split("\r\n")[1:]:
+            if not _HEADER_LINE.fullmatch("\r\n" + line):
+                raise ProtocolError(f"malformed header line {quote(line.encode('latin-1'))} in "
+                                    f"{quote(block)}", block)
+        raise ProtocolError(f"malformed header block {quote(block)}", block)   # not reached
+
+
+# -- the strict reader: h11 as the reference ------------------------------------------------
+
+class StrictReader:
+    """Frames and validates with h11; the same interface and messages as Reader.
+
+    ``role="server"`` reads requests (fake_tps --strict-http), ``role="client"``
+    reads replies (checking a server's HTTP). A reply that strict HTTP/1.1 cannot
+    frame before the connection closes (the field acks: no Content-Length) is a
+    ProtocolError here, which is the point of this mode.
+    """
+
+    def __init__(self, role="server", *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER):
+        if role not in ("server", "client"):
+            raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        self._role = role
+        self._max_body = max_body
+        self._max_header = max_header
+        self._pending = b""
+        self._conn = None
+        self._event = None
+        self._body = bytearray()
+        self._raw = bytearray()
+
+    @property
+    def buffered(self):
+        """Bytes held and not yet returned as a message."""
+        return len(self._raw) + len(self._pending)
+
+    def feed(self, data):
+        self._pending += bytes(data)
+
+    def __iter__(self):
+        while True:
+            message = self.next()
+            if message is NEED_DATA:
+                return
+            yield message
+
+    def _new_connection(self):
+        if self._role == "server":
+            return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header)
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header)
+        conn.send(h11.Request(method="POST", target="/", headers=[("Host", "tps"), ("Content-Length", "0")]))
+        conn.send(h11.EndOfMessage())
+        return conn
+
+    def next(self):
+        if self._conn is None:
+            if not self._pending:
+                return NEED_DATA
+            self._conn = self._new_connection()
+        conn = self._conn
+        if self._pending:
+            self._raw += self._pending
+            conn.receive_data(self._pending)
+            self._pending = b""
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as error:
+                raise ProtocolError(f"not strict HTTP/1.1 ({error}): {quote(self._raw)}", self._raw) from None
+            if event is h11.NEED_DATA:
+                return NEED_DATA
+            if isinstance(event, (h11.Request, h11.Response)):
+                self._event = event
+                self._check_head(event)
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self._max_body:
+                    raise MessageTooLarge(f"body exceeds {self._max_body} bytes", self._raw[:200])
+            elif isinstance(event, h11.EndOfMessage):
+                return self._finish(conn)
+            else:       # ConnectionClosed or anything unexpected before a message ended
+                raise ProtocolError(f"connection closed before the message ended: "
+                                    f"{quote(self._raw)}", self._raw)
+
+    def _check_head(self, event):
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        if self._role == "client":
+            framed = "content-length" in headers or "transfer-encoding" in headers
+            if not framed and event.status_code not in (204, 304) and event.status_code >= 200:
+                raise ProtocolError(
+                    f"reply {event.status_code} has no Content-Length: under strict HTTP/1.1 its "
+                    f"body runs until the connection closes: {quote(self._raw)}", self._raw)
+        length = headers.get("content-length")
+        if length is not None and int(length) > self._max_body:
+            raise MessageTooLarge(f"body of {length} bytes exceeds the limit of {self._max_body}",
+                                  self._raw[:200])
+
+    def _finish(self, conn):
+        event = self._event
+        data, _closed = conn.trailing_data
+        body = bytes(self._body)
+        consumed = len(self._raw) - len(data)
+        raw = bytes(self._raw[:consumed])
+        self._pending = bytes(data) + self._pending
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._conn = None
+        self._event = None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        if isinstance(event, h11.Request):
+            return classify_request(event.method.decode("ascii"), event.target.decode("ascii"),
+                                    headers, body, raw)
+        return classify_reply(event.status_code, event.reason.decode("latin-1"), headers, body, raw)
+
+    def eof(self):
+        if self._pending or self._raw:
+            leftover = bytes(self._raw) + self._pending
+            raise ProtocolError(f"connection closed in the middle of a message: {quote(leftover)}",
+                                leftover)
