@@ -38,6 +38,8 @@ FAULTS = {
     "half-reply": "send the first half of every reply, then nothing more on that connection",
     "garbage-replies": "answer every request with bytes that are not HTTP",
     "corrupt-register-replies": "answer registers 200 OK with a body that is not the register JSON",
+    "forget-registrations": "answer registers 200 OK but keep no table entry (private data gets 404)",
+    "reject-registers": "answer every register 400 Bad Request",
     "drop-relays": "acknowledge private data but never relay it",
     "corrupt-relays": "relay private data with its last byte changed",
 }
@@ -224,6 +226,9 @@ class FakeTPS:
             self._bad_request(peer, message)
 
     def _register(self, peer, request):
+        if "reject-registers" in self.faults:
+            self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
+            return
         if self.check_auth is not None and request.auth_code != self.check_auth:
             self.stats.auth_failures += 1
             self._send_reply(peer, register_reply(utc_time=int(time.time()),
@@ -238,7 +243,9 @@ class FakeTPS:
             self.stats.dropped += 1
             self._close(peer)
             return
-        if peer.serial == serial and self._table.get(serial) is peer:
+        if "forget-registrations" in self.faults:
+            pass
+        elif peer.serial == serial and self._table.get(serial) is peer:
             self.stats.heartbeats += 1
         else:
             self._claim(serial, peer)

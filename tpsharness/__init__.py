@@ -6,3 +6,9 @@ cooperative kernel (``tpsharness.kernel``) and talk the TPS protocol
 """
 
 __version__ = "0.1.0"
+
+# Bound after the submodule of the same name is imported, so that
+# ``tpsharness.check`` stays the function the README documents.
+from .check import CheckResult, check  # noqa: E402
+
+__all__ = ["__version__", "check", "CheckResult"]

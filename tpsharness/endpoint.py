@@ -100,9 +100,14 @@ class Endpoint:
             raise error_type(f"{error_type.stage}: not connected to {self.label}", 0.0)
         try:
             await self.sock.sendall(data, timeout=self.timeout if timeout is None else timeout)
-        except (OSError, TimeoutError) as error:
-            raise error_type(f"{error_type.stage}: {_reason(error)} after {_ms(monotonic() - started)}",
-                             monotonic() - started) from None
+        except TimeoutError:
+            elapsed = monotonic() - started
+            raise error_type(f"{error_type.stage}: TPS {self.label} did not take the request within "
+                             f"{_ms(elapsed)}", elapsed, timed_out=True) from None
+        except OSError as error:
+            elapsed = monotonic() - started
+            raise error_type(f"{error_type.stage}: {_describe(error, self.label)} while sending, after "
+                             f"{_ms(elapsed)}", elapsed) from None
         if self.transcript is not None:
             self.transcript.record(self.actor, "sent", data)
 
@@ -124,13 +129,9 @@ class Endpoint:
                         else f"sent no {what}")
                 raise error_type(f"{stage}: TPS {self.label} {sent} within {_ms(elapsed)}",
                                  elapsed, timed_out=True) from None
-            except ConnectionResetError:
-                elapsed = monotonic() - started
-                raise error_type(f"{stage}: TPS {self.label} reset the connection before the {what} "
-                                 f"after {_ms(elapsed)}", elapsed) from None
             except OSError as error:
                 elapsed = monotonic() - started
-                raise error_type(f"{stage}: {_reason(error)} while waiting for the {what} after "
+                raise error_type(f"{stage}: {_describe(error, self.label)} before the {what} after "
                                  f"{_ms(elapsed)}", elapsed) from None
             if self.transcript is not None:
                 self.transcript.record(self.actor, "received" if data else "closed", data)
@@ -193,8 +194,10 @@ class Endpoint:
             self.sock.close()
 
 
-def _reason(error):
-    """The sentence of an OSError or TimeoutError, without the [Errno N] prefix."""
-    if isinstance(error, OSError) and error.strerror and not isinstance(error, TimeoutError):
-        return error.strerror
-    return str(error) or type(error).__name__
+def _describe(error, label):
+    """What a socket error means, said of the TPS at ``label``."""
+    if isinstance(error, ConnectionResetError):
+        return f"TPS {label} reset the connection"
+    if isinstance(error, (BrokenPipeError, ConnectionAbortedError)):
+        return f"TPS {label} closed the connection"
+    return error.strerror or str(error) or type(error).__name__

@@ -37,7 +37,7 @@ PRIVATE_DATA_PATH = "/PrivateData"
 REGISTER_REQ = "MSG_TRANSPROXY_REGISTER_REQ"
 REGISTER_RSP = "MSG_TRANSPROXY_REGISTER_RSP"
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large"}
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large"}
 
 # The field server's register reply head: exactly these headers, in this order.
 _REGISTER_REPLY_HEAD = ("HTTP/1.1 {status} {reason}\r\nContent-Encoding: UTF-8\r\n"

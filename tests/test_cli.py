@@ -1,0 +1,143 @@
+"""The command line as a monitoring system runs it: output lines and exit codes."""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tpsharness.cli import main
+from tpsharness.thresholds import Range
+
+
+def tps(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "tpsharness", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+PERFDATA = r"\| connect=[\d.]+ms register=[\d.]+ms relay=[\d.]+ms total=[\d.]+ms;{w};{c};0;$"
+
+
+def test_check_without_a_target_uses_the_embedded_fake_and_says_so():
+    result = tps("check")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert re.match(r"TPS OK - 127\.0\.0\.1:\d+ registered tpsharness-[0-9a-f]{8} and relayed 16 bytes "
+                    r"in [\d.]+ ms \[embedded fake TPS", line), line
+    assert re.search(PERFDATA.format(w="", c=""), line), line
+
+
+def test_check_against_a_running_fake_by_positional_and_plugin_options(fake):
+    host, port = fake.address
+    for args in ((host, str(port)), ("-H", host, "-p", str(port))):
+        result = tps("check", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith(f"TPS OK - {host}:{port} registered ")
+        assert "embedded" not in result.stdout
+
+
+def test_a_refused_port_is_critical_with_one_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = tps("check", "127.0.0.1", str(port), "-t", "2")
+    assert result.returncode == 2
+    assert re.fullmatch(rf"TPS CRITICAL - connect: TPS 127\.0\.0\.1:{port} refused the connection "
+                        r"after [\d.]+ ms \| total=[\d.]+ms;;;0;\n", result.stdout), result.stdout
+
+
+def test_an_unresolvable_name_is_critical():
+    result = tps("check", "-H", "no-such-host.invalid", "-t", "2")
+    assert result.returncode == 2
+    assert "cannot resolve 'no-such-host.invalid'" in result.stdout
+
+
+def test_warning_and_critical_ranges_on_total_time(fake):
+    host, port = map(str, fake.address)
+    warning = tps("check", host, port, "-w", "~:0", "-c", "10000")
+    assert warning.returncode == 1, warning.stdout
+    assert warning.stdout.startswith("TPS WARNING - ") and "outside the warning range ~:0" in warning.stdout
+    assert re.search(PERFDATA.format(w="~:0", c="10000"), warning.stdout.strip())
+    critical = tps("check", host, port, "-w", "~:0", "-c", "@0:100000")
+    assert critical.returncode == 2 and "outside the critical range @0:100000" in critical.stdout
+
+
+def test_json_output_is_one_object(fake):
+    result = tps("check", *map(str, fake.address), "--json")
+    data = json.loads(result.stdout)
+    assert result.returncode == 0 and data["ok"] is True and data["state"] == "OK"
+    assert set(data["timings_ms"]) == {"connect", "register", "relay", "total"}
+    assert "transcript" not in data
+    verbose = json.loads(tps("check", *map(str, fake.address), "--json", "-v").stdout)
+    assert any(entry["actor"] == "device" for entry in verbose["transcript"])
+
+
+def test_prometheus_output_names_the_failed_stage(fake):
+    fake.configure(faults=["drop-relays"])
+    result = tps("check", *map(str, fake.address), "--prometheus", "-t", "0.5")
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert "tps_probe_success 0" in lines
+    assert 'tps_probe_failed_stage{stage="receipt"} 1' in lines
+    assert 'tps_probe_failed_stage{stage="register"} 0' in lines
+    assert any(line.startswith('tps_probe_duration_seconds{phase="register"} ') for line in lines)
+
+
+def test_verbose_adds_the_wire_transcript(fake):
+    result = tps("check", *map(str, fake.address), "-v", "--payload", "hello-transcript")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("TPS OK")
+    assert any("client" in line and ">>" in line and "hello-transcript" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "--bogus"], ["check", "-t", "zero"], ["check", "-w", "5:1"], ["check", "1.2.3.4", "99999"],
+    ["check", "-p", "6604"], ["check", "a", "1", "-H", "b"], [], ["check", "--json", "--prometheus"],
+])
+def test_usage_errors_exit_unknown_with_the_usage(args):
+    result = tps(*args)
+    assert result.returncode == 3, (args, result.returncode, result.stdout, result.stderr)
+    assert "usage:" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["check", "--help"], ["-V"], ["check", "-V"]])
+def test_help_and_version_exit_unknown_as_plugins_do(args):
+    result = tps(*args)
+    assert result.returncode == 3
+    assert "usage:" in result.stdout or re.fullmatch(r"tpsharness \d+\.\d+\.\d+\n", result.stdout)
+
+
+def test_an_internal_error_is_unknown_with_a_traceback(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("tpsharness.cli.run_check", broken)
+    assert main(["check"]) == 3
+    out, err = capsys.readouterr()
+    assert out.startswith("TPS UNKNOWN - internal error: RuntimeError: a bug")
+    assert "Traceback" in err
+
+
+@pytest.mark.parametrize("text, inside, outside", [
+    ("10", [0, 5, 10], [-1, 11]),
+    ("10:", [10, 1e9], [9.9]),
+    ("~:10", [-1e9, 10], [10.1]),
+    ("10:20", [10, 20], [9, 21]),
+    ("@10:20", [9, 21], [10, 15, 20]),
+])
+def test_threshold_ranges_follow_the_plugin_guidelines(text, inside, outside):
+    """``inside`` values do not alert, ``outside`` values do."""
+    limit = Range.parse(text)
+    assert [limit.alerts(v) for v in inside] == [False] * len(inside)
+    assert [limit.alerts(v) for v in outside] == [True] * len(outside)
+
+
+def test_the_installed_console_script_runs_the_same_command():
+    import os
+    script = os.path.join(os.path.dirname(sys.executable), "tpsharness")
+    if not os.path.exists(script):
+        pytest.skip("tpsharness is not installed as a console script here")
+    result = subprocess.run([script, "check", "--json"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and json.loads(result.stdout)["embedded_fake_tps"] is True

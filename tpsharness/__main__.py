@@ -1,0 +1,7 @@
+"""python -m tpsharness: see tpsharness.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

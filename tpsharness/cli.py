@@ -1,0 +1,191 @@
+"""``python -m tpsharness check|record``: the command line, Monitoring Plugins style.
+
+Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
+--version and internal errors too, as the plugin guidelines ask).
+"""
+
+import argparse
+import sys
+import traceback
+
+from . import __version__, kernel
+from .check import GRACE, CheckResult, check_async
+from .protocol import DEFAULT_PORT
+from .report import UNKNOWN, json_text, prometheus_text, state_of, status_line
+from .syscalls import NewTask
+from .thresholds import Range
+
+
+class UsageError(Exception):
+    """The command line is wrong: print the usage and exit UNKNOWN."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but every way out is exit status 3 (UNKNOWN), not 0 or 2."""
+
+    def exit(self, status=0, message=None):
+        if message:
+            self._print_message(message, sys.stderr)
+        sys.exit(UNKNOWN)
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
+
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, not {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    return port
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the timeout must be above 0, not {text}")
+    return value
+
+
+def _range(text):
+    try:
+        return Range.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_target(parser):
+    parser.add_argument("host", nargs="?", metavar="HOST", help="the TPS to check (default: the "
+                        "bundled fake TPS, started in-process)")
+    parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help=f"its port (default {DEFAULT_PORT})")
+    parser.add_argument("-H", "--hostname", metavar="HOST", help="the TPS host (as HOST)")
+    parser.add_argument("-p", "--port", dest="port_option", type=_port, metavar="PORT",
+                        help="the TPS port (as PORT)")
+    parser.add_argument("-t", "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
+                        help="deadline for the whole check (default 5)")
+    parser.add_argument("--serial", help="device serial to register (default: tpsharness-<random>)")
+    parser.add_argument("--auth-code", default="0000", help="AuthCode to send (default 0000)")
+    parser.add_argument("--payload", help="private data to send (default: 16 random hex characters)")
+    parser.add_argument("--strict-http", action="store_true",
+                        help="read the TPS's replies with h11, as strict HTTP/1.1")
+
+
+def build_parser():
+    parser = _Parser(prog="tpsharness", description="Test harness for TPS (TransProxy Server) relays.")
+    parser.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = commands.add_parser(
+        "check", help="register a device, relay private data to it, report (Nagios style)",
+        description="Register a simulated device on the TPS, send it private data from a simulated "
+                    "client, and check that it arrives. Exit status 0 OK, 1 WARNING, 2 CRITICAL, "
+                    "3 UNKNOWN.")
+    _add_target(check)
+    check.add_argument("-w", "--warning", type=_range, metavar="RANGE",
+                       help="WARNING when the total time in ms is outside RANGE (500, ~:500, @10:20)")
+    check.add_argument("-c", "--critical", type=_range, metavar="RANGE",
+                       help="CRITICAL when the total time in ms is outside RANGE")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    output.add_argument("--prometheus", action="store_true",
+                        help="print the result in the Prometheus text exposition format")
+    check.add_argument("-v", "--verbose", action="count", default=0, help="add the wire transcript")
+    check.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
+    return parser
+
+
+def target(args):
+    """(host, port), or None for the embedded fake TPS; UsageError for conflicts."""
+    host, port = args.host, args.port
+    if args.hostname is not None:
+        if host is not None and host != args.hostname:
+            raise UsageError(f"HOST {host!r} and -H {args.hostname!r} disagree")
+        host = args.hostname
+    if args.port_option is not None:
+        if port is not None and port != args.port_option:
+            raise UsageError(f"PORT {port} and -p {args.port_option} disagree")
+        port = args.port_option
+    if host is None:
+        if port is not None:
+            raise UsageError("a PORT without a HOST")
+        return None
+    return host, port or DEFAULT_PORT
+
+
+def run_check(args):
+    """Run the check the arguments describe; a CheckResult."""
+    address = target(args)
+    payload = args.payload.encode() if args.payload is not None else None
+    options = dict(serial=args.serial, auth_code=args.auth_code, payload=payload,
+                   timeout=args.timeout, strict=args.strict_http)
+    if address is not None:
+        coro = check_async(*address, **options)
+    else:
+        coro = _check_embedded(options)
+    try:
+        return kernel.run(coro, timeout=args.timeout + GRACE)
+    except TimeoutError:
+        host, port = address or ("127.0.0.1", 0)
+        return CheckResult(False, "connect", f"check: no result within {args.timeout + GRACE:g} s",
+                           (host, port), args.serial or "", 0, {"total": (args.timeout + GRACE) * 1000})
+
+
+async def _check_embedded(options):
+    from fake_tps.server import FakeTPS        # only the embedded mode needs it
+
+    server = FakeTPS()
+    try:
+        await NewTask(server.serve())
+        result = await check_async(*server.address, **options)
+        result.embedded = True
+        return result
+    finally:
+        server.close()      # serve() is killed with the other tasks when we return
+
+
+def cmd_check(args):
+    result = run_check(args)
+    state, reason = state_of(result, args.warning, args.critical)
+    if args.json:
+        print(json_text(result, state, reason, transcript=args.verbose > 0))
+    elif args.prometheus:
+        print(prometheus_text(result))
+    else:
+        print(status_line(result, state, reason, args.warning, args.critical))
+        if args.verbose and result.transcript is not None:
+            for line in result.transcript.lines():
+                print(line)
+    return state
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("tpsharness: error: name a command (check)", file=sys.stderr)
+        return UNKNOWN
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        raise UsageError(f"unknown command {args.command!r}")
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"tpsharness {args.command}: error: {error}", file=sys.stderr)
+        return UNKNOWN
+    except KeyboardInterrupt:
+        print("TPS UNKNOWN - interrupted")
+        return UNKNOWN
+    except Exception as error:          # a bug: say so, with the traceback, as UNKNOWN
+        print(f"TPS UNKNOWN - internal error: {type(error).__name__}: {error}")
+        traceback.print_exc()
+        return UNKNOWN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Threshold ranges in the Monitoring Plugins syntax (nagios-plugins guidelines).
+
+    10      alert if x < 0 or x > 10
+    10:     alert if x < 10
+    ~:10    alert if x > 10
+    10:20   alert if x < 10 or x > 20
+    @10:20  alert if 10 <= x <= 20
+"""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Range:
+    """A parsed range; ``alerts(x)`` tells whether x is outside it (inside, with @)."""
+
+    text: str
+    low: float
+    high: float
+    inside: bool = False
+
+    @classmethod
+    def parse(cls, text):
+        raw = text.strip()
+        spec = raw
+        inside = spec.startswith("@")
+        if inside:
+            spec = spec[1:]
+        try:
+            if ":" in spec:
+                low_text, high_text = spec.split(":", 1)
+                low = -math.inf if low_text == "~" else float(low_text) if low_text else 0.0
+                high = float(high_text) if high_text else math.inf
+            else:
+                low, high = 0.0, float(spec)
+        except ValueError:
+            raise ValueError(f"bad range {text!r}: use N, N:, ~:N, N:M or @N:M") from None
+        if low > high:
+            raise ValueError(f"bad range {text!r}: the start is above the end")
+        return cls(raw, low, high, inside)
+
+    def alerts(self, value):
+        within = self.low <= value <= self.high
+        return within if self.inside else not within
