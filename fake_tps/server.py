@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from tpsharness import net
 from tpsharness.errors import MessageTooLarge, ProtocolError
 from tpsharness.kernel import Scheduler, current_scheduler
-from tpsharness.protocol import (DEFAULT_MAX_BODY, BadRequest, PrivateData, Reader,
+from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
                                  RegisterRequest, StrictReader, register_reply, reply)
 from tpsharness.syscalls import NewTask, ReadWait, Sleep, WriteWait
 
@@ -42,7 +42,13 @@ FAULTS = {
     "reject-registers": "answer every register 400 Bad Request",
     "drop-relays": "acknowledge private data but never relay it",
     "corrupt-relays": "relay private data with its last byte changed",
+    "die-on-dangling-entry": "like the field server, keep a dangling entry when a connection "
+                             "registers a second serial, and die (stop serving) on private data for it",
+    "one-read-one-message": "read like a field server: each TCP read (of up to 4096 bytes) is one "
+                            "whole message, so split requests get 400s, pipelined ones are "
+                            "swallowed, large bodies are cut (PROTOCOL.md section 3)",
 }
+FIELD_READ_SIZE = 4096
 
 GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
 
@@ -115,6 +121,8 @@ class FakeTPS:
         self.reply_delay = reply_delay
         self.faults = frozenset(faults)
         self.stats = Stats()
+        self.events = deque(maxlen=200)     # notable things, newest last: (seq, text)
+        self._event_seq = 0
         self._listener = net.listen(host, port)
         self.address = self._listener.sock.getsockname()[:2]
         self._table = {}            # uuid -> _Peer (devices and clients share it)
@@ -129,6 +137,20 @@ class FakeTPS:
         return f"<FakeTPS {net.format_address(self.address)} {len(self._peers)} connections>"
 
     # -- what tests ask ---------------------------------------------------------------
+
+    def _note(self, text):
+        """Record something a test may need to know about (protocol error, drop)."""
+        self._event_seq += 1
+        self.events.append((self._event_seq, text))
+        log.info("%s", text)
+
+    def events_since(self, seq):
+        """Event texts after sequence number ``seq``; ``event_seq`` is the current one."""
+        return [text for number, text in list(self.events) if number > seq]
+
+    @property
+    def event_seq(self):
+        return self._event_seq
 
     def registered(self):
         """The uuids the table holds now (device serials and client SrcUuids)."""
@@ -163,6 +185,8 @@ class FakeTPS:
             try:
                 sock, _ = await self._listener.accept()
             except OSError as error:        # EMFILE, ECONNABORTED...: wait, never die
+                if self._listener.closed:
+                    return
                 log.warning("accept failed: %s", error)
                 await Sleep(0.1)
                 continue
@@ -182,13 +206,19 @@ class FakeTPS:
         self.stats.open_connections += 1
         try:
             while not peer.closed:
+                field_reads = "one-read-one-message" in self.faults
                 try:
-                    data = await sock.recv(65536, timeout=peer.idle_timeout)
+                    data = await sock.recv(FIELD_READ_SIZE if field_reads else 65536,
+                                           timeout=peer.idle_timeout)
                 except TimeoutError:
                     self.stats.idle_closed += 1
+                    self._note(f"closed {sock.peer}: nothing received for {peer.idle_timeout:g} s")
                     return
                 if not data:
                     return
+                if field_reads:
+                    self._dispatch(peer, self._field_read(data))
+                    continue
                 reader.feed(data)
                 data = message = None       # a waiting handler keeps no bytes alive
                 try:
@@ -201,7 +231,7 @@ class FakeTPS:
                     message = None
                 except ProtocolError as error:
                     self.stats.protocol_errors += 1
-                    log.info("closing %s: %s", sock.peer, error)
+                    self._note(f"protocol error from {sock.peer}, closed it: {error}")
                     self._send(peer, reply(413 if isinstance(error, MessageTooLarge) else 400,
                                            nul=self.nul_replies, strict=self.strict_http))
                     return
@@ -225,6 +255,26 @@ class FakeTPS:
         else:
             self._bad_request(peer, message)
 
+    def _field_read(self, chunk):
+        """What a field server makes of one read: the first message in it, a
+        PrivateData carrying the whole read (it relays what it read), or a 400."""
+        reader = Reader(max_body=self.max_body)
+        reader.feed(chunk)
+        try:
+            message = reader.next()
+        except ProtocolError as error:
+            return BadRequest(f"unreadable read: {error}", chunk)
+        head_end = chunk.find(b"\r\n\r\n")
+        if message is NEED_DATA and head_end >= 0 and chunk.startswith(b"POST /PrivateData "):
+            head = Reader()
+            head.feed(chunk[:head_end + 4].replace(b"Content-Length", b"X-Cut-Length"))
+            message = head.next()
+        if message is NEED_DATA:
+            return BadRequest(f"a read that is not a whole request ({len(chunk)} bytes)", chunk)
+        if isinstance(message, PrivateData):
+            return PrivateData(message.src, message.dest, message.auth_code, message.body, chunk)
+        return message
+
     def _register(self, peer, request):
         if "reject-registers" in self.faults:
             self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
@@ -239,9 +289,12 @@ class FakeTPS:
         if peer.serial is not None and peer.serial != serial:
             # The field server closes such a connection without a reply (and kept a
             # dangling entry that crashed it later); we close it and keep nothing.
-            log.info("%s registered %r after %r: closing it", peer.sock.peer, serial, peer.serial)
+            self._note(f"{peer.sock.peer} registered {serial!r} after {peer.serial!r}: closed it")
             self.stats.dropped += 1
+            dangling = peer.serial
             self._close(peer)
+            if "die-on-dangling-entry" in self.faults:
+                self._table[dangling] = peer
             return
         if "forget-registrations" in self.faults:
             pass
@@ -266,6 +319,12 @@ class FakeTPS:
         if self._table.get(request.src) is not peer:
             self._claim(request.src, peer)       # the client is now reachable by SrcUuid
         target = self._table.get(request.dest)
+        if target is not None and target.closed and "die-on-dangling-entry" in self.faults:
+            self._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
+            self._close_all()
+            self._listener.close()
+            self.request_stop()
+            return
         if target is None:
             self.stats.not_found += 1
             self._send_reply(peer, reply(404, nul=self.nul_replies, strict=self.strict_http))
@@ -280,8 +339,9 @@ class FakeTPS:
         self._send(target, raw)
 
     def _bad_request(self, peer, request):
-        log.info("400 to %s: %s", peer.sock.peer, request.reason if isinstance(request, BadRequest)
-                 else type(request).__name__)
+        reason = request.reason if isinstance(request, BadRequest) else \
+            f"a reply ({request.status}) where a request belongs"
+        self._note(f"400 to {peer.sock.peer}: {reason}")
         self.stats.bad_requests += 1
         peer.idle_timeout = min(peer.idle_timeout, self.bad_request_idle_timeout)
         self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
@@ -290,6 +350,7 @@ class FakeTPS:
         """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
         older = self._table.get(uuid)
         if older is not None and older is not peer:
+            self._note(f"{uuid!r} taken by {peer.sock.peer}: closed the older connection {older.sock.peer}")
             self.stats.replaced += 1
             self._close(older)
         self._table[uuid] = peer
@@ -322,7 +383,7 @@ class FakeTPS:
         peer.outq.append(data)
         peer.queued += len(data)
         if peer.queued > self.max_output:
-            log.info("dropping %s: %d bytes queued and it does not read", peer.sock.peer, peer.queued)
+            self._note(f"dropped {peer.sock.peer}: {peer.queued} bytes queued and it does not read")
             self.stats.dropped += 1
             self._close(peer)
         elif not peer.flushing:

@@ -8,6 +8,22 @@ import pytest
 from fake_tps.server import FakeTPS
 from tpsharness.protocol import NEED_DATA, Reader
 
+pytest_plugins = ["pytester"]
+
+
+def wait_until(predicate, timeout=5.0, interval=0.01):
+    """Poll ``predicate`` until it is true or ``timeout`` passes; its last value.
+
+    For state another thread changes (a server noticing a close): bounded, and it
+    returns as soon as the condition holds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
 
 @pytest.fixture
 def fake():

@@ -5,13 +5,16 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
 """
 
 import argparse
+import json
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__, kernel
 from .check import GRACE, CheckResult, check_async
 from .protocol import DEFAULT_PORT
-from .report import UNKNOWN, json_text, prometheus_text, state_of, status_line
+from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
+from .scenario import TEMPLATES, ScenarioFailure, record
 from .syscalls import NewTask
 from .thresholds import Range
 
@@ -96,6 +99,17 @@ def build_parser():
                         help="print the result in the Prometheus text exposition format")
     check.add_argument("-v", "--verbose", action="count", default=0, help="add the wire transcript")
     check.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
+
+    record = commands.add_parser(
+        "record", help="record a conversation with a TPS as a replayable scenario file",
+        description="Run a scenario template against the TPS and write a scenario that expects "
+                    "exactly what happened: a field incident becomes a regression test.")
+    _add_target(record)
+    record.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="where to write the scenario (e.g. fixtures/incident.json)")
+    record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
+                        help="the conversation to record (default: check)")
+    record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
 
 
@@ -163,16 +177,46 @@ def cmd_check(args):
     return state
 
 
+def cmd_record(args):
+    address = target(args)
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise UsageError(f"{output} exists; give --force to overwrite it")
+    payload = args.payload
+    try:
+        if address is None:
+            from fake_tps.server import FakeTPS
+            server = FakeTPS()
+            with server.start_in_thread():
+                scenario = record(args.scenario, server.address, timeout=args.timeout,
+                                  serial=args.serial, payload=payload)
+        else:
+            scenario = record(args.scenario, address, timeout=args.timeout, serial=args.serial,
+                              payload=payload)
+    except ScenarioFailure as failure:
+        print(f"tpsharness record: nothing to record: {str(failure).splitlines()[2].strip()}",
+              file=sys.stderr)
+        return CRITICAL
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(scenario, indent=2) + "\n", encoding="utf-8")
+    last = scenario["steps"][-1]
+    print(f"wrote {output}: {len(scenario['steps'])} steps, the last: {last['do']}"
+          f"{' (' + last['note'] + ')' if 'note' in last else ''}")
+    return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("tpsharness: error: name a command (check)", file=sys.stderr)
+        print("tpsharness: error: name a command (check, record)", file=sys.stderr)
         return UNKNOWN
     try:
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "record":
+            return cmd_record(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         parser.print_usage(sys.stderr)

@@ -49,11 +49,12 @@ class Endpoint:
 
     actor = "peer"
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
-                 "strict", "sock", "_reader", "_replies", "_requests")
+                 "strict", "sock", "_reader", "_replies", "_requests", "name")
 
     def __init__(self, address, uuid, *, auth_code="0000", timeout=5.0, transcript=None,
                  strict=False):
         self.uuid = uuid
+        self.name = self.actor          # who this is in transcripts
         self.auth_code = auth_code
         self._templates = {}
         self.address = tuple(address)
@@ -92,7 +93,7 @@ class Endpoint:
             elapsed = monotonic() - start
             raise ConnectError(f"connect: {reason} after {_ms(elapsed)}", elapsed, timed_out=timed_out)
         if self.transcript is not None:
-            self.transcript.record(self.actor, "connected", b"")
+            self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
 
     async def _send(self, data, error_type, started, timeout=None):
@@ -109,7 +110,7 @@ class Endpoint:
             raise error_type(f"{error_type.stage}: {_describe(error, self.label)} while sending, after "
                              f"{_ms(elapsed)}", elapsed) from None
         if self.transcript is not None:
-            self.transcript.record(self.actor, "sent", data)
+            self.transcript.record(self.name, "sent", data)
 
     async def _next(self, want_request, error_type, what, started, deadline):
         """The next relayed request (or reply), sorting what arrives meanwhile.
@@ -134,7 +135,7 @@ class Endpoint:
                 raise error_type(f"{stage}: {_describe(error, self.label)} before the {what} after "
                                  f"{_ms(elapsed)}", elapsed) from None
             if self.transcript is not None:
-                self.transcript.record(self.actor, "received" if data else "closed", data)
+                self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
                 elapsed = monotonic() - started
                 partial = ""
@@ -189,9 +190,56 @@ class Endpoint:
         return self._next(True, ReceiptError, "private data", started,
                           started + (self.timeout if timeout is None else timeout))
 
+    async def send_raw(self, data, timeout=None):
+        """Write exact bytes in one send (scenarios, conformance tests)."""
+        await self._send(data, SendError, monotonic(), timeout)
+
+    def next_reply(self, timeout=None):
+        """Await the next reply (Reply or RegisterReply) on this connection."""
+        started = monotonic()
+        return self._next(False, SendError, "reply", started,
+                          started + (self.timeout if timeout is None else timeout))
+
+    async def wait_closed(self, timeout=None):
+        """True if the TPS closes (FIN or RST) within ``timeout``; what arrives first is
+        kept for next_reply/receive. ``unread`` tells how much did."""
+        deadline = monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                data = await self.sock.recv(65536, timeout=max(0.0, deadline - monotonic()))
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+            if self.transcript is not None:
+                self.transcript.record(self.name, "received" if data else "closed", data)
+            if not data:
+                return True
+            self._reader.feed(data)
+            try:
+                for message in self._reader:
+                    (self._requests if message.__class__ is PrivateData else self._replies).append(message)
+            except ProtocolError:
+                pass        # garbage before a close: the close is what was asked about
+
+    @property
+    def unread(self):
+        """Messages that arrived and were not asked for yet."""
+        return len(self._replies) + len(self._requests)
+
     def close(self):
         if self.sock is not None:
             self.sock.close()
+
+
+class Raw(Endpoint):
+    """A connection for exact bytes: ``send_raw``, ``next_reply``, ``wait_closed``."""
+
+    actor = "raw"
+    __slots__ = ()
+
+    def __init__(self, address, *, timeout=5.0, transcript=None, strict=False):
+        super().__init__(address, None, timeout=timeout, transcript=transcript, strict=strict)
 
 
 def _describe(error, label):

@@ -126,6 +126,8 @@ class RegisterReply:
     keepalive_interval: str
     utc_time: str
     status: int = 200
+    reason: str = "OK"
+    headers: dict = field(default_factory=dict, repr=False, compare=False)
     raw: bytes = field(default=b"", repr=False, compare=False)
 
     @property
@@ -264,7 +266,7 @@ def classify_reply(status, reason, headers, body, raw):
             payload = _json_strings(body, "TransProxy", "Body") or {}
             return RegisterReply(str(header.get("ErrorNum", "")), str(header.get("ErrorString", "")),
                                  str(payload.get("KeepAliveIntervel", "")),
-                                 str(payload.get("UtcTime", "")), status, raw)
+                                 str(payload.get("UtcTime", "")), status, reason, headers, raw)
     return Reply(status, reason, headers, body, raw)
 
 

@@ -1,0 +1,59 @@
+"""PROTOCOL.md section 2: acks, raw relay, 404, 400, replies back to the client."""
+
+import pytest
+
+from tpsharness.errors import UnknownDestination
+from tpsharness.protocol import PrivateData, private_data_request, register_request
+
+
+def test_private_data_is_acked_and_relayed_as_raw_bytes(tps):
+    device = tps.device()
+    raw = tps.raw()
+    request = private_data_request("tpsharness-app-raw", device.serial, b"exact bytes", host="tps.test")
+    raw.send(request)
+    assert raw.next_reply().status == 200
+    relayed = device.receive_message()
+    assert relayed.raw == request, "the device got other bytes than the client sent"
+
+
+def test_any_bytes_including_nul_are_relayed(tps):
+    device = tps.device()
+    payload = bytes(range(256)) + b"\r\n\r\n\x00"
+    tps.client().send(device.serial, payload)
+    assert device.receive() == payload
+
+
+def test_unknown_dest_uuid_gets_404(tps):
+    with pytest.raises(UnknownDestination):
+        tps.client().send("tpsharness-never-registered", b"x")
+
+
+BAD_REQUESTS = {
+    "bad JSON": register_request("x", body=b"{this is not json"),
+    "missing SerialNumber": register_request("x", body=(
+        b'{"TransProxy": {"Header": {"MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
+        b'"TerminalType": "Camera"}, "Body": {}}}')),
+    "wrong MessageType": register_request("x", body=(
+        b'{"TransProxy": {"Header": {"MessageType": "MSG_SOMETHING_ELSE", "TerminalType": "Camera"}, '
+        b'"Body": {"SerialNumber": "x"}}}')),
+    "a GET": b"GET / HTTP/1.1\r\nHost: tps\r\n\r\n",
+    "PrivateData without DestUuid": b"POST /PrivateData HTTP/1.1\r\nSrcUuid: a\r\nContent-Length: 1\r\n\r\nx",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_malformed_requests_get_400(tps, name):
+    raw = tps.raw()
+    raw.send(BAD_REQUESTS[name])
+    reply = raw.next_reply()
+    assert reply.status == 400, f"{name}: answered {reply.status} {getattr(reply, 'reason', '')}"
+
+
+def test_a_device_reply_reaches_the_client_by_its_srcuuid(tps):
+    device = tps.device()
+    client = tps.client()
+    client.send(device.serial, b"question")
+    question = device.receive_message()
+    assert question.src == client.src
+    device.send(question.src, b"answer")
+    assert client.receive() == b"answer"

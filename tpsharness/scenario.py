@@ -1,0 +1,496 @@
+"""Scenarios: TPS conversations as data files, validated, replayed and recorded.
+
+A scenario names actors (devices, clients, raw connections) and a list of steps.
+``load`` validates a file against STEPS below and names the file and the step in
+every error; ``play`` runs it against a TPS and raises ScenarioFailure naming the
+step, what was expected, what arrived, and the wire transcript; ``record`` runs
+the same steps but writes down what arrived instead of checking it.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from . import kernel
+from .endpoint import Raw, Transcript
+from .client import Client
+from .device import Device
+from .errors import ScenarioError, TPSError
+from .harness import unique_serial
+from .protocol import PrivateDataTemplate, RegisterReply, quote, register_request
+from .syscalls import Sleep
+
+ACTOR_KINDS = {"device": Device, "client": Client, "raw": Raw}
+ACTOR_FIELDS = {"kind": str, "serial": str, "src": str, "auth_code": str, "note": str}
+
+# Each step: the actor kinds it applies to (None: no actor), required fields, optional ones.
+STEPS = {
+    "connect": ({"device", "client", "raw"}, {}, {}),
+    "register": ({"device"}, {}, {"serial": str, "trailing_crlf": bool, "auth_code": str,
+                                  "times": int, "split_at": int, "pause": (int, float)}),
+    "heartbeat": ({"device"}, {}, {}),
+    "send": ({"device", "client"}, {"to": str}, {"payload": str, "payload_hex": str, "times": int,
+                                                 "split_at": int, "pause": (int, float)}),
+    "send_raw": ({"device", "client", "raw"}, {}, {"data": str, "data_hex": str}),
+    "expect_reply": ({"device", "client", "raw"}, {}, {"status": int, "reason": str, "fields": dict,
+                                                       "headers": dict, "within": (int, float)}),
+    "expect_receipt": ({"device", "client", "raw"}, {}, {"payload": str, "payload_hex": str,
+                                                         "from": str, "within": (int, float)}),
+    "expect_close": ({"device", "client", "raw"}, {}, {"within": (int, float), "no_bytes": bool}),
+    "expect_nothing": ({"device", "client", "raw"}, {}, {"for": (int, float)}),
+    "wait": (None, {"seconds": (int, float)}, {}),
+    "check_alive": (None, {}, {}),
+}
+COMMON_STEP_FIELDS = {"do": str, "actor": str, "note": str}
+TOP_FIELDS = {"description": str, "actors": dict, "steps": list, "fake": dict, "recorded": dict}
+# Register reply fields a scenario may check, by their wire names.
+REPLY_FIELDS = {"ErrorNum": "error_num", "ErrorString": "error_string",
+                "KeepAliveIntervel": "keepalive_interval", "UtcTime": "utc_time"}
+DEFAULT_WITHIN = 2.0
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
+
+
+@dataclass
+class Scenario:
+    """A validated scenario: ``path`` for messages, the parsed ``data``."""
+
+    path: str
+    data: dict
+
+    @property
+    def name(self):
+        return self.path.rsplit("/", 1)[-1].removesuffix(".json")
+
+    @property
+    def fake_options(self):
+        return self.data.get("fake")
+
+
+class ScenarioFailure(AssertionError):
+    """A step did not see what it expected; the message says which, and shows the wire."""
+
+
+# -- loading and validation ---------------------------------------------------------------
+
+def _type_name(expected):
+    names = {str: "a string", int: "a number", float: "a number", bool: "true or false",
+             dict: "an object", list: "a list"}
+    if isinstance(expected, tuple):
+        return names[expected[0]]
+    return names[expected]
+
+
+def _check_type(value, expected):
+    if expected is int or expected == (int, float):
+        return isinstance(value, (int, float) if expected != int else int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def validate(data, path="<scenario>"):
+    """Raise ScenarioError naming ``path`` and the step for anything malformed."""
+    def fail(where, message):
+        raise ScenarioError(f"{path}: {where}: {message}")
+
+    if not isinstance(data, dict):
+        fail("top level", "a scenario is a JSON object with 'actors' and 'steps'")
+    for key in data:
+        if key not in TOP_FIELDS:
+            fail("top level", f"unknown field {key!r} (allowed: {', '.join(TOP_FIELDS)})")
+    for key in ("actors", "steps"):
+        if key not in data:
+            fail("top level", f"missing field {key!r}")
+    for key, value in data.items():
+        if not isinstance(value, TOP_FIELDS[key]):
+            fail("top level", f"{key!r} must be {_type_name(TOP_FIELDS[key])}")
+    actors = data["actors"]
+    for name, actor in actors.items():
+        where = f"actor {name!r}"
+        if not isinstance(actor, dict):
+            fail(where, "must be an object with a 'kind'")
+        if actor.get("kind") not in ACTOR_KINDS:
+            fail(where, f"'kind' must be one of {', '.join(ACTOR_KINDS)}, not {actor.get('kind')!r}")
+        for key, value in actor.items():
+            if key not in ACTOR_FIELDS:
+                fail(where, f"unknown field {key!r} (allowed: {', '.join(ACTOR_FIELDS)})")
+            if not isinstance(value, ACTOR_FIELDS[key]):
+                fail(where, f"{key!r} must be {_type_name(ACTOR_FIELDS[key])}")
+    if not data["steps"]:
+        fail("steps", "a scenario needs at least one step")
+    for number, step in enumerate(data["steps"], 1):
+        if not isinstance(step, dict):
+            fail(f"step {number}", "must be an object with 'do'")
+        do = step.get("do")
+        where = f"step {number} ({do})" if isinstance(do, str) else f"step {number}"
+        if do not in STEPS:
+            fail(where, f"unknown step {do!r} (known: {', '.join(STEPS)})")
+        kinds, required, optional = STEPS[do]
+        allowed = {**COMMON_STEP_FIELDS, **required, **optional}
+        for key, value in step.items():
+            if key not in allowed:
+                fail(where, f"unknown field {key!r} (allowed: {', '.join(allowed)})")
+            if not _check_type(value, allowed[key]):
+                fail(where, f"{key!r} must be {_type_name(allowed[key])}, not {value!r}")
+        for key in required:
+            if key not in step:
+                fail(where, f"missing field {key!r}")
+        if kinds is None:
+            if "actor" in step:
+                fail(where, f"'{do}' takes no actor")
+        else:
+            if "actor" not in step:
+                fail(where, "missing field 'actor'")
+            if step["actor"] not in actors:
+                fail(where, f"unknown actor {step['actor']!r} (actors: {', '.join(actors) or 'none'})")
+            kind = actors[step["actor"]]["kind"]
+            if kind not in kinds:
+                fail(where, f"a {kind} cannot '{do}' (only {', '.join(sorted(kinds))})")
+        if do == "send_raw" and ("data" in step) == ("data_hex" in step):
+            fail(where, "give exactly one of 'data' and 'data_hex'")
+        for a, b in (("payload", "payload_hex"),):
+            if a in step and b in step:
+                fail(where, f"give at most one of {a!r} and {b!r}")
+        for key in ("payload_hex", "data_hex"):
+            if key in step:
+                try:
+                    bytes.fromhex(step[key])
+                except ValueError:
+                    fail(where, f"{key!r} is not hexadecimal")
+        if "fields" in step:
+            for key, value in step["fields"].items():
+                if key not in REPLY_FIELDS and key != "MessageType":
+                    fail(where, f"unknown register reply field {key!r} (known: MessageType, "
+                                f"{', '.join(REPLY_FIELDS)})")
+                if not isinstance(value, str):
+                    fail(where, f"field {key!r} must be a string (all register values are)")
+    return data
+
+
+def load(path):
+    """Read and validate the scenario file at ``path``."""
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ScenarioError(f"{path}: not JSON: {error}") from None
+    except OSError as error:
+        raise ScenarioError(f"{path}: cannot read: {error.strerror}") from None
+    return Scenario(path, validate(data, path))
+
+
+def json_schema():
+    """The scenario format as a JSON Schema (draft 2020-12), made from STEPS."""
+    def schema_of(kind):
+        if kind == (int, float) or kind is int:
+            return {"type": "number"}
+        return {"type": {str: "string", bool: "boolean", dict: "object", list: "array"}[kind]}
+
+    step_schemas = []
+    for do, (kinds, required, optional) in STEPS.items():
+        properties = {"do": {"const": do}, "note": {"type": "string"}}
+        if kinds is not None:
+            properties["actor"] = {"type": "string"}
+        properties.update({k: schema_of(v) for k, v in {**required, **optional}.items()})
+        step_schemas.append({"type": "object", "properties": properties, "additionalProperties": False,
+                             "required": ["do"] + (["actor"] if kinds else []) + list(required)})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "tpsharness scenario",
+        "type": "object",
+        "required": ["actors", "steps"],
+        "additionalProperties": False,
+        "properties": {
+            "description": {"type": "string"},
+            "recorded": {"type": "object"},
+            "fake": {"type": "object", "description": "FakeTPS options; the scenario then runs "
+                                                      "only against the bundled fake"},
+            "actors": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["kind"], "additionalProperties": False,
+                "properties": {"kind": {"enum": list(ACTOR_KINDS)},
+                               **{k: schema_of(v) for k, v in ACTOR_FIELDS.items() if k != "kind"}}}},
+            "steps": {"type": "array", "minItems": 1, "items": {"oneOf": step_schemas}},
+        },
+    }
+
+
+# -- playing ------------------------------------------------------------------------------
+
+def _bytes(step, text_key, hex_key, default=b""):
+    if hex_key in step:
+        return bytes.fromhex(step[hex_key])
+    if text_key in step:
+        return step[text_key].encode("utf-8")
+    return default
+
+
+class _Player:
+    """Runs the steps of one scenario against ``address``; ``recording`` writes down
+    what arrives instead of checking it."""
+
+    def __init__(self, scenario, address, timeout, recording=False):
+        self.scenario = scenario
+        self.address = tuple(address)
+        self.timeout = timeout
+        self.recording = recording
+        self.transcript = Transcript()
+        self.actors = {}
+        self.recorded = []
+        for name, spec in scenario.data["actors"].items():
+            kind = ACTOR_KINDS[spec["kind"]]
+            options = dict(timeout=timeout, transcript=self.transcript)
+            if spec["kind"] == "device":
+                serial = self._expand(spec["serial"]) if "serial" in spec else unique_serial()
+                endpoint = kind(self.address, serial,
+                                auth_code=spec.get("auth_code", "0000"), **options)
+            elif spec["kind"] == "client":
+                src = self._expand(spec["src"]) if "src" in spec else unique_serial("tpsharness-app-")
+                endpoint = kind(self.address, src,
+                                auth_code=spec.get("auth_code", "0000"), **options)
+            else:
+                endpoint = kind(self.address, **options)
+            endpoint.name = name
+            self.actors[name] = endpoint
+
+    def _expand(self, text):
+        def uuid_of(match):
+            actor = self.actors.get(match.group(1))
+            if actor is None or actor.uuid is None:
+                raise ScenarioError(f"{self.scenario.path}: ${{{match.group(1)}}} names no device or client")
+            return actor.uuid
+        return _PLACEHOLDER.sub(uuid_of, text)
+
+    def _uuid(self, name_or_uuid):
+        actor = self.actors.get(name_or_uuid)
+        return actor.uuid if actor is not None and actor.uuid else self._expand(name_or_uuid)
+
+    async def play(self):
+        try:
+            for number, step in enumerate(self.scenario.data["steps"], 1):
+                outcome = await self._step(step)
+                if self.recording:
+                    self.recorded.append(outcome)
+                    if outcome["do"] in ("expect_close", "expect_nothing") and \
+                            step["do"] not in ("expect_close", "expect_nothing"):
+                        break       # what the template expected next cannot happen
+        finally:
+            for endpoint in self.actors.values():
+                endpoint.close()
+
+    def fail(self, step, expected, arrived):
+        number = self.scenario.data["steps"].index(step) + 1
+        actor = f"{step['actor']}: " if "actor" in step else ""
+        lines = [f"{self.scenario.path}: step {number} ({actor}{step['do']})",
+                 f"  expected: {expected}", f"  arrived:  {arrived}", "  transcript:"]
+        lines += [f"    {line}" for line in self.transcript.lines(200)] or ["    (nothing on the wire)"]
+        raise ScenarioFailure("\n".join(lines))
+
+    async def _step(self, step):
+        do = step["do"]
+        endpoint = self.actors.get(step.get("actor"))
+        if do == "connect":
+            try:
+                await endpoint.connect()
+            except TPSError as error:
+                self.fail(step, "a connection", str(error))
+        elif do in ("register", "heartbeat"):
+            endpoint._cseq += 1
+            serial = self._expand(step["serial"]) if "serial" in step else endpoint.serial
+            await self._write(step, endpoint, register_request(
+                serial, host=endpoint.host_header, cseq=str(endpoint._cseq),
+                auth_code=step.get("auth_code", endpoint.auth_code),
+                trailing_crlf=step.get("trailing_crlf", False)))
+        elif do == "send":
+            payload = _bytes(step, "payload", "payload_hex", b"tpsharness")
+            template = PrivateDataTemplate(endpoint.uuid, self._uuid(step["to"]),
+                                           host=endpoint.host_header, auth_code=endpoint.auth_code)
+            await self._write(step, endpoint, template.build(payload))
+        elif do == "send_raw":
+            data = bytes.fromhex(step["data_hex"]) if "data_hex" in step else \
+                self._expand(step["data"]).encode("latin-1")
+            await self._write(step, endpoint, data)
+        elif do == "expect_reply":
+            return await self._expect_reply(step, endpoint)
+        elif do == "expect_receipt":
+            return await self._expect_receipt(step, endpoint)
+        elif do == "expect_close":
+            return await self._expect_close(step, endpoint)
+        elif do == "expect_nothing":
+            return await self._expect_nothing(step, endpoint)
+        elif do == "wait":
+            await Sleep(step["seconds"])
+        elif do == "check_alive":
+            probe = Raw(self.address, timeout=min(self.timeout, 2.0))
+            try:
+                await probe.connect()
+            except TPSError as error:
+                self.fail(step, "the TPS still accepting connections", f"it is not ({error})")
+            finally:
+                probe.close()
+        return dict(step)
+
+    async def _write(self, step, endpoint, data):
+        """One write, or ``times`` copies in one write (pipelined), or two writes
+        split at ``split_at`` with a ``pause`` between (a split request)."""
+        data = data * step.get("times", 1)
+        split = step.get("split_at")
+        pieces = [data] if split is None else [data[:split], data[split:]]
+        try:
+            for number, piece in enumerate(pieces):
+                if number:
+                    await Sleep(step.get("pause", 0.2))
+                await endpoint.send_raw(piece)
+        except TPSError as error:
+            self.fail(step, f"to send {len(data)} bytes", str(error))
+
+    async def _expect_reply(self, step, endpoint):
+        within = step.get("within", DEFAULT_WITHIN)
+        try:
+            reply = await endpoint.next_reply(within)
+        except TPSError as error:
+            if self.recording:
+                return self._record_absence(step, endpoint, error, within)
+            self.fail(step, self._describe_expected_reply(step), str(error))
+        if self.recording:
+            outcome = {"do": "expect_reply", "actor": step["actor"], "status": reply.status}
+            if isinstance(reply, RegisterReply):
+                outcome["fields"] = {"MessageType": "MSG_TRANSPROXY_REGISTER_RSP",
+                                     "ErrorNum": reply.error_num, "ErrorString": reply.error_string}
+            return outcome
+        problems = []
+        if "status" in step and reply.status != step["status"]:
+            problems.append(f"status {reply.status}")
+        if "reason" in step and getattr(reply, "reason", None) != step["reason"]:
+            problems.append(f"reason {getattr(reply, 'reason', None)!r}")
+        for name, value in step.get("headers", {}).items():
+            actual = getattr(reply, "headers", {}).get(name.lower())
+            if actual != value:
+                problems.append(f"header {name}: {actual!r}")
+        fields = step.get("fields", {})
+        if fields and not isinstance(reply, RegisterReply):
+            problems.append(f"no register reply JSON (body {quote(getattr(reply, 'body', b''), 60)})")
+        elif fields:
+            for name, value in fields.items():
+                actual = "MSG_TRANSPROXY_REGISTER_RSP" if name == "MessageType" \
+                    else getattr(reply, REPLY_FIELDS[name])
+                if actual != value:
+                    problems.append(f"{name} {actual!r}")
+        if problems:
+            self.fail(step, self._describe_expected_reply(step),
+                      f"a reply with {', '.join(problems)}: {quote(reply.raw, 120)}")
+        return dict(step)
+
+    @staticmethod
+    def _describe_expected_reply(step):
+        parts = [f"status {step['status']}"] if "status" in step else []
+        parts += [f"{k} {v!r}" for k, v in step.get("fields", {}).items()]
+        parts += [f"header {k}: {v!r}" for k, v in step.get("headers", {}).items()]
+        return f"a reply{' with ' + ', '.join(parts) if parts else ''} within {step.get('within', DEFAULT_WITHIN):g} s"
+
+    async def _expect_receipt(self, step, endpoint):
+        within = step.get("within", DEFAULT_WITHIN)
+        expected = _bytes(step, "payload", "payload_hex", None)
+        try:
+            message = await endpoint.receive(within)
+        except TPSError as error:
+            if self.recording:
+                return self._record_absence(step, endpoint, error, within)
+            self.fail(step, f"private data {quote(expected, 60) if expected is not None else ''} "
+                            f"within {within:g} s", str(error))
+        if self.recording:
+            outcome = {"do": "expect_receipt", "actor": step["actor"]}
+            try:
+                outcome["payload"] = message.body.decode("utf-8")
+            except UnicodeDecodeError:
+                outcome["payload_hex"] = message.body.hex()
+            return outcome
+        if expected is not None and message.body != expected:
+            self.fail(step, f"payload {quote(expected, 80)}", f"payload {quote(message.body, 80)}")
+        if "from" in step and message.src != self._uuid(step["from"]):
+            self.fail(step, f"private data from {self._uuid(step['from'])!r}", f"from {message.src!r}")
+        return dict(step)
+
+    async def _expect_close(self, step, endpoint):
+        within = step.get("within", DEFAULT_WITHIN)
+        before = endpoint.unread
+        closed = await endpoint.wait_closed(within)
+        if not closed:
+            self.fail(step, f"the TPS to close the connection within {within:g} s", "it stayed open")
+        if step.get("no_bytes", False) and endpoint.unread > before:
+            self.fail(step, "a close with no bytes first", f"{endpoint.unread - before} message(s) first")
+        return dict(step)
+
+    async def _expect_nothing(self, step, endpoint):
+        seconds = step.get("for", 0.3)
+        before = endpoint.unread
+        closed = await endpoint.wait_closed(seconds)
+        if endpoint.unread > before:
+            self.fail(step, f"nothing for {seconds:g} s", f"{endpoint.unread - before} message(s)")
+        if closed:
+            self.fail(step, f"nothing for {seconds:g} s", "the TPS closed the connection")
+        return dict(step)
+
+    def _record_absence(self, step, endpoint, error, within):
+        if error.timed_out:
+            return {"do": "expect_nothing", "actor": step["actor"], "for": within,
+                    "note": f"recorded: {error}"}
+        return {"do": "expect_close", "actor": step["actor"], "within": within,
+                "note": f"recorded: {error}"}
+
+
+def play(scenario, address, *, timeout=5.0):
+    """Run ``scenario`` against the TPS at ``address``; ScenarioFailure if a step fails."""
+    player = _Player(scenario, address, timeout)
+    kernel.run(player.play(), timeout=_budget(scenario, timeout))
+    return player.transcript
+
+
+def _budget(scenario, timeout):
+    """The most a scenario may take: each step's own bound, plus slack."""
+    total = 5.0
+    for step in scenario.data["steps"]:
+        total += max(step.get("within", DEFAULT_WITHIN), step.get("for", 0.3),
+                     step.get("seconds", 0), timeout if step["do"] == "connect" else 0) + 0.5
+    return total
+
+
+# -- recording --------------------------------------------------------------------------------
+
+CHECK_TEMPLATE = {
+    "actors": {"device": {"kind": "device"}, "client": {"kind": "client"}},
+    "steps": [
+        {"do": "connect", "actor": "device"},
+        {"do": "connect", "actor": "client"},
+        {"do": "register", "actor": "device"},
+        {"do": "expect_reply", "actor": "device"},
+        {"do": "send", "actor": "client", "to": "device"},
+        {"do": "expect_reply", "actor": "client"},
+        {"do": "expect_receipt", "actor": "device"},
+    ],
+}
+TEMPLATES = {"check": CHECK_TEMPLATE}
+
+
+def record(template_name, address, *, timeout=5.0, serial=None, payload=None, description=None):
+    """Run a template's steps against ``address`` and return a scenario (a dict) that
+    expects exactly what happened: a field incident becomes a regression test."""
+    template = json.loads(json.dumps(TEMPLATES[template_name]))
+    if serial:
+        template["actors"]["device"]["serial"] = serial
+    payload = payload if payload is not None else f"tpsharness record {os.urandom(6).hex()}"
+    for step in template["steps"]:
+        if step["do"] == "send":
+            step["payload"] = payload
+    scenario = Scenario(f"<{template_name}>", validate(template))
+    player = _Player(scenario, address, timeout, recording=True)
+    kernel.run(player.play(), timeout=_budget(scenario, timeout))
+    host, port = address
+    recorded = {
+        "description": description or f"Recorded from {host}:{port} with tpsharness record "
+                                      f"--scenario {template_name}",
+        "recorded": {"scenario": template_name, "target": f"{host}:{port}",
+                     "transcript": list(player.transcript.lines(400))},
+        "actors": template["actors"],
+        "steps": player.recorded,
+    }
+    return validate(recorded, "<recorded>")
