@@ -10,7 +10,7 @@ from tpsharness import kernel
 from tpsharness.check import check, check_async
 from tpsharness.client import Client
 from tpsharness.device import Device
-from tpsharness.errors import RegisterError, Rejected, UnknownDestination
+from tpsharness.errors import Rejected, UnknownDestination
 from tpsharness.syscalls import NewTask
 
 
@@ -66,7 +66,7 @@ def test_refused_port_fails_at_connect():
     (["corrupt-register-replies"], "register", "without the register reply JSON"),
     (["garbage-replies"], "register", "answered bytes that are not a TPS message"),
     (["close-on-accept"], "register", "(closed|reset) the connection"),  # FIN, or RST if our request met it
-    (["reset-on-accept"], "register", "reset the connection"),
+    (["reset-on-accept"], "connect|register", "reset the connection"),  # the RST may beat our connect
     (["forget-registrations"], "send", "answered 404 Not Found"),
     (["drop-relays"], "receipt", "sent no private data within"),
     (["corrupt-relays"], "receipt", r"differ from the 16 sent at byte 15 \("),
@@ -74,8 +74,8 @@ def test_refused_port_fails_at_connect():
 def test_each_failure_is_named_by_its_stage(fake, faults, stage, words):
     fake.configure(faults=faults)
     result = check(*fake.address, timeout=0.5)
-    assert (result.ok, result.stage) == (False, stage)
-    assert result.message.startswith(f"{stage}: ") and re.search(words, result.message), result.message
+    assert not result.ok and re.fullmatch(stage, result.stage), result.message
+    assert result.message.startswith(f"{result.stage}: ") and re.search(words, result.message), result.message
 
 
 def test_check_auth_refusal_is_a_register_failure_naming_errornum(fake):

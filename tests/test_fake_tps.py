@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fake_tps.server import FakeTPS
-from tpsharness.protocol import (BadRequest, PrivateData, RegisterReply, Reply, private_data_request,
+from tpsharness.protocol import (PrivateData, RegisterReply, Reply, private_data_request,
                                  register_request, reply)
 
 REPLY_RE = re.compile(

@@ -146,9 +146,9 @@ def test_sleepers_wake_in_deadline_order():
         order.append(name)
 
     sched = Scheduler()
-    sched.new(sleeper("late", 0.03))
-    sched.new(sleeper("early", 0.01))
-    sched.new(sleeper("middle", 0.02))
+    sched.new(sleeper("late", 0.15))
+    sched.new(sleeper("early", 0.05))
+    sched.new(sleeper("middle", 0.1))
     sched.run()
     assert order == ["early", "middle", "late"]
 

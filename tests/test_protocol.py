@@ -298,7 +298,7 @@ def test_buffering_is_bounded_for_a_peer_that_never_ends_its_headers(chunks):
     try:
         reader.feed(b"POST /PrivateData HTTP/1.1\r\nX: ")
         for chunk in chunks:
-            reader.feed(chunk.replace(b"\r\n\r\n", b"xxxx"))
+            reader.feed(chunk.replace(b"\r", b"x").replace(b"\n", b"x"))     # never ends
             assert reader.next() is NEED_DATA
     except ProtocolError:
         return
@@ -317,7 +317,7 @@ header_values = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=1
 def test_fast_reader_agrees_with_h11_on_well_formed_requests(extra, src, dest, body):
     names = [n for n, _ in extra]
     assume(len(set(names)) == len(names))
-    head = [f"POST /PrivateData HTTP/1.1", "Host: tps", f"SrcUuid: {src}", f"DestUuid: {dest}"]
+    head = ["POST /PrivateData HTTP/1.1", "Host: tps", f"SrcUuid: {src}", f"DestUuid: {dest}"]
     head += [f"{n}: {v}" for n, v in extra] + [f"Content-Length: {len(body)}"]
     data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
 

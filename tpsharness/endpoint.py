@@ -80,6 +80,8 @@ class Endpoint:
             self.sock = await net.connect(self.address, timeout=timeout)
         except ConnectionRefusedError:
             reason = f"TPS {self.label} refused the connection"
+        except ConnectionResetError as error:
+            reason = _describe(error, self.label)
         except socket.gaierror as error:
             reason = f"cannot resolve {self.address[0]!r} ({error.strerror.rpartition(': ')[2]})"
         except TimeoutError:

@@ -106,7 +106,6 @@ class Socket:
     @types.coroutine
     def sendall(self, data, timeout=None):
         """Send all of ``data``; the deadline covers the whole of it."""
-        self._sent_since_recv = True
         sent = self.send_nowait(data)
         if sent == len(data):
             return
@@ -122,6 +121,7 @@ class Socket:
 
     def send_nowait(self, data):
         """Send what the socket takes now, without waiting; the count sent (maybe 0)."""
+        self._sent_since_recv = True
         try:
             return self.sock.send(data)
         except BlockingIOError:

@@ -272,7 +272,20 @@ def classify_reply(status, reason, headers, body, raw):
 
 # -- the fast tolerant reader ---------------------------------------------------------------
 
-class Reader:
+class _MessageReader:
+    """Iterating a reader yields the whole messages buffered now."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        while True:
+            message = self.next()
+            if message is NEED_DATA:
+                return
+            yield message
+
+
+class Reader(_MessageReader):
     """Frames TPS messages from a byte stream, however it is split or batched.
 
     ``feed(data)``, then ``next()`` until it returns NEED_DATA (or iterate).
@@ -295,13 +308,6 @@ class Reader:
 
     def feed(self, data):
         self._buf += data
-
-    def __iter__(self):
-        while True:
-            message = self.next()
-            if message is NEED_DATA:
-                return
-            yield message
 
     def next(self):
         """The next whole message, or NEED_DATA."""
@@ -404,7 +410,7 @@ class Reader:
 
 # -- the strict reader: h11 as the reference ------------------------------------------------
 
-class StrictReader:
+class StrictReader(_MessageReader):
     """Frames and validates with h11; the same interface and messages as Reader.
 
     ``role="server"`` reads requests (fake_tps --strict-http), ``role="client"``
@@ -432,13 +438,6 @@ class StrictReader:
 
     def feed(self, data):
         self._pending += bytes(data)
-
-    def __iter__(self):
-        while True:
-            message = self.next()
-            if message is NEED_DATA:
-                return
-            yield message
 
     def _new_connection(self):
         if self._role == "server":

@@ -9,28 +9,15 @@ rounds and reports the best of each; the ratio is what to read, not the rates.
 import argparse
 import asyncio
 import gc
-import os
-import sys
 import resource
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from _common import best_of, rss_bytes  # noqa: E402  (puts the repo on sys.path)
 
 from tpsharness import net  # noqa: E402
+from tpsharness.examples.echo import echo_server  # noqa: E402
 from tpsharness.kernel import Scheduler, run  # noqa: E402
 from tpsharness.syscalls import KillTask, NewTask, Sleep, WaitTask  # noqa: E402
-
-
-def best_of(rounds, *workloads):
-    """Run the workloads alternately ``rounds`` times; the best time of each."""
-    best = [float("inf")] * len(workloads)
-    for _ in range(rounds):
-        for i, workload in enumerate(workloads):
-            gc.collect()
-            start = time.perf_counter()
-            workload()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 # -- task switching ----------------------------------------------------------------
@@ -70,21 +57,6 @@ MESSAGE = b"x" * 64
 
 
 def echo(clients, round_trips):
-    async def ours_handler(sock):
-        try:
-            while True:
-                data = await sock.recv(65536)
-                if not data:
-                    return
-                await sock.sendall(data)
-        finally:
-            sock.close()
-
-    async def ours_server(listener):
-        while True:
-            sock, _ = await listener.accept()
-            await NewTask(ours_handler(sock), daemon=True)
-
     async def ours_client(port):
         sock = await net.connect(("127.0.0.1", port), timeout=10)
         try:
@@ -98,7 +70,7 @@ def echo(clients, round_trips):
 
     async def ours_main():
         listener = net.listen()
-        server = await NewTask(ours_server(listener))
+        server = await NewTask(echo_server(listener))
         port = listener.sock.getsockname()[1]
         for tid in [await NewTask(ours_client(port)) for _ in range(clients)]:
             await WaitTask(tid)
@@ -139,11 +111,6 @@ def echo(clients, round_trips):
 
 # -- scale -----------------------------------------------------------------------------
 
-def _rss_bytes():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def scale(tasks):
     woke = []
 
@@ -152,7 +119,7 @@ def scale(tasks):
         woke.append(1)
 
     gc.collect()
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     sched = Scheduler()
     start = time.perf_counter()
     for _ in range(tasks):

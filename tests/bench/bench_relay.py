@@ -15,7 +15,6 @@ for ours and for asyncio+h11.
 import argparse
 import gc
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -23,24 +22,13 @@ import time
 
 import h11
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from _common import best_of, rss_bytes  # noqa: E402  (puts the repo on sys.path)
 
 from fake_tps.server import FakeTPS  # noqa: E402
 from tpsharness.client import Client  # noqa: E402
 from tpsharness.device import Device  # noqa: E402
 from tpsharness.kernel import run  # noqa: E402
 from tpsharness.syscalls import NewTask, Sleep, WaitTask  # noqa: E402
-
-
-def best_of(rounds, *workloads):
-    best = [float("inf")] * len(workloads)
-    for _ in range(rounds):
-        for i, workload in enumerate(workloads):
-            gc.collect()
-            start = time.perf_counter()
-            workload()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 # -- ours ---------------------------------------------------------------------------------
@@ -210,11 +198,6 @@ def throughput(pairs, relays):
 
 # -- memory ----------------------------------------------------------------------------------
 
-def _rss():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 async def ours_hold(count):
     server = FakeTPS()
     await NewTask(server.serve())
@@ -227,7 +210,7 @@ async def ours_hold(count):
         await NewTask(device.receive(), daemon=True)      # each device waits for data
     await WaitTask(await NewTask(_settle()))
     gc.collect()
-    return len(server.registered()), _rss()
+    return len(server.registered()), rss_bytes()
 
 
 async def _settle():
@@ -250,11 +233,11 @@ async def asyncio_hold(count):
         held[-1] = held[-1] + (asyncio.ensure_future(reader.read(65536)),)
     await asyncio.sleep(0.2)
     gc.collect()
-    return len(fake.table), _rss()
+    return len(fake.table), rss_bytes()
 
 
 def memory_child(kind, count):
-    base = _rss()
+    base = rss_bytes()
     if kind == "ours":
         registered, rss = run(ours_hold(count), timeout=600)
     else:

@@ -3,7 +3,7 @@
 import pytest
 
 from tpsharness.errors import UnknownDestination
-from tpsharness.protocol import PrivateData, private_data_request, register_request
+from tpsharness.protocol import private_data_request, register_request
 
 
 def test_private_data_is_acked_and_relayed_as_raw_bytes(tps):

@@ -2,9 +2,6 @@
 
 import time
 
-import pytest
-
-from tpsharness.errors import RegisterError
 from tpsharness.protocol import RegisterReply, private_data_request, register_request
 
 
