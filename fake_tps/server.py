@@ -208,7 +208,7 @@ class FakeTPS:
             while not peer.closed:
                 field_reads = "one-read-one-message" in self.faults
                 try:
-                    data = await sock.recv(FIELD_READ_SIZE if field_reads else 65536,
+                    data = await sock.recv(FIELD_READ_SIZE if field_reads else net.RECV_SIZE,
                                            timeout=peer.idle_timeout)
                 except TimeoutError:
                     self.stats.idle_closed += 1

@@ -272,6 +272,15 @@ def test_check_auth_refuses_the_wrong_authcode(fake, wire):
     assert fake.stats.auth_failures == 2
 
 
+def test_reply_delay_holds_every_answer_back(fake):
+    from tpsharness.check import check
+    fake.configure(reply_delay=0.3)
+    too_quick = check(*fake.address, timeout=0.2)
+    assert too_quick.stage == "register" and "sent no register reply" in too_quick.message
+    patient = check(*fake.address, timeout=3)
+    assert patient.ok and patient.timings["register"] >= 300
+
+
 def test_unknown_options_and_faults_are_refused():
     with pytest.raises(ValueError, match="unknown fault"):
         FakeTPS(faults=["explode"])

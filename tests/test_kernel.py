@@ -533,6 +533,29 @@ def test_writewait_times_out_when_the_peer_does_not_read(pair):
         run(main(), timeout=5)
 
 
+def test_killing_a_writer_withdraws_its_fd_wait(pair):
+    a, _ = pair
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+
+    async def writer():
+        await WriteWait(a)
+
+    async def main():
+        tid = await NewTask(writer())
+        await Sleep(0)
+        assert await KillTask(tid) is True
+        with pytest.raises(TimeoutError):         # no FdBusy: the first wait is gone
+            await WriteWait(a, timeout=0.01)
+        return "fd free"
+
+    assert run(main(), timeout=5) == "fd free"
+
+
 def test_two_readers_on_one_fd_is_a_clear_error(pair):
     a, _ = pair
 

@@ -6,7 +6,7 @@ import pytest
 
 from tpsharness import net
 from tpsharness.examples.echo import alive, echo_server
-from tpsharness.kernel import run
+from tpsharness.kernel import Scheduler, SelectorPoller, run
 from tpsharness.syscalls import KillTask, NewTask, Sleep, WaitTask
 
 
@@ -161,3 +161,32 @@ def test_echo_server_serves_100_concurrent_clients_while_another_task_keeps_sayi
     assert results == [[f"client {i} message {r}".encode() for r in range(5)] for i in range(100)]
     first_echo, last_echo = events.index("echo"), len(events) - 1 - events[::-1].index("echo")
     assert "alive" in events[first_echo:last_echo], "the alive task never ran while clients were served"
+
+
+def test_the_selectors_fallback_poller_serves_the_echo_too():
+    """Where there is no epoll the kernel polls through selectors; same behaviour."""
+    results = []
+
+    async def client(port, i):
+        sock = await net.connect(("127.0.0.1", port), timeout=5)
+        try:
+            await sock.sendall(b"fallback %d" % i, timeout=5)
+            results.append(await sock.recv(100, timeout=5))
+            with pytest.raises(TimeoutError):
+                await sock.recv(100, timeout=0.01)
+        finally:
+            sock.close()
+
+    async def main():
+        listener = net.listen()
+        server = await NewTask(echo_server(listener))
+        port = listener.sock.getsockname()[1]
+        for tid in [await NewTask(client(port, i)) for i in range(10)]:
+            await WaitTask(tid)
+        await KillTask(server)
+
+    scheduler = Scheduler(poller=SelectorPoller)
+    scheduler.new(main())
+    scheduler.run()
+    scheduler.close()
+    assert sorted(results) == sorted(b"fallback %d" % i for i in range(10))

@@ -124,7 +124,7 @@ class Endpoint:
         stage = error_type.stage
         while not queue:
             try:
-                data = await self.sock.recv(65536, timeout=max(0.0, deadline - monotonic()))
+                data = await self.sock.recv(net.RECV_SIZE, timeout=max(0.0, deadline - monotonic()))
             except TimeoutError:
                 elapsed = monotonic() - started
                 partial = self._reader.buffered
@@ -208,7 +208,7 @@ class Endpoint:
         deadline = monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             try:
-                data = await self.sock.recv(65536, timeout=max(0.0, deadline - monotonic()))
+                data = await self.sock.recv(net.RECV_SIZE, timeout=max(0.0, deadline - monotonic()))
             except TimeoutError:
                 return False
             except OSError:

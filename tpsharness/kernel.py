@@ -12,6 +12,7 @@ way. The undo functions are the scheduler's own methods, called with the task: a
 wait allocates nothing but its timer entry, which matters with 100,000 tasks.
 """
 
+import errno
 import heapq
 import logging
 import os
@@ -27,16 +28,18 @@ from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitTask,
                        WriteWait)
 
-__all__ = ["Scheduler", "Task", "run", "forget_fd", "current_scheduler"]
+__all__ = ["Scheduler", "Task", "run", "forget_fd", "current_scheduler", "EpollPoller",
+           "SelectorPoller"]
 
 log = logging.getLogger("tpsharness.kernel")
 
 
-class _EpollPoller:
+class EpollPoller:
     """Readiness straight from epoll: selectors' Python wrapper costs ~1 us per event."""
 
-    READ = select.EPOLLIN if hasattr(select, "epoll") else 1
-    WRITE = select.EPOLLOUT if hasattr(select, "epoll") else 4
+    READ = getattr(select, "EPOLLIN", 1)
+    WRITE = getattr(select, "EPOLLOUT", 4)
+    HANGUP = getattr(select, "EPOLLERR", 0) | getattr(select, "EPOLLHUP", 0)
 
     def __init__(self):
         self._epoll = select.epoll()
@@ -52,11 +55,12 @@ class _EpollPoller:
             pass
 
 
-class _SelectorPoller:
+class SelectorPoller:
     """The same interface on selectors.DefaultSelector, where there is no epoll."""
 
     READ = 1
     WRITE = 4
+    HANGUP = 0          # selectors reports an error as both readable and writable
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
@@ -75,21 +79,16 @@ class _SelectorPoller:
             pass
 
     def poll(self, timeout=None):
-        return [(key.fd, (events & selectors.EVENT_READ and self.READ) |
-                 (events & selectors.EVENT_WRITE and self.WRITE))
+        return [(key.fd, (self.READ if events & selectors.EVENT_READ else 0) |
+                 (self.WRITE if events & selectors.EVENT_WRITE else 0))
                 for key, events in self._selector.select(timeout)]
 
     def _to_selector(self, mask):
-        return ((mask & self.READ and selectors.EVENT_READ) |
-                (mask & self.WRITE and selectors.EVENT_WRITE))
+        return ((selectors.EVENT_READ if mask & self.READ else 0) |
+                (selectors.EVENT_WRITE if mask & self.WRITE else 0))
 
 
-_Poller = _EpollPoller if hasattr(select, "epoll") else _SelectorPoller
-READ = _Poller.READ
-WRITE = _Poller.WRITE
-# An error or hang-up wakes both sides: the next recv or send reports it.
-_READ_EVENTS = READ | (select.EPOLLERR | select.EPOLLHUP if hasattr(select, "epoll") else 0)
-_WRITE_EVENTS = WRITE | (select.EPOLLERR | select.EPOLLHUP if hasattr(select, "epoll") else 0)
+DefaultPoller = EpollPoller if hasattr(select, "epoll") else SelectorPoller
 
 # Task states: where a task is, for repr and for the kernel's own checks.
 READY = "READY"
@@ -170,16 +169,22 @@ class _Watch:
 
 
 class Scheduler:
-    """Runs tasks until none is left; one per thread."""
+    """Runs tasks until none is left; one per thread. ``poller``: the readiness
+    source's class (epoll where there is one)."""
 
-    def __init__(self):
+    def __init__(self, poller=None):
         self._tasks = {}                  # tid -> live Task
         self._outcomes = {}               # tid -> (value, exc, killed), uncollected
         self._logged = set()              # tids whose uncollected exception was logged
         self._ready = deque()             # tasks to run, in order
         self._timers = []                 # heap of [deadline, seq, task, call]
         self._cancelled_timers = 0        # entries in _timers whose task is None
-        self._poller = _Poller()
+        self._poller = (poller or DefaultPoller)()
+        self._read = self._poller.READ
+        self._write = self._poller.WRITE
+        # An error or hang-up wakes both sides: the next recv or send reports it.
+        self._read_events = self._poller.READ | self._poller.HANGUP
+        self._write_events = self._poller.WRITE | self._poller.HANGUP
         self._watches = {}                # fd -> _Watch
         self._next_tid = count(1).__next__
         self._next_seq = count().__next__
@@ -247,7 +252,7 @@ class Scheduler:
         self._poller.unregister(fd)
         for task in (watch.reader, watch.writer):
             if task is not None:
-                self._wake(task, exc=OSError(9, f"fd {fd} was closed while {task!r} waited on it"))
+                self._wake(task, exc=OSError(errno.EBADF, f"fd {fd} was closed while {task!r} waited on it"))
 
     def close(self):
         """Release the poller. Tasks still alive are killed first."""
@@ -297,6 +302,8 @@ class Scheduler:
         handlers = self._handlers
         tasks = self._tasks
         wake = self._wake
+        read, write = self._read, self._write
+        read_events, write_events = self._read_events, self._write_events
 
         while tasks:
             if main is not None and main.state is ENDED:
@@ -321,7 +328,7 @@ class Scheduler:
                     if watch is None:
                         continue
                     idle = 0
-                    if events & _READ_EVENTS:
+                    if events & read_events:
                         task = watch.reader
                         if task is not None:        # inlined _wake: the hottest path
                             watch.reader = task.undo = task.waiting_on = None
@@ -331,12 +338,12 @@ class Scheduler:
                             task.state = READY
                             append(task)
                         else:
-                            idle = READ
-                    if events & _WRITE_EVENTS:
+                            idle = read
+                    if events & write_events:
                         if watch.writer is not None:
                             wake(watch.writer)
                         else:
-                            idle |= WRITE
+                            idle |= write
                     if idle & watch.mask:
                         self._drop_interest(fd, watch, idle & watch.mask)
 
@@ -590,8 +597,8 @@ class Scheduler:
     def _sys_read_wait(self, task, call):
         fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
         watch = self._watches.get(fd)
-        if watch is None or not watch.mask & READ:
-            watch = self._watch(fd, READ)
+        if watch is None or not watch.mask & self._read:
+            watch = self._watch(fd, self._read)
         elif watch.reader is not None:
             raise FdBusy(f"fd {fd}: {watch.reader!r} already waits to read it")
         watch.reader = task
@@ -604,7 +611,7 @@ class Scheduler:
 
     def _sys_write_wait(self, task, call):
         fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
-        watch = self._watch(fd, WRITE)
+        watch = self._watch(fd, self._write)
         if watch.writer is not None:
             raise FdBusy(f"fd {fd}: {watch.writer!r} already waits to write it")
         watch.writer = task

@@ -18,7 +18,7 @@ async def handle_client(sock):
     """Echo what arrives until the peer closes."""
     try:
         while True:
-            data = await sock.recv(65536)
+            data = await sock.recv()
             if not data:
                 return
             await sock.sendall(data)
