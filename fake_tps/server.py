@@ -50,6 +50,17 @@ FAULTS = {
 }
 FIELD_READ_SIZE = 4096
 
+OPTIONS = ("keepalive_interval", "idle_timeout", "bad_request_idle_timeout", "nul_replies",
+           "strict_http", "check_auth", "max_body", "max_output", "reply_delay", "faults")
+
+
+def _known_faults(faults):
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+    return frozenset(faults)
+
+
 GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
 
 
@@ -107,9 +118,6 @@ class FakeTPS:
                  bad_request_idle_timeout=5.0, nul_replies=False, strict_http=False,
                  check_auth=None, max_body=DEFAULT_MAX_BODY, max_output=4 * 1024 * 1024,
                  reply_delay=0.0, faults=()):
-        unknown = set(faults) - set(FAULTS)
-        if unknown:
-            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
         self.keepalive_interval = keepalive_interval
         self.idle_timeout = idle_timeout
         self.bad_request_idle_timeout = bad_request_idle_timeout
@@ -119,7 +127,7 @@ class FakeTPS:
         self.max_body = max_body
         self.max_output = max_output
         self.reply_delay = reply_delay
-        self.faults = frozenset(faults)
+        self.faults = _known_faults(faults)
         self.stats = Stats()
         self.events = deque(maxlen=200)     # notable things, newest last: (seq, text)
         self._event_seq = 0
@@ -158,14 +166,12 @@ class FakeTPS:
 
     def configure(self, **options):
         """Change options between tests (faults, nul_replies, reply_delay, ...)."""
+        for name in options:
+            if name not in OPTIONS:
+                raise TypeError(f"FakeTPS has no option {name!r}; options: {', '.join(OPTIONS)}")
         if "faults" in options:
-            unknown = set(options["faults"]) - set(FAULTS)
-            if unknown:
-                raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
-            options["faults"] = frozenset(options["faults"])
+            options["faults"] = _known_faults(options["faults"])
         for name, value in options.items():
-            if name.startswith("_") or not hasattr(self, name) or name in ("stats", "address"):
-                raise TypeError(f"FakeTPS has no option {name!r}")
             setattr(self, name, value)
 
     # -- serving ------------------------------------------------------------------------
@@ -232,8 +238,7 @@ class FakeTPS:
                 except ProtocolError as error:
                     self.stats.protocol_errors += 1
                     self._note(f"protocol error from {sock.peer}, closed it: {error}")
-                    self._send(peer, reply(413 if isinstance(error, MessageTooLarge) else 400,
-                                           nul=self.nul_replies, strict=self.strict_http))
+                    self._send(peer, self._status_reply(413 if isinstance(error, MessageTooLarge) else 400))
                     return
         except OSError as error:         # reset, or closed under us by a replacement
             log.debug("connection %s ended: %s", sock.peer, error)
@@ -277,13 +282,11 @@ class FakeTPS:
 
     def _register(self, peer, request):
         if "reject-registers" in self.faults:
-            self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
+            self._send_reply(peer, self._status_reply(400))
             return
         if self.check_auth is not None and request.auth_code != self.check_auth:
             self.stats.auth_failures += 1
-            self._send_reply(peer, register_reply(utc_time=int(time.time()),
-                                                  keepalive_interval=self.keepalive_interval,
-                                                  error_num="401", error_string="Unauthorized"))
+            self._send_reply(peer, self._register_reply(error_num="401", error_string="Unauthorized"))
             return
         serial = request.serial
         if peer.serial is not None and peer.serial != serial:
@@ -308,13 +311,12 @@ class FakeTPS:
             body = b'{"TransProxy": corrupt'
             self._send_reply(peer, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             return
-        self._send_reply(peer, register_reply(utc_time=int(time.time()),
-                                              keepalive_interval=self.keepalive_interval))
+        self._send_reply(peer, self._register_reply())
 
     def _private_data(self, peer, request):
         if self.check_auth is not None and request.auth_code != self.check_auth:
             self.stats.auth_failures += 1
-            self._send_reply(peer, reply(401, nul=self.nul_replies, strict=self.strict_http))
+            self._send_reply(peer, self._status_reply(401))
             return
         if self._table.get(request.src) is not peer:
             self._claim(request.src, peer)       # the client is now reachable by SrcUuid
@@ -327,9 +329,9 @@ class FakeTPS:
             return
         if target is None:
             self.stats.not_found += 1
-            self._send_reply(peer, reply(404, nul=self.nul_replies, strict=self.strict_http))
+            self._send_reply(peer, self._status_reply(404))
             return
-        self._send_reply(peer, reply(200, nul=self.nul_replies, strict=self.strict_http))
+        self._send_reply(peer, self._status_reply(200))
         if "drop-relays" in self.faults:
             return
         raw = request.raw
@@ -344,7 +346,7 @@ class FakeTPS:
         self._note(f"400 to {peer.sock.peer}: {reason}")
         self.stats.bad_requests += 1
         peer.idle_timeout = min(peer.idle_timeout, self.bad_request_idle_timeout)
-        self._send_reply(peer, reply(400, nul=self.nul_replies, strict=self.strict_http))
+        self._send_reply(peer, self._status_reply(400))
 
     def _claim(self, uuid, peer):
         """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
@@ -358,6 +360,14 @@ class FakeTPS:
             peer.uuids.append(uuid)
 
     # -- output: bounded, never blocking a handler ------------------------------------------
+
+    def _status_reply(self, status):
+        """A PrivateData-style reply in the form this fake is set to (field, NUL, strict)."""
+        return reply(status, nul=self.nul_replies, strict=self.strict_http)
+
+    def _register_reply(self, error_num="200", error_string="Success OK"):
+        return register_reply(utc_time=int(time.time()), keepalive_interval=self.keepalive_interval,
+                              error_num=error_num, error_string=error_string)
 
     def _send_reply(self, peer, data):
         if "half-reply" in self.faults:

@@ -8,6 +8,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fake_tps.server import FakeTPS
 from tpsharness.protocol import (PrivateData, RegisterReply, Reply, private_data_request,
@@ -281,9 +283,13 @@ def test_reply_delay_holds_every_answer_back(fake):
     assert patient.ok and patient.timings["register"] >= 300
 
 
-def test_unknown_options_and_faults_are_refused():
+def test_unknown_options_and_faults_are_refused(fake):
     with pytest.raises(ValueError, match="unknown fault"):
         FakeTPS(faults=["explode"])
+    with pytest.raises(ValueError, match="unknown fault"):
+        fake.configure(faults=["explode"])
+    with pytest.raises(TypeError, match="no option 'serve'"):
+        fake.configure(serve=None)
 
 
 @pytest.mark.parametrize("fault, check", [
@@ -346,3 +352,18 @@ def test_python_m_fake_tps_on_a_busy_port_says_so():
                                 capture_output=True, text=True, timeout=10)
     assert result.returncode == 1
     assert f"listen on 127.0.0.1:{port}" in result.stderr
+
+
+@given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=4), st.booleans())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_bytes_from_a_peer_stop_the_server(fake, wire, chunks, reset):
+    """Arbitrary bytes, then a close or a reset: the fake keeps serving everyone."""
+    connection = wire()
+    for chunk in chunks:
+        connection.send(chunk)
+    if reset:
+        connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    connection.close()
+    probe = wire()
+    assert register(probe, "cam-after-fuzz").ok
+    probe.close()

@@ -9,7 +9,7 @@ from time import monotonic
 from . import kernel
 from .client import Client
 from .device import Device, new_serial
-from .endpoint import Transcript, _ms
+from .endpoint import Transcript, format_ms
 from .errors import ReceiptError, TPSError
 from .net import format_address
 from .protocol import quote
@@ -88,7 +88,7 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
         if relayed.body != payload:
             elapsed = monotonic() - mark
             raise ReceiptError(f"receipt: device {serial} received {_describe_mismatch(payload, relayed.body)} "
-                               f"after {_ms(elapsed)}", elapsed)
+                               f"after {format_ms(elapsed)}", elapsed)
         timings["relay"] = round((monotonic() - mark) * 1000, 3)
     except TPSError as error:
         return result(False, error.stage, str(error))

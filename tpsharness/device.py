@@ -3,7 +3,7 @@
 import os
 from time import monotonic
 
-from .endpoint import Endpoint, _ms
+from .endpoint import Endpoint, format_ms
 from .errors import ReceiptError, RegisterError
 from .protocol import RegisterReply, quote, register_request
 
@@ -51,7 +51,7 @@ class Device(Endpoint):
         answer = await self._next(False, RegisterError, "register reply", started,
                                   started + (self.timeout if timeout is None else timeout))
         elapsed = monotonic() - started
-        after = f"after {_ms(elapsed)}"
+        after = f"after {format_ms(elapsed)}"
         if not isinstance(answer, RegisterReply):
             if answer.status != 200:
                 raise RegisterError(f"register: TPS {self.label} answered {answer.status} "

@@ -40,7 +40,8 @@ class Transcript:
                  "data": data.decode("latin-1")} for ms, actor, direction, data in self.entries]
 
 
-def _ms(seconds):
+def format_ms(seconds):
+    """Seconds as failure messages show them: '3.1 ms'."""
     return f"{seconds * 1000:.1f} ms"
 
 
@@ -93,7 +94,7 @@ class Endpoint:
             reason = None
         if reason is not None:
             elapsed = monotonic() - start
-            raise ConnectError(f"connect: {reason} after {_ms(elapsed)}", elapsed, timed_out=timed_out)
+            raise ConnectError(f"connect: {reason} after {format_ms(elapsed)}", elapsed, timed_out=timed_out)
         if self.transcript is not None:
             self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
@@ -106,11 +107,11 @@ class Endpoint:
         except TimeoutError:
             elapsed = monotonic() - started
             raise error_type(f"{error_type.stage}: TPS {self.label} did not take the request within "
-                             f"{_ms(elapsed)}", elapsed, timed_out=True) from None
+                             f"{format_ms(elapsed)}", elapsed, timed_out=True) from None
         except OSError as error:
             elapsed = monotonic() - started
             raise error_type(f"{error_type.stage}: {_describe(error, self.label)} while sending, after "
-                             f"{_ms(elapsed)}", elapsed) from None
+                             f"{format_ms(elapsed)}", elapsed) from None
         if self.transcript is not None:
             self.transcript.record(self.name, "sent", data)
 
@@ -130,12 +131,12 @@ class Endpoint:
                 partial = self._reader.buffered
                 sent = (f"sent only {partial} bytes of a {what}, then nothing," if partial
                         else f"sent no {what}")
-                raise error_type(f"{stage}: TPS {self.label} {sent} within {_ms(elapsed)}",
+                raise error_type(f"{stage}: TPS {self.label} {sent} within {format_ms(elapsed)}",
                                  elapsed, timed_out=True) from None
             except OSError as error:
                 elapsed = monotonic() - started
                 raise error_type(f"{stage}: {_describe(error, self.label)} before the {what} after "
-                                 f"{_ms(elapsed)}", elapsed) from None
+                                 f"{format_ms(elapsed)}", elapsed) from None
             if self.transcript is not None:
                 self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
@@ -146,18 +147,13 @@ class Endpoint:
                 except ProtocolError as error:
                     partial = f" (after a partial message: {quote(error.data)})"
                 raise error_type(f"{stage}: TPS {self.label} closed the connection before the {what}"
-                                 f"{partial} after {_ms(elapsed)}", elapsed)
-            self._reader.feed(data)
-            data = None
+                                 f"{partial} after {format_ms(elapsed)}", elapsed)
             try:
-                # Frame now, so that garbage is blamed on this stage and this read.
-                for message in self._reader:
-                    (self._requests if message.__class__ is PrivateData else self._replies).append(message)
-                message = None
+                self._take(data)        # framed now: garbage is blamed on this stage and read
             except ProtocolError as error:
                 elapsed = monotonic() - started
                 raise error_type(f"{stage}: TPS {self.label} answered bytes that are not a TPS message "
-                                 f"({error}) after {_ms(elapsed)}", elapsed) from None
+                                 f"({error}) after {format_ms(elapsed)}", elapsed) from None
         return queue.pop(0)
 
     async def send(self, dest, payload, *, timeout=None):
@@ -180,8 +176,8 @@ class Endpoint:
         reason = f"{ack.status} {ack.reason}".strip()
         if ack.status == 404:
             raise UnknownDestination(f"send: TPS {self.label} answered {reason}: {dest!r} is not "
-                                     f"registered, after {_ms(elapsed)}", elapsed)
-        raise Rejected(f"send: TPS {self.label} answered {reason} after {_ms(elapsed)}", elapsed)
+                                     f"registered, after {format_ms(elapsed)}", elapsed)
+        raise Rejected(f"send: TPS {self.label} answered {reason} after {format_ms(elapsed)}", elapsed)
 
     def receive(self, timeout=None):
         """Await the next private data relayed to this endpoint (a PrivateData).
@@ -191,6 +187,13 @@ class Endpoint:
         started = monotonic()
         return self._next(True, ReceiptError, "private data", started,
                           started + (self.timeout if timeout is None else timeout))
+
+    def _take(self, data):
+        """Feed what arrived to the reader; queue each whole message as a relayed
+        request or a reply. ProtocolError for bytes that are not TPS messages."""
+        self._reader.feed(data)
+        for message in self._reader:
+            (self._requests if message.__class__ is PrivateData else self._replies).append(message)
 
     async def send_raw(self, data, timeout=None):
         """Write exact bytes in one send (scenarios, conformance tests)."""
@@ -217,10 +220,8 @@ class Endpoint:
                 self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
                 return True
-            self._reader.feed(data)
             try:
-                for message in self._reader:
-                    (self._requests if message.__class__ is PrivateData else self._replies).append(message)
+                self._take(data)
             except ProtocolError:
                 pass        # garbage before a close: the close is what was asked about
 
