@@ -177,3 +177,16 @@ def test_device_run_answers_the_sender_and_heartbeats(fake):
 
     assert kernel.run(main(), timeout=10) == (b"echo ping", "cam-echo")
     assert fake.stats.heartbeats >= 1
+
+
+def test_the_last_guard_turns_a_hang_into_a_failed_result():
+    from tpsharness.check import run_bounded
+    from tpsharness.syscalls import Sleep
+
+    async def hangs():
+        await Sleep(60)
+
+    start = time.monotonic()
+    result = run_bounded(hangs(), ("127.0.0.1", 6604), timeout=0.1)
+    assert time.monotonic() - start < 2
+    assert not result.ok and result.stage is None and "no result within 0.6 s" in result.message

@@ -190,6 +190,20 @@ def test_a_failing_scenario_shows_the_step_expected_arrived_and_the_wire(pyteste
     ])
 
 
+def test_a_failure_in_a_repeated_step_names_the_right_step(pytester):
+    twice = {"actors": {"app": {"kind": "client"}},
+             "steps": [{"do": "connect", "actor": "app"},
+                       {"do": "send", "actor": "app", "to": "tpsharness-nobody", "payload": "x"},
+                       {"do": "expect_reply", "actor": "app", "status": 404},
+                       {"do": "send", "actor": "app", "to": "tpsharness-nobody", "payload": "x"},
+                       {"do": "expect_reply", "actor": "app", "status": 404},
+                       {"do": "expect_reply", "actor": "app", "status": 404, "within": 0.2}]}
+    write_scenario(pytester, "repeated", twice)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fixtures/repeated.json: step 6 (app: expect_reply)"])
+
+
 def test_a_scenario_with_fake_options_gets_its_own_fake_and_is_skipped_against_a_real_tps(pytester):
     silent = {"fake": {"faults": ["silent"]}, "actors": {"cam": {"kind": "device"}},
               "steps": [{"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},

@@ -113,11 +113,20 @@ def check(host, port, *, serial=None, auth_code="0000", payload=None, timeout=5.
 
     Returns within ``timeout`` + 0.5 s whatever the server does.
     """
+    return run_bounded(check_async(host, port, serial=serial, auth_code=auth_code, payload=payload,
+                                   timeout=timeout, strict=strict), (host, port), timeout)
+
+
+def run_bounded(coro, address, timeout):
+    """Run a check coroutine on the kernel; past ``timeout`` + GRACE, a failed result.
+
+    Every wait inside has the check's deadline, so the guard should never fire; if
+    it does, the result says so rather than hang.
+    """
     try:
-        return kernel.run(check_async(host, port, serial=serial, auth_code=auth_code,
-                                      payload=payload, timeout=timeout, strict=strict),
-                          timeout=timeout + GRACE)
+        return kernel.run(coro, timeout=timeout + GRACE)
     except TimeoutError:
-        # Every wait inside is bounded by the same deadline; this is the last guard.
-        return CheckResult(False, "connect", f"check: no result within {timeout + GRACE:g} s",
-                           (host, int(port)), serial or "", 0, {"total": (timeout + GRACE) * 1000})
+        host, port = address
+        return CheckResult(False, None, f"check: no result within {timeout + GRACE:g} s, although "
+                                        "every stage has that deadline", (host, int(port)), "", 0,
+                           {"total": (timeout + GRACE) * 1000})

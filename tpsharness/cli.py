@@ -10,8 +10,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, kernel
-from .check import GRACE, CheckResult, check_async
+from . import __version__
+from .check import check_async, run_bounded
 from .protocol import DEFAULT_PORT
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
 from .scenario import TEMPLATES, ScenarioFailure, record
@@ -138,15 +138,8 @@ def run_check(args):
     options = dict(serial=args.serial, auth_code=args.auth_code, payload=payload,
                    timeout=args.timeout, strict=args.strict_http)
     if address is not None:
-        coro = check_async(*address, **options)
-    else:
-        coro = _check_embedded(options)
-    try:
-        return kernel.run(coro, timeout=args.timeout + GRACE)
-    except TimeoutError:
-        host, port = address or ("127.0.0.1", 0)
-        return CheckResult(False, "connect", f"check: no result within {args.timeout + GRACE:g} s",
-                           (host, port), args.serial or "", 0, {"total": (args.timeout + GRACE) * 1000})
+        return run_bounded(check_async(*address, **options), address, args.timeout)
+    return run_bounded(_check_embedded(options), ("127.0.0.1", 0), args.timeout)
 
 
 async def _check_embedded(options):

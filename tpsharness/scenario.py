@@ -82,8 +82,8 @@ def _type_name(expected):
 
 
 def _check_type(value, expected):
-    if expected is int or expected == (int, float):
-        return isinstance(value, (int, float) if expected != int else int) and not isinstance(value, bool)
+    if isinstance(value, bool):         # JSON true is not a number here
+        return expected is bool
     return isinstance(value, expected)
 
 
@@ -147,9 +147,8 @@ def validate(data, path="<scenario>"):
                 fail(where, f"a {kind} cannot '{do}' (only {', '.join(sorted(kinds))})")
         if do == "send_raw" and ("data" in step) == ("data_hex" in step):
             fail(where, "give exactly one of 'data' and 'data_hex'")
-        for a, b in (("payload", "payload_hex"),):
-            if a in step and b in step:
-                fail(where, f"give at most one of {a!r} and {b!r}")
+        if "payload" in step and "payload_hex" in step:
+            fail(where, "give at most one of 'payload' and 'payload_hex'")
         for key in ("payload_hex", "data_hex"):
             if key in step:
                 try:
@@ -182,8 +181,10 @@ def load(path):
 def json_schema():
     """The scenario format as a JSON Schema (draft 2020-12), made from STEPS."""
     def schema_of(kind):
-        if kind == (int, float) or kind is int:
+        if kind == (int, float):
             return {"type": "number"}
+        if kind is int:
+            return {"type": "integer"}
         return {"type": {str: "string", bool: "boolean", dict: "object", list: "array"}[kind]}
 
     step_schemas = []
@@ -236,6 +237,7 @@ class _Player:
         self.transcript = Transcript()
         self.actors = {}
         self.recorded = []
+        self.number = 0             # the step being played, from 1
         for name, spec in scenario.data["actors"].items():
             kind = ACTOR_KINDS[spec["kind"]]
             options = dict(timeout=timeout, transcript=self.transcript)
@@ -266,7 +268,7 @@ class _Player:
 
     async def play(self):
         try:
-            for number, step in enumerate(self.scenario.data["steps"], 1):
+            for self.number, step in enumerate(self.scenario.data["steps"], 1):
                 outcome = await self._step(step)
                 if self.recording:
                     self.recorded.append(outcome)
@@ -278,9 +280,8 @@ class _Player:
                 endpoint.close()
 
     def fail(self, step, expected, arrived):
-        number = self.scenario.data["steps"].index(step) + 1
         actor = f"{step['actor']}: " if "actor" in step else ""
-        lines = [f"{self.scenario.path}: step {number} ({actor}{step['do']})",
+        lines = [f"{self.scenario.path}: step {self.number} ({actor}{step['do']})",
                  f"  expected: {expected}", f"  arrived:  {arrived}", "  transcript:"]
         lines += [f"    {line}" for line in self.transcript.lines(200)] or ["    (nothing on the wire)"]
         raise ScenarioFailure("\n".join(lines))
