@@ -67,6 +67,20 @@ def test_environment_variables_are_the_fallback(pytester, monkeypatch):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_tps_fake_only_tests_are_skipped_against_a_real_server(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.tps_fake_only
+        def test_needs_the_fake(tps_address):
+            pass
+    """)
+    pytester.runpytest().assert_outcomes(passed=1)
+    result = pytester.runpytest("--tps", "192.0.2.7:6604", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs the bundled fake TPS*"])
+
+
 def test_a_malformed_tps_address_is_a_usage_error(pytester):
     pytester.makepyfile("def test_nothing(tps_address): pass")
     result = pytester.runpytest("--tps", "no-port-here")
