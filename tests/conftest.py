@@ -11,6 +11,13 @@ from tpsharness.protocol import NEED_DATA, Reader
 pytest_plugins = ["pytester"]
 
 
+def free_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_until(predicate, timeout=5.0, interval=0.01):
     """Poll ``predicate`` until it is true or ``timeout`` passes; its last value.
 

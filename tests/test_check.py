@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from conftest import free_port
 from fake_tps.server import FakeTPS
 from tpsharness import kernel
 from tpsharness.check import check, check_async
@@ -43,13 +44,6 @@ def test_legacy_dict_on_success_and_failure(fake):
     fake.configure(faults=["drop-relays"])
     failed = check(*fake.address, timeout=0.5).as_dict()
     assert failed["status"] == 1 and failed["target"] == 0 and failed["errors"].startswith("receipt:")
-
-
-def free_port():
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_refused_port_fails_at_connect():

@@ -2,12 +2,12 @@
 
 import json
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from conftest import free_port
 from tpsharness.cli import main
 from tpsharness.thresholds import Range
 
@@ -39,9 +39,7 @@ def test_check_against_a_running_fake_by_positional_and_plugin_options(fake):
 
 
 def test_a_refused_port_is_critical_with_one_line():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     result = tps("check", "127.0.0.1", str(port), "-t", "2")
     assert result.returncode == 2
     assert re.fullmatch(rf"TPS CRITICAL - connect: TPS 127\.0\.0\.1:{port} refused the connection "

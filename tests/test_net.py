@@ -4,20 +4,15 @@ import socket
 
 import pytest
 
+from conftest import free_port
 from tpsharness import net
 from tpsharness.examples.echo import alive, echo_server
 from tpsharness.kernel import Scheduler, SelectorPoller, run
 from tpsharness.syscalls import KillTask, NewTask, Sleep, WaitTask
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_connect_to_a_closed_port_is_refused_and_names_the_address():
-    port = _free_port()
+    port = free_port()
 
     async def main():
         await net.connect(("127.0.0.1", port), timeout=2)

@@ -40,6 +40,9 @@ class Transcript:
                  "data": data.decode("latin-1")} for ms, actor, direction, data in self.entries]
 
 
+TEMPLATE_CACHE = 64        # prebuilt requests kept per endpoint, one per destination
+
+
 def format_ms(seconds):
     """Seconds as failure messages show them: '3.1 ms'."""
     return f"{seconds * 1000:.1f} ms"
@@ -165,6 +168,8 @@ class Endpoint:
         started = monotonic()
         template = self._templates.get(dest)
         if template is None:
+            if len(self._templates) >= TEMPLATE_CACHE:
+                self._templates.clear()     # a client spraying many serials keeps few
             template = self._templates[dest] = PrivateDataTemplate(
                 self.uuid, dest, host=self.host_header, auth_code=self.auth_code)
         await self._send(template.build(payload), SendError, started, timeout)
