@@ -24,6 +24,19 @@ def pair():
     b.close()
 
 
+@pytest.fixture
+def full_pair(pair):
+    """A socket pair whose first socket cannot take another byte (nobody reads)."""
+    a, _ = pair
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    return pair
+
+
 # -- scheduling -------------------------------------------------------------------
 
 def test_generator_and_async_tasks_interleave_like_the_seeds_laundry_and_cook():
@@ -517,14 +530,8 @@ def test_writewait_waits_for_writability_not_readability(pair):
     assert run(main(), timeout=5) == "writable"
 
 
-def test_writewait_times_out_when_the_peer_does_not_read(pair):
-    a, _ = pair
-    a.setblocking(False)
-    try:
-        while True:
-            a.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
+def test_writewait_times_out_when_the_peer_does_not_read(full_pair):
+    a, _ = full_pair
 
     async def main():
         await WriteWait(a, timeout=0.01)
@@ -533,14 +540,8 @@ def test_writewait_times_out_when_the_peer_does_not_read(pair):
         run(main(), timeout=5)
 
 
-def test_killing_a_writer_withdraws_its_fd_wait(pair):
-    a, _ = pair
-    a.setblocking(False)
-    try:
-        while True:
-            a.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
+def test_killing_a_writer_withdraws_its_fd_wait(full_pair):
+    a, _ = full_pair
 
     async def writer():
         await WriteWait(a)

@@ -126,19 +126,13 @@ class AsyncioH11Server:
 async def h11_exchange(conn, reader, writer, request, body):
     """Send a request with h11 and read its response; the body."""
     writer.write(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-    received = b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-        elif isinstance(event, h11.Data):
-            received += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            conn.start_next_cycle()
-            return received
+    received = await h11_read_body(conn, reader)
+    conn.start_next_cycle()
+    return received
 
 
-async def h11_next_request_body(conn, reader):
+async def h11_read_body(conn, reader):
+    """The body of the next message h11 reads (a response or a request)."""
     body = b""
     while True:
         event = conn.next_event()
@@ -167,7 +161,7 @@ async def asyncio_pair(port, index, relays):
             method="POST", target="/PrivateData",
             headers=[("Host", "tps"), ("AuthCode", "0000"), ("SrcUuid", src), ("DestUuid", serial),
                      ("Content-Length", str(len(payload)))]), payload)
-        received = await h11_next_request_body(device_conn, d_reader)
+        received = await h11_read_body(device_conn, d_reader)
         assert received == payload
         device_conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
         device_conn.send(h11.EndOfMessage())        # h11 needs a response to go on; not sent
