@@ -708,3 +708,63 @@ def test_ten_thousand_uncollected_outcomes_stay_small():
     held = _traced(work)
     assert held < 2_000_000, f"{held} bytes for 10,000 uncollected outcomes"
     sched.close()
+
+
+# -- edges -------------------------------------------------------------------------------
+
+def test_keyboardinterrupt_in_a_task_stops_run_and_is_raised():
+    async def main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main(), timeout=5)
+
+
+def test_a_negative_wait_timeout_is_a_valueerror_and_leaves_no_wait_behind(pair):
+    a, _ = pair
+
+    async def main():
+        with pytest.raises(ValueError, match="timeout must be a number >= 0"):
+            await ReadWait(a, timeout=-1)
+        with pytest.raises(TimeoutError):           # not FdBusy: the bad wait was withdrawn
+            await ReadWait(a, timeout=0.01)
+        return "clean"
+
+    assert run(main(), timeout=5) == "clean"
+
+
+def test_waittask_raises_the_exception_of_a_task_that_already_ended():
+    async def child():
+        raise LookupError("ended before anyone waited")
+
+    async def parent():
+        tid = await NewTask(child())
+        await Sleep(0)
+        await Sleep(0)
+        await WaitTask(tid)
+
+    with pytest.raises(LookupError, match="ended before anyone waited"):
+        run(parent(), timeout=5)
+
+
+def test_two_writers_on_one_fd_is_a_clear_error(full_pair):
+    a, _ = full_pair
+
+    async def writer():
+        await WriteWait(a, timeout=1)
+
+    async def main():
+        await NewTask(writer(), daemon=True)
+        await Sleep(0)
+        await WriteWait(a)
+
+    with pytest.raises(FdBusy, match="already waits to write"):
+        run(main(), timeout=5)
+
+
+def test_a_main_task_that_kills_itself_makes_run_raise_taskkilled():
+    async def main():
+        await KillTask(await GetTid())
+
+    with pytest.raises(TaskKilled, match="main task"):
+        run(main(), timeout=5)
