@@ -17,16 +17,17 @@ import queue
 import socket
 import threading
 import time
+from time import monotonic
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
 from tpsharness import net
 from tpsharness.errors import MessageTooLarge, ProtocolError
-from tpsharness.kernel import Scheduler, current_scheduler
+from tpsharness.kernel import ReadGroup, Scheduler, current_scheduler
 from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
                                  RegisterRequest, StrictReader, register_reply, reply)
-from tpsharness.syscalls import NewTask, ReadWait, Sleep, WriteWait
+from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait
 
 log = logging.getLogger("fake_tps")
 
@@ -88,8 +89,8 @@ class Stats:
 class _Peer:
     """One connection: its socket, reader, the uuids it holds and its output queue."""
 
-    __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "outq", "queued",
-                 "flushing", "silenced")
+    __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "last_received", "outq",
+                 "queued", "flushing", "silenced")
 
     def __init__(self, sock, reader, idle_timeout):
         self.sock = sock
@@ -134,7 +135,9 @@ class FakeTPS:
         self._listener = net.listen(host, port)
         self.address = self._listener.sock.getsockname()[:2]
         self._table = {}            # uuid -> _Peer (devices and clients share it)
-        self._peers = set()
+        self._peers = {}            # fd -> _Peer, every open connection
+        self._connections = ReadGroup()
+        self._next_sweep = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -179,9 +182,11 @@ class FakeTPS:
     async def serve(self):
         """Serve until killed or ``request_stop()``; then close every connection."""
         acceptor = await NewTask(self._accept_loop(), daemon=True)
+        reader = await NewTask(self._read_loop(), daemon=True)
         try:
             await self._control()
         finally:
+            current_scheduler().kill(reader)
             current_scheduler().kill(acceptor)
             self._close_all()
             self._listener.close()
@@ -202,48 +207,78 @@ class FakeTPS:
             elif "reset-on-accept" in self.faults:
                 sock.reset()
             else:
-                await NewTask(self._serve_connection(sock), daemon=True)
+                self._open(sock)
 
-    async def _serve_connection(self, sock):
+    def _open(self, sock):
         reader = StrictReader("server", max_body=self.max_body) if self.strict_http \
             else Reader(max_body=self.max_body)
         peer = _Peer(sock, reader, self.idle_timeout)
-        self._peers.add(peer)
+        peer.last_received = monotonic()
+        self._peers[sock.fd] = peer
+        self._connections.add(sock.fd)
         self.stats.open_connections += 1
+
+    async def _read_loop(self):
+        """One task reads every connection: an idle one costs no task, no timer."""
+        while True:
+            try:
+                ready = await WaitReadable(self._connections, max(0.0, self._next_sweep - monotonic()))
+            except TimeoutError:
+                ready = ()
+            now = monotonic()
+            for fd in ready:
+                peer = self._peers.get(fd)
+                if peer is not None:
+                    self._read_from(peer, now)
+            if now >= self._next_sweep:
+                self._sweep(now)
+
+    def _read_from(self, peer, now):
+        field_reads = "one-read-one-message" in self.faults
         try:
-            while not peer.closed:
-                field_reads = "one-read-one-message" in self.faults
-                try:
-                    data = await sock.recv(FIELD_READ_SIZE if field_reads else net.RECV_SIZE,
-                                           timeout=peer.idle_timeout)
-                except TimeoutError:
-                    self.stats.idle_closed += 1
-                    self._note(f"closed {sock.peer}: nothing received for {peer.idle_timeout:g} s")
-                    return
-                if not data:
-                    return
-                if field_reads:
-                    self._dispatch(peer, self._field_read(data))
-                    continue
-                reader.feed(data)
-                data = message = None       # a waiting handler keeps no bytes alive
-                try:
-                    for message in reader:
-                        if self.reply_delay:
-                            await Sleep(self.reply_delay)
-                        if peer.closed:
-                            return
-                        self._dispatch(peer, message)
-                    message = None
-                except ProtocolError as error:
-                    self.stats.protocol_errors += 1
-                    self._note(f"protocol error from {sock.peer}, closed it: {error}")
-                    self._send(peer, self._status_reply(413 if isinstance(error, MessageTooLarge) else 400))
-                    return
-        except OSError as error:         # reset, or closed under us by a replacement
-            log.debug("connection %s ended: %s", sock.peer, error)
-        finally:
+            data = peer.sock.recv_nowait(FIELD_READ_SIZE if field_reads else net.RECV_SIZE)
+        except OSError as error:         # reset
+            log.debug("connection %s ended: %s", peer.sock.peer, error)
             self._close(peer)
+            return
+        if data is None:
+            return
+        if not data:
+            self._close(peer)
+            return
+        peer.last_received = now
+        if field_reads:
+            self._dispatch(peer, self._field_read(data))
+            return
+        peer.reader.feed(data)
+        try:
+            for message in peer.reader:
+                if peer.closed:
+                    return
+                if self.reply_delay:
+                    current_scheduler().new(self._dispatch_later(peer, message), daemon=True)
+                else:
+                    self._dispatch(peer, message)
+        except ProtocolError as error:
+            self.stats.protocol_errors += 1
+            self._note(f"protocol error from {peer.sock.peer}, closed it: {error}")
+            self._send(peer, self._status_reply(413 if isinstance(error, MessageTooLarge) else 400))
+            self._close(peer)
+
+    async def _dispatch_later(self, peer, message):
+        await Sleep(self.reply_delay)
+        if not peer.closed:
+            self._dispatch(peer, message)
+
+    def _sweep(self, now):
+        """Close connections idle past their timeout; plan the next sweep."""
+        for peer in list(self._peers.values()):
+            if now - peer.last_received >= peer.idle_timeout:
+                self.stats.idle_closed += 1
+                self._note(f"closed {peer.sock.peer}: nothing received for {peer.idle_timeout:g} s")
+                self._close(peer)
+        shortest = min(self.idle_timeout, self.bad_request_idle_timeout)
+        self._next_sweep = now + min(1.0, max(0.01, shortest / 10))
 
     # -- the protocol ----------------------------------------------------------------------
 
@@ -429,13 +464,13 @@ class FakeTPS:
                 del self._table[uuid]
         peer.uuids.clear()
         peer.outq = None
-        if peer in self._peers:
-            self._peers.discard(peer)
+        if self._peers.get(peer.sock.fd) is peer:
+            del self._peers[peer.sock.fd]
             self.stats.open_connections -= 1
-        peer.sock.close()
+        peer.sock.close()           # forget_fd takes it out of the ReadGroup
 
     def _close_all(self):
-        for peer in list(self._peers):
+        for peer in list(self._peers.values()):
             self._close(peer)
         self._table.clear()
 

@@ -359,8 +359,11 @@ def test_python_m_fake_tps_on_a_busy_port_says_so():
 def test_no_bytes_from_a_peer_stop_the_server(fake, wire, chunks, reset):
     """Arbitrary bytes, then a close or a reset: the fake keeps serving everyone."""
     connection = wire()
-    for chunk in chunks:
-        connection.send(chunk)
+    try:
+        for chunk in chunks:
+            connection.send(chunk)
+    except OSError:
+        pass            # the fake may close a connection that sent unframeable bytes
     if reset:
         connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     connection.close()

@@ -25,11 +25,11 @@ from time import monotonic
 
 from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
-from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitTask,
+from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitReadable, WaitTask,
                        WriteWait)
 
-__all__ = ["Scheduler", "Task", "run", "forget_fd", "current_scheduler", "EpollPoller",
-           "SelectorPoller"]
+__all__ = ["Scheduler", "Task", "ReadGroup", "run", "forget_fd", "current_scheduler",
+           "EpollPoller", "SelectorPoller"]
 
 log = logging.getLogger("tpsharness.kernel")
 
@@ -157,6 +157,37 @@ class Task:
         return f"Task(tid={self.tid}, {kind}state={self.state}){at}"
 
 
+class ReadGroup:
+    """File descriptors one task reads together (a server's connections, a pool of
+    devices), so that thousands of idle connections need no task each.
+
+    Its fds stay registered; ``await WaitReadable(group)`` returns those ready to read.
+    ``add`` and ``discard`` are called from a task of the scheduler that polls them.
+    """
+
+    __slots__ = ("ready", "waiter")
+
+    def __init__(self):
+        self.ready = set()          # fds found readable and not yet handed out
+        self.waiter = None          # the task in WaitReadable, if any
+
+    def add(self, fd):
+        current_scheduler()._group_add(self, fd)
+
+    def discard(self, fd):
+        scheduler = current_scheduler()
+        if scheduler is not None:
+            scheduler._group_discard(self, fd)
+        self.ready.discard(fd)
+
+    def take(self):
+        ready, self.ready = self.ready, set()
+        return ready
+
+    def __repr__(self):
+        return f"<ReadGroup {len(self.ready)} ready>"
+
+
 class _Watch:
     """A registered file descriptor: the events asked for and who waits for them."""
 
@@ -194,6 +225,7 @@ class Scheduler:
         self._undo_read_wait = self._undo_read_wait
         self._undo_write_wait = self._undo_write_wait
         self._undo_task_wait = self._undo_task_wait
+        self._undo_group_wait = self._undo_group_wait
         self._handlers = {
             GetTid: self._sys_get_tid,
             NewTask: self._sys_new_task,
@@ -202,6 +234,7 @@ class Scheduler:
             ReadWait: self._sys_read_wait,
             WriteWait: self._sys_write_wait,
             Sleep: self._sys_sleep,
+            WaitReadable: self._sys_wait_readable,
             type(None): self._sys_yield,      # a bare `yield`, as in the seed
         }
 
@@ -250,6 +283,9 @@ class Scheduler:
         if watch is None:
             return
         self._poller.unregister(fd)
+        if watch.reader.__class__ is ReadGroup:
+            watch.reader.ready.discard(fd)
+            watch.reader = None
         for task in (watch.reader, watch.writer):
             if task is not None:
                 self._wake(task, exc=OSError(errno.EBADF, f"fd {fd} was closed while {task!r} waited on it"))
@@ -330,7 +366,11 @@ class Scheduler:
                     idle = 0
                     if events & read_events:
                         task = watch.reader
-                        if task is not None:        # inlined _wake: the hottest path
+                        if task.__class__ is ReadGroup:
+                            task.ready.add(fd)
+                            if task.waiter is not None:
+                                wake(task.waiter, task.take())
+                        elif task is not None:      # inlined _wake: the hottest path
                             watch.reader = task.undo = task.waiting_on = None
                             if task.timer is not None:
                                 self._cancel_task_timer(task)
@@ -550,6 +590,22 @@ class Scheduler:
         task.waiting_on = None
         self._cancel_task_timer(task)
 
+    def _undo_group_wait(self, task):
+        task.waiting_on.waiter = None
+        task.waiting_on = None
+        self._cancel_task_timer(task)
+
+    def _group_add(self, group, fd):
+        watch = self._watch(fd, self._read)
+        if watch.reader is not None and watch.reader is not group:
+            raise FdBusy(f"fd {fd}: {watch.reader!r} already reads it")
+        watch.reader = group
+
+    def _group_discard(self, group, fd):
+        watch = self._watches.get(fd)
+        if watch is not None and watch.reader is group:
+            watch.reader = None
+
     def _undo_task_wait(self, task):
         target, task.waiting_on = task.waiting_on, None
         if target.waiters:
@@ -616,6 +672,16 @@ class Scheduler:
             raise FdBusy(f"fd {fd}: {watch.writer!r} already waits to write it")
         watch.writer = task
         return self._park(task, WRITE_WAIT, self._undo_write_wait, watch, call, call.timeout)
+
+    def _sys_wait_readable(self, task, call):
+        group = call.group
+        if group.waiter is not None:
+            raise FdBusy(f"{group.waiter!r} already waits on this ReadGroup")
+        if group.ready:
+            task.send_value = group.take()
+            return True
+        group.waiter = task
+        return self._park(task, READ_WAIT, self._undo_group_wait, group, call, call.timeout)
 
     def _sys_yield(self, task, call):
         task.send_value = None

@@ -123,6 +123,15 @@ class Socket:
                                    f"still unsent after {timeout:g} s") from None
             view = view[self.send_nowait(view):]
 
+    def recv_nowait(self, size=RECV_SIZE):
+        """What has arrived (b"" when the peer closed), or None if nothing has yet."""
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            raise _with_peer(error, f"recv from {self.peer}") from None
+
     def send_nowait(self, data):
         """Send what the socket takes now, without waiting; the count sent (maybe 0)."""
         self._sent_since_recv = True

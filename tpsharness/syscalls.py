@@ -92,6 +92,17 @@ class WriteWait(SystemCall):
         self.timeout = timeout
 
 
+class WaitReadable(SystemCall):
+    """Wait until some fd of ``group`` (a kernel.ReadGroup) is readable; return the set
+    of readable fds. TimeoutError after ``timeout`` seconds. One task per group."""
+
+    __slots__ = ("group", "timeout")
+
+    def __init__(self, group, timeout=None):
+        self.group = group
+        self.timeout = timeout
+
+
 class Sleep(SystemCall):
     """Sleep ``seconds``; ``Sleep(0)`` only lets the other ready tasks run first."""
 
