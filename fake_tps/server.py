@@ -188,8 +188,8 @@ class FakeTPS:
         finally:
             current_scheduler().kill(reader)
             current_scheduler().kill(acceptor)
-            self._close_all()
             self._listener.close()
+            self._close_all()
 
     async def _accept_loop(self):
         while True:
@@ -358,8 +358,8 @@ class FakeTPS:
         target = self._table.get(request.dest)
         if target is not None and target.closed and "die-on-dangling-entry" in self.faults:
             self._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
+            self._listener.close()      # first: whoever sees a connection close finds it dead
             self._close_all()
-            self._listener.close()
             self.request_stop()
             return
         if target is None:

@@ -768,3 +768,24 @@ def test_a_main_task_that_kills_itself_makes_run_raise_taskkilled():
 
     with pytest.raises(TaskKilled, match="main task"):
         run(main(), timeout=5)
+
+
+def test_killing_ready_tasks_in_the_middle_of_a_batch_is_safe():
+    """A regression: the run phase counted a batch of ready tasks, then a kill took
+    tasks of that batch out of the ready queue and the count ran past its end."""
+    victims = []
+
+    async def spinner():
+        while True:
+            await Sleep(0)
+
+    async def killer():
+        return [await KillTask(tid) for tid in victims]
+
+    async def main():
+        tid = await NewTask(killer())                   # ready: killer
+        victims.append(await NewTask(spinner()))        # ready: killer, a
+        victims.append(await NewTask(spinner()))        # ready: killer, a, b
+        return await WaitTask(tid)                      # one batch: killer kills a and b
+
+    assert run(main(), timeout=5) == [True, True]

@@ -411,7 +411,10 @@ class Scheduler:
 
             # Phase 3: run the tasks that are ready now; those they wake run next round.
             for _ in range(len(ready)):
-                task = popleft()
+                try:
+                    task = popleft()
+                except IndexError:      # a kill took tasks of this batch out of the queue
+                    break
                 self._current = task
                 coro = task.coro
                 while True:
