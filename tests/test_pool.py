@@ -118,3 +118,9 @@ def test_killing_the_group_waiter_withdraws_it():
     finally:
         a.close()
         b.close()
+
+
+def test_adding_to_a_group_outside_a_task_says_so():
+    from tpsharness.errors import TaskError
+    with pytest.raises(TaskError, match="call it from a task"):
+        ReadGroup().add(0)

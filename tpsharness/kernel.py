@@ -172,7 +172,10 @@ class ReadGroup:
         self.waiter = None          # the task in WaitReadable, if any
 
     def add(self, fd):
-        current_scheduler()._group_add(self, fd)
+        scheduler = current_scheduler()
+        if scheduler is None:
+            raise TaskError("ReadGroup.add needs a running scheduler: call it from a task")
+        scheduler._group_add(self, fd)
 
     def discard(self, fd):
         scheduler = current_scheduler()
