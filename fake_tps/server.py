@@ -98,6 +98,7 @@ class _Peer:
         self.uuids = []             # table keys pointing at this connection (one, mostly)
         self.serial = None          # the serial this connection registered
         self.idle_timeout = idle_timeout
+        self.last_received = monotonic()    # the idle sweep counts from here
         self.outq = None            # a deque, made when a send would block
         self.queued = 0
         self.flushing = False
@@ -213,7 +214,6 @@ class FakeTPS:
         reader = StrictReader("server", max_body=self.max_body) if self.strict_http \
             else Reader(max_body=self.max_body)
         peer = _Peer(sock, reader, self.idle_timeout)
-        peer.last_received = monotonic()
         self._peers[sock.fd] = peer
         self._connections.add(sock.fd)
         self.stats.open_connections += 1

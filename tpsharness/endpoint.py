@@ -200,6 +200,15 @@ class Endpoint:
         for message in self._reader:
             (self._requests if message.__class__ is PrivateData else self._replies).append(message)
 
+    def deliver(self, data):
+        """For a pool that reads this endpoint's socket: frame ``data`` and return the
+        relayed requests in it. Replies are dropped: a pooled endpoint awaits none.
+        ProtocolError for bytes that are not TPS messages."""
+        self._take(data)
+        self._replies.clear()
+        requests, self._requests = self._requests, []
+        return requests
+
     async def send_raw(self, data, timeout=None):
         """Write exact bytes in one send (scenarios, conformance tests)."""
         await self._send(data, SendError, monotonic(), timeout)

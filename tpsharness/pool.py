@@ -50,14 +50,11 @@ class EndpointPool:
         if not data:
             return self._lost(endpoint, f"TPS {endpoint.label} closed the connection")
         try:
-            endpoint._take(data)
+            messages = endpoint.deliver(data)
         except ProtocolError as error:
             return self._lost(endpoint, f"TPS {endpoint.label} sent bytes that are not a TPS message: {error}")
-        endpoint._replies.clear()      # a pooled endpoint sends nothing that awaits a reply
-        requests = endpoint._requests
-        while requests:
-            message = requests.pop(0)
-            if self.on_message is not None:
+        if self.on_message is not None:
+            for message in messages:
                 self.on_message(endpoint, message)
         return None
 
