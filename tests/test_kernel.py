@@ -175,6 +175,49 @@ def test_sleep_lasts_at_least_its_duration():
     assert run(main(), timeout=5) >= 0.05
 
 
+def test_sleepers_tied_on_one_deadline_all_wake_in_order_even_when_one_is_killed(monkeypatch):
+    """Equal deadlines share one key in the kernel's timer table: a frozen clock forces it."""
+    clock = [100.0]
+    monkeypatch.setattr("tpsharness.kernel.monotonic", lambda: clock[0])
+    woke = []
+
+    async def sleeper(name):
+        await Sleep(1.0)
+        woke.append(name)
+
+    async def main():
+        tids = [await NewTask(sleeper(name)) for name in "abcd"]
+        await Sleep(0)                      # all four now sleep until 101.0
+        await KillTask(tids[1])
+        clock[0] = 200.0
+        for tid in (tids[0], tids[2], tids[3]):
+            await WaitTask(tid, timeout=5)
+
+    sched = Scheduler()
+    sched.new(main())
+    sched.run()
+    assert woke == ["a", "c", "d"]
+    assert sched._timer_owners == {}
+    assert len(sched._timers) == sched._cancelled_timers   # what is left is withdrawn
+
+
+def test_withdrawn_deadlines_do_not_pile_up(pair):
+    """Every recv with a timeout sets a deadline that data then withdraws."""
+    a, b = pair
+
+    async def main():
+        for _ in range(5000):
+            b.send(b"x")
+            await ReadWait(a, timeout=30)
+            a.recv(1)
+        return len(sched._timers)
+
+    sched = Scheduler()
+    tid = sched.new(main())
+    sched.run()
+    assert sched._outcomes[tid][0] < 3000      # compacted, not 5000 dead deadlines
+
+
 def test_negative_sleep_raises_valueerror_in_the_task():
     async def main():
         await Sleep(-1)

@@ -7,9 +7,11 @@ asks for services by yielding (or awaiting) a system call from ``syscalls``.
 The loop has three phases: poll I/O (blocking only when nothing is ready, until
 the next deadline), fire expired deadlines, run the tasks that are ready. Every
 kind of wait records a state name and an ``undo`` function on the task (plus what
-it waits on and its timer), so that kill and timeout withdraw any wait the same
-way. The undo functions are the scheduler's own methods, called with the task: a
-wait allocates nothing but its timer entry, which matters with 100,000 tasks.
+it waits on and its deadline), so that kill and timeout withdraw any wait the same
+way. The undo functions are the scheduler's own methods, called with the task, and
+a deadline is a bare float in a heap (its task found through a dict): a wait
+allocates no object the garbage collector has to track, which matters with
+100,000 tasks.
 """
 
 import errno
@@ -19,6 +21,7 @@ import os
 import select
 import selectors
 import threading
+import types
 from collections import deque
 from itertools import count
 from time import monotonic
@@ -99,6 +102,8 @@ TASK_WAIT = "TASK_WAIT"
 ENDED = "ENDED"
 
 _MISSING = object()
+_RETURNED_NONE = (None, None, False)       # an outcome: (value, exception, killed)
+_TASK_TYPES = frozenset({types.CoroutineType, types.GeneratorType})
 _local = threading.local()     # .scheduler: the Scheduler running in this thread
 
 
@@ -135,7 +140,7 @@ class Task:
     """A coroutine the scheduler runs, with its id, state and pending resume value."""
 
     __slots__ = ("tid", "coro", "daemon", "state", "send_value", "throw_exc",
-                 "undo", "waiting_on", "timer", "waiters", "killed")
+                 "undo", "waiting_on", "deadline", "timed_call", "waiters", "killed")
 
     def __init__(self, tid, coro, daemon):
         self.tid = tid
@@ -146,7 +151,8 @@ class Task:
         self.throw_exc = None       # or what it throws in instead
         self.undo = None            # undo(task) withdraws the current wait
         self.waiting_on = None      # the _Watch or Task of the current wait
-        self.timer = None           # the current wait's timer entry
+        self.deadline = None        # when the current wait times out (a key of the timers)
+        self.timed_call = None      # the call that set that deadline
         self.waiters = None         # tasks in WaitTask on this one
         self.killed = False
 
@@ -211,8 +217,9 @@ class Scheduler:
         self._outcomes = {}               # tid -> (value, exc, killed), uncollected
         self._logged = set()              # tids whose uncollected exception was logged
         self._ready = deque()             # tasks to run, in order
-        self._timers = []                 # heap of [deadline, seq, task, call]
-        self._cancelled_timers = 0        # entries in _timers whose task is None
+        self._timers = []                 # heap of deadlines (floats)
+        self._timer_owners = {}           # deadline -> its Task, or a list of tied Tasks
+        self._cancelled_timers = 0        # deadlines in the heap that no task owns
         self._poller = (poller or DefaultPoller)()
         self._read = self._poller.READ
         self._write = self._poller.WRITE
@@ -221,7 +228,6 @@ class Scheduler:
         self._write_events = self._poller.WRITE | self._poller.HANGUP
         self._watches = {}                # fd -> _Watch
         self._next_tid = count(1).__next__
-        self._next_seq = count().__next__
         self._current = None              # the task running now
         # Bind the undo methods once: a fresh bound method per wait would be garbage.
         self._undo_sleep = self._undo_sleep
@@ -245,13 +251,14 @@ class Scheduler:
 
     def new(self, coro, daemon=False):
         """Start ``coro`` (a coroutine or generator) as a task; return its tid."""
-        if not (hasattr(coro, "send") and hasattr(coro, "throw")):
+        if coro.__class__ not in _TASK_TYPES and not (hasattr(coro, "send") and
+                                                      hasattr(coro, "throw")):
             raise TypeError(f"a task needs a coroutine or generator object, got {coro!r}"
                             " (did you forget to call the function?)")
-        task = Task(self._next_tid(), coro, daemon)
-        self._tasks[task.tid] = task
+        tid = self._next_tid()
+        self._tasks[tid] = task = Task(tid, coro, daemon)
         self._ready.append(task)
-        return task.tid
+        return tid
 
     def run(self):
         """Run until no task is left, then return."""
@@ -336,6 +343,8 @@ class Scheduler:
         popleft = ready.popleft
         append = ready.append
         timers = self._timers
+        timer_owners = self._timer_owners
+        heappop = heapq.heappop
         poll = self._poller.poll
         watches = self._watches
         handlers = self._handlers
@@ -354,7 +363,7 @@ class Scheduler:
             else:
                 timeout = None
                 if timers:
-                    timeout = max(0.0, timers[0][0] - monotonic())
+                    timeout = max(0.0, timers[0] - monotonic())
                 if deadline is not None:
                     remaining = max(0.0, deadline - monotonic())
                     timeout = remaining if timeout is None else min(timeout, remaining)
@@ -375,7 +384,7 @@ class Scheduler:
                                 wake(task.waiter, task.take())
                         elif task is not None:      # inlined _wake: the hottest path
                             watch.reader = task.undo = task.waiting_on = None
-                            if task.timer is not None:
+                            if task.deadline is not None:
                                 self._cancel_task_timer(task)
                             task.send_value = None
                             task.state = READY
@@ -395,16 +404,19 @@ class Scheduler:
                 now = monotonic()
                 if deadline is not None and now >= deadline:
                     return True
-                while timers and timers[0][0] <= now:
-                    entry = heapq.heappop(timers)
-                    task = entry[2]
+                while timers and timers[0] <= now:
+                    when = heappop(timers)
+                    task = timer_owners.pop(when, None)
                     if task is None:
                         self._cancelled_timers -= 1
                         continue
-                    entry[2] = None
-                    task.timer = None
-                    call = entry[3]
-                    if call.__class__ is Sleep:
+                    if task.__class__ is list:      # tasks tied on one deadline: first in first
+                        tied, task = task, task.pop(0)
+                        if tied:
+                            timer_owners[when] = tied
+                    task.deadline = None
+                    call, task.timed_call = task.timed_call, None
+                    if task.state is SLEEP:
                         task.undo = None
                         task.send_value = None
                         task.state = READY
@@ -484,7 +496,10 @@ class Scheduler:
                 else:
                     self._wake(waiter, value, exc)
         elif not task.daemon:
-            self._outcomes[task.tid] = (value, exc, task.killed)
+            if value is None and exc is None and not task.killed:
+                self._outcomes[task.tid] = _RETURNED_NONE   # the usual end: share one tuple
+            else:
+                self._outcomes[task.tid] = (value, exc, task.killed)
         if task.daemon and exc is not None:
             log.error("daemon task %d crashed", task.tid, exc_info=exc)
 
@@ -530,20 +545,39 @@ class Scheduler:
 
     # -- timers and fd watches ---------------------------------------------------
 
-    def _add_timer(self, seconds, task, call):
-        entry = [monotonic() + seconds, self._next_seq(), task, call]
-        heapq.heappush(self._timers, entry)
-        return entry
+    def _set_deadline(self, task, seconds, call):
+        """Time ``task``'s current wait out ``seconds`` from now."""
+        deadline = monotonic() + seconds
+        owner = self._timer_owners.setdefault(deadline, task)
+        if owner is not task:           # another task has this very deadline
+            if owner.__class__ is list:
+                owner.append(task)
+            else:
+                self._timer_owners[deadline] = [owner, task]
+        heapq.heappush(self._timers, deadline)
+        task.deadline = deadline
+        task.timed_call = call
 
-    def _cancel_timer(self, entry):
-        if entry[2] is None:
+    def _cancel_task_timer(self, task):
+        """Withdraw ``task``'s deadline; its float stays in the heap until popped."""
+        deadline = task.deadline
+        if deadline is None:
             return
-        entry[2] = entry[3] = None
+        task.deadline = task.timed_call = None
+        owners = self._timer_owners
+        owner = owners.pop(deadline)
+        if owner is not task:           # a list of tied tasks: keep the others
+            owner.remove(task)
+            if owner:
+                owners[deadline] = owner
         self._cancelled_timers += 1
-        # Lazy deletion keeps cancel O(1); compact when most of the heap is dead.
+        # Lazy deletion keeps cancel O(1); rebuild when most of the heap is dead.
         if self._cancelled_timers > 1024 and self._cancelled_timers * 2 > len(self._timers):
-            self._timers[:] = [e for e in self._timers if e[2] is not None]
-            heapq.heapify(self._timers)
+            live = []
+            for deadline, owner in owners.items():
+                live.extend([deadline] * len(owner) if owner.__class__ is list else (deadline,))
+            live.sort()                 # a sorted list is a heap
+            self._timers[:] = live
             self._cancelled_timers = 0
 
     def _watch(self, fd, event):
@@ -574,14 +608,8 @@ class Scheduler:
                 task.undo = None
                 undo(task)
                 raise ValueError(f"{call!r}: timeout must be a number >= 0")
-            task.timer = self._add_timer(timeout, task, call)
+            self._set_deadline(task, timeout, call)
         return False
-
-    def _cancel_task_timer(self, task):
-        timer = task.timer
-        if timer is not None:
-            task.timer = None
-            self._cancel_timer(timer)
 
     def _undo_sleep(self, task):
         self._cancel_task_timer(task)
@@ -697,8 +725,7 @@ class Scheduler:
     def _sys_sleep(self, task, call):
         seconds = call.seconds
         if seconds > 0:
-            task.timer = entry = [monotonic() + seconds, self._next_seq(), task, call]
-            heapq.heappush(self._timers, entry)
+            self._set_deadline(task, seconds, call)
             task.state = SLEEP
             task.undo = self._undo_sleep
         elif seconds == 0:
