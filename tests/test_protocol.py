@@ -197,6 +197,40 @@ def test_eof_after_whole_messages_and_filler_is_fine():
     reader.eof()
 
 
+# -- the cache of parsed header blocks ----------------------------------------------------------
+
+def test_a_reader_applies_its_own_body_limit_to_a_header_block_another_reader_cached():
+    block = b"POST /PrivateData HTTP/1.1\r\nSrcUuid: a\r\nDestUuid: b\r\nContent-Length: 1001\r\n\r\n"
+    roomy = Reader()
+    roomy.feed(block + b"x" * 1001)
+    assert roomy.next().body == b"x" * 1001
+    strict = Reader(max_body=1000)
+    strict.feed(block)
+    with pytest.raises(MessageTooLarge, match="1001 bytes exceeds the limit of 1000"):
+        strict.next()
+
+
+def test_changing_a_replys_headers_does_not_change_the_next_identical_reply():
+    reader = Reader()
+    reader.feed(reply(200) * 2)
+    first, second = list(reader)
+    first.headers["content-type"] = "changed"
+    assert second.headers == {"content-type": "text/plain"}
+
+
+def test_the_header_cache_stays_bounded():
+    from tpsharness import protocol
+    reader = Reader()
+    for n in range(protocol.HEAD_CACHE_SIZE * 3):
+        reader.feed(b"HTTP/1.1 200 OK\r\nX-Count: %d\r\n\r\n" % n)
+        assert reader.next().headers["x-count"] == str(n)
+    reader.feed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * protocol.HEAD_CACHE_BLOCK + b"\r\n\r\n")
+    big = reader.next()
+    assert len(protocol._HEAD_CACHE) <= protocol.HEAD_CACHE_SIZE
+    assert all(len(block) <= protocol.HEAD_CACHE_BLOCK for block in protocol._HEAD_CACHE)
+    assert big.headers["x-big"] == "a" * protocol.HEAD_CACHE_BLOCK
+
+
 # -- the strict reader ------------------------------------------------------------------------
 
 def test_strict_reader_reads_pipelined_requests():
