@@ -11,6 +11,7 @@ A local misuse (a builder given a header value with CR/LF) raises ValueError; a
 peer's bytes that cannot be read raise ProtocolError, which quotes them.
 """
 
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -196,6 +197,7 @@ def register_reply(*, utc_time, keepalive_interval=120, error_num="200",
     return head.encode() + body
 
 
+@functools.lru_cache(maxsize=64)      # a server sends the same few replies all day
 def reply(status, *, nul=False, strict=False):
     """A PrivateData-style reply: field form (no Content-Length, optionally the older
     builds' trailing NUL) or strict form (Content-Length: 0)."""
