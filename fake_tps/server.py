@@ -229,7 +229,12 @@ class FakeTPS:
             for fd in ready:
                 peer = self._peers.get(fd)
                 if peer is not None:
-                    self._read_from(peer, now)
+                    try:
+                        self._read_from(peer, now)
+                    except Exception:       # a bug of ours costs one connection, not the server
+                        log.exception("internal error serving %s", peer.sock.peer)
+                        self._note(f"internal error serving {peer.sock.peer}: closed it")
+                        self._close(peer)
             if now >= self._next_sweep:
                 self._sweep(now)
 

@@ -239,6 +239,28 @@ def test_nothing_a_peer_sends_stops_the_server(fake, wire):
     assert register(wire(), "cam-after").ok
 
 
+def test_an_internal_error_serving_one_connection_closes_only_that_one(fake, wire, monkeypatch):
+    """The fake's own bugs must not stop it either: one read loop serves everyone."""
+    served = fake._private_data
+
+    def buggy(peer, request):
+        if request.dest == "cam-boom":
+            raise RuntimeError("a bug")
+        served(peer, request)
+
+    monkeypatch.setattr(fake, "_private_data", buggy)
+    bystander = wire()
+    assert register(bystander, "cam-bystander").ok
+    victim = wire()
+    victim.send(private_data_request("app-1", "cam-boom", b"x"))
+    assert victim.closed_by_server()
+    assert any("internal error" in text for text in fake.events_since(0))
+    client = wire()
+    client.send(private_data_request("app-2", "cam-bystander", b"still here"))
+    assert client.message().status == 200
+    assert bystander.message().body == b"still here"
+
+
 # -- options -------------------------------------------------------------------------------------
 
 def test_nul_replies_end_each_private_data_reply_with_a_nul():
