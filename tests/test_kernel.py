@@ -218,6 +218,27 @@ def test_withdrawn_deadlines_do_not_pile_up(pair):
     assert sched._outcomes[tid][0] < 3000      # compacted, not 5000 dead deadlines
 
 
+def test_a_task_sleeping_forever_does_not_stop_the_others(pair):
+    a, b = pair
+    b.send(b"x")
+    done = []
+
+    async def forever():
+        await Sleep(float("inf"))
+
+    async def main():
+        tid = await NewTask(forever())
+        await Sleep(0)              # the sleeper's infinite deadline heads the timers now
+        await ReadWait(a)           # the kernel polls with it: no OverflowError
+        await KillTask(tid)
+        done.append(True)
+
+    sched = Scheduler()             # no run() deadline to cap the poll
+    sched.new(main())
+    sched.run()
+    assert done == [True]
+
+
 def test_negative_sleep_raises_valueerror_in_the_task():
     async def main():
         await Sleep(-1)

@@ -101,6 +101,8 @@ WRITE_WAIT = "WRITE_WAIT"
 TASK_WAIT = "TASK_WAIT"
 ENDED = "ENDED"
 
+LONGEST_POLL = 3600.0          # seconds; a longer wait just polls again
+
 _MISSING = object()
 _RETURNED_NONE = (None, None, False)       # an outcome: (value, exception, killed)
 _TASK_TYPES = frozenset({types.CoroutineType, types.GeneratorType})
@@ -362,8 +364,8 @@ class Scheduler:
                 timeout = 0
             else:
                 timeout = None
-                if timers:
-                    timeout = max(0.0, timers[0] - monotonic())
+                if timers:      # at most an hour: epoll cannot wait for Sleep(inf)
+                    timeout = min(max(0.0, timers[0] - monotonic()), LONGEST_POLL)
                 if deadline is not None:
                     remaining = max(0.0, deadline - monotonic())
                     timeout = remaining if timeout is None else min(timeout, remaining)
