@@ -239,6 +239,29 @@ def test_a_task_sleeping_forever_does_not_stop_the_others(pair):
     assert done == [True]
 
 
+@pytest.mark.parametrize("call, error, match", [
+    (Sleep("1"), TypeError, r"Sleep\('1'\): seconds must be a number >= 0"),
+    (Sleep(float("nan")), ValueError, r"Sleep\(nan\): seconds must be a number >= 0"),
+    (ReadWait("not a file"), TypeError, "needs a file descriptor or an object with fileno"),
+    (WriteWait(None), TypeError, "needs a file descriptor or an object with fileno"),
+])
+def test_a_system_call_with_a_bad_argument_raises_a_clear_error_in_the_caller(call, error, match):
+    async def main():
+        await call
+
+    with pytest.raises(error, match=match):
+        run(main(), timeout=5)
+
+
+def test_waiting_on_a_file_that_cannot_be_polled_names_the_fd(tmp_path):
+    with open(tmp_path / "plain", "w") as plain:
+        async def main():
+            await ReadWait(plain)
+
+        with pytest.raises(PermissionError, match=f"cannot wait on fd {plain.fileno()}"):
+            run(main(), timeout=5)
+
+
 def test_negative_sleep_raises_valueerror_in_the_task():
     async def main():
         await Sleep(-1)

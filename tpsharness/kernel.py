@@ -585,7 +585,10 @@ class Scheduler:
     def _watch(self, fd, event):
         watch = self._watches.get(fd)
         if watch is None:
-            self._poller.register(fd, event)
+            try:
+                self._poller.register(fd, event)
+            except OSError as error:    # EBADF, or EPERM for a regular file
+                raise OSError(error.errno, f"cannot wait on fd {fd}: {error.strerror}") from None
             watch = self._watches[fd] = _Watch(event)
         elif not watch.mask & event:
             self._poller.modify(fd, watch.mask | event)
@@ -687,7 +690,7 @@ class Scheduler:
         return self._park(task, TASK_WAIT, self._undo_task_wait, target, call, call.timeout)
 
     def _sys_read_wait(self, task, call):
-        fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
+        fd = call.fileobj if call.fileobj.__class__ is int else _fileno(call)
         watch = self._watches.get(fd)
         if watch is None or not watch.mask & self._read:
             watch = self._watch(fd, self._read)
@@ -702,7 +705,7 @@ class Scheduler:
         return False
 
     def _sys_write_wait(self, task, call):
-        fd = call.fileobj if call.fileobj.__class__ is int else call.fileobj.fileno()
+        fd = call.fileobj if call.fileobj.__class__ is int else _fileno(call)
         watch = self._watch(fd, self._write)
         if watch.writer is not None:
             raise FdBusy(f"fd {fd}: {watch.writer!r} already waits to write it")
@@ -726,7 +729,11 @@ class Scheduler:
 
     def _sys_sleep(self, task, call):
         seconds = call.seconds
-        if seconds > 0:
+        try:
+            later = seconds > 0
+        except TypeError:
+            raise TypeError(f"Sleep({seconds!r}): seconds must be a number >= 0") from None
+        if later:
             self._set_deadline(task, seconds, call)
             task.state = SLEEP
             task.undo = self._undo_sleep
@@ -736,6 +743,14 @@ class Scheduler:
         else:
             raise ValueError(f"Sleep({seconds!r}): seconds must be a number >= 0")
         return False
+
+
+def _fileno(call):
+    """The fd a ReadWait or WriteWait names through an object's fileno()."""
+    try:
+        return call.fileobj.fileno()
+    except AttributeError:
+        raise TypeError(f"{call!r}: needs a file descriptor or an object with fileno()") from None
 
 
 def run(coro, timeout=None):
