@@ -1,0 +1,35 @@
+"""The benchmarks still run: small workloads, checked for their figures, not timed."""
+
+import os
+import re
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(__file__), "bench")
+
+
+def run_bench(*args):
+    done = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True,
+                          timeout=25)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_kernel_benchmark_prints_each_ratio():
+    out = run_bench("bench_kernel.py", "--quick")
+    assert re.search(r"^switching .* ratio \d+\.\d\dx", out, re.M), out
+    assert re.search(r"^echo .* ratio \d+\.\d\dx", out, re.M), out
+    assert re.search(r"^scale .* all 10,000 woke \d+\.\d\d s", out, re.M), out
+
+
+def test_the_relay_benchmark_prints_its_ratio_and_memory():
+    out = run_bench("bench_relay.py", "--pairs", "4", "--relays", "25", "--devices", "40")
+    assert re.search(r"^relay .* 100 relays: .* ratio \d+\.\d\dx", out, re.M), out
+    assert re.search(r"^memory +ours +40 registered devices", out, re.M), out
+    assert re.search(r"^memory +asyncio +40 registered devices", out, re.M), out
+
+
+def test_the_relay_benchmark_runs_with_varied_payload_sizes():
+    out = run_bench("bench_relay.py", "--pairs", "4", "--relays", "25", "--varied-sizes",
+                    "--skip-memory")
+    assert re.search(r"^relay .* 100 relays, payloads of 16-1015 B: .* ratio \d+\.\d\dx", out, re.M), out
