@@ -139,3 +139,35 @@ def test_targets_are_host_and_port_with_the_tps_port_as_default(text, address):
 def test_malformed_targets_are_refused(text):
     with pytest.raises(BadProbe):
         parse_target(text)
+
+
+def test_the_exporter_command_serves_probes_until_sigterm(fake):
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.match(r"tpsharness exporter listening on (http://127\.0\.0\.1:\d+)/", line)
+        assert match, line + process.stderr.read()
+        host, port = fake.address
+        status, text = get(f"{match.group(1)}/probe?target={host}:{port}")
+        assert status == 200 and metric(text, "tps_probe_success") == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_the_exporter_command_refuses_a_bad_listen_address_in_one_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:99999"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1] == ("tpsharness exporter: error: argument --listen: "
+                                              "'127.0.0.1:99999': the port must be 0-65535")

@@ -26,10 +26,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGI
 from prometheus_client.registry import Collector
 
 from .check import STAGES, CheckResult, check
+from .net import format_address, parse_address
 from .protocol import DEFAULT_PORT
 from .report import PHASES
 
-DEFAULT_LISTEN = "127.0.0.1:9115"     # blackbox_exporter's port, on loopback
+DEFAULT_LISTEN = ("127.0.0.1", 9115)     # blackbox_exporter's port, on loopback
 DEFAULT_PROBE_TIMEOUT = 5.0
 MAX_PROBE_TIMEOUT = 60.0              # no scrape may hold a probe longer than this
 SCRAPE_TIMEOUT_OFFSET = 0.5           # leave Prometheus this much of its own timeout
@@ -44,23 +45,10 @@ class BadProbe(ValueError):
 
 def parse_target(text: str) -> tuple[str, int]:
     """'host', 'host:port' or '[v6]:port' as (host, port); BadProbe otherwise."""
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else (rest or None)
-        if not bracket or (rest and not rest.startswith(":")):
-            raise BadProbe(f"target {text!r} is not HOST:PORT")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, None      # a bare name, or a bare IPv6 address
-    if not host:
-        raise BadProbe(f"target {text!r} names no host")
-    if port_text is None:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise BadProbe(f"target {text!r}: the port must be 1-65535")
-    return host, int(port_text)
+    try:
+        return parse_address(text, DEFAULT_PORT)
+    except ValueError as error:
+        raise BadProbe(f"target {error}") from None
 
 
 class ProbeResultCollector(Collector):
@@ -202,18 +190,19 @@ def make_exporter_server(exporter: Exporter, host: str = "127.0.0.1",
     return make_server(host, port, exporter, Server, handler_class=_QuietHandler)
 
 
-def serve(listen: str = DEFAULT_LISTEN, *, max_timeout: float = MAX_PROBE_TIMEOUT,
+def serve(listen: tuple[str, int] = DEFAULT_LISTEN, *, max_timeout: float = MAX_PROBE_TIMEOUT,
           max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> int:
     """Serve until SIGINT or SIGTERM (the ``tpsharness exporter`` command); exit status."""
     import signal
     import sys
 
-    host, port = parse_target(listen) if listen.strip() else ("127.0.0.1", 9115)
+    host, port = listen
     exporter = Exporter(max_timeout=max_timeout, max_concurrent=max_concurrent)
     try:
         server = make_exporter_server(exporter, host, port)
     except OSError as error:
-        print(f"tpsharness exporter: cannot listen on {listen}: {error.strerror or error}",
+        print(f"tpsharness exporter: cannot listen on {format_address(listen)}: "
+              f"{error.strerror or error}",
               file=sys.stderr)
         return 2
     stop = threading.Event()
