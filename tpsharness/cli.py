@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .check import check_async, run_bounded
+from .net import parse_address
 from .protocol import DEFAULT_PORT
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
 from .scenario import TEMPLATES, ScenarioFailure, record
@@ -110,7 +111,45 @@ def build_parser():
     record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
                         help="the conversation to record (default: check)")
     record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
+    exporter = commands.add_parser(
+        "exporter", help="serve Prometheus probes of TPS servers (blackbox_exporter style)",
+        description="GET /probe?target=HOST:PORT[&timeout=S] runs one check and answers its metrics; "
+                    "GET /metrics answers the exporter's own. Needs the 'exporter' extra.")
+    exporter.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 9115),
+                          metavar="HOST:PORT",
+                          help="where to serve (default 127.0.0.1:9115)")
+    exporter.add_argument("--max-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                          help="the longest a probe may take, whatever a scrape asks (default 60)")
+    exporter.add_argument("--max-concurrent", type=_positive_int, default=8, metavar="N",
+                          help="probes at once; one more gets 503 (default 8)")
     return parser
+
+
+def _listen_address(text):
+    try:
+        return parse_address(text, 9115, allow_any_port=True)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def cmd_exporter(args):
+    try:
+        from .exporter import serve
+    except ImportError as error:
+        raise UsageError(f"the exporter needs prometheus_client: pip install 'tpsharness[exporter]' "
+                         f"({error})") from None
+    return serve(args.listen, max_timeout=args.max_timeout, max_concurrent=args.max_concurrent)
 
 
 def target(args):
@@ -210,6 +249,8 @@ def main(argv=None):
             return cmd_check(args)
         if args.command == "record":
             return cmd_record(args)
+        if args.command == "exporter":
+            return cmd_exporter(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         parser.print_usage(sys.stderr)

@@ -21,7 +21,7 @@ from time import monotonic
 from .kernel import forget_fd
 from .syscalls import ReadWait, WriteWait
 
-__all__ = ["Socket", "connect", "listen", "format_address", "RECV_SIZE"]
+__all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "RECV_SIZE"]
 
 # The default read size. recv(n) allocates n bytes and shrinks them to what came:
 # here recv(65536) costs 0.65 us more per call than recv(16384), recv(262144) 12 us.
@@ -34,6 +34,31 @@ def format_address(address):
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
+
+
+def parse_address(text, default_port, *, allow_any_port=False):
+    """'host', 'host:port', '[v6]:port' or a bare IPv6 address as (host, port).
+
+    ValueError naming the text otherwise; port 0 only with ``allow_any_port`` (to listen).
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, None        # a bare name, or a bare IPv6 address
+    if not host:
+        raise ValueError(f"{text!r} names no host")
+    if port_text is None:
+        return host, default_port
+    lowest = 0 if allow_any_port else 1
+    if not (port_text.isdigit() and port_text.isascii()) or not lowest <= int(port_text) < 65536:
+        raise ValueError(f"{text!r}: the port must be {lowest}-65535")
+    return host, int(port_text)
 
 
 def _remaining(deadline):
