@@ -73,7 +73,7 @@ def make_parser():
                              f"(default {DEFAULT_MAX_BODY})")
     parser.add_argument("--reply-delay", type=_delay, default=0.0, metavar="SECONDS",
                         help="wait this long before answering each request (fault injection)")
-    parser.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS),
+    parser.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS), metavar="NAME",
                         help="inject a fault (repeatable); see the list below")
     return parser
 
