@@ -1,6 +1,7 @@
 """python -m fake_tps: serve the fake TPS until SIGINT or SIGTERM, then print counters."""
 
 import argparse
+import math
 import signal
 import sys
 
@@ -11,41 +12,89 @@ from tpsharness.protocol import DEFAULT_MAX_BODY, DEFAULT_PORT
 from .server import FAULTS, FakeTPS
 
 
-def parse_args(argv):
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _checked(convert, wanted, accept):
+    """An argparse type: ``convert`` the text, refuse what ``accept`` does not."""
+    def check(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+    check.__name__ = wanted         # argparse names a type by it in some messages
+    return check
+
+
+_seconds = _checked(float, "a number of seconds > 0", lambda v: math.isfinite(v) and v > 0)
+_delay = _checked(float, "a number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
+_positive = _checked(int, "a whole number > 0", lambda v: v > 0)
+_size = _checked(int, "a whole number of bytes >= 0", lambda v: v >= 0)
+
+
+def make_parser():
     parser = argparse.ArgumentParser(
         prog="python -m fake_tps",
-        description="The bundled fake TPS (TransProxy Server): field replies byte for byte.",
+        description="The bundled fake TPS (TransProxy Server): field replies byte for byte, "
+                    "field behaviour (docs/protocol.md section 4), bounded and never crashed "
+                    "by what a peer sends.",
         epilog="faults: " + "; ".join(f"{name}: {text}" for name, text in FAULTS.items()))
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("--keepalive-interval", type=int, default=120, metavar="SECONDS",
+    parser.add_argument("--keepalive-interval", type=_positive, default=120, metavar="SECONDS",
                         help="KeepAliveIntervel sent in register replies (default 120)")
-    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+    parser.add_argument("--idle-timeout", type=_seconds, default=300.0, metavar="SECONDS",
                         help="close a connection this long after the last byte received (default 300)")
+    parser.add_argument("--bad-request-idle-timeout", type=_seconds, default=5.0, metavar="SECONDS",
+                        help="the idle timeout of a connection after unrecognised input, which "
+                             "gets 400 (default 5)")
+    parser.add_argument("--request-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="close a connection whose request is not whole this long after its "
+                             "first byte (slow senders; default 10)")
     parser.add_argument("--nul-replies", action="store_true",
                         help="end PrivateData replies with one NUL, as older field builds do")
     parser.add_argument("--strict-http", action="store_true",
                         help="validate requests with h11 and send replies with Content-Length")
     parser.add_argument("--check-auth", metavar="CODE",
                         help="refuse registers and private data whose AuthCode is not CODE")
-    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
-                        help=f"largest request body accepted (default {DEFAULT_MAX_BODY})")
-    parser.add_argument("--reply-delay", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--max-body", type=_size, default=DEFAULT_MAX_BODY, metavar="BYTES",
+                        help=f"largest request body accepted; larger gets 413 and a close "
+                             f"(default {DEFAULT_MAX_BODY})")
+    parser.add_argument("--reply-delay", type=_delay, default=0.0, metavar="SECONDS",
                         help="wait this long before answering each request (fault injection)")
-    parser.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS),
+    parser.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS), metavar="NAME",
                         help="inject a fault (repeatable); see the list below")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv):
+    return make_parser().parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     try:
         server = FakeTPS(args.host, args.port, keepalive_interval=args.keepalive_interval,
-                         idle_timeout=args.idle_timeout, nul_replies=args.nul_replies,
+                         idle_timeout=args.idle_timeout,
+                         bad_request_idle_timeout=args.bad_request_idle_timeout,
+                         request_timeout=args.request_timeout, nul_replies=args.nul_replies,
                          strict_http=args.strict_http, check_auth=args.check_auth,
                          max_body=args.max_body, reply_delay=args.reply_delay,
                          faults=args.fault)
+    except ValueError as error:         # what the argument types let through
+        parser.error(str(error))
     except OSError as error:
         print(f"fake TPS: {error}", file=sys.stderr)
         return 1

@@ -1,18 +1,37 @@
 """The bundled fake TPS: the field server's observable behaviour, on our kernel.
 
-It answers byte for byte as the field server does (PROTOCOL.md sections 1-2) and
-keeps its table of uuids the same way, but frames requests by Content-Length
-(split and pipelined requests work), tolerates the stray CRLF, bounds what it
-buffers and queues, and never dies from what a peer sends.
+It answers byte for byte as the field server does (docs/protocol.md sections 1-2)
+and keeps its table of uuids the same way: PrivateData looks its DestUuid up first
+(unknown: 404 and nothing else), then makes the sender reachable by its SrcUuid
+(closing an older holder), acks and relays raw; SrcUuid and DestUuid both naming
+the sender get 400; a register takes over a serial another connection holds.
+Unlike the field server it frames requests by Content-Length (split and pipelined
+requests work, one reply each), bounds what it buffers and queues, and never dies
+from what a peer sends.
+
+Unrecognised input (docs/protocol.md section 3) gets 400, is discarded, and cuts the
+connection's idle timeout to ``bad_request_idle_timeout``; the connection stays.
+Where a request must begin, bytes that cannot begin ``POST `` are unrecognised at
+once (no waiting for a header block); so is a read of nothing but CR/LF (the CRLF
+field devices send after a body is skipped when it arrives with it); and so is a
+request whose header block cannot be parsed. Oversized input (a header block over
+16 KiB, a body over ``max_body``) gets 413 and a close, so memory stays bounded.
+A request must arrive whole within ``request_timeout`` of its first byte (as
+nginx's client_header_timeout/client_body_timeout): a trickling peer is closed and
+counted in ``stats.slow_closed``. Texts from peers are quoted by a short prefix in
+events and reasons.
 
 Choices where the field server is unsafe: a connection that registers a second,
-different serial is closed without a reply (as in the field) and every table
-entry it held is removed (the field server kept a dangling one and later crashed).
-With ``check_auth``, a register with the wrong AuthCode gets the register reply
-with ErrorNum 401 and a PrivateData gets ``401 Unauthorized``.
+unknown serial is closed without a reply (as in the field) and every table entry
+it held is removed (the field server kept a dangling one and later crashed). With
+``check_auth``, a register with the wrong AuthCode gets the register reply with
+ErrorNum 401 and a PrivateData gets ``401 Unauthorized``. With ``strict_http``
+requests are validated with h11 and one that is not strict HTTP/1.1 gets 400 and
+a close.
 """
 
 import logging
+import math
 import queue
 import socket
 import threading
@@ -26,7 +45,7 @@ from tpsharness import net
 from tpsharness.errors import MessageTooLarge, ProtocolError
 from tpsharness.kernel import ReadGroup, Scheduler, current_scheduler
 from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
-                                 RegisterRequest, StrictReader, register_reply, reply)
+                                 RegisterRequest, StrictReader, quote_text, register_reply, reply)
 from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait
 
 log = logging.getLogger("fake_tps")
@@ -47,12 +66,14 @@ FAULTS = {
                              "registers a second serial, and die (stop serving) on private data for it",
     "one-read-one-message": "read like a field server: each TCP read (of up to 4096 bytes) is one "
                             "whole message, so split requests get 400s, pipelined ones are "
-                            "swallowed, large bodies are cut (PROTOCOL.md section 3)",
+                            "swallowed, large bodies are cut (docs/protocol.md section 3)",
 }
 FIELD_READ_SIZE = 4096
 
-OPTIONS = ("keepalive_interval", "idle_timeout", "bad_request_idle_timeout", "nul_replies",
-           "strict_http", "check_auth", "max_body", "max_output", "reply_delay", "faults")
+OPTIONS = ("keepalive_interval", "idle_timeout", "bad_request_idle_timeout", "request_timeout",
+           "nul_replies", "strict_http", "check_auth", "max_body", "max_output", "reply_delay",
+           "faults")
+MAX_EVENT = 300             # characters of one event text kept (peers choose what it quotes)
 
 
 def _known_faults(faults):
@@ -60,6 +81,42 @@ def _known_faults(faults):
     if unknown:
         raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
     return frozenset(faults)
+
+
+def _number(name, value, *, whole=False, zero_ok=False):
+    """``value`` if it is a finite number (a whole one if ``whole``) above zero (or
+    zero too, if ``zero_ok``); ValueError naming the option otherwise."""
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        wanted = "a whole number" if whole else "a number of seconds"
+        raise ValueError(f"{name} must be {wanted} {'>= 0' if zero_ok else '> 0'}, not {value!r}")
+    return value
+
+
+# The checks of the options whose impossible values would crash or wedge the server.
+_CHECKS = {
+    "keepalive_interval": lambda v: _number("keepalive_interval", v, whole=True),
+    "idle_timeout": lambda v: _number("idle_timeout", v),
+    "bad_request_idle_timeout": lambda v: _number("bad_request_idle_timeout", v),
+    "request_timeout": lambda v: _number("request_timeout", v),
+    "max_body": lambda v: _number("max_body", v, whole=True, zero_ok=True),
+    "max_output": lambda v: _number("max_output", v, whole=True),
+    "reply_delay": lambda v: _number("reply_delay", v, zero_ok=True),
+    "faults": _known_faults,
+}
+
+
+def _checked(options):
+    """``options`` with every value checked (ValueError for an impossible one)."""
+    return {name: _CHECKS[name](value) if name in _CHECKS else value
+            for name, value in options.items()}
+
+
+def _valid_port(port):
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be a whole number from 0 to 65535, not {port!r}")
+    return port
 
 
 GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
@@ -76,10 +133,11 @@ class Stats:
     replaced: int = 0           # older connections closed by a newer registration or takeover
     relays: int = 0
     not_found: int = 0
-    bad_requests: int = 0       # 400 for framed but unacceptable requests
-    protocol_errors: int = 0    # unframeable or oversized input: 400/413 and close
+    bad_requests: int = 0       # 400 for unrecognised input; the connection stays
+    protocol_errors: int = 0    # oversized (413) or, with strict_http, not HTTP (400): closed
     auth_failures: int = 0
     idle_closed: int = 0
+    slow_closed: int = 0        # closed: a request not whole within request_timeout
     dropped: int = 0            # closed by us: output queue overflow, serial change
 
     def as_dict(self):
@@ -89,16 +147,17 @@ class Stats:
 class _Peer:
     """One connection: its socket, reader, the uuids it holds and its output queue."""
 
-    __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "last_received", "outq",
-                 "queued", "flushing", "silenced")
+    __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "last_received",
+                 "request_started", "outq", "queued", "flushing", "silenced")
 
     def __init__(self, sock, reader, idle_timeout):
         self.sock = sock
         self.reader = reader
-        self.uuids = []             # table keys pointing at this connection (one, mostly)
+        self.uuids = {}             # table keys pointing at this connection, in order (a set)
         self.serial = None          # the serial this connection registered
         self.idle_timeout = idle_timeout
         self.last_received = monotonic()    # the idle sweep counts from here
+        self.request_started = None         # first byte of a request not yet whole
         self.outq = None            # a deque, made when a send would block
         self.queued = 0
         self.flushing = False
@@ -117,19 +176,17 @@ class FakeTPS:
     """
 
     def __init__(self, host="127.0.0.1", port=0, *, keepalive_interval=120, idle_timeout=300.0,
-                 bad_request_idle_timeout=5.0, nul_replies=False, strict_http=False,
-                 check_auth=None, max_body=DEFAULT_MAX_BODY, max_output=4 * 1024 * 1024,
-                 reply_delay=0.0, faults=()):
-        self.keepalive_interval = keepalive_interval
-        self.idle_timeout = idle_timeout
-        self.bad_request_idle_timeout = bad_request_idle_timeout
-        self.nul_replies = nul_replies
-        self.strict_http = strict_http
-        self.check_auth = check_auth
-        self.max_body = max_body
-        self.max_output = max_output
-        self.reply_delay = reply_delay
-        self.faults = _known_faults(faults)
+                 bad_request_idle_timeout=5.0, request_timeout=10.0, nul_replies=False,
+                 strict_http=False, check_auth=None, max_body=DEFAULT_MAX_BODY,
+                 max_output=4 * 1024 * 1024, reply_delay=0.0, faults=()):
+        options = _checked(dict(
+            keepalive_interval=keepalive_interval, idle_timeout=idle_timeout,
+            bad_request_idle_timeout=bad_request_idle_timeout, request_timeout=request_timeout,
+            nul_replies=nul_replies, strict_http=strict_http, check_auth=check_auth,
+            max_body=max_body, max_output=max_output, reply_delay=reply_delay, faults=faults))
+        for name, value in options.items():
+            setattr(self, name, value)
+        _valid_port(port)
         self.stats = Stats()
         self.events = deque(maxlen=200)     # notable things, newest last: (seq, text)
         self._event_seq = 0
@@ -151,7 +208,10 @@ class FakeTPS:
     # -- what tests ask ---------------------------------------------------------------
 
     def _note(self, text):
-        """Record something a test may need to know about (protocol error, drop)."""
+        """Record something a test may need to know about (protocol error, drop).
+        Cut to MAX_EVENT characters: 200 events of a peer's megabyte would stay."""
+        if len(text) > MAX_EVENT:
+            text = f"{text[:MAX_EVENT]}... ({len(text)} characters)"
         self._event_seq += 1
         self.events.append((self._event_seq, text))
         log.info("%s", text)
@@ -173,9 +233,7 @@ class FakeTPS:
         for name in options:
             if name not in OPTIONS:
                 raise TypeError(f"FakeTPS has no option {name!r}; options: {', '.join(OPTIONS)}")
-        if "faults" in options:
-            options["faults"] = _known_faults(options["faults"])
-        for name, value in options.items():
+        for name, value in _checked(options).items():
             setattr(self, name, value)
 
     # -- serving ------------------------------------------------------------------------
@@ -210,10 +268,13 @@ class FakeTPS:
             else:
                 self._open(sock)
 
+    def _new_reader(self):
+        if self.strict_http:
+            return StrictReader("server", max_body=self.max_body)
+        return Reader(max_body=self.max_body, requests_only=True)
+
     def _open(self, sock):
-        reader = StrictReader("server", max_body=self.max_body) if self.strict_http \
-            else Reader(max_body=self.max_body)
-        peer = _Peer(sock, reader, self.idle_timeout)
+        peer = _Peer(sock, self._new_reader(), self.idle_timeout)
         self._peers[sock.fd] = peer
         self._connections.add(sock.fd)
         self.stats.open_connections += 1
@@ -253,22 +314,38 @@ class FakeTPS:
             return
         peer.last_received = now
         if field_reads:
-            self._dispatch(peer, self._field_read(data))
+            self._handle(peer, self._field_read(data))
             return
-        peer.reader.feed(data)
+        reader = peer.reader
+        if not reader.buffered and not data.strip(b"\r\n") and not self.strict_http:
+            self._handle(peer, BadRequest(f"a read of nothing but CR/LF ({len(data)} bytes)", data))
+            return
+        reader.feed(data)
         try:
-            for message in peer.reader:
+            for message in reader:
                 if peer.closed:
                     return
-                if self.reply_delay:
-                    current_scheduler().new(self._dispatch_later(peer, message), daemon=True)
-                else:
-                    self._dispatch(peer, message)
+                self._handle(peer, message)
         except ProtocolError as error:
-            self.stats.protocol_errors += 1
-            self._note(f"protocol error from {peer.sock.peer}, closed it: {error}")
-            self._send(peer, self._status_reply(413 if isinstance(error, MessageTooLarge) else 400))
-            self._close(peer)
+            if isinstance(error, MessageTooLarge) or self.strict_http:
+                self.stats.protocol_errors += 1
+                self._note(f"protocol error from {peer.sock.peer}, closed it: {error}")
+                self._send(peer, self._status_reply(413 if isinstance(error, MessageTooLarge) else 400))
+                self._close(peer)
+                return
+            peer.reader = self._new_reader()        # what was read is discarded
+            self._handle(peer, BadRequest(str(error), error.data))
+        if peer.reader.buffered:
+            if peer.request_started is None:
+                peer.request_started = now
+        else:
+            peer.request_started = None
+
+    def _handle(self, peer, message):
+        if self.reply_delay:
+            current_scheduler().new(self._dispatch_later(peer, message), daemon=True)
+        else:
+            self._dispatch(peer, message)
 
     async def _dispatch_later(self, peer, message):
         await Sleep(self.reply_delay)
@@ -276,13 +353,19 @@ class FakeTPS:
             self._dispatch(peer, message)
 
     def _sweep(self, now):
-        """Close connections idle past their timeout; plan the next sweep."""
+        """Close connections idle past their timeout, or slower than request_timeout
+        to send a whole request; plan the next sweep."""
         for peer in list(self._peers.values()):
-            if now - peer.last_received >= peer.idle_timeout:
+            if peer.request_started is not None and now - peer.request_started >= self.request_timeout:
+                self.stats.slow_closed += 1
+                self._note(f"closed {peer.sock.peer}: a request not whole {self.request_timeout:g} s "
+                           f"after its first byte ({peer.reader.buffered} bytes of it)")
+                self._close(peer)
+            elif now - peer.last_received >= peer.idle_timeout:
                 self.stats.idle_closed += 1
                 self._note(f"closed {peer.sock.peer}: nothing received for {peer.idle_timeout:g} s")
                 self._close(peer)
-        shortest = min(self.idle_timeout, self.bad_request_idle_timeout)
+        shortest = min(self.idle_timeout, self.bad_request_idle_timeout, self.request_timeout)
         self._next_sweep = now + min(1.0, max(0.01, shortest / 10))
 
     # -- the protocol ----------------------------------------------------------------------
@@ -329,10 +412,13 @@ class FakeTPS:
             self._send_reply(peer, self._register_reply(error_num="401", error_string="Unauthorized"))
             return
         serial = request.serial
-        if peer.serial is not None and peer.serial != serial:
-            # The field server closes such a connection without a reply (and kept a
-            # dangling entry that crashed it later); we close it and keep nothing.
-            self._note(f"{peer.sock.peer} registered {serial!r} after {peer.serial!r}: closed it")
+        holder = self._table.get(serial)
+        if peer.serial is not None and holder is None:
+            # A second, unknown serial: the field server closes such a connection without
+            # a reply (and kept a dangling entry that crashed it later); we close it and
+            # keep nothing.
+            self._note(f"{peer.sock.peer} registered {quote_text(serial)} after "
+                       f"{quote_text(peer.serial)}: closed it")
             self.stats.dropped += 1
             dangling = peer.serial
             self._close(peer)
@@ -341,11 +427,14 @@ class FakeTPS:
             return
         if "forget-registrations" in self.faults:
             pass
-        elif peer.serial == serial and self._table.get(serial) is peer:
+        elif holder is peer:
             self.stats.heartbeats += 1
         else:
+            # A first serial, or one another connection holds: taken over (the holder is
+            # closed); a connection that had a serial keeps that one too.
             self._claim(serial, peer)
-            peer.serial = serial
+            if peer.serial is None:
+                peer.serial = serial
             self.stats.registrations += 1
         if "corrupt-register-replies" in self.faults:
             body = b'{"TransProxy": corrupt'
@@ -358,9 +447,7 @@ class FakeTPS:
             self.stats.auth_failures += 1
             self._send_reply(peer, self._status_reply(401))
             return
-        if self._table.get(request.src) is not peer:
-            self._claim(request.src, peer)       # the client is now reachable by SrcUuid
-        target = self._table.get(request.dest)
+        target = self._table.get(request.dest)       # first: an unknown one changes nothing
         if target is not None and target.closed and "die-on-dangling-entry" in self.faults:
             self._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
             self._listener.close()      # first: whoever sees a connection close finds it dead
@@ -371,8 +458,14 @@ class FakeTPS:
             self.stats.not_found += 1
             self._send_reply(peer, self._status_reply(404))
             return
+        if self._table.get(request.src) is not peer:
+            self._claim(request.src, peer)       # the sender is now reachable by SrcUuid
+        elif target is peer:
+            self._bad_request(peer, BadRequest("PrivateData whose SrcUuid and DestUuid both name "
+                                               "the sending connection"))
+            return
         self._send_reply(peer, self._status_reply(200))
-        if "drop-relays" in self.faults:
+        if "drop-relays" in self.faults or target.closed:
             return
         raw = request.raw
         if "corrupt-relays" in self.faults:
@@ -392,12 +485,12 @@ class FakeTPS:
         """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
         older = self._table.get(uuid)
         if older is not None and older is not peer:
-            self._note(f"{uuid!r} taken by {peer.sock.peer}: closed the older connection {older.sock.peer}")
+            self._note(f"{quote_text(uuid)} taken by {peer.sock.peer}: closed the older connection "
+                       f"{older.sock.peer}")
             self.stats.replaced += 1
             self._close(older)
         self._table[uuid] = peer
-        if uuid not in peer.uuids:
-            peer.uuids.append(uuid)
+        peer.uuids[uuid] = None
 
     # -- output: bounded, never blocking a handler ------------------------------------------
 

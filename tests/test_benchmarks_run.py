@@ -33,3 +33,13 @@ def test_the_relay_benchmark_runs_with_varied_payload_sizes():
     out = run_bench("bench_relay.py", "--pairs", "4", "--relays", "25", "--varied-sizes",
                     "--skip-memory")
     assert re.search(r"^relay .* 100 relays, payloads of 16-1015 B: .* ratio \d+\.\d\dx", out, re.M), out
+
+
+def test_the_soak_benchmark_prints_relays_memory_fds_and_tracebacks():
+    out = run_bench("bench_soak.py", "--seconds", "2", "--pairs", "10", "--attackers", "10")
+    assert re.search(r"^relays +([\d,]+) of \1 payloads arrived .*, 0 errors$", out, re.M), out
+    assert re.search(r"^hostile +[\d,]+ connections \(random [\d,]+, mutated [\d,]+, slow [\d,]+\)", out, re.M), out
+    assert re.search(r"^memory +fake RSS \d+\.\d MB baseline, \d+\.\d MB peak, \d+\.\d MB after$", out, re.M), out
+    assert re.search(r"^fds +fake \d+ baseline, \d+ peak, \d+ after$", out, re.M), out
+    assert re.search(r"^tracebacks 0$", out, re.M), out
+    assert out.rstrip().endswith("OK"), out

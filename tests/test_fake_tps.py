@@ -67,11 +67,77 @@ def test_newer_registration_closes_older_connection(fake, wire):
 
 
 def test_client_taking_a_devices_uuid_closes_the_device(fake, wire):
+    device, destination, client = wire(), wire(), wire()
+    register(device, "cam-1")
+    register(destination, "cam-2")
+    client.send(private_data_request("cam-1", "cam-2", b"x"))
+    assert client.message().status == 200
+    assert device.closed_by_server() and device.reader.buffered == 0
+    assert destination.message().body == b"x"
+    destination.send(private_data_request("cam-2", "cam-1", b"back"))
+    assert destination.message().status == 200
+    assert client.message().body == b"back"         # cam-1 is the client now
+
+
+def test_an_unknown_dest_claims_nothing_and_closes_nothing(fake, wire):
+    """docs/protocol.md section 1: the DestUuid is looked up first."""
     device, client = wire(), wire()
     register(device, "cam-1")
     client.send(private_data_request("cam-1", "nobody", b"x"))
-    assert client.message().status == 404
-    assert device.closed_by_server()
+    assert client.raw() == NOT_FOUND
+    assert device.silent(0.2)
+    assert fake.registered() == {"cam-1"} and fake.stats.replaced == 0
+    other = wire()
+    other.send(private_data_request("app", "cam-1", b"still the device's"))
+    assert other.message().status == 200
+    assert device.message().body == b"still the device's"
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_private_data_from_and_to_the_sender_itself_gets_400(fake, wire, registered):
+    sender, device = wire(), wire()
+    register(device, "cam-1")
+    if registered:
+        register(sender, "me")
+    else:       # a client becomes "me" by sending with that SrcUuid
+        sender.send(private_data_request("me", "cam-1", b"first"))
+        assert sender.message().status == 200
+        assert device.message().body == b"first"
+    sender.send(private_data_request("me", "me", b"to myself"))
+    assert sender.raw() == BAD
+    assert fake.stats.bad_requests == 1 and "me" in fake.registered()
+    sender.send(private_data_request("me", "cam-1", b"after the 400"))
+    assert sender.message().status == 200
+    assert device.message().body == b"after the 400"
+
+
+FIELD_SIMULATOR_REGISTER = (
+    b'{"TransProxy": {"Header": {"CSeq": 3, "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
+    b'"TerminalType": "Camera", "Version": "1.0"}, "Body": {"AuthCode": 4242, "SerialNumber": 4242}}}')
+
+
+def test_a_register_with_numeric_fields_registers_the_numbers_text(fake, wire):
+    device, client = wire(), wire()
+    reply_ = register(device, "unused", body=FIELD_SIMULATOR_REGISTER)
+    assert isinstance(reply_, RegisterReply) and reply_.ok
+    assert fake.registered() == {"4242"}
+    client.send(private_data_request("app", "4242", b"to the simulator"))
+    assert client.message().status == 200
+    assert device.message().body == b"to the simulator"
+
+
+def test_a_second_serial_held_by_another_connection_is_taken_over_and_the_first_stays(fake, wire):
+    first, holder, client = wire(), wire(), wire()
+    register(first, "cam-1")
+    register(holder, "cam-2")
+    assert register(first, "cam-2").ok
+    assert holder.closed_by_server() and holder.reader.buffered == 0
+    assert fake.registered() == {"cam-1", "cam-2"} and fake.stats.replaced == 1
+    for serial in ("cam-1", "cam-2"):
+        client.send(private_data_request("app", serial, serial.encode()))
+        assert client.message().status == 200
+        assert first.message().body == serial.encode()
+    assert register(first, "cam-2").ok and fake.stats.heartbeats == 1
 
 
 def test_second_serial_on_one_connection_is_closed_without_reply_and_leaves_nothing_dangling(fake, wire):
@@ -140,6 +206,44 @@ def test_malformed_or_unknown_requests_get_400(fake, wire, data):
     client.send(data)
     assert client.raw() == BAD
     assert fake.stats.bad_requests == 1
+
+
+UNRECOGNISED = {
+    "garbage": b"\x16\x03\x01\x00\xa5 not a request",
+    "a word": b"hello",
+    "a GET": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a lone CRLF": b"\r\n",
+    "NUL bytes": b"\x00" * 10,
+    "a malformed header line": b"POST /PrivateData HTTP/1.1\r\nno colon here\r\n\r\n",
+    "a Content-Length that is no number": b"POST /PrivateData HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(UNRECOGNISED))
+def test_unrecognised_input_gets_400_at_once_and_the_connection_stays_usable(fake, wire, name):
+    """docs/protocol.md section 3: 400, what was read is discarded, the connection stays."""
+    connection = wire()
+    connection.send(UNRECOGNISED[name])
+    assert connection.raw() == BAD
+    assert fake.stats.bad_requests == 1 and fake.stats.protocol_errors == 0
+    assert register(connection, "cam-after").ok
+    assert fake.registered() == {"cam-after"}
+
+
+def test_a_crlf_after_a_body_in_the_same_read_is_not_a_bad_request(fake, wire):
+    device = wire()
+    device.send(register_request("cam-1", trailing_crlf=True))
+    assert device.message().ok
+    device.send(register_request("cam-1") + b"\r\n" + register_request("cam-1", trailing_crlf=True))
+    assert device.message().ok and device.message().ok
+    assert device.silent(0.1) and fake.stats.bad_requests == 0
+
+
+def test_garbage_after_a_request_in_the_same_read_gets_the_reply_then_400(fake, wire):
+    device = wire()
+    device.send(register_request("cam-1") + b"garbage")
+    assert device.message().ok
+    assert device.message() == Reply(400, "Bad Request")
 
 
 def test_after_unrecognised_input_the_idle_timeout_drops(fake, wire):

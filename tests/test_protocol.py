@@ -128,9 +128,10 @@ def test_reader_accepts_headers_without_a_space_after_the_colon():
     (register_request("x", body=json.dumps({"TransProxy": {"Header": {
         "MessageType": "MSG_TRANSPROXY_REGISTER_REQ"}, "Body": {"SerialNumber": "x"}}}).encode()),
      "without a TerminalType"),
-    (register_request("x", body=b'{"TransProxy": {"Header": {"MessageType": '
-                                 b'"MSG_TRANSPROXY_REGISTER_REQ", "TerminalType": "Camera"}, '
-                                 b'"Body": {"SerialNumber": 42}}}'), "without a SerialNumber string"),
+    *[(register_request("x", body=b'{"TransProxy": {"Header": {"MessageType": '
+                                  b'"MSG_TRANSPROXY_REGISTER_REQ", "TerminalType": "Camera"}, '
+                                  b'"Body": {"SerialNumber": %s}}}' % value),
+       "without a SerialNumber string or number") for value in (b"true", b"null", b"{}", b"[]", b'""')],
 ])
 def test_reader_classifies_unacceptable_requests_as_bad_requests(data, reason):
     [message] = read_all(data)
@@ -387,3 +388,78 @@ def test_fast_reader_agrees_with_h11_on_well_formed_replies(status, body, extra)
     [theirs] = read_all(data, StrictReader("client"))
     assert (ours.status, ours.reason, ours.body) == (theirs.status, theirs.reason, theirs.body)
     assert ours.headers == theirs.headers
+
+
+# -- field-faithful parsing and hostile input ---------------------------------------------------
+
+FIELD_SIMULATOR_REGISTER = (
+    b'{"TransProxy": {"Header": {"CSeq": 3, "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
+    b'"TerminalType": "Camera", "Version": "1.0"}, "Body": {"AuthCode": 4242, "SerialNumber": 4242}}}')
+
+
+def test_a_register_with_numeric_fields_takes_their_decimal_text():
+    [message] = read_all(register_request("unused", body=FIELD_SIMULATOR_REGISTER))
+    assert message == RegisterRequest("4242", "Camera", "4242", "3")
+
+
+@pytest.mark.parametrize("digits", [19, 4301, 10000])
+def test_a_content_length_of_too_many_digits_is_too_large_not_a_valueerror(digits):
+    reader = Reader()
+    reader.feed(b"POST /PrivateData HTTP/1.1\r\nContent-Length: " + b"9" * digits + b"\r\n\r\n")
+    with pytest.raises(MessageTooLarge, match=f"Content-Length of {digits} digits"):
+        reader.next()
+
+
+def test_leading_zeros_do_not_count_as_digits_of_a_content_length():
+    data = b"POST /PrivateData HTTP/1.1\r\nSrcUuid: a\r\nDestUuid: b\r\nContent-Length: " + b"0" * 40 + b"2\r\n\r\nhi"
+    assert read_all(data) == [PrivateData("a", "b", "", b"hi")]
+
+
+HUGE = "M" * 1_000_000
+
+
+@pytest.mark.parametrize("data", [
+    register_request("x", body=json.dumps({"TransProxy": {"Header": {
+        "MessageType": HUGE, "TerminalType": "Camera"}, "Body": {"SerialNumber": "x"}}}).encode()),
+    b"POST /" + HUGE[:15000].encode() + b" HTTP/1.1\r\n\r\n",
+    b"GET /" + HUGE[:15000].encode() + b" HTTP/1.1\r\n\r\n",
+    b"POST" + HUGE[:15000].encode() + b"\r\n\r\n",
+])
+def test_a_bad_requests_reason_quotes_a_huge_field_by_a_short_prefix(data):
+    [message] = read_all(data, Reader(max_body=2_000_000))
+    assert isinstance(message, BadRequest)
+    assert len(message.reason) < 200, message.reason[:300]
+
+
+def test_a_content_length_that_is_not_a_number_is_quoted_short():
+    reader = Reader()
+    reader.feed(b"POST /PrivateData HTTP/1.1\r\nContent-Length: " + b"x" * 15000 + b"\r\n\r\n")
+    with pytest.raises(ProtocolError, match="is not a number") as caught:
+        reader.next()
+    assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize("data", [b"\x16\x03\x01\x02", b"GET", b"hello", b"\x00", b"\r\nPOSX", b"post "])
+def test_requests_only_refuses_at_once_what_cannot_begin_a_request(data):
+    reader = Reader(requests_only=True)
+    reader.feed(data)
+    with pytest.raises(ProtocolError, match="not an HTTP request line a TPS accepts"):
+        reader.next()
+
+
+@pytest.mark.parametrize("data", [b"P", b"POST", b"POST /Trans", b"\r\n\r\nPOS"])
+def test_requests_only_waits_for_what_may_still_become_a_request(data):
+    reader = Reader(requests_only=True)
+    reader.feed(data)
+    assert reader.next() is NEED_DATA
+
+
+def test_requests_only_tolerates_the_crlf_after_a_body_and_checks_the_next_request():
+    reader = Reader(requests_only=True)
+    reader.feed(register_request("a", trailing_crlf=True) + register_request("b", trailing_crlf=True))
+    assert [m.serial for m in reader] == ["a", "b"]
+    assert reader.buffered == 0
+    reader.feed(register_request("c") + b"GARBAGE")
+    assert reader.next().serial == "c"
+    with pytest.raises(ProtocolError):
+        reader.next()

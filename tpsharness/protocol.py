@@ -23,7 +23,7 @@ __all__ = [
     "DEFAULT_PORT", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
     "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply",
     "register_request", "private_data_request", "PrivateDataTemplate",
-    "register_reply", "reply", "Reader", "StrictReader", "quote",
+    "register_reply", "reply", "Reader", "StrictReader", "quote", "quote_text",
 ]
 
 # -- wire constants ------------------------------------------------------------------
@@ -31,6 +31,8 @@ __all__ = [
 DEFAULT_PORT = 6604
 MAX_HEADER = 16 * 1024                  # a header block longer than this is refused
 DEFAULT_MAX_BODY = 1024 * 1024          # bodies longer than this are refused
+MAX_LENGTH_DIGITS = 18                  # a longer Content-Length exceeds any body limit
+REQUEST_START = b"POST "                # every request a TPS accepts begins so
 
 REGISTER_PATH = "/TransProxy"
 PRIVATE_DATA_PATH = "/PrivateData"
@@ -54,8 +56,9 @@ class _NeedData:
 
 
 NEED_DATA = _NeedData()
-_FILLER = (13, 10, 0)       # stray CR, LF, and the NUL older builds put after replies
 """What ``next()`` returns when the buffered bytes do not yet hold a whole message."""
+_FILLER = (13, 10, 0)       # stray CR, LF, and the NUL older builds put after replies
+_REQUEST_FILLER = (13, 10)  # the CRLF field devices send after a request's body
 
 
 def quote(data, limit=80):
@@ -64,6 +67,17 @@ def quote(data, limit=80):
     if len(data) <= limit:
         return repr(data)
     return f"{data[:limit]!r}... ({len(data)} bytes)"
+
+
+def quote_text(value, limit=80):
+    """``value`` (a peer's field: text, or any JSON value) as a Python literal cut to
+    about ``limit`` characters: a reason stays short however long the peer made it."""
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 # -- messages --------------------------------------------------------------------------
@@ -208,10 +222,15 @@ def reply(status, *, nul=False, strict=False):
 
 # -- classification: framed HTTP -> typed messages ----------------------------------------
 
-def _json_strings(body, *path):
-    """body's JSON object at ``path`` (a dict), or None."""
+def _json_strings(body, *path, numbers_as_text=False):
+    """body's JSON object at ``path`` (a dict), or None. ``numbers_as_text``: JSON
+    numbers come back as their decimal text (``4242`` -> ``"4242"``), as field
+    servers read a device simulator's numeric SerialNumber."""
     try:
-        node = json.loads(body)
+        if numbers_as_text:
+            node = json.loads(body, parse_int=str, parse_float=str)
+        else:
+            node = json.loads(body)
     except (ValueError, RecursionError):
         return None
     for key in path:
@@ -222,11 +241,15 @@ def _json_strings(body, *path):
 
 
 def classify_request(method, target, headers, body, raw):
-    """A framed request as RegisterRequest, PrivateData or BadRequest."""
+    """A framed request as RegisterRequest, PrivateData or BadRequest.
+
+    A register's fields may be JSON strings or numbers (their decimal text); a reason
+    quotes a peer's text by a short prefix only (docs/protocol.md section 1).
+    """
     if method is None:
-        return BadRequest(f"not an HTTP request line: {target!r}", raw)
+        return BadRequest(f"not an HTTP request line: {quote_text(target)}", raw)
     if method != "POST":
-        return BadRequest(f"unsupported method {method} {target}", raw)
+        return BadRequest(f"unsupported method {method[:20]} {quote_text(target)}", raw)
     if target == PRIVATE_DATA_PATH:
         src = headers.get("srcuuid")
         dest = headers.get("destuuid")
@@ -236,24 +259,24 @@ def classify_request(method, target, headers, body, raw):
             return BadRequest("PrivateData without SrcUuid", raw)
         return PrivateData(src, dest, headers.get("authcode", ""), body, raw)
     if target == REGISTER_PATH:
-        header = _json_strings(body, "TransProxy", "Header")
-        payload = _json_strings(body, "TransProxy", "Body")
+        header = _json_strings(body, "TransProxy", "Header", numbers_as_text=True)
+        payload = _json_strings(body, "TransProxy", "Body", numbers_as_text=True)
         if header is None or payload is None:
             return BadRequest(f"register body is not the TransProxy JSON: {quote(body)}", raw)
         if header.get("MessageType") != REGISTER_REQ:
-            return BadRequest(f"register MessageType is {header.get('MessageType')!r}, "
+            return BadRequest(f"register MessageType is {quote_text(header.get('MessageType'))}, "
                               f"not {REGISTER_REQ}", raw)
         serial = payload.get("SerialNumber")
         terminal_type = header.get("TerminalType")
         if not isinstance(serial, str) or not serial:
-            return BadRequest("register without a SerialNumber string", raw)
+            return BadRequest("register without a SerialNumber string or number", raw)
         if not isinstance(terminal_type, str):
             return BadRequest("register without a TerminalType string", raw)
         auth_code = payload.get("AuthCode", "")
         cseq = header.get("CSeq", "")
         return RegisterRequest(serial, terminal_type, auth_code if isinstance(auth_code, str) else "",
                                cseq if isinstance(cseq, str) else "", raw)
-    return BadRequest(f"unknown path {target}", raw)
+    return BadRequest(f"unknown path {quote_text(target)}", raw)
 
 
 def classify_reply(status, reason, headers, body, raw):
@@ -288,16 +311,23 @@ class Reader(_MessageReader):
 
     ``feed(data)``, then ``next()`` until it returns NEED_DATA (or iterate).
     ``eof()`` when the peer closed. Raises ProtocolError for bytes that cannot be
-    framed; the reader is then unusable (close the connection).
+    framed; the reader is then unusable (discard it, or close the connection).
+
+    ``requests_only`` is a TPS's side: where a message begins, bytes that cannot
+    begin ``POST `` are refused at once (no waiting for a header block that a
+    garbage or GET sender may never finish), and only CR/LF is skipped as filler
+    (the NUL after replies has no place in requests).
     """
 
-    __slots__ = ("_buf", "_max_body", "_max_header", "_head")
+    __slots__ = ("_buf", "_max_body", "_max_header", "_head", "_filler", "_requests_only")
 
-    def __init__(self, *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER):
+    def __init__(self, *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER, requests_only=False):
         self._buf = bytearray()
         self._max_body = max_body
         self._max_header = max_header
         self._head = None           # (start, body_start, body_length, parsed head) being read
+        self._requests_only = requests_only
+        self._filler = _REQUEST_FILLER if requests_only else _FILLER
 
     @property
     def buffered(self):
@@ -311,7 +341,10 @@ class Reader(_MessageReader):
         """The next whole message, or NEED_DATA."""
         buf = self._buf
         if self._head is None:
-            start = self._skip_filler(buf) if buf and buf[0] in _FILLER else 0
+            start = self._skip_filler(buf, self._filler) if buf and buf[0] in self._filler else 0
+            if self._requests_only and not REQUEST_START.startswith(buf[start:start + 5]):
+                raise ProtocolError(f"not an HTTP request line a TPS accepts (POST /TransProxy or "
+                                    f"/PrivateData): {quote(buf[start:], 40)}", buf[start:start + 80])
             end = buf.find(b"\r\n\r\n", start)
             if end < 0:
                 if len(buf) - start > self._max_header:
@@ -357,17 +390,17 @@ class Reader(_MessageReader):
 
     def eof(self):
         """The peer closed: raise ProtocolError if a partial message is buffered."""
-        start = self._skip_filler(self._buf)
+        start = self._skip_filler(self._buf, self._filler)
         if start < len(self._buf):
             raise ProtocolError(f"connection closed in the middle of a message: "
                                 f"{quote(self._buf[start:])}", self._buf[start:])
 
     @staticmethod
-    def _skip_filler(buf):
-        """Offset of the first byte that is not a stray CR, LF or NUL."""
+    def _skip_filler(buf, filler=_FILLER):
+        """Offset of the first byte that is not filler (a stray CR, LF or NUL)."""
         start = 0
         size = len(buf)
-        while start < size and buf[start] in _FILLER:
+        while start < size and buf[start] in filler:
             start += 1
         return start
 
@@ -405,9 +438,14 @@ def _parse_head(block):
     if length is None:
         length = 0
     elif length.isdigit() and length.isascii():
+        digits = length.lstrip("0")
+        if len(digits) > MAX_LENGTH_DIGITS:     # int() of 4,301+ digits raises ValueError
+            raise MessageTooLarge(f"Content-Length of {len(digits)} digits exceeds any body "
+                                  f"limit in {quote(block)}", block)
         length = int(length)
     else:
-        raise ProtocolError(f"Content-Length {length!r} is not a number in {quote(block)}", block)
+        raise ProtocolError(f"Content-Length {quote_text(length)} is not a number in "
+                            f"{quote(block)}", block)
     if first.startswith("HTTP/"):
         version, _, rest = first.partition(" ")
         code, _, reason = rest.partition(" ")

@@ -97,3 +97,24 @@ def test_the_server_survives_a_200_kib_burst(tps):
     assert tps.alive(), "the TPS stopped accepting connections after a 200 KiB burst"
     result = tps.check()
     assert result.ok, f"after a 200 KiB burst: {result.message}"
+
+
+UNRECOGNISED = {
+    "garbage": b"\x16\x03\x01\x00\xa5 this is not a request",
+    "a GET": b"GET / HTTP/1.1\r\nHost: tps\r\n\r\n",
+    "a lone CRLF": b"\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(UNRECOGNISED))
+def test_unrecognised_input_gets_400_and_the_connection_stays_usable(tps, name):
+    """docs/protocol.md section 3: 400, what was read is discarded, the connection stays
+    (its idle timeout drops to 5 s, so the next request follows at once)."""
+    device = tps.device()
+    raw = tps.raw()
+    raw.send(UNRECOGNISED[name])
+    reply = raw.next_reply()
+    assert reply.status == 400, f"{name}: answered {reply.status} {getattr(reply, 'reason', '')}"
+    raw.send(private_data_request(_serial("app"), device.serial, b"after a 400"))
+    assert raw.next_reply().status == 200, f"after {name} and its 400 the connection was not usable"
+    assert device.receive(timeout=2) == b"after a 400"

@@ -28,6 +28,25 @@ def test_unknown_dest_uuid_gets_404(tps):
         tps.client().send("tpsharness-never-registered", b"x")
 
 
+def test_an_unknown_dest_uuid_claims_nothing_and_closes_nothing(tps):
+    """docs/protocol.md section 1: the DestUuid is looked up first; a 404 changes nothing."""
+    device = tps.device()
+    raw = tps.raw()
+    raw.send(private_data_request(device.serial, "tpsharness-never-registered", b"x"))
+    assert raw.next_reply().status == 404
+    assert not device.closed_by_server(timeout=0.5), "a 404 closed the device holding the SrcUuid"
+    tps.client().send(device.serial, b"still the device's")
+    assert device.receive() == b"still the device's", "the SrcUuid of a 404 was claimed"
+
+
+def test_private_data_from_the_sender_to_itself_gets_400(tps):
+    """docs/protocol.md section 1: SrcUuid and DestUuid both name the sending connection."""
+    device = tps.device()
+    device.send_raw(private_data_request(device.serial, device.serial, b"to myself"))
+    reply = device.next_reply()
+    assert reply.status == 400, f"answered {reply.status} {getattr(reply, 'reason', '')}"
+
+
 BAD_REQUESTS = {
     "bad JSON": register_request("x", body=b"{this is not json"),
     "missing SerialNumber": register_request("x", body=(

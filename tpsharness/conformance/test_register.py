@@ -1,5 +1,6 @@
 """PROTOCOL.md section 1: register, heartbeat, replacement, takeover."""
 
+import os
 import time
 
 from tpsharness.protocol import RegisterReply, private_data_request, register_request
@@ -45,11 +46,44 @@ def test_newer_registration_closes_the_older_connection(tps):
 
 
 def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
+    """docs/protocol.md section 1: only a PrivateData whose DestUuid is found claims
+    its SrcUuid, so the takeover is sent to a registered destination."""
     device = tps.device()
+    destination = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request(device.serial, "tpsharness-nobody-" + str(time.monotonic_ns()), b"x"))
-    raw.next_reply()
+    raw.send(private_data_request(device.serial, destination.serial, b"taking the uuid"))
+    assert raw.next_reply().status == 200
     assert device.closed_by_server(timeout=3), "the device's connection stayed open"
+    assert destination.receive() == b"taking the uuid"
+
+
+def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
+    """docs/protocol.md section 1: the holder is closed and the first serial stays."""
+    first = tps.device()
+    holder = tps.device()
+    first.send_raw(register_request(holder.serial))
+    reply = first.next_reply()
+    assert isinstance(reply, RegisterReply) and reply.ok, f"the takeover register got {reply}"
+    assert holder.closed_by_server(timeout=3), "the serial's holder stayed open"
+    client = tps.client()
+    for serial in (first.serial, holder.serial):
+        client.send(serial, f"to {serial}".encode())
+        assert first.receive() == f"to {serial}".encode(), f"private data for {serial} went astray"
+
+
+def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
+    """docs/protocol.md section 1: the field project's device simulator sends its
+    SerialNumber and AuthCode as JSON numbers; the number's decimal text is the serial."""
+    number = int.from_bytes(os.urandom(6), "big") + 10 ** 15     # unique on a shared server
+    device = tps.device(serial=str(number), register=False)
+    body = ('{"TransProxy": {"Header": {"CSeq": 3, "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
+            '"TerminalType": "Camera", "Version": "1.0"}, "Body": {"AuthCode": %d, '
+            '"SerialNumber": %d}}}' % (number % 10000, number)).encode()
+    device.send_raw(register_request("unused", body=body))
+    reply = device.next_reply()
+    assert isinstance(reply, RegisterReply) and reply.ok, f"a numeric register got {reply}"
+    tps.client().send(str(number), b"to a numeric serial")
+    assert device.receive() == b"to a numeric serial"
 
 
 def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
