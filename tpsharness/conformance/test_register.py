@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from tpsharness.protocol import RegisterReply, private_data_request, register_request
 
 
@@ -52,6 +54,7 @@ def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
     assert device.closed_by_server(timeout=3), "the device's connection stayed open"
 
 
+@pytest.mark.destructive
 def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
     """The field server closed such a connection, kept a dangling entry for the first
     serial, and crashed (SIGSEGV) on the next private data for it."""
