@@ -27,10 +27,10 @@ SCENARIO_OK = {
 }
 
 
-def write_scenario(pytester, name, data):
-    directory = pytester.path / "fixtures"
-    directory.mkdir(exist_ok=True)
-    path = directory / f"{name}.json"
+def write_scenario(pytester, name, data, folder="fixtures"):
+    directory = pytester.path / folder
+    directory.mkdir(exist_ok=True, parents=True)
+    path = directory / f"test_{name}.tps.json"
     path.write_text(json.dumps(data) if not isinstance(data, str) else data)
     return path
 
@@ -88,6 +88,29 @@ def test_a_malformed_tps_address_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*--tps / TPS_ADDRESS expects HOST:PORT, got 'no-port-here'*"])
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "inf", "nan", "1e9", "soon"])
+def test_a_bad_tps_timeout_is_a_one_line_usage_error(pytester, monkeypatch, value):
+    pytester.makepyfile("def test_nothing(tps): pass")
+    result = pytester.runpytest("--tps-timeout", value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([f"ERROR: --tps-timeout must be seconds, more than 0 and at most 600; "
+                                 f"got {value!r}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    monkeypatch.setenv("TPS_TIMEOUT", value)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: TPS_TIMEOUT must be seconds, more than 0 and at most 600; "
+                                 f"got {value!r}"])
+
+
+def test_a_bad_tps_destructive_switch_is_a_usage_error(pytester, monkeypatch):
+    pytester.makepyfile("def test_nothing(): pass")
+    monkeypatch.setenv("TPS_DESTRUCTIVE", "yes please")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: TPS_DESTRUCTIVE must be 1 or 0, got 'yes please'"])
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 
 def test_the_tps_harness_drives_devices_clients_and_raw_connections(pytester):
@@ -136,7 +159,7 @@ def test_teardown_closes_everything_even_when_the_test_fails(pytester, fake):
     """)
     result = pytester.runpytest("--tps", f"127.0.0.1:{fake.address[1]}")
     result.assert_outcomes(failed=1)
-    assert fake.stats.connections == 4
+    assert fake.stats.connections == 4 + 2        # and the plugin's probes, before and after
     assert wait_until(lambda: fake.stats.open_connections == 0), fake.stats
 
 
@@ -171,13 +194,27 @@ def test_serials_are_unique_per_xdist_worker(pytester):
 
 # -- scenario files ---------------------------------------------------------------------------
 
-def test_scenario_files_in_fixtures_are_collected_one_item_each(pytester):
+def test_scenario_files_are_collected_one_item_each(pytester):
     write_scenario(pytester, "hello_relay", SCENARIO_OK)
-    write_scenario(pytester, "second", SCENARIO_OK)
+    write_scenario(pytester, "second", SCENARIO_OK, folder="tests/deeper")
     (pytester.path / "fixtures" / "scenario.schema.json").write_text("{}")
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*fixtures/hello_relay.json::hello_relay PASSED*"])
+    result.stdout.fnmatch_lines(["*fixtures/test_hello_relay.tps.json::test_hello_relay PASSED*"])
+    result.stdout.fnmatch_lines(["*tests/deeper/test_second.tps.json::test_second PASSED*"])
+
+
+def test_only_the_plugins_own_file_names_are_collected(pytester):
+    """Another project's JSON is never taken for a scenario, even under a folder named
+    fixtures, even when it looks like one."""
+    for name in ("tests/fixtures/user.json", "fixtures/relay.json", "fixtures/relay.tps.json",
+                 "fixtures/test_relay.json"):
+        (pytester.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (pytester.path / name).write_text(json.dumps(SCENARIO_OK))
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout.str()
+    write_scenario(pytester, "relay", SCENARIO_OK, folder="tests/fixtures")
+    pytester.runpytest().assert_outcomes(passed=1)
 
 
 def test_a_malformed_scenario_names_the_file_and_the_step(pytester):
@@ -186,7 +223,7 @@ def test_a_malformed_scenario_names_the_file_and_the_step(pytester):
     write_scenario(pytester, "typo", broken)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fixtures/typo.json: step 3 (expect_reply): unknown field 'stauts'*"])
+    result.stdout.fnmatch_lines(["*fixtures/test_typo.tps.json: step 3 (expect_reply): unknown field 'stauts'*"])
 
 
 def test_a_failing_scenario_shows_the_step_expected_arrived_and_the_wire(pytester):
@@ -196,7 +233,7 @@ def test_a_failing_scenario_shows_the_step_expected_arrived_and_the_wire(pyteste
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*fixtures/mismatch.json: step 7 (cam: expect_receipt)",
+        "*fixtures/test_mismatch.tps.json: step 7 (cam: expect_receipt)",
         "*expected: payload b'something else'",
         "*arrived:  payload b'hello'",
         "*transcript:",
@@ -215,7 +252,7 @@ def test_a_failure_in_a_repeated_step_names_the_right_step(pytester):
     write_scenario(pytester, "repeated", twice)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fixtures/repeated.json: step 6 (app: expect_reply)"])
+    result.stdout.fnmatch_lines(["*fixtures/test_repeated.tps.json: step 6 (app: expect_reply)"])
 
 
 def test_a_scenario_with_fake_options_gets_its_own_fake_and_is_skipped_against_a_real_tps(pytester):
@@ -258,10 +295,130 @@ def test_the_shipped_schema_is_the_one_the_loader_enforces():
     assert json.loads(shipped.read_text()) == json_schema()
 
 
+# -- destructive tests, and a TPS that dies ------------------------------------------------------
+
+DESTRUCTIVE_TESTS = """
+    import pytest
+
+    ORDER = []
+
+    @pytest.mark.destructive
+    def test_may_kill(tps_address):
+        ORDER.append("may_kill")
+
+    def test_harmless(tps_address):
+        ORDER.append("harmless")
+
+    def test_runs_before_the_destructive_ones():
+        assert ORDER == ["harmless"], ORDER
+"""
+
+
+def test_destructive_tests_are_skipped_against_a_real_tps_saying_how_to_run_them(pytester, fake):
+    pytester.makepyfile(DESTRUCTIVE_TESTS)
+    write_scenario(pytester, "may_kill", {**SCENARIO_OK, "destructive": True})
+    result = pytester.runpytest("--tps", f"127.0.0.1:{fake.address[1]}", "-rs")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED*destructive: may kill the TPS under test; against a real TPS it "
+                                 "runs only with --tps-destructive (or TPS_DESTRUCTIVE=1)*"])
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "bundled fake"])
+def test_destructive_tests_run_last_when_enabled_or_against_the_bundled_fake(pytester, fake, monkeypatch, how):
+    pytester.makepyfile(DESTRUCTIVE_TESTS)
+    write_scenario(pytester, "may_kill", {**SCENARIO_OK, "destructive": True})
+    args = ["--tps", f"127.0.0.1:{fake.address[1]}"]
+    if how == "option":
+        args.append("--tps-destructive")
+    elif how == "environment":
+        monkeypatch.setenv("TPS_DESTRUCTIVE", "1")
+    else:
+        args = []
+    result = pytester.runpytest("-v", *args)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*::test_harmless PASSED*", "*::test_runs_before_the_destructive_ones PASSED*",
+                                 "*::test_may_kill PASSED*", "*::test_may_kill PASSED*"])
+
+
+KILLING_TESTS = """
+    import pytest
+    from tpsharness.errors import TPSError
+    from tpsharness.protocol import private_data_request, register_request
+
+    @pytest.mark.destructive
+    def test_b_kills_the_server(tps):
+        # the fault die-on-dangling-entry dies as a field server did: a second serial
+        # on one connection, then private data for the first
+        device = tps.device()
+        device.send_raw(register_request(device.serial + "-other"))
+        assert device.closed_by_server(timeout=3)
+        raw = tps.raw()
+        raw.send(private_data_request("tpsharness-app-x", device.serial, b"boom"))
+        with pytest.raises(TPSError):       # closed: the server is gone
+            raw.next_reply(timeout=3)
+
+    def test_a_harmless(tps):
+        assert tps.check().ok
+
+    @pytest.mark.destructive
+    def test_c_after_the_death(tps):
+        raise AssertionError("must not run: the TPS is dead")
+
+    @pytest.mark.destructive
+    def test_d_without_the_tps():
+        pass
+"""
+
+
+def test_when_the_tps_dies_that_test_fails_and_every_later_one_is_skipped(pytester):
+    pytester.makepyfile(test_killing=KILLING_TESTS)
+    write_scenario(pytester, "later_scenario", {**SCENARIO_OK, "destructive": True}, folder=".")
+    server = FakeTPS(faults=["die-on-dangling-entry"])
+    with server.start_in_thread():
+        host, port = server.address
+        result = pytester.runpytest("--tps", f"{host}:{port}", "--tps-destructive", "-rs", "-v")
+    result.assert_outcomes(passed=2, failed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*::test_a_harmless PASSED*",
+        "*::test_b_kills_the_server FAILED*",
+        "*::test_c_after_the_death SKIPPED*",
+        "*::test_d_without_the_tps PASSED*",
+        "test_later_scenario.tps.json::test_later_scenario SKIPPED*",
+    ])
+    result.stdout.fnmatch_lines([
+        f"the TPS at {host}:{port} stopped accepting connections during this test (Connection refused): it died"])
+    result.stdout.fnmatch_lines(["SKIPPED*the TPS died during test_killing.py::test_b_kills_the_server"] * 2)
+    assert "must not run" not in result.stdout.str()
+
+
+def test_a_tps_that_dies_during_an_ordinary_test_skips_the_rest(pytester):
+    """Not only destructive tests: whatever kills the TPS is named, and what follows
+    is skipped instead of failing one by one with 'refused the connection'."""
+    pytester.makepyfile(test_killing=KILLING_TESTS.replace("@pytest.mark.destructive", ""))
+    server = FakeTPS(faults=["die-on-dangling-entry"])
+    with server.start_in_thread():
+        result = pytester.runpytest("--tps", "%s:%d" % server.address, "-rs")
+    result.assert_outcomes(passed=1, failed=1, skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED*test_killing.py:*: the TPS died during "
+                                 "test_killing.py::test_b_kills_the_server"] * 2)
+
+
+def test_a_tps_that_never_accepted_is_not_reported_as_dying(pytester):
+    from conftest import free_port
+    pytester.makepyfile("""
+        def test_one(tps_address):
+            pass
+
+        def test_two(tps_address):
+            pass
+    """)
+    pytester.runpytest("--tps", f"127.0.0.1:{free_port()}").assert_outcomes(passed=2)
+
+
 # -- record -------------------------------------------------------------------------------------
 
 def test_record_writes_a_scenario_that_replays(pytester, fake):
-    out = pytester.path / "fixtures" / "incident.json"
+    out = pytester.path / "fixtures" / "test_incident.tps.json"
     result = subprocess.run([sys.executable, "-m", "tpsharness", "record", *map(str, fake.address),
                              "-o", str(out), "--scenario", "check"], capture_output=True, text=True,
                             timeout=30)
@@ -312,19 +469,24 @@ def test_conformance_passes_completely_against_the_bundled_fake():
 def test_conformance_reports_field_framing_as_xfails_with_reasons():
     server = FakeTPS(faults=["one-read-one-message"])
     with server.start_in_thread():
-        result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "-rx")
+        result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "-rxs")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert re.search(r"\b25 passed, 4 xfailed", result.stdout), result.stdout[-1500:]
+    assert re.search(r"\b23 passed, 2 skipped, 4 xfailed", result.stdout), result.stdout[-1500:]
     assert "answered 1 of 2 registers sent in one segment" in result.stdout
     assert "answered [400, 400] to a register split across two segments" in result.stdout
     assert "the device received 4096 bytes of a 65536-byte request" in result.stdout
+    assert result.stdout.count("destructive: may kill the TPS under test; against a real TPS it runs "
+                               "only with --tps-destructive") == 2, result.stdout[-1500:]
 
 
 @pytest.mark.slow
-def test_conformance_says_plainly_when_the_server_dies():
+def test_conformance_against_a_server_that_dies_names_the_test_that_killed_it():
     server = FakeTPS(faults=["die-on-dangling-entry"])
     with server.start_in_thread():
-        result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "-x")
+        result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "--tps-destructive", "-rfs")
     assert result.returncode == 1
+    assert re.search(r"\b1 failed, 21 passed", result.stdout), result.stdout[-1500:]
+    assert "FAILED tpsharness/conformance/test_register.py::" \
+           "test_a_second_serial_on_one_connection_does_not_kill_the_server" in result.stdout
     assert "the TPS died after private data to a serial whose connection re-registered" in result.stdout
-    assert "stopped accepting connections during this test" in result.stdout
+    assert "stopped accepting connections during this test (Connection refused): it died" in result.stdout

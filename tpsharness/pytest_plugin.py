@@ -3,9 +3,20 @@
 Installed with tpsharness (entry point ``pytest11``). Without ``--tps``, one bundled
 fake TPS is started per session (per xdist worker) on a free loopback port and
 cleared before each test that uses it.
+
+Scenario files are collected only when named ``test_*.tps.json``: the plugin is
+installed wherever tpsharness is, and must not claim other projects' JSON files.
+
+Tests marked ``destructive`` may kill the server; against a real TPS they run only
+with ``--tps-destructive``, and last. Every test that used the session's TPS ends
+by checking that it still accepts connections: the test during which it stopped
+fails saying so, and every later test that needs it is skipped.
 """
 
+import math
 import os
+import socket
+import time
 
 import pytest
 
@@ -14,14 +25,23 @@ from .harness import Harness
 from .scenario import ScenarioFailure, load, play
 
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 600.0         # seconds; a larger --tps-timeout is a typo, not a wish
+PROBE_TIMEOUT = 3.0         # seconds a survival probe waits for the TPS to accept
+SCENARIO_SUFFIX = ".tps.json"
+DESTRUCTIVE_HELP = "may kill the TPS under test; against a real TPS it runs only with " \
+                   "--tps-destructive (or TPS_DESTRUCTIVE=1), after every other test"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("tpsharness", "TPS (TransProxy Server) under test")
     group.addoption("--tps", metavar="HOST:PORT", default=None,
                     help="the TPS to test (env TPS_ADDRESS); default: the bundled fake TPS")
-    group.addoption("--tps-timeout", metavar="SECONDS", type=float, default=None,
-                    help=f"deadline for each TPS operation (env TPS_TIMEOUT; default {DEFAULT_TIMEOUT:g})")
+    group.addoption("--tps-timeout", metavar="SECONDS", default=None,
+                    help=f"deadline for each TPS operation, at most {MAX_TIMEOUT:g} "
+                         f"(env TPS_TIMEOUT; default {DEFAULT_TIMEOUT:g})")
+    group.addoption("--tps-destructive", action="store_true", default=None,
+                    help="also run the tests marked destructive, which may kill the TPS, after "
+                         "every other test (env TPS_DESTRUCTIVE=1; always on with the bundled fake)")
 
 
 def parse_address(text):
@@ -33,21 +53,52 @@ def parse_address(text):
     return host, int(port)
 
 
+def parse_timeout(text, source):
+    """Seconds for --tps-timeout / TPS_TIMEOUT: finite, > 0, at most MAX_TIMEOUT."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT:          # False for NaN too
+        raise pytest.UsageError(f"{source} must be seconds, more than 0 and at most "
+                                f"{MAX_TIMEOUT:g}; got {text!r}")
+    return seconds
+
+
+def parse_flag(text, source):
+    """'1' or '0' (or empty) for an environment switch; pytest.UsageError otherwise."""
+    if text.strip() not in ("", "0", "1"):
+        raise pytest.UsageError(f"{source} must be 1 or 0, got {text!r}")
+    return text.strip() == "1"
+
+
 class TPSSession:
-    """The server under test for this session: a real one, or the bundled fake."""
+    """The server under test for this session: a real one, or the bundled fake.
+
+    ``state`` follows the server: "unknown" until the first test that uses it,
+    "alive" once it accepted a connection, "unreachable" if it never did (its tests
+    then fail on their own), "dead" once it stopped accepting (``died_during`` names
+    the test).
+    """
 
     def __init__(self, config):
         option = config.getoption("tps") or os.environ.get("TPS_ADDRESS")
         self.real_address = parse_address(option) if option else None
         timeout = config.getoption("tps_timeout")
-        if timeout is None and os.environ.get("TPS_TIMEOUT"):
-            try:
-                timeout = float(os.environ["TPS_TIMEOUT"])
-            except ValueError:
-                raise pytest.UsageError(f"TPS_TIMEOUT must be seconds, got {os.environ['TPS_TIMEOUT']!r}") from None
-        self.timeout = timeout or DEFAULT_TIMEOUT
+        if timeout is not None:
+            self.timeout = parse_timeout(timeout, "--tps-timeout")
+        elif os.environ.get("TPS_TIMEOUT"):
+            self.timeout = parse_timeout(os.environ["TPS_TIMEOUT"], "TPS_TIMEOUT")
+        else:
+            self.timeout = DEFAULT_TIMEOUT
+        destructive = config.getoption("tps_destructive")
+        if destructive is None:
+            destructive = parse_flag(os.environ.get("TPS_DESTRUCTIVE", ""), "TPS_DESTRUCTIVE")
+        self.destructive = destructive or self.is_fake
         self.fake = None
         self._running = None
+        self.state = "unknown"
+        self.died_during = None
 
     @property
     def is_fake(self):
@@ -63,6 +114,19 @@ class TPSSession:
             self._running = self.fake.start_in_thread()
             self._running.__enter__()
         return self.fake.address
+
+    def accepts(self):
+        """None if the TPS accepts a connection now, else why not. Two tries, so a
+        momentarily full accept queue is not taken for a dead server."""
+        for attempt in range(2):
+            try:
+                with socket.create_connection(self.address(), timeout=min(self.timeout, PROBE_TIMEOUT)):
+                    return None
+            except OSError as error:
+                reason = error.strerror or str(error) or type(error).__name__
+                if attempt == 0:
+                    time.sleep(0.1)
+        return reason
 
     def close(self):
         if self._running is not None:
@@ -80,6 +144,7 @@ _SESSION_KEY = pytest.StashKey()
 def pytest_configure(config):
     config.stash[_SESSION_KEY] = TPSSession(config)
     config.addinivalue_line("markers", "tps_fake_only: needs the bundled fake TPS; skipped with --tps")
+    config.addinivalue_line("markers", f"destructive: {DESTRUCTIVE_HELP}")
 
 
 def pytest_unconfigure(config):
@@ -92,12 +157,51 @@ def pytest_report_header(config):
     if session.is_fake:
         return "tps: the bundled fake TPS (give --tps HOST:PORT to test a real one)"
     host, port = session.real_address
-    return f"tps: {host}:{port} (timeout {session.timeout:g} s)"
+    destructive = "destructive tests run last" if session.destructive else \
+        "destructive tests skipped; --tps-destructive runs them"
+    return f"tps: {host}:{port} (timeout {session.timeout:g} s; {destructive})"
 
 
+def _is_destructive(item):
+    if isinstance(item, ScenarioItem):
+        return item.scenario_destructive()
+    return item.get_closest_marker("destructive") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Destructive tests last (when they run at all), so that a server they kill has
+    already answered everything else."""
+    session = _session(config)
+    destructive = [item for item in items if _is_destructive(item)]
+    if not destructive:
+        return
+    if not session.destructive:
+        for item in destructive:
+            item.add_marker(pytest.mark.skip(reason=f"destructive: {DESTRUCTIVE_HELP}"))
+        return
+    chosen = set(map(id, destructive))
+    items[:] = [item for item in items if id(item) not in chosen] + destructive
+
+
+def _uses_session_tps(item):
+    """Does ``item`` talk to the session's TPS (the one that can die for everyone)?"""
+    if isinstance(item, ScenarioItem):
+        return item.uses_session_tps()
+    return "tps_address" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("tps_fake_only") and not _session(item.config).is_fake:
+    session = _session(item.config)
+    if item.get_closest_marker("tps_fake_only") and not session.is_fake:
         pytest.skip("needs the bundled fake TPS (the test sets its options or reads its state)")
+    if not _uses_session_tps(item):
+        return
+    if session.state == "dead":     # reported at the test's location, as a skip mark is
+        raise pytest.skip.Exception(f"the TPS died during {session.died_during}",
+                                    _use_item_location=True)
+    if session.state == "unknown":
+        session.state = "alive" if session.accepts() is None else "unreachable"
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -137,22 +241,41 @@ def tps(request, tps_address):
 _EVENTS_KEY = pytest.StashKey()
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
-    """Show what the fake TPS saw (protocol errors, drops) beside a test's outcome."""
+    """Show what the fake TPS saw (protocol errors, drops) beside a test's outcome, and
+    fail the test during which the session's TPS stopped accepting connections."""
     if call.when == "call" and _EVENTS_KEY in item.stash:
         server, since = item.stash[_EVENTS_KEY]
         events = server.events_since(since)
         if events:
             item.add_report_section("call", "fake TPS", "\n".join(events))
-    yield
+    session = _session(item.config)
+    death = None
+    if call.when == "call" and session.state == "alive" and _uses_session_tps(item):
+        reason = session.accepts()
+        if reason is not None:
+            session.state, session.died_during = "dead", item.nodeid
+            host, port = session.address()
+            death = (f"the TPS at {host}:{port} stopped accepting connections during this test "
+                     f"({reason}): it died")
+    outcome = yield
+    if death is not None:
+        report = outcome.get_result()
+        if report.failed:
+            report.sections.append(("TPS", death))
+        else:
+            report.outcome, report.longrepr = "failed", death
+            if hasattr(report, "wasxfail"):
+                del report.wasxfail
 
 
 # -- scenario files ---------------------------------------------------------------------------
 
 def pytest_collect_file(file_path, parent):
-    if (file_path.suffix == ".json" and file_path.parent.name == "fixtures"
-            and not file_path.name.endswith(".schema.json")):
+    """``test_*.tps.json`` files, wherever pytest looks: the plugin's own naming
+    convention (as tavern's test_*.tavern.yaml), so no other JSON is ever taken."""
+    if file_path.name.startswith("test_") and file_path.name.endswith(SCENARIO_SUFFIX):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -161,14 +284,36 @@ class ScenarioFile(pytest.File):
     """A scenario file: one test item, named after the file."""
 
     def collect(self):
-        yield ScenarioItem.from_parent(self, name=self.path.stem)
+        yield ScenarioItem.from_parent(self, name=self.path.name.removesuffix(SCENARIO_SUFFIX))
 
 
 class ScenarioItem(pytest.Item):
     """Replays one scenario against the TPS under test (or a fake set up as it asks)."""
 
+    _scenario = None
+
+    def scenario(self):
+        """The loaded scenario (ScenarioError if the file is malformed)."""
+        if self._scenario is None:
+            self._scenario = load(self.path)
+        return self._scenario
+
+    def _peek(self):
+        try:
+            return self.scenario()
+        except ScenarioError:
+            return None         # runtest reports it
+
+    def scenario_destructive(self):
+        scenario = self._peek()
+        return scenario is not None and scenario.destructive
+
+    def uses_session_tps(self):
+        scenario = self._peek()
+        return scenario is not None and scenario.fake_options is None
+
     def runtest(self):
-        scenario = load(self.path)
+        scenario = self.scenario()
         session = _session(self.config)
         if scenario.fake_options is not None:
             if not session.is_fake:
@@ -194,4 +339,4 @@ class ScenarioItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, None, f"scenario {self.name}"
+        return self.path, 0, f"scenario {self.name}"     # a line, so skips can point here

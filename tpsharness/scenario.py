@@ -8,6 +8,7 @@ the same steps but writes down what arrived instead of checking it.
 """
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -43,11 +44,34 @@ STEPS = {
     "check_alive": (None, {}, {}),
 }
 COMMON_STEP_FIELDS = {"do": str, "actor": str, "note": str}
-TOP_FIELDS = {"description": str, "actors": dict, "steps": list, "fake": dict, "recorded": dict}
+TOP_FIELDS = {"description": str, "actors": dict, "steps": list, "fake": dict, "recorded": dict,
+              "destructive": bool}
 # Register reply fields a scenario may check, by their wire names.
 REPLY_FIELDS = {"ErrorNum": "error_num", "ErrorString": "error_string",
                 "KeepAliveIntervel": "keepalive_interval", "UtcTime": "utc_time"}
 DEFAULT_WITHIN = 2.0
+# Bounds of the numeric step fields: (least, most). A file of a few bytes must not ask
+# for gigabytes or hours: "times" copies a request in memory, the others are seconds.
+MAX_SECONDS = 60
+MAX_TIMES = 1000
+MAX_WRITE = 16 * 1024 * 1024        # bytes one step may write (times x payload)
+MAX_FILE = 4 * 1024 * 1024          # bytes of a scenario file
+FIELD_BOUNDS = {"times": (1, MAX_TIMES), "split_at": (0, MAX_WRITE), "pause": (0, MAX_SECONDS),
+                "within": (0, MAX_SECONDS), "for": (0, MAX_SECONDS), "seconds": (0, MAX_SECONDS)}
+# The FakeTPS options a scenario's "fake" object may set: its behaviour, never where it
+# binds (the fake always serves on a free loopback port). name: (type, least, most).
+FAKE_OPTIONS = {
+    "keepalive_interval": (int, 1, 86400),
+    "idle_timeout": ((int, float), 0.001, 3600),
+    "bad_request_idle_timeout": ((int, float), 0.001, 3600),
+    "request_timeout": ((int, float), 0.001, 3600),
+    "reply_delay": ((int, float), 0, MAX_SECONDS),
+    "max_body": (int, 0, 64 * 1024 * 1024),
+    "nul_replies": (bool, None, None),
+    "strict_http": (bool, None, None),
+    "check_auth": (str, None, None),
+    "faults": (list, None, None),
+}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
 
 
@@ -60,11 +84,16 @@ class Scenario:
 
     @property
     def name(self):
-        return self.path.rsplit("/", 1)[-1].removesuffix(".json")
+        return self.path.rsplit("/", 1)[-1].removesuffix(".json").removesuffix(".tps")
 
     @property
     def fake_options(self):
         return self.data.get("fake")
+
+    @property
+    def destructive(self):
+        """True when the scenario may kill the TPS it runs against."""
+        return self.data.get("destructive", False)
 
 
 class ScenarioFailure(AssertionError):
@@ -87,6 +116,45 @@ def _check_type(value, expected):
     return isinstance(value, expected)
 
 
+def _short(value, limit=60):
+    """``repr(value)`` cut to ``limit`` characters: errors quote what the file says,
+    never megabytes of it."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 60 else "a huge number"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _out_of_bounds(value, least, most):
+    """Why ``value`` is outside [least, most], or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {_short(value)}"
+    if value < least:
+        return f"must be at least {least}, not {_short(value)}"
+    if value > most:
+        return f"must be at most {most}, not {_short(value)}"
+    return None
+
+
+def _validate_fake(options, fail):
+    """The 'fake' object: behaviour options of FakeTPS only, each of its type and bounds."""
+    from fake_tps.server import FAULTS
+    where = "'fake'"
+    for key, value in options.items():
+        if key not in FAKE_OPTIONS:
+            fail(where, f"unknown option {_short(key)} (allowed: {', '.join(FAKE_OPTIONS)}; "
+                        "the fake always serves on a free loopback port)")
+        kind, least, most = FAKE_OPTIONS[key]
+        if not _check_type(value, kind):
+            fail(where, f"{key!r} must be {_type_name(kind)}, not {_short(value)}")
+        if least is not None:
+            problem = _out_of_bounds(value, least, most)
+            if problem:
+                fail(where, f"{key!r} {problem}")
+        if key == "faults":
+            for fault in value:
+                if fault not in FAULTS:
+                    fail(where, f"unknown fault {_short(fault)} (known: {', '.join(sorted(FAULTS))})")
+
+
 def validate(data, path="<scenario>"):
     """Raise ScenarioError naming ``path`` and the step for anything malformed."""
     def fail(where, message):
@@ -96,23 +164,25 @@ def validate(data, path="<scenario>"):
         fail("top level", "a scenario is a JSON object with 'actors' and 'steps'")
     for key in data:
         if key not in TOP_FIELDS:
-            fail("top level", f"unknown field {key!r} (allowed: {', '.join(TOP_FIELDS)})")
+            fail("top level", f"unknown field {_short(key)} (allowed: {', '.join(TOP_FIELDS)})")
     for key in ("actors", "steps"):
         if key not in data:
             fail("top level", f"missing field {key!r}")
     for key, value in data.items():
         if not isinstance(value, TOP_FIELDS[key]):
             fail("top level", f"{key!r} must be {_type_name(TOP_FIELDS[key])}")
+    if "fake" in data:
+        _validate_fake(data["fake"], fail)
     actors = data["actors"]
     for name, actor in actors.items():
-        where = f"actor {name!r}"
+        where = f"actor {_short(name)}"
         if not isinstance(actor, dict):
             fail(where, "must be an object with a 'kind'")
-        if actor.get("kind") not in ACTOR_KINDS:
-            fail(where, f"'kind' must be one of {', '.join(ACTOR_KINDS)}, not {actor.get('kind')!r}")
+        if not isinstance(actor.get("kind"), str) or actor["kind"] not in ACTOR_KINDS:
+            fail(where, f"'kind' must be one of {', '.join(ACTOR_KINDS)}, not {_short(actor.get('kind'))}")
         for key, value in actor.items():
             if key not in ACTOR_FIELDS:
-                fail(where, f"unknown field {key!r} (allowed: {', '.join(ACTOR_FIELDS)})")
+                fail(where, f"unknown field {_short(key)} (allowed: {', '.join(ACTOR_FIELDS)})")
             if not isinstance(value, ACTOR_FIELDS[key]):
                 fail(where, f"{key!r} must be {_type_name(ACTOR_FIELDS[key])}")
     if not data["steps"]:
@@ -121,16 +191,21 @@ def validate(data, path="<scenario>"):
         if not isinstance(step, dict):
             fail(f"step {number}", "must be an object with 'do'")
         do = step.get("do")
-        where = f"step {number} ({do})" if isinstance(do, str) else f"step {number}"
-        if do not in STEPS:
-            fail(where, f"unknown step {do!r} (known: {', '.join(STEPS)})")
+        known = isinstance(do, str) and do in STEPS
+        where = f"step {number} ({do})" if isinstance(do, str) and len(do) <= 40 else f"step {number}"
+        if not known:
+            fail(where, f"unknown step {_short(do)} (known: {', '.join(STEPS)})")
         kinds, required, optional = STEPS[do]
         allowed = {**COMMON_STEP_FIELDS, **required, **optional}
         for key, value in step.items():
             if key not in allowed:
-                fail(where, f"unknown field {key!r} (allowed: {', '.join(allowed)})")
+                fail(where, f"unknown field {_short(key)} (allowed: {', '.join(allowed)})")
             if not _check_type(value, allowed[key]):
-                fail(where, f"{key!r} must be {_type_name(allowed[key])}, not {value!r}")
+                fail(where, f"{key!r} must be {_type_name(allowed[key])}, not {_short(value)}")
+            if key in FIELD_BOUNDS:
+                problem = _out_of_bounds(value, *FIELD_BOUNDS[key])
+                if problem:
+                    fail(where, f"{key!r} {problem}")
         for key in required:
             if key not in step:
                 fail(where, f"missing field {key!r}")
@@ -141,7 +216,8 @@ def validate(data, path="<scenario>"):
             if "actor" not in step:
                 fail(where, "missing field 'actor'")
             if step["actor"] not in actors:
-                fail(where, f"unknown actor {step['actor']!r} (actors: {', '.join(actors) or 'none'})")
+                fail(where, f"unknown actor {_short(step['actor'])} "
+                            f"(actors: {', '.join(map(_short, actors)) or 'none'})")
             kind = actors[step["actor"]]["kind"]
             if kind not in kinds:
                 fail(where, f"a {kind} cannot '{do}' (only {', '.join(sorted(kinds))})")
@@ -155,46 +231,78 @@ def validate(data, path="<scenario>"):
                     bytes.fromhex(step[key])
                 except ValueError:
                     fail(where, f"{key!r} is not hexadecimal")
+        for key, encoding in (("payload", "utf-8"), ("data", "latin-1")):
+            try:
+                step.get(key, "").encode(encoding)
+            except UnicodeEncodeError as error:
+                fail(where, f"{key!r} has a character {encoding} cannot encode at {error.start}; "
+                            f"give {key}_hex")
+        written = len(step.get("payload_hex", "")) // 2 + len(step.get("payload", "").encode("utf-8"))
+        if step.get("times", 1) * (written + 1024) > MAX_WRITE:
+            fail(where, f"'times' x the payload is more than {MAX_WRITE} bytes in one write")
+        for name, value in step.get("headers", {}).items():
+            if not isinstance(value, str):
+                fail(where, f"header {_short(name)} must be a string, not {_short(value)}")
         if "fields" in step:
             for key, value in step["fields"].items():
                 if key not in REPLY_FIELDS and key != "MessageType":
-                    fail(where, f"unknown register reply field {key!r} (known: MessageType, "
+                    fail(where, f"unknown register reply field {_short(key)} (known: MessageType, "
                                 f"{', '.join(REPLY_FIELDS)})")
                 if not isinstance(value, str):
-                    fail(where, f"field {key!r} must be a string (all register values are)")
+                    fail(where, f"field {_short(key)} must be a string (all register values are)")
     return data
 
 
 def load(path):
-    """Read and validate the scenario file at ``path``."""
+    """Read and validate the scenario file at ``path``: anything wrong with it is a
+    ScenarioError naming the file, never another exception."""
     path = str(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ScenarioError(f"{path}: not JSON: {error}") from None
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_FILE + 1)
     except OSError as error:
         raise ScenarioError(f"{path}: cannot read: {error.strerror}") from None
+    if len(text) > MAX_FILE:
+        raise ScenarioError(f"{path}: more than {MAX_FILE} bytes; a scenario is a short file")
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"{path}: not UTF-8: {error.reason} at byte {error.start}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not a scenario: nested too deeply") from None
+    except ValueError as error:         # JSONDecodeError, and integers of over 4300 digits
+        raise ScenarioError(f"{path}: not JSON: {error}") from None
     return Scenario(path, validate(data, path))
 
 
 def json_schema():
-    """The scenario format as a JSON Schema (draft 2020-12), made from STEPS."""
-    def schema_of(kind):
+    """The scenario format as a JSON Schema (draft 2020-12), made from STEPS,
+    FIELD_BOUNDS and FAKE_OPTIONS: the same rules and bounds the loader enforces."""
+    def schema_of(kind, bounds=None):
         if kind == (int, float):
-            return {"type": "number"}
-        if kind is int:
-            return {"type": "integer"}
-        return {"type": {str: "string", bool: "boolean", dict: "object", list: "array"}[kind]}
+            schema = {"type": "number"}
+        elif kind is int:
+            schema = {"type": "integer"}
+        else:
+            schema = {"type": {str: "string", bool: "boolean", dict: "object", list: "array"}[kind]}
+        if bounds is not None and bounds[0] is not None:
+            schema.update(minimum=bounds[0], maximum=bounds[1])
+        return schema
+
+    def field_schema(name, kind):
+        return schema_of(kind, FIELD_BOUNDS.get(name))
 
     step_schemas = []
     for do, (kinds, required, optional) in STEPS.items():
         properties = {"do": {"const": do}, "note": {"type": "string"}}
         if kinds is not None:
             properties["actor"] = {"type": "string"}
-        properties.update({k: schema_of(v) for k, v in {**required, **optional}.items()})
+        properties.update({k: field_schema(k, v) for k, v in {**required, **optional}.items()})
         step_schemas.append({"type": "object", "properties": properties, "additionalProperties": False,
                              "required": ["do"] + (["actor"] if kinds else []) + list(required)})
+    fake_properties = {name: schema_of(kind, (least, most))
+                       for name, (kind, least, most) in FAKE_OPTIONS.items()}
+    fake_properties["faults"]["items"] = {"type": "string"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "tpsharness scenario",
@@ -204,8 +312,11 @@ def json_schema():
         "properties": {
             "description": {"type": "string"},
             "recorded": {"type": "object"},
-            "fake": {"type": "object", "description": "FakeTPS options; the scenario then runs "
-                                                      "only against the bundled fake"},
+            "destructive": {"type": "boolean", "description": "the scenario may kill the TPS; "
+                            "against a real TPS it runs only with --tps-destructive, and last"},
+            "fake": {"type": "object", "additionalProperties": False, "properties": fake_properties,
+                     "description": "FakeTPS behaviour options; the scenario then runs only "
+                                    "against a bundled fake of its own"},
             "actors": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["kind"], "additionalProperties": False,
                 "properties": {"kind": {"enum": list(ACTOR_KINDS)},

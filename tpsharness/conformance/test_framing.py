@@ -88,6 +88,7 @@ def test_a_64_kib_payload_arrives_whole(tps):
     assert [reply.status for reply in replies] == [200]
 
 
+@pytest.mark.destructive
 def test_the_server_survives_a_200_kib_burst(tps):
     device = tps.device()
     burst = private_data_request("tpsharness-app-burst", device.serial, b"b" * (200 * 1024))

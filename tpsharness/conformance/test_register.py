@@ -3,6 +3,8 @@
 import os
 import time
 
+import pytest
+
 from tpsharness.protocol import RegisterReply, private_data_request, register_request
 
 
@@ -86,6 +88,7 @@ def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
     assert device.receive() == b"to a numeric serial"
 
 
+@pytest.mark.destructive
 def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
     """The field server closed such a connection, kept a dangling entry for the first
     serial, and crashed (SIGSEGV) on the next private data for it."""
