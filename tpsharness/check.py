@@ -13,7 +13,7 @@ from .endpoint import Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .errors import ConnectError, ReceiptError, RegisterError, TPSError
 from .net import format_address
-from .protocol import quote
+from .protocol import DEFAULT_MAX_BODY, quote
 
 STAGES = ("connect", "register", "send", "receipt")
 
@@ -127,27 +127,46 @@ def check(host, port, *, serial=None, auth_code="0000", payload=None, timeout=5.
 
     Returns within ``timeout`` + GRACE (0.5 s) whatever the server does. ValueError
     for arguments no check can run with: a timeout that is not a finite number in
-    (0, MAX_TIMEOUT], a serial or auth code that cannot be a header value.
+    (0, MAX_TIMEOUT], a serial or auth code that cannot be a header value, a
+    payload that is not bytes or is longer than a device reads.
     """
     timeout = validate_timeout(timeout)
     validate_field("serial", serial, allow_none=True)
     validate_field("auth code", auth_code)
+    validate_payload(payload)
     deadline = Deadline(timeout)
     return run_bounded(check_async(host, port, serial=serial, auth_code=auth_code, payload=payload,
                                    timeout=timeout, strict=strict, family=family, deadline=deadline),
                        (host, port), deadline)
 
 
+MAX_FIELD = 1024        # characters in a serial or auth code: they travel in header blocks
+
+
 def validate_field(what, value, *, allow_none=False):
-    """ValueError unless ``value`` can be sent as a header value and a JSON string: a
-    non-empty str without control characters (CR and LF would split the message)."""
+    """ValueError unless ``value`` can travel as a header value and a JSON string: a
+    non-empty str of printable ASCII (CR and LF would split the message), at most
+    MAX_FIELD characters."""
     if value is None and allow_none:
         return
     if not isinstance(value, str) or not value:
         raise ValueError(f"the {what} must be a non-empty string, not {value!r}")
-    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if len(value) > MAX_FIELD:
+        raise ValueError(f"the {what} must be at most {MAX_FIELD} characters, not {len(value)}")
+    bad = next((c for c in value if not " " <= c <= "~"), None)
     if bad is not None:
-        raise ValueError(f"the {what} must not hold control characters ({bad!r} in {value!r})")
+        raise ValueError(f"the {what} must be printable ASCII, not {value!r} (it holds {bad!r})")
+
+
+def validate_payload(payload):
+    """ValueError unless ``payload`` is bytes a device can receive (at most the
+    reader's DEFAULT_MAX_BODY: a longer relay would fail on our side, not the TPS's)."""
+    if payload is None:
+        return
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError(f"the payload must be bytes, not {type(payload).__name__}")
+    if len(payload) > DEFAULT_MAX_BODY:
+        raise ValueError(f"the payload must be at most {DEFAULT_MAX_BODY} bytes, not {len(payload)}")
 
 
 def run_bounded(coro, address, timeout):

@@ -29,9 +29,9 @@ TRANSCRIPT_ENTRIES = 4096
 
 def format_size(size):
     """A byte count as messages show it: '812 bytes', '1.2 MB'."""
-    if size < 10_000:
+    if size < 1000:
         return f"{size} bytes"
-    if size < 10_000_000:
+    if size < 1_000_000:
         return f"{size / 1000:.1f} kB"
     return f"{size / 1_000_000:.1f} MB"
 
