@@ -4,11 +4,13 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import free_port
 from tpsharness.cli import main
+from tpsharness.deadline import GRACE
 from tpsharness.thresholds import Range
 
 
@@ -139,3 +141,79 @@ def test_the_installed_console_script_runs_the_same_command():
         pytest.skip("tpsharness is not installed as a console script here")
     result = subprocess.run([script, "check", "--json"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and json.loads(result.stdout)["embedded_fake_tps"] is True
+
+
+# -- usage errors of the command at hand, validated before anything is sent ---------------
+
+@pytest.mark.parametrize("command, args", [
+    ("check", ["127.0.0.1", "1", "--serial", "a\r\nb"]),
+    ("check", ["127.0.0.1", "1", "--auth-code", "x\ny"]),
+    ("check", ["127.0.0.1", "1", "-t", "inf"]),
+    ("check", ["127.0.0.1", "1", "-t", "1e9"]),
+    ("check", ["127.0.0.1", "1", "-4", "-6"]),
+    ("check", ["a", "1", "-H", "b"]),
+    ("record", ["a", "1", "-H", "b", "-o", "x.json"]),
+    ("record", ["127.0.0.1", "1", "-o", "x.json", "-t", "nan"]),
+])
+def test_a_usage_error_is_one_line_with_the_usage_of_the_command_at_hand(command, args):
+    result = tps(command, *args)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"usage: tpsharness {command} "), lines
+    assert lines[-1].startswith(f"tpsharness {command}: error: "), lines
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_record_to_a_directory_is_a_usage_error(tmp_path, fake, capsys):
+    assert main(["record", *map(str, fake.address), "-o", str(tmp_path), "--force"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tpsharness record ") and "is a directory" in err
+
+
+def test_record_to_a_dash_writes_the_scenario_to_stdout(tmp_path, fake, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["record", *map(str, fake.address), "-o", "-"]) == 0
+    scenario = json.loads(capsys.readouterr().out)
+    assert scenario["steps"][-1]["do"] == "expect_receipt"
+    assert not (tmp_path / "-").exists()
+
+
+def test_record_sends_the_auth_code_given(tmp_path, capsys):
+    from fake_tps.server import FakeTPS
+    server = FakeTPS(check_auth="1234")
+    with server.start_in_thread():
+        assert main(["record", *map(str, server.address), "--auth-code", "1234",
+                     "-o", str(tmp_path / "r.json")]) == 0
+    scenario = json.loads((tmp_path / "r.json").read_text())
+    fields = [step["fields"] for step in scenario["steps"] if "fields" in step]
+    assert fields and fields[0]["ErrorNum"] == "200", scenario["steps"]
+    assert scenario["actors"]["device"]["auth_code"] == "1234"
+
+
+def test_record_keeps_to_its_timeout_and_blames_the_register(tmp_path, fake, capsys):
+    fake.configure(faults={"silent"})
+    started = time.monotonic()
+    assert main(["record", *map(str, fake.address), "-t", "0.5", "-o", str(tmp_path / "r.json")]) == 0
+    assert time.monotonic() - started < 0.5 + GRACE + 0.5       # plus starting the recording
+    last = json.loads((tmp_path / "r.json").read_text())["steps"][-1]
+    assert last["note"].startswith("recorded: register: "), last
+
+
+def test_record_reads_strict_http_when_asked(tmp_path, capsys):
+    from fake_tps.server import FakeTPS
+    server = FakeTPS(strict_http=True)
+    with server.start_in_thread():
+        assert main(["record", *map(str, server.address), "--strict-http",
+                     "-o", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["steps"][-1]["do"] == "expect_receipt"
+
+
+def test_check_over_ipv6_only_reaches_a_server_on_ipv6(capsys):
+    from fake_tps.server import FakeTPS
+    server = FakeTPS(host="::1")
+    with server.start_in_thread():
+        port = str(server.address[1])
+        assert main(["check", "::1", port, "-6"]) == 0
+        assert main(["check", "::1", port, "-4"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("TPS OK - [::1]:") and "connect: cannot resolve '::1'" in out[1], out

@@ -185,3 +185,50 @@ def test_the_selectors_fallback_poller_serves_the_echo_too():
     scheduler.run()
     scheduler.close()
     assert sorted(results) == sorted(b"fallback %d" % i for i in range(10))
+
+
+def test_connect_tries_each_resolved_address_in_turn(monkeypatch):
+    """A name resolving first where nothing listens, then to ::1 where the server is."""
+    listener = net.listen("::1", 0)
+    port = listener.address[1]
+    closed = free_port()
+    real = socket.getaddrinfo
+
+    def resolve(host, port_, family=0, kind=0, *args):
+        assert host == "tps.test"
+        return (real("127.0.0.1", closed, socket.AF_INET, kind) +
+                real("::1", port, socket.AF_INET6, kind))
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+    async def main():
+        sock = await net.connect(("tps.test", port), timeout=2)
+        sock.close()
+        return True
+
+    try:
+        assert run(main(), timeout=5)
+    finally:
+        listener.close()
+
+
+def test_connect_names_every_address_that_failed(monkeypatch):
+    closed_v4, closed_v6 = free_port(), free_port()
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, family=0, kind=0, *args: (
+        real("127.0.0.1", closed_v4, socket.AF_INET, kind) + real("::1", closed_v6, socket.AF_INET6, kind)))
+
+    async def main():
+        await net.connect(("tps.test", 1), timeout=2)
+
+    with pytest.raises(ConnectionRefusedError, match=r"every address failed \(127\.0\.0\.1:\d+: Connection "
+                                                     r"refused; \[::1\]:\d+: Connection refused\)"):
+        run(main(), timeout=5)
+
+
+def test_connect_keeps_to_the_family_asked_for():
+    async def main():
+        await net.connect(("127.0.0.1", 6604), timeout=2, family=socket.AF_INET6)
+
+    with pytest.raises(socket.gaierror, match="cannot resolve '127.0.0.1' to an IPv6 address"):
+        run(main(), timeout=5)

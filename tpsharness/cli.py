@@ -6,12 +6,15 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
 
 import argparse
 import json
+import os
+import socket
 import sys
 import traceback
 from pathlib import Path
 
 from . import __version__
-from .check import check_async, run_bounded
+from .check import check_async, run_bounded, validate_field, validate_payload
+from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from .net import parse_address
 from .protocol import DEFAULT_PORT
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
@@ -52,9 +55,30 @@ def _seconds(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the timeout must be above 0, not {text}")
-    return value
+    try:
+        return validate_timeout(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None
+
+
+def _field(what):
+    def parse(text):
+        try:
+            validate_field(what, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+    parse.__name__ = what       # argparse names the type in some messages
+    return parse
+
+
+def _payload(text):
+    data = os.fsencode(text)    # the bytes given, even when they are not UTF-8
+    try:
+        validate_payload(data)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return data
 
 
 def _range(text):
@@ -72,12 +96,20 @@ def _add_target(parser):
     parser.add_argument("-p", "--port", dest="port_option", type=_port, metavar="PORT",
                         help="the TPS port (as PORT)")
     parser.add_argument("-t", "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
-                        help="deadline for the whole check (default 5)")
-    parser.add_argument("--serial", help="device serial to register (default: tpsharness-<random>)")
-    parser.add_argument("--auth-code", default="0000", help="AuthCode to send (default 0000)")
-    parser.add_argument("--payload", help="private data to send (default: 16 random hex characters)")
+                        help=f"deadline for the whole check (default 5, at most {MAX_TIMEOUT:g})")
+    parser.add_argument("--serial", type=_field("serial"),
+                        help="device serial to register (default: tpsharness-<random>)")
+    parser.add_argument("--auth-code", type=_field("auth code"), default="0000",
+                        help="AuthCode to send (default 0000)")
+    parser.add_argument("--payload", type=_payload,
+                        help="private data to send (default: 16 random hex characters)")
     parser.add_argument("--strict-http", action="store_true",
-                        help="read the TPS's replies with h11, as strict HTTP/1.1")
+                        help="read the TPS's replies and relayed requests with h11, as strict HTTP/1.1")
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("-4", "--ipv4", dest="family", action="store_const", const=socket.AF_INET,
+                        default=0, help="connect over IPv4 only")
+    family.add_argument("-6", "--ipv6", dest="family", action="store_const", const=socket.AF_INET6,
+                        help="connect over IPv6 only")
 
 
 def build_parser():
@@ -107,7 +139,7 @@ def build_parser():
                     "exactly what happened: a field incident becomes a regression test.")
     _add_target(record)
     record.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="where to write the scenario (e.g. fixtures/incident.json)")
+                        help="where to write the scenario (e.g. fixtures/incident.json; - for stdout)")
     record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
                         help="the conversation to record (default: check)")
     record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
@@ -123,6 +155,7 @@ def build_parser():
                           help="the longest a probe may take, whatever a scrape asks (default 60)")
     exporter.add_argument("--max-concurrent", type=_positive_int, default=8, metavar="N",
                           help="probes at once; one more gets 503 (default 8)")
+    parser.commands = {"check": check, "record": record, "exporter": exporter}   # for usage errors found later
     return parser
 
 
@@ -173,18 +206,20 @@ def target(args):
 def run_check(args):
     """Run the check the arguments describe; a CheckResult."""
     address = target(args)
-    payload = args.payload.encode() if args.payload is not None else None
-    options = dict(serial=args.serial, auth_code=args.auth_code, payload=payload,
-                   timeout=args.timeout, strict=args.strict_http)
+    deadline = Deadline(args.timeout)
+    options = dict(serial=args.serial, auth_code=args.auth_code, payload=args.payload,
+                   timeout=args.timeout, strict=args.strict_http, family=args.family,
+                   deadline=deadline)
     if address is not None:
-        return run_bounded(check_async(*address, **options), address, args.timeout)
-    return run_bounded(_check_embedded(options), ("127.0.0.1", 0), args.timeout)
+        return run_bounded(check_async(*address, **options), address, deadline)
+    return run_bounded(_check_embedded(options), ("127.0.0.1", 0), deadline)
 
 
 async def _check_embedded(options):
     from fake_tps.server import FakeTPS        # only the embedded mode needs it
 
-    server = FakeTPS()
+    server = FakeTPS(host="::1" if options["family"] == socket.AF_INET6 else "127.0.0.1",
+                     strict_http=options["strict"])
     try:
         await NewTask(server.serve())
         result = await check_async(*server.address, **options)
@@ -211,29 +246,42 @@ def cmd_check(args):
 
 def cmd_record(args):
     address = target(args)
+    to_stdout = args.output == "-"
     output = Path(args.output)
-    if output.exists() and not args.force:
-        raise UsageError(f"{output} exists; give --force to overwrite it")
-    payload = args.payload
+    if not to_stdout:
+        if output.is_dir():
+            raise UsageError(f"{output} is a directory; give a file name")
+        if output.exists() and not args.force:
+            raise UsageError(f"{output} exists; give --force to overwrite it")
+    options = dict(timeout=args.timeout, serial=args.serial, payload=args.payload,
+                   auth_code=args.auth_code, strict=args.strict_http, family=args.family)
     try:
         if address is None:
             from fake_tps.server import FakeTPS
-            server = FakeTPS()
+            server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else "127.0.0.1",
+                             strict_http=args.strict_http)
             with server.start_in_thread():
-                scenario = record(args.scenario, server.address, timeout=args.timeout,
-                                  serial=args.serial, payload=payload)
+                scenario = record(args.scenario, server.address, **options)
         else:
-            scenario = record(args.scenario, address, timeout=args.timeout, serial=args.serial,
-                              payload=payload)
+            scenario = record(args.scenario, address, **options)
     except ScenarioFailure as failure:
         print(f"tpsharness record: nothing to record: {str(failure).splitlines()[2].strip()}",
               file=sys.stderr)
         return CRITICAL
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(scenario, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(scenario, indent=2) + "\n"
     last = scenario["steps"][-1]
-    print(f"wrote {output}: {len(scenario['steps'])} steps, the last: {last['do']}"
-          f"{' (' + last['note'] + ')' if 'note' in last else ''}")
+    summary = (f"{len(scenario['steps'])} steps, the last: {last['do']}"
+               f"{' (' + last['note'] + ')' if 'note' in last else ''}")
+    if to_stdout:
+        sys.stdout.write(text)
+        print(f"recorded {summary}", file=sys.stderr)     # stdout holds the scenario only
+        return 0
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {output}: {error.strerror or error}") from None
+    print(f"wrote {output}: {summary}")
     return 0
 
 
@@ -253,7 +301,7 @@ def main(argv=None):
             return cmd_exporter(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
-        parser.print_usage(sys.stderr)
+        parser.commands.get(args.command, parser).print_usage(sys.stderr)
         print(f"tpsharness {args.command}: error: {error}", file=sys.stderr)
         return UNKNOWN
     except KeyboardInterrupt:

@@ -22,9 +22,9 @@ class Client(Endpoint):
     __slots__ = ()
 
     def __init__(self, address, src=None, *, auth_code="0000", timeout=5.0, transcript=None,
-                 strict=False):
+                 strict=False, family=0):
         super().__init__(address, src or new_client_id(), auth_code=auth_code, timeout=timeout,
-                         transcript=transcript, strict=strict)
+                         transcript=transcript, strict=strict, family=family)
 
     @property
     def src(self):

@@ -26,9 +26,9 @@ class Device(Endpoint):
     __slots__ = ("trailing_crlf", "keepalive_interval", "_cseq")
 
     def __init__(self, address, serial=None, *, auth_code="0000", timeout=5.0, transcript=None,
-                 strict=False, trailing_crlf=False):
+                 strict=False, trailing_crlf=False, family=0):
         super().__init__(address, serial or new_serial(), auth_code=auth_code, timeout=timeout,
-                         transcript=transcript, strict=strict)
+                         transcript=transcript, strict=strict, family=family)
         self.trailing_crlf = trailing_crlf
         self.keepalive_interval = None      # seconds, from the last register reply
         self._cseq = 0
@@ -37,19 +37,19 @@ class Device(Endpoint):
     def serial(self):
         return self.uuid
 
-    async def register(self, timeout=None):
+    async def register(self, timeout=None, *, deadline=None):
         """Register (or re-register: a heartbeat); the RegisterReply, verified.
 
         RegisterError unless the status is 200, MessageType is the register reply
-        and ErrorNum is 200.
+        and ErrorNum is 200 (and for anything else in its place, a request too).
         """
         started = monotonic()
+        deadline = self._deadline(timeout, deadline)
         self._cseq += 1
         request = register_request(self.serial, host=self.host_header, cseq=str(self._cseq),
                                    auth_code=self.auth_code, trailing_crlf=self.trailing_crlf)
-        await self._send(request, RegisterError, started, timeout)
-        answer = await self._next(False, RegisterError, "register reply", started,
-                                  started + (self.timeout if timeout is None else timeout))
+        await self._send(request, RegisterError, started, deadline)
+        answer = await self._next(False, RegisterError, "register reply", started, deadline)
         elapsed = monotonic() - started
         after = f"after {format_ms(elapsed)}"
         if not isinstance(answer, RegisterReply):
@@ -66,7 +66,9 @@ class Device(Endpoint):
             raise RegisterError(f"register: TPS {self.label} refused {self.serial!r} with ErrorNum "
                                 f"{answer.error_num} {answer.error_string!r} {after}", elapsed)
         interval = answer.keepalive_interval
-        self.keepalive_interval = int(interval) if interval.isdigit() and int(interval) > 0 else None
+        self.keepalive_interval = (int(interval) if isinstance(interval, str) and interval.isascii()
+                                   and interval.isdigit() and len(interval) <= 9 and int(interval) > 0
+                                   else None)
         return answer
 
     heartbeat = register

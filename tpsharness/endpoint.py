@@ -14,33 +14,93 @@ import socket
 from time import monotonic
 
 from . import net
-from .errors import (ConnectError, ProtocolError, ReceiptError, Rejected, SendError,
-                     UnknownDestination)
-from .protocol import PrivateData, PrivateDataTemplate, Reader, StrictReader, quote
+from .deadline import Deadline
+from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
+                     SendError, UnknownDestination, UnreadOverflow)
+from .protocol import (PrivateData, PrivateDataTemplate, Reader, RegisterReply, Reply,
+                       StrictReader, quote)
+from .syscalls import Sleep
+
+# A transcript keeps this much of what each actor sent and received, per direction,
+# and says how much more it did not keep: a flooding server cannot fill the memory.
+TRANSCRIPT_BYTES = 256 * 1024
+TRANSCRIPT_ENTRIES = 4096
+
+
+def format_size(size):
+    """A byte count as messages show it: '812 bytes', '1.2 MB'."""
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
 
 
 class Transcript:
-    """What each side sent and received, in order, for ``--verbose`` and failures."""
+    """What each side sent and received, in order, for ``--verbose`` and failures.
+
+    Bounded: per actor and direction the first TRANSCRIPT_BYTES (in at most
+    TRANSCRIPT_ENTRIES entries) are kept; past that only the count of bytes not kept
+    grows, and the lines say so where the cut was made.
+    """
 
     def __init__(self):
         self.start = monotonic()
         self.entries = []           # (ms since start, actor, "sent" | "received", bytes)
+        self._kept = {}             # (actor, direction) -> [bytes kept, entries kept]
+        self.not_kept = {}          # (actor, direction) -> bytes that arrived past the bound
 
     def record(self, actor, direction, data):
-        self.entries.append((round((monotonic() - self.start) * 1000, 3), actor, direction, bytes(data)))
+        key = (actor, direction)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = [0, 0]
+        size = len(data)
+        ms = round((monotonic() - self.start) * 1000, 3)
+        if key in self.not_kept:
+            self.not_kept[key] += size
+            return
+        if kept[0] + size > TRANSCRIPT_BYTES or kept[1] >= TRANSCRIPT_ENTRIES:
+            room = TRANSCRIPT_BYTES - kept[0] if kept[1] < TRANSCRIPT_ENTRIES else 0
+            if room > 0:
+                self.entries.append((ms, actor, direction, bytes(data[:room])))
+            self.not_kept[key] = size - max(room, 0)
+            self.entries.append((ms, actor, "cut", direction))     # where the bound was reached
+            kept[0] += max(room, 0)
+            return
+        kept[0] += size
+        kept[1] += 1
+        self.entries.append((ms, actor, direction, bytes(data)))
+
+    def _cut_note(self, actor, direction):
+        more = self.not_kept.get((actor, direction), 0)
+        return (f"... {format_size(more)} more {direction} not kept (a transcript keeps "
+                f"{format_size(TRANSCRIPT_BYTES)} per direction)")
 
     def lines(self, limit=300):
-        arrow = {"sent": ">>", "received": "<<", "closed": "--"}
+        arrow = {"sent": ">>", "received": "<<", "closed": "--", "cut": ".."}
         for ms, actor, direction, data in self.entries:
-            shown = quote(data, limit) if data else ""
+            if direction == "cut":
+                shown = self._cut_note(actor, data)
+            else:
+                shown = quote(data, limit) if data else ""
             yield f"{ms:9.3f} ms {actor:6} {arrow.get(direction, direction)} {shown}".rstrip()
 
     def as_list(self):
         return [{"ms": ms, "actor": actor, "direction": direction,
-                 "data": data.decode("latin-1")} for ms, actor, direction, data in self.entries]
+                 "data": self._cut_note(actor, data) if direction == "cut" else data.decode("latin-1")}
+                for ms, actor, direction, data in self.entries]
 
 
 TEMPLATE_CACHE = 64        # prebuilt requests kept per endpoint, one per destination
+
+# Messages an endpoint keeps that nobody asked for yet: past either bound, a TPS that
+# floods the connection is the failure of the stage that reads it.
+MAX_UNREAD = 4096
+MAX_UNREAD_BYTES = 16 * 1024 * 1024
+_CHECK_UNREAD_FROM = 32             # below this many queued, the bounds are not summed
+
+_REPLY_TYPES = (Reply, RegisterReply)
 
 
 def format_ms(seconds):
@@ -48,15 +108,27 @@ def format_ms(seconds):
     return f"{seconds * 1000:.1f} ms"
 
 
+def start_line(message):
+    """The first line of a message as it arrived, for messages: 'POST /TransProxy HTTP/1.1'."""
+    raw = getattr(message, "raw", b"") or b""
+    line = bytes(raw).split(b"\r\n", 1)[0].decode("latin-1")
+    return line if len(line) <= 60 else line[:60] + "..."
+
+
 class Endpoint:
-    """A connection to a TPS at ``address`` for one simulated actor."""
+    """A connection to a TPS at ``address`` for one simulated actor.
+
+    Every waiting method takes ``timeout=`` (seconds, default the endpoint's) and
+    ``deadline=`` (a Deadline: the instant a whole check must end); given both, the
+    sooner holds.
+    """
 
     actor = "peer"
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
-                 "strict", "sock", "_reader", "_replies", "_requests", "name")
+                 "strict", "sock", "_reader", "_replies", "_requests", "name", "family")
 
     def __init__(self, address, uuid, *, auth_code="0000", timeout=5.0, transcript=None,
-                 strict=False):
+                 strict=False, family=0):
         self.uuid = uuid
         self.name = self.actor          # who this is in transcripts
         self.auth_code = auth_code
@@ -66,8 +138,9 @@ class Endpoint:
         self.timeout = timeout
         self.transcript = transcript
         self.strict = strict
+        self.family = family            # socket.AF_INET / AF_INET6 to use only that; 0 either
         self.sock = None
-        self._reader = StrictReader("client") if strict else Reader()
+        self._reader = StrictReader("peer") if strict else Reader()
         self._replies = []          # arrived and not yet asked for; lists, since a deque
         self._requests = []         # costs 600 bytes and 10,000 devices hold two each
 
@@ -75,21 +148,30 @@ class Endpoint:
     def host_header(self):
         return self.label
 
-    async def connect(self, timeout=None):
+    def _deadline(self, timeout, deadline):
+        """The Deadline a call waits to: ``deadline`` and ``timeout`` seconds, the sooner;
+        the endpoint's own timeout when neither is given."""
+        if deadline is not None:
+            return deadline if timeout is None else deadline.sooner(timeout)
+        return Deadline(self.timeout if timeout is None else timeout)
+
+    async def connect(self, timeout=None, *, deadline=None):
         """Open the connection; ConnectError says why not (refused, unresolved, silence)."""
         start = monotonic()
-        timeout = self.timeout if timeout is None else timeout
+        deadline = self._deadline(timeout, deadline)
         timed_out = False
         try:
-            self.sock = await net.connect(self.address, timeout=timeout)
-        except ConnectionRefusedError:
-            reason = f"TPS {self.label} refused the connection"
+            self.sock = await net.connect(self.address, deadline=deadline, family=self.family)
+        except ConnectionRefusedError as error:
+            several = "every address failed" in str(error)
+            reason = (f"TPS {self.label} refused the connection" if not several
+                      else f"TPS {self.label} refused the connection ({str(error).partition('(')[2]}")
         except ConnectionResetError as error:
             reason = _describe(error, self.label)
         except socket.gaierror as error:
             reason = f"cannot resolve {self.address[0]!r} ({error.strerror.rpartition(': ')[2]})"
         except TimeoutError:
-            reason = f"TPS {self.label} did not accept the connection within {timeout:g} s"
+            reason = f"TPS {self.label} did not accept the connection within {format_ms(monotonic() - start)}"
             timed_out = True
         except OSError as error:
             reason = f"cannot connect to {self.label}: {os.strerror(error.errno) if error.errno else error}"
@@ -102,11 +184,11 @@ class Endpoint:
             self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
 
-    async def _send(self, data, error_type, started, timeout=None):
+    async def _send(self, data, error_type, started, deadline):
         if self.sock is None:
             raise error_type(f"{error_type.stage}: not connected to {self.label}", 0.0)
         try:
-            await self.sock.sendall(data, timeout=self.timeout if timeout is None else timeout)
+            await self.sock.sendall(data, deadline=deadline)
         except TimeoutError:
             elapsed = monotonic() - started
             raise error_type(f"{error_type.stage}: TPS {self.label} did not take the request within "
@@ -121,19 +203,33 @@ class Endpoint:
     async def _next(self, want_request, error_type, what, started, deadline):
         """The next relayed request (or reply), sorting what arrives meanwhile.
 
-        The stage's ``error_type`` for silence until ``deadline``, a close, a reset or
-        bytes that are not TPS messages. One frame: thousands of devices wait here.
+        The stage's ``error_type`` when ``deadline`` passes (even while bytes keep
+        arriving: a flood), for a close, a reset, bytes that are not TPS messages, a
+        request where a reply belongs, or more unread messages than an endpoint keeps.
+        Between reads that leave it waiting it lets the other tasks run. One frame:
+        thousands of devices wait here.
         """
         queue = self._requests if want_request else self._replies
         stage = error_type.stage
+        received = 0
         while not queue:
+            if received:                # bytes came, but not the message: a flood cannot
+                if deadline.expired:    # keep this loop (or the kernel) from its deadline
+                    elapsed = monotonic() - started
+                    raise error_type(f"{stage}: TPS {self.label} sent {format_size(received)} but no "
+                                     f"{what} within {format_ms(elapsed)}", elapsed, timed_out=True)
+                await _YIELD
             try:
-                data = await self.sock.recv(net.RECV_SIZE, timeout=max(0.0, deadline - monotonic()))
+                data = await self.sock.recv(net.RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 elapsed = monotonic() - started
                 partial = self._reader.buffered
-                sent = (f"sent only {partial} bytes of a {what}, then nothing," if partial
-                        else f"sent no {what}")
+                if partial:
+                    sent = f"sent only {partial} bytes of a {what}, then nothing,"
+                elif received:
+                    sent = f"sent {format_size(received)} but no {what}"
+                else:
+                    sent = f"sent no {what}"
                 raise error_type(f"{stage}: TPS {self.label} {sent} within {format_ms(elapsed)}",
                                  elapsed, timed_out=True) from None
             except OSError as error:
@@ -151,30 +247,41 @@ class Endpoint:
                     partial = f" (after a partial message: {quote(error.data)})"
                 raise error_type(f"{stage}: TPS {self.label} closed the connection before the {what}"
                                  f"{partial} after {format_ms(elapsed)}", elapsed)
+            received += len(data)
             try:
                 self._take(data)        # framed now: garbage is blamed on this stage and read
+            except UnreadOverflow as error:
+                elapsed = monotonic() - started
+                raise error_type(f"{stage}: TPS {self.label} {error} while this endpoint waited "
+                                 f"for the {what}, after {format_ms(elapsed)}", elapsed) from None
             except ProtocolError as error:
                 elapsed = monotonic() - started
                 raise error_type(f"{stage}: TPS {self.label} answered bytes that are not a TPS message "
                                  f"({error}) after {format_ms(elapsed)}", elapsed) from None
-        return queue.pop(0)
+        message = queue.pop(0)
+        if want_request or message.__class__ in _REPLY_TYPES:
+            return message
+        elapsed = monotonic() - started
+        own = " (our own request, sent back)" if message.__class__ is PrivateData else ""
+        raise error_type(f"{stage}: TPS {self.label} sent a request ({start_line(message)}){own} where "
+                         f"the {what} belongs after {format_ms(elapsed)}", elapsed)
 
-    async def send(self, dest, payload, *, timeout=None):
+    async def send(self, dest, payload, *, timeout=None, deadline=None):
         """POST /PrivateData ``payload`` to ``dest`` as this endpoint's uuid; the ack Reply.
 
         UnknownDestination for 404, Rejected for 400 or another status, SendError for
-        silence, closes and garbage.
+        silence, closes, garbage and a request where the ack belongs.
         """
         started = monotonic()
+        deadline = self._deadline(timeout, deadline)
         template = self._templates.get(dest)
         if template is None:
             if len(self._templates) >= TEMPLATE_CACHE:
                 self._templates.clear()     # a client spraying many serials keeps few
             template = self._templates[dest] = PrivateDataTemplate(
                 self.uuid, dest, host=self.host_header, auth_code=self.auth_code)
-        await self._send(template.build(payload), SendError, started, timeout)
-        ack = await self._next(False, SendError, "acknowledgement", started,
-                               started + (self.timeout if timeout is None else timeout))
+        await self._send(template.build(payload), SendError, started, deadline)
+        ack = await self._next(False, SendError, "acknowledgement", started, deadline)
         elapsed = monotonic() - started
         if ack.status == 200:
             return ack
@@ -184,21 +291,40 @@ class Endpoint:
                                      f"registered, after {format_ms(elapsed)}", elapsed)
         raise Rejected(f"send: TPS {self.label} answered {reason} after {format_ms(elapsed)}", elapsed)
 
-    def receive(self, timeout=None):
+    def receive(self, timeout=None, *, deadline=None):
         """Await the next private data relayed to this endpoint (a PrivateData).
 
         A plain function returning the coroutine: one frame fewer per waiting device.
         """
-        started = monotonic()
-        return self._next(True, ReceiptError, "private data", started,
-                          started + (self.timeout if timeout is None else timeout))
+        return self._next(True, ReceiptError, "private data", monotonic(),
+                          self._deadline(timeout, deadline))
 
     def _take(self, data):
         """Feed what arrived to the reader; queue each whole message as a relayed
-        request or a reply. ProtocolError for bytes that are not TPS messages."""
+        request or a reply. A request where only a reply can be (anything but private
+        data, or our own private data sent back) is queued with the replies, in its
+        place, for the reply's reader to blame. ProtocolError for bytes that are not
+        TPS messages, UnreadOverflow past MAX_UNREAD(_BYTES)."""
         self._reader.feed(data)
+        uuid = self.uuid
+        requests, replies = self._requests, self._replies
         for message in self._reader:
-            (self._requests if message.__class__ is PrivateData else self._replies).append(message)
+            if message.__class__ is PrivateData and (uuid is None or message.src != uuid):
+                requests.append(message)
+            else:
+                replies.append(message)
+        if len(requests) > _CHECK_UNREAD_FROM or len(replies) > _CHECK_UNREAD_FROM:
+            self._check_unread()
+
+    def _check_unread(self):
+        count = len(self._requests) + len(self._replies)
+        size = sum(len(m.raw) for m in self._requests) + sum(len(m.raw) for m in self._replies)
+        if count > MAX_UNREAD or size > MAX_UNREAD_BYTES:
+            self._requests.clear()      # dropped: the stage fails, nobody will read them
+            self._replies.clear()
+            raise UnreadOverflow(f"sent {count} messages ({format_size(size)}) nobody asked for, "
+                                 f"more than an endpoint keeps ({MAX_UNREAD} messages, "
+                                 f"{format_size(MAX_UNREAD_BYTES)})")
 
     def deliver(self, data):
         """For a pool that reads this endpoint's socket: frame ``data`` and return the
@@ -209,23 +335,30 @@ class Endpoint:
         requests, self._requests = self._requests, []
         return requests
 
-    async def send_raw(self, data, timeout=None):
+    async def send_raw(self, data, timeout=None, *, deadline=None):
         """Write exact bytes in one send (scenarios, conformance tests)."""
-        await self._send(data, SendError, monotonic(), timeout)
+        await self._send(data, SendError, monotonic(), self._deadline(timeout, deadline))
 
-    def next_reply(self, timeout=None):
-        """Await the next reply (Reply or RegisterReply) on this connection."""
-        started = monotonic()
-        return self._next(False, SendError, "reply", started,
-                          started + (self.timeout if timeout is None else timeout))
+    def next_reply(self, timeout=None, *, deadline=None, stage="send"):
+        """Await the next reply (Reply or RegisterReply) on this connection; the
+        failure is blamed on ``stage`` ("send" or "register")."""
+        if stage == "register":
+            error_type, what = RegisterError, "register reply"
+        else:
+            error_type, what = SendError, "reply"
+        return self._next(False, error_type, what, monotonic(), self._deadline(timeout, deadline))
 
-    async def wait_closed(self, timeout=None):
+    async def wait_closed(self, timeout=None, *, deadline=None):
         """True if the TPS closes (FIN or RST) within ``timeout``; what arrives first is
-        kept for next_reply/receive. ``unread`` tells how much did."""
-        deadline = monotonic() + (self.timeout if timeout is None else timeout)
+        kept for next_reply/receive. ``unread`` tells how much did. Bytes past what
+        can be framed or kept are read and dropped: the close is what was asked about."""
+        deadline = self._deadline(timeout, deadline)
+        discard = False
         while True:
+            if deadline.expired:
+                return False
             try:
-                data = await self.sock.recv(net.RECV_SIZE, timeout=max(0.0, deadline - monotonic()))
+                data = await self.sock.recv(net.RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 return False
             except OSError:
@@ -234,10 +367,12 @@ class Endpoint:
                 self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
                 return True
-            try:
-                self._take(data)
-            except ProtocolError:
-                pass        # garbage before a close: the close is what was asked about
+            if not discard:
+                try:
+                    self._take(data)
+                except ProtocolError:
+                    discard = True      # the reader is unusable now, and must not grow
+            await _YIELD
 
     @property
     def unread(self):
@@ -255,8 +390,12 @@ class Raw(Endpoint):
     actor = "raw"
     __slots__ = ()
 
-    def __init__(self, address, *, timeout=5.0, transcript=None, strict=False):
-        super().__init__(address, None, timeout=timeout, transcript=transcript, strict=strict)
+    def __init__(self, address, *, timeout=5.0, transcript=None, strict=False, family=0):
+        super().__init__(address, None, timeout=timeout, transcript=transcript, strict=strict,
+                         family=family)
+
+
+_YIELD = Sleep(0)       # let the other ready tasks run (one shared, immutable call)
 
 
 def _describe(error, label):

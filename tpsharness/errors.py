@@ -51,6 +51,10 @@ class MessageTooLarge(ProtocolError):
     """A header block or body exceeded the configured bound."""
 
 
+class UnreadOverflow(ProtocolError):
+    """A peer sent more messages than anyone reads: an endpoint's unread queue is full."""
+
+
 class TPSError(Exception):
     """A check against a TPS failed at a named stage.
 

@@ -12,10 +12,9 @@ import socket
 from . import kernel
 from .check import check_async
 from .client import Client
+from .deadline import GRACE, validate_timeout
 from .device import Device
 from .endpoint import Raw, Transcript
-
-GRACE = 1.0     # a blocking call may take its timeout plus this, at most
 
 
 def unique_serial(prefix="tpsharness-"):
@@ -103,15 +102,17 @@ class RawHandle(_Handle):
 class Harness:
     """Simulated devices and clients against the TPS at ``address``, blocking calls."""
 
-    def __init__(self, address, *, timeout=5.0, strict=False):
+    def __init__(self, address, *, timeout=5.0, strict=False, family=0):
         self.address = tuple(address)
-        self.timeout = timeout
+        self.timeout = validate_timeout(timeout)
         self.strict = strict
+        self.family = family
         self.transcript = Transcript()
         self._handles = []
 
     def run(self, coro, timeout=None):
-        """Run ``coro`` on the kernel; its result. Bounded by the timeout plus GRACE."""
+        """Run ``coro`` on the kernel; its result. Bounded by the timeout plus GRACE (every
+        wait inside has the timeout, so the bound is only a guard)."""
         return kernel.run(coro, timeout=(self.timeout if timeout is None else timeout) + GRACE)
 
     def _open(self, handle_type, endpoint):
@@ -122,6 +123,7 @@ class Harness:
 
     def device(self, serial=None, *, register=True, **options):
         """A device connected (and, unless ``register=False``, registered)."""
+        options.setdefault("family", self.family)
         device = Device(self.address, serial or unique_serial(), timeout=self.timeout,
                         transcript=self.transcript, strict=self.strict, **options)
         handle = self._open(DeviceHandle, device)
@@ -131,19 +133,21 @@ class Harness:
 
     def client(self, src=None, **options):
         """A client, connected."""
+        options.setdefault("family", self.family)
         client = Client(self.address, src or unique_serial("tpsharness-app-"), timeout=self.timeout,
                         transcript=self.transcript, strict=self.strict, **options)
         return self._open(ClientHandle, client)
 
     def raw(self):
         """A connection for exact bytes."""
-        return self._open(RawHandle, Raw(self.address, timeout=self.timeout,
-                                         transcript=self.transcript, strict=self.strict))
+        return self._open(RawHandle, Raw(self.address, timeout=self.timeout, transcript=self.transcript,
+                                         strict=self.strict, family=self.family))
 
     def check(self, **options):
         """One full check (register, send, receipt); a CheckResult."""
         options.setdefault("timeout", self.timeout)
         options.setdefault("serial", unique_serial())
+        options.setdefault("family", self.family)
         return self.run(check_async(*self.address, **options), options["timeout"])
 
     def alive(self, timeout=2.0):

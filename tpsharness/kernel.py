@@ -26,6 +26,7 @@ from collections import deque
 from itertools import count
 from time import monotonic
 
+from .deadline import Deadline
 from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitReadable, WaitTask,
@@ -424,7 +425,7 @@ class Scheduler:
                         task.state = READY
                         append(task)
                     else:
-                        wake(task, exc=TimeoutError(f"{call!r} timed out after {call.timeout} s"))
+                        wake(task, exc=TimeoutError(_timed_out(call)))
 
             # Phase 3: run the tasks that are ready now; those they wake run next round.
             for _ in range(len(ready)):
@@ -547,9 +548,8 @@ class Scheduler:
 
     # -- timers and fd watches ---------------------------------------------------
 
-    def _set_deadline(self, task, seconds, call):
-        """Time ``task``'s current wait out ``seconds`` from now."""
-        deadline = monotonic() + seconds
+    def _set_deadline(self, task, deadline, call):
+        """Time ``task``'s current wait out at the instant ``deadline`` (monotonic)."""
         owner = self._timer_owners.setdefault(deadline, task)
         if owner is not task:           # another task has this very deadline
             if owner.__class__ is list:
@@ -609,11 +609,15 @@ class Scheduler:
         task.undo = undo
         task.waiting_on = waiting_on
         if timeout is not None:
-            if not (timeout.__class__ in (int, float) and timeout >= 0):
+            cls = timeout.__class__
+            if cls is Deadline:         # an absolute deadline passed down: used as it is
+                self._set_deadline(task, timeout.when, call)
+            elif cls in (int, float) and timeout >= 0:
+                self._set_deadline(task, monotonic() + timeout, call)
+            else:
                 task.undo = None
                 undo(task)
-                raise ValueError(f"{call!r}: timeout must be a number >= 0")
-            self._set_deadline(task, timeout, call)
+                raise ValueError(f"{call!r}: timeout must be a number >= 0 or a Deadline")
         return False
 
     def _undo_sleep(self, task):
@@ -734,7 +738,7 @@ class Scheduler:
         except TypeError:
             raise TypeError(f"Sleep({seconds!r}): seconds must be a number >= 0") from None
         if later:
-            self._set_deadline(task, seconds, call)
+            self._set_deadline(task, monotonic() + seconds, call)
             task.state = SLEEP
             task.undo = self._undo_sleep
         elif seconds == 0:
@@ -743,6 +747,13 @@ class Scheduler:
         else:
             raise ValueError(f"Sleep({seconds!r}): seconds must be a number >= 0")
         return False
+
+
+def _timed_out(call):
+    timeout = call.timeout
+    if timeout.__class__ is Deadline:
+        return f"{call!r} timed out: its deadline of {timeout.seconds:g} s passed"
+    return f"{call!r} timed out after {timeout} s"
 
 
 def _fileno(call):
@@ -757,18 +768,21 @@ def run(coro, timeout=None):
     """Run ``coro`` as the main task on a fresh Scheduler; return its result.
 
     Raises what the main task raised. Tasks still alive when it ends are killed
-    (their cleanup runs). Past ``timeout`` seconds every task is killed and
-    TimeoutError is raised.
+    (their cleanup runs). Past ``timeout`` (seconds, or a Deadline) every task is
+    killed and TimeoutError is raised.
     """
     scheduler = Scheduler()
     try:
         tid = scheduler.new(coro)
         main = scheduler._tasks[tid]
-        deadline = None if timeout is None else monotonic() + timeout
-        if scheduler._loop(main, deadline):
+        if timeout is None or timeout.__class__ is Deadline:
+            deadline = timeout
+        else:
+            deadline = Deadline(timeout)
+        if scheduler._loop(main, None if deadline is None else deadline.when):
             alive = ", ".join(repr(t) for t in scheduler.tasks())
             scheduler.kill_all()
-            raise TimeoutError(f"run() gave up after {timeout} s; killed: {alive}")
+            raise TimeoutError(f"run() gave up after {deadline.seconds:g} s; killed: {alive}")
         scheduler.kill_all()
         value, exc, killed = scheduler._outcomes.pop(tid)
         if killed:

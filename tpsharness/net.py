@@ -16,8 +16,8 @@ import os
 import socket
 import struct
 import types
-from time import monotonic
 
+from .deadline import Deadline
 from .kernel import forget_fd
 from .syscalls import ReadWait, WriteWait
 
@@ -61,8 +61,14 @@ def parse_address(text, default_port, *, allow_any_port=False):
     return host, int(port_text)
 
 
-def _remaining(deadline):
-    return None if deadline is None else max(0.0, deadline - monotonic())
+def _deadline(timeout, deadline):
+    """The one Deadline a wait runs to: ``deadline`` if given (or ``timeout`` if that
+    is a Deadline), else ``timeout`` seconds from now; None waits for ever."""
+    if deadline is not None:
+        return deadline if timeout is None or timeout.__class__ is Deadline else deadline.sooner(timeout)
+    if timeout is None or timeout.__class__ is Deadline:
+        return timeout
+    return Deadline(timeout)
 
 
 def _with_peer(error, action):
@@ -107,8 +113,12 @@ class Socket:
             return Socket(conn, address), address
 
     @types.coroutine
-    def recv(self, size=RECV_SIZE, timeout=None):
-        """Up to ``size`` bytes; b"" when the peer closed its side."""
+    def recv(self, size=RECV_SIZE, timeout=None, *, deadline=None):
+        """Up to ``size`` bytes; b"" when the peer closed its side.
+
+        Waits until ``deadline`` (a Deadline) or ``timeout`` seconds, whichever is
+        given; bytes already there are returned at once, without a wait.
+        """
         if self._sent_since_recv:
             self._sent_since_recv = False
         else:
@@ -118,13 +128,13 @@ class Socket:
                 pass
             except OSError as error:
                 raise _with_peer(error, f"recv from {self.peer}") from None
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = _deadline(timeout, deadline)
         while True:
             try:
-                yield ReadWait(self.fd, None if deadline is None else _remaining(deadline))
+                yield ReadWait(self.fd, deadline)
             except TimeoutError:
                 raise TimeoutError(f"recv from {self.peer}: nothing arrived within "
-                                   f"{timeout:g} s") from None
+                                   f"{deadline.seconds:g} s") from None
             try:
                 return self.sock.recv(size)
             except BlockingIOError:
@@ -133,19 +143,19 @@ class Socket:
                 raise _with_peer(error, f"recv from {self.peer}") from None
 
     @types.coroutine
-    def sendall(self, data, timeout=None):
-        """Send all of ``data``; the deadline covers the whole of it."""
+    def sendall(self, data, timeout=None, *, deadline=None):
+        """Send all of ``data``; the deadline (or timeout) covers the whole of it."""
         sent = self.send_nowait(data)
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = _deadline(timeout, deadline)
         while view:
             try:
-                yield WriteWait(self.fd, _remaining(deadline))
+                yield WriteWait(self.fd, deadline)
             except TimeoutError:
                 raise TimeoutError(f"send to {self.peer}: {len(view)} of {len(data)} bytes "
-                                   f"still unsent after {timeout:g} s") from None
+                                   f"still unsent after {deadline.seconds:g} s") from None
             view = view[self.send_nowait(view):]
 
     def recv_nowait(self, size=RECV_SIZE):
@@ -193,21 +203,54 @@ class Socket:
 
 
 @types.coroutine
-def connect(address, timeout=None):
+def connect(address, timeout=None, *, deadline=None, family=0):
     """Connect to (host, port); a Socket with TCP_NODELAY set.
 
     Name resolution uses getaddrinfo (blocking; instant for addresses and
-    /etc/hosts names). Raises socket.gaierror naming the host when it does not
-    resolve, ConnectionRefusedError etc. naming the address, TimeoutError.
+    /etc/hosts names); ``family`` (socket.AF_INET or AF_INET6, 0 for either) keeps
+    only the addresses of one family. Each resolved address is tried in turn until
+    one accepts, each with a fair share of what is left of the deadline (the last
+    with all of it). Raises socket.gaierror naming the host when it does not
+    resolve, ConnectionRefusedError etc. naming the address (every address tried,
+    when there were several), TimeoutError.
     """
     host, port = address
     label = format_address(address)
+    deadline = _deadline(timeout, deadline)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as error:
+        wanted = {socket.AF_INET: "IPv4 ", socket.AF_INET6: "IPv6 "}.get(family, "")
         raise socket.gaierror(error.errno, f"connect to {label}: cannot resolve "
-                                           f"{host!r}: {error.strerror}") from None
-    family, kind, proto, _, sockaddr = infos[0]
+                                           f"{host!r} to an {wanted}address: {error.strerror}"
+                              if wanted else f"connect to {label}: cannot resolve "
+                                             f"{host!r}: {error.strerror}") from None
+    failures = []
+    for number, (family_found, kind, proto, _, sockaddr) in enumerate(infos):
+        left = len(infos) - number
+        attempt = deadline if deadline is None or left == 1 else deadline.sooner(deadline.remaining() / left)
+        try:
+            sock = yield from _connect_one(family_found, kind, proto, sockaddr, attempt, label)
+        except OSError as error:
+            failures.append((sockaddr, error))
+            continue
+        return Socket(sock, address)
+    if len(failures) == 1:
+        raise failures[0][1]
+    last = failures[-1][1]
+    tried = "; ".join(f"{format_address(sockaddr)}: {_reason(error)}" for sockaddr, error in failures)
+    code = last.errno if isinstance(last, OSError) and last.errno else None
+    message = f"connect to {label}: every address failed ({tried})"
+    raise type(last)(code, message) if code else type(last)(message)
+
+
+def _reason(error):
+    return os.strerror(error.errno) if error.errno else str(error).rpartition(": ")[2]
+
+
+@types.coroutine
+def _connect_one(family, kind, proto, sockaddr, deadline, label):
+    """One non-blocking connect to ``sockaddr``: the connected socket.socket."""
     sock = socket.socket(family, kind, proto)
     try:
         sock.setblocking(False)
@@ -215,9 +258,10 @@ def connect(address, timeout=None):
         code = sock.connect_ex(sockaddr)
         if code in (errno.EINPROGRESS, errno.EAGAIN):
             try:
-                yield WriteWait(sock.fileno(), timeout)
+                yield WriteWait(sock.fileno(), deadline)
             except TimeoutError:
-                raise TimeoutError(f"connect to {label}: no answer within {timeout:g} s") from None
+                raise TimeoutError(f"connect to {label}: no answer within "
+                                   f"{deadline.seconds:g} s") from None
             finally:
                 forget_fd(sock.fileno())
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -227,7 +271,7 @@ def connect(address, timeout=None):
     except BaseException:
         sock.close()
         raise
-    return Socket(sock, address)
+    return sock
 
 
 _ERRNO_TYPES = {

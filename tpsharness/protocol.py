@@ -465,14 +465,16 @@ class StrictReader(_MessageReader):
     """Frames and validates with h11; the same interface and messages as Reader.
 
     ``role="server"`` reads requests (fake_tps --strict-http), ``role="client"``
-    reads replies (checking a server's HTTP). A reply that strict HTTP/1.1 cannot
-    frame before the connection closes (the field acks: no Content-Length) is a
-    ProtocolError here, which is the point of this mode.
+    reads replies (checking a server's HTTP), ``role="peer"`` reads both, each
+    message in the role its start line tells (``HTTP/`` begins a reply): what a
+    harness endpoint receives, replies and relayed requests. A reply that strict
+    HTTP/1.1 cannot frame before the connection closes (the field acks: no
+    Content-Length) is a ProtocolError here, which is the point of this mode.
     """
 
     def __init__(self, role="server", *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER):
-        if role not in ("server", "client"):
-            raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        if role not in ("server", "client", "peer"):
+            raise ValueError(f"role must be 'server', 'client' or 'peer', not {role!r}")
         self._role = role
         self._max_body = max_body
         self._max_header = max_header
@@ -490,8 +492,17 @@ class StrictReader(_MessageReader):
     def feed(self, data):
         self._pending += bytes(data)
 
-    def _new_connection(self):
-        if self._role == "server":
+    def _reads_replies(self):
+        """Whether the next message is a reply (None: too few bytes to tell yet)."""
+        if self._role != "peer":
+            return self._role == "client"
+        start = self._pending[:5]
+        if b"HTTP/".startswith(start):
+            return True if len(start) == 5 else None
+        return False
+
+    def _new_connection(self, replies):
+        if not replies:
             return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header)
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header)
         conn.send(h11.Request(method="POST", target="/", headers=[("Host", "tps"), ("Content-Length", "0")]))
@@ -502,7 +513,10 @@ class StrictReader(_MessageReader):
         if self._conn is None:
             if not self._pending:
                 return NEED_DATA
-            self._conn = self._new_connection()
+            replies = self._reads_replies()
+            if replies is None:
+                return NEED_DATA
+            self._conn = self._new_connection(replies)
         conn = self._conn
         if self._pending:
             self._raw += self._pending
@@ -511,7 +525,7 @@ class StrictReader(_MessageReader):
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError as error:
+            except (h11.RemoteProtocolError, ValueError) as error:     # ValueError: a huge number
                 raise ProtocolError(f"not strict HTTP/1.1 ({error}): {quote(self._raw)}", self._raw) from None
             if event is h11.NEED_DATA:
                 return NEED_DATA
@@ -530,16 +544,16 @@ class StrictReader(_MessageReader):
 
     def _check_head(self, event):
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
-        if self._role == "client":
+        if isinstance(event, h11.Response):
             framed = "content-length" in headers or "transfer-encoding" in headers
             if not framed and event.status_code not in (204, 304) and event.status_code >= 200:
                 raise ProtocolError(
                     f"reply {event.status_code} has no Content-Length: under strict HTTP/1.1 its "
                     f"body runs until the connection closes: {quote(self._raw)}", self._raw)
         length = headers.get("content-length")
-        if length is not None and int(length) > self._max_body:
-            raise MessageTooLarge(f"body of {length} bytes exceeds the limit of {self._max_body}",
-                                  self._raw[:200])
+        if length is not None and (len(length) > 18 or int(length) > self._max_body):
+            raise MessageTooLarge(f"body of {length if len(length) <= 20 else length[:20] + '...'} bytes exceeds the limit of "
+                                  f"{self._max_body}", self._raw[:200])
 
     def _finish(self, conn):
         event = self._event

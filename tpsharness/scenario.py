@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import kernel
 from .endpoint import Raw, Transcript
 from .client import Client
+from .deadline import GRACE, Deadline
 from .device import Device
 from .errors import ScenarioError, TPSError
 from .harness import unique_serial
@@ -340,18 +341,21 @@ class _Player:
     """Runs the steps of one scenario against ``address``; ``recording`` writes down
     what arrives instead of checking it."""
 
-    def __init__(self, scenario, address, timeout, recording=False):
+    def __init__(self, scenario, address, timeout, recording=False, *, strict=False, family=0,
+                 deadline=None):
         self.scenario = scenario
         self.address = tuple(address)
         self.timeout = timeout
         self.recording = recording
+        self.deadline = deadline    # a Deadline every wait keeps to (recording), or None
+        self.wrote = {}             # actor -> the last step that wrote ("register", "send", ...)
         self.transcript = Transcript()
         self.actors = {}
         self.recorded = []
         self.number = 0             # the step being played, from 1
         for name, spec in scenario.data["actors"].items():
             kind = ACTOR_KINDS[spec["kind"]]
-            options = dict(timeout=timeout, transcript=self.transcript)
+            options = dict(timeout=timeout, transcript=self.transcript, strict=strict, family=family)
             if spec["kind"] == "device":
                 serial = self._expand(spec["serial"]) if "serial" in spec else unique_serial()
                 endpoint = kind(self.address, serial,
@@ -402,7 +406,7 @@ class _Player:
         endpoint = self.actors.get(step.get("actor"))
         if do == "connect":
             try:
-                await endpoint.connect()
+                await endpoint.connect(deadline=self.deadline)
             except TPSError as error:
                 self.fail(step, "a connection", str(error))
         elif do in ("register", "heartbeat"):
@@ -447,18 +451,20 @@ class _Player:
         data = data * step.get("times", 1)
         split = step.get("split_at")
         pieces = [data] if split is None else [data[:split], data[split:]]
+        self.wrote[step.get("actor")] = step["do"]
         try:
             for number, piece in enumerate(pieces):
                 if number:
                     await Sleep(step.get("pause", 0.2))
-                await endpoint.send_raw(piece)
+                await endpoint.send_raw(piece, deadline=self.deadline)
         except TPSError as error:
             self.fail(step, f"to send {len(data)} bytes", str(error))
 
     async def _expect_reply(self, step, endpoint):
         within = step.get("within", DEFAULT_WITHIN)
         try:
-            reply = await endpoint.next_reply(within)
+            stage = "register" if self.wrote.get(step["actor"]) in ("register", "heartbeat") else "send"
+            reply = await endpoint.next_reply(within, deadline=self.deadline, stage=stage)
         except TPSError as error:
             if self.recording:
                 return self._record_absence(step, endpoint, error, within)
@@ -503,7 +509,7 @@ class _Player:
         within = step.get("within", DEFAULT_WITHIN)
         expected = _bytes(step, "payload", "payload_hex", None)
         try:
-            message = await endpoint.receive(within)
+            message = await endpoint.receive(within, deadline=self.deadline)
         except TPSError as error:
             if self.recording:
                 return self._record_absence(step, endpoint, error, within)
@@ -583,19 +589,37 @@ CHECK_TEMPLATE = {
 TEMPLATES = {"check": CHECK_TEMPLATE}
 
 
-def record(template_name, address, *, timeout=5.0, serial=None, payload=None, description=None):
+def record(template_name, address, *, timeout=5.0, serial=None, payload=None, description=None,
+           auth_code="0000", strict=False, family=0):
     """Run a template's steps against ``address`` and return a scenario (a dict) that
-    expects exactly what happened: a field incident becomes a regression test."""
+    expects exactly what happened: a field incident becomes a regression test.
+
+    The whole recording keeps to one deadline, ``timeout`` seconds (each expectation
+    waits at most that long), and ends within it plus GRACE whatever the server does.
+    """
     template = json.loads(json.dumps(TEMPLATES[template_name]))
     if serial:
         template["actors"]["device"]["serial"] = serial
+    for actor in template["actors"].values():
+        if actor["kind"] in ("device", "client") and auth_code != "0000":
+            actor["auth_code"] = auth_code
     payload = payload if payload is not None else f"tpsharness record {os.urandom(6).hex()}"
     for step in template["steps"]:
         if step["do"] == "send":
-            step["payload"] = payload
+            if isinstance(payload, str):
+                step["payload"] = payload
+            else:
+                try:
+                    step["payload"] = bytes(payload).decode("utf-8")
+                except UnicodeDecodeError:
+                    step["payload_hex"] = bytes(payload).hex()
+        if step["do"].startswith("expect_"):
+            step["within"] = timeout
     scenario = Scenario(f"<{template_name}>", validate(template))
-    player = _Player(scenario, address, timeout, recording=True)
-    kernel.run(player.play(), timeout=_budget(scenario, timeout))
+    deadline = Deadline(timeout)
+    player = _Player(scenario, address, timeout, recording=True, strict=strict, family=family,
+                     deadline=deadline)
+    kernel.run(player.play(), timeout=deadline.later(GRACE))
     host, port = address
     recorded = {
         "description": description or f"Recorded from {host}:{port} with tpsharness record "

@@ -3,7 +3,8 @@
 A task asks the kernel for a service by yielding one of these objects (generator
 tasks: ``tid = yield GetTid()``) or awaiting it (``async def`` tasks:
 ``tid = await GetTid()``). Each call only states what it asks for; the kernel side
-of each lives in ``kernel.Scheduler`` under the same name.
+of each lives in ``kernel.Scheduler`` under the same name. Wherever a call takes a
+``timeout``, it may be seconds from now or a ``deadline.Deadline`` (an instant).
 """
 
 
