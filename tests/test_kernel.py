@@ -807,6 +807,24 @@ def test_keyboardinterrupt_in_a_task_stops_run_and_is_raised():
         run(main(), timeout=5)
 
 
+class _OutsideInterruption(BaseException):
+    """Stands for what a test runner's timeout raises into the running code (pytest-timeout
+    raises pytest.fail's exception, a BaseException, wherever the main thread is)."""
+
+
+def test_any_baseexception_raised_in_a_task_stops_run_instead_of_ending_the_task_quietly():
+    async def busy_server():          # the interruption lands in whichever task runs
+        await Sleep(0)
+        raise _OutsideInterruption("the test runner's timeout")
+
+    async def main():
+        await NewTask(busy_server(), daemon=True)
+        await Sleep(30)
+
+    with pytest.raises(_OutsideInterruption):
+        run(main(), timeout=2)
+
+
 def test_a_negative_wait_timeout_is_a_valueerror_and_leaves_no_wait_behind(pair):
     a, _ = pair
 

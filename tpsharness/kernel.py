@@ -450,11 +450,12 @@ class Scheduler:
                         task.killed = True
                         self._end(task, None, None)
                         break
-                    except BaseException as error:
+                    except Exception as error:
                         self._end(task, None, error)
-                        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                            raise
                         break
+                    except BaseException as error:  # KeyboardInterrupt, SystemExit, a test
+                        self._end(task, None, error)    # runner's timeout: not the task's to keep
+                        raise
                     cls = call.__class__
                     if cls is Sleep and call.seconds == 0:      # the hot path: yield the CPU
                         task.send_value = None
