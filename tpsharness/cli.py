@@ -110,6 +110,8 @@ def build_parser():
     record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
                         help="the conversation to record (default: check)")
     record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    from .load.cli import add_parsers as add_load_parsers      # load, report
+    add_load_parsers(commands)
     return parser
 
 
@@ -210,6 +212,8 @@ def main(argv=None):
             return cmd_check(args)
         if args.command == "record":
             return cmd_record(args)
+        if getattr(args, "handler", None) is not None:     # load, report
+            return args.handler(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         parser.print_usage(sys.stderr)
