@@ -5,6 +5,7 @@ import sys
 from .histograms import PHASES, decode, summary_ms
 
 PLAIN_EVERY = 5         # seconds between progress lines when the output is not a terminal
+                        # (and one after the first second: the run has started)
 
 
 def tick_figures(snapshot):
@@ -18,7 +19,8 @@ def tick_figures(snapshot):
 
 
 class Progress:
-    """On a terminal one line rewritten each second; otherwise a line every 5 s."""
+    """On a terminal one line rewritten each second; otherwise a line after the first
+    second and then every 5 s."""
 
     def __init__(self, stream=None, tty=None):
         self.stream = stream or sys.stdout
@@ -27,7 +29,7 @@ class Progress:
 
     def __call__(self, snapshot):
         figures = tick_figures(snapshot)
-        if not self.tty and figures["second"] % PLAIN_EVERY:
+        if not self.tty and figures["second"] % PLAIN_EVERY and figures["second"] != 1:
             return
         p99 = "-" if figures["p99"] is None else f"{figures['p99']:.2f} ms"
         line = (f"{figures['second']:>4}s  sent {figures['rate']:>9,.0f}/s  delivered "

@@ -62,12 +62,13 @@ class LoadResult:
     @property
     def ok(self):
         """The run was carried out and every threshold held."""
-        return not self.aborted and all(held for _, held, _ in self.thresholds)
+        return not self.aborted and not self.interrupted and all(held for _, held, _ in self.thresholds)
 
     @property
     def exit_code(self):
-        """0 all thresholds hold, 1 one failed, 2 the run could not be carried out."""
-        if self.aborted:
+        """0 all thresholds hold, 1 one failed, 2 the run could not be carried out (the TPS
+        refused or died, or Ctrl-C cut it short)."""
+        if self.aborted or self.interrupted:
             return 2
         return 0 if all(held for _, held, _ in self.thresholds) else 1
 

@@ -1,0 +1,194 @@
+"""Load mode: accounting at the devices, thresholds and exit codes, files, workers,
+the report, Ctrl-C and a TPS that dies. Runs are a second or two each."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("hdrh")
+
+import tpsharness  # noqa: E402
+from tpsharness.load.accounting import Streams  # noqa: E402
+from tpsharness.load.config import LoadConfig, LoadUsageError  # noqa: E402
+from tpsharness.load.fake import FakeProcess  # noqa: E402
+from tpsharness.load.payload import HEADER_SIZE, PayloadMaker, read  # noqa: E402
+from tpsharness.load.result import LoadResult  # noqa: E402
+from tpsharness.load.thresholds import Threshold, apply  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT = dict(devices=8, clients=4, duration=1.0, timeout=2.0, drain=0.3)
+
+
+def cli(*args, timeout=25):
+    """``python -m tpsharness load ...`` in a subprocess: (exit code, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "tpsharness", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+def test_a_stream_tells_reordered_from_duplicated_messages():
+    streams = Streams([0], [0])
+    for seq in (0, 2, 1, 1, 3, 3):
+        streams.receive(0, seq)
+    assert (streams.delivered, streams.reordered, streams.duplicated) == (4, 1, 2)
+
+
+def test_a_payload_with_any_byte_changed_reads_as_corrupted():
+    body = PayloadMaker(64).make(3, 7, 11, 12.5, 1)
+    assert len(body) == 64 and read(body) == (3, 7, 11, 12.5, 1)
+    for index in (0, 5, HEADER_SIZE - 1, 63):
+        changed = bytearray(body)
+        changed[index] ^= 1
+        assert read(bytes(changed)) is None
+
+
+def test_relays_the_tps_drops_count_as_lost():
+    result = tpsharness.load(window=2, fake_args=["--fault=drop-relays"], **SHORT)
+    assert result.sent > 0 and result.acked == result.sent
+    assert result.delivered == 0 and result.lost == result.sent
+
+
+def test_relays_delivered_twice_count_as_duplicated():
+    result = tpsharness.load(window=2, fake_args=["--fault=duplicate-relays"], **SHORT)
+    assert result.delivered > 0 and result.lost == 0
+    assert result.duplicated == result.delivered == result.sent
+
+
+def test_corrupted_relays_count_as_corrupted_not_delivered():
+    result = tpsharness.load(window=2, fake_args=["--fault=corrupt-relays"], **SHORT)
+    assert result.sent > 0 and result.corrupted == result.sent and result.delivered == 0
+
+
+def test_an_open_loop_run_delivers_what_it_sends_with_replies_when_asked():
+    result = tpsharness.load(rate=400, reply_every=4, **SHORT)
+    assert 380 <= result.sent <= 420, result.sent
+    assert result.delivered == result.sent and result.lost == 0
+    assert result.latency("relay")["count"] == result.delivered
+    assert result.latency("register")["count"] == 8
+    assert result.replies == result.latency("reply")["count"] > 0
+    assert result.error_count == 0 and result.exit_code == 0
+
+
+def test_the_harness_runs_a_load_against_its_tps(tps):
+    result = tps.load(devices=4, clients=2, duration=0.5, window=1, drain=0.3)
+    assert result.delivered == result.sent > 0 and result.lost == 0
+
+
+# -- thresholds and exit codes -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["relay.p99<50ms", "lost==0", "errors.rate<0.1%",
+                                  "delivered.rate>=20000/s", "ack.max<=2s", "register.count==8"])
+def test_threshold_expressions_parse(text):
+    assert Threshold.parse(text).text == text
+
+
+@pytest.mark.parametrize("text", ["relay.p42<5ms", "lost==0ms", "delivered.rate<5%", "foo<1",
+                                  "relay.p99 is low", "sent.rate<5"])
+def test_a_bad_threshold_is_a_usage_error(text):
+    with pytest.raises(LoadUsageError):
+        Threshold.parse(text)
+
+
+def test_thresholds_hold_or_fail_on_the_figures():
+    part = {"counters": {"sent": 1000, "delivered": 990, "lost": 10}, "histograms": {},
+            "errors": {"404 Not Found": {"count": 2, "example": "x"}}, "series": [], "duration": 2.0,
+            "aborted": None, "workers": []}
+    result = apply(LoadResult([part]), [Threshold.parse(t) for t in
+                                        ("lost==0", "errors.rate<0.1%", "errors.rate<1%",
+                                         "delivered.rate>=495/s", "relay.p99<50ms")])
+    assert [held for _, held, _ in result.thresholds] == [False, False, True, True, False]
+    assert result.thresholds[4][2] == "nothing measured"
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "0"], "--rate must be above 0"),
+    (["--payload-size", "16"], "smaller than the 32-byte header"),
+    (["--devices", "0"], "--devices must be at least 1"),
+    (["--devices", "1", "--clients", "5000"], "over 1000 per device"),
+    (["--threshold", "relay.p99<5parsecs"], "bad threshold"),
+])
+def test_impossible_parameters_are_a_usage_error(args, message):
+    code, out, err = cli("load", *args)
+    assert code == 3
+    assert message in err and "usage:" in err
+    assert "fake TPS" not in out           # nothing was started
+
+
+def test_rate_and_window_together_are_a_usage_error():
+    code, _, err = cli("load", "--rate", "10", "--window", "2")
+    assert code == 3 and "not allowed with" in err
+
+
+def test_exit_0_when_every_threshold_holds_and_1_when_one_fails():
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+                       "--threshold", "lost==0", "--threshold", "delivered.rate>=1/s")
+    assert code == 0, out
+    assert "bundled fake TPS at 127.0.0.1:" in out and "ok    lost==0" in out
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+                       "--threshold", "lost==0", "--threshold", "delivered.rate>=1000000000/s")
+    assert code == 1, out
+    assert "FAIL  delivered.rate>=1000000000/s" in out
+
+
+def test_a_tps_that_refuses_connections_ends_with_exit_2_and_the_reason():
+    code, out, _ = cli("load", "127.0.0.1", str(free_port()), "--devices", "3", "--clients", "1",
+                       "--duration", "1", "--quiet")
+    assert code == 2, out
+    assert "could not be carried out: no device could register" in out and "refused" in out
+
+
+# -- files and the report ----------------------------------------------------------------------
+
+def test_two_runs_json_files_merge_exactly(tmp_path):
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+                           "--json", str(path))
+        assert code == 0, out
+    first, second = (LoadResult.read_json(p) for p in paths)
+    merged = LoadResult.merged([first, second])
+    assert merged.delivered == first.delivered + second.delivered
+    for phase in ("register", "relay", "ack"):
+        assert merged.latency(phase)["count"] == first.latency(phase)["count"] + second.latency(phase)["count"]
+    assert merged.latency("relay")["max"] == max(first.latency("relay")["max"], second.latency("relay")["max"])
+    assert sum(row["delivered"] for row in merged.series_rows()) == merged.delivered
+
+
+def test_csv_files_hold_the_time_series(tmp_path):
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "2", "--quiet",
+                       "--csv", str(tmp_path / "run"))
+    assert code == 0, out
+    rows = (tmp_path / "run_series.csv").read_text().splitlines()
+    assert rows[0].startswith("second,span,sent,delivered,errors") and len(rows) >= 3
+    assert (tmp_path / "run_latency.csv").read_text().splitlines()[0].startswith("phase,count,p50_ms")
+
+
+def test_a_json_file_that_is_not_a_result_is_refused(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a tpsharness load result"):
+        LoadResult.read_json(path)
+
+
+# -- usage errors before anything starts ---------------------------------------------------------
+
+def test_a_config_needs_a_payload_that_holds_the_header():
+    with pytest.raises(LoadUsageError, match="32-byte header"):
+        LoadConfig(None, payload_size=31)
+
+
+def test_a_share_of_workers_adds_up_to_the_whole():
+    config = LoadConfig(None, devices=10, clients=3, rate=300.0)
+    shares = [config.share(i, 2) for i in range(2)]
+    assert [s.devices for s in shares] == [5, 5] and [s.clients for s in shares] == [2, 1]
+    assert sum(s.rate for s in shares) == pytest.approx(300.0)
