@@ -192,3 +192,72 @@ def test_a_share_of_workers_adds_up_to_the_whole():
     shares = [config.share(i, 2) for i in range(2)]
     assert [s.devices for s in shares] == [5, 5] and [s.clients for s in shares] == [2, 1]
     assert sum(s.rate for s in shares) == pytest.approx(300.0)
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+def test_two_workers_share_the_devices_and_merge_their_figures():
+    result = tpsharness.load(devices=6, clients=3, duration=1.0, window=2, workers=2, drain=0.3)
+    assert [w["devices"] for w in result.workers] == [3, 3]
+    assert [w["clients"] for w in result.workers] == [2, 1]
+    assert result.devices == 6 and result.clients == 3
+    assert result.delivered == result.sent > 0 and result.lost == 0
+    assert result.latency("relay")["count"] == result.delivered == sum(w["delivered"] for w in result.workers)
+
+
+def test_tx_popen_specs_run_workers_from_the_command_line():
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+                       "--tx", "popen", "--tx", "popen", "--threshold", "lost==0")
+    assert code == 0, out
+    assert "worker 0:popen" in out and "worker 1:popen" in out
+
+
+def test_a_bad_tx_spec_is_a_usage_error():
+    code, _, err = cli("load", "--tx", "carrier-pigeon=home")
+    assert code == 3 and "bad --tx spec" in err
+
+
+# -- Ctrl-C and a TPS that dies ---------------------------------------------------------------------
+
+def start_cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "tpsharness", "load", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def first_progress_line(process):
+    for line in process.stdout:
+        if line.strip().startswith("1s"):
+            return line
+    raise AssertionError(f"no progress line; stderr: {process.stderr.read()}")
+
+
+def test_ctrl_c_ends_the_run_with_a_partial_summary():
+    process = start_cli("--devices", "4", "--clients", "2", "--duration", "20")
+    try:
+        first_progress_line(process)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 2, out
+    assert "interrupted (Ctrl-C): the figures below are partial" in out
+    delivered = int(out.split("delivered")[1].split()[0].replace(",", ""))
+    assert delivered > 0
+
+
+def test_a_tps_that_dies_mid_run_ends_it_with_exit_2_the_reason_and_the_figures():
+    fake = FakeProcess()
+    host, port = fake.start()
+    try:
+        process = start_cli(host, str(port), "--devices", "4", "--clients", "2", "--duration", "20")
+        first_progress_line(process)
+        fake.process.kill()
+        out, _ = process.communicate(timeout=15)
+    finally:
+        fake.stop()
+        process.kill()
+    assert process.returncode == 2, out
+    assert "the run could not be carried out: the TPS dropped every" in out
+    assert int(out.split("delivered")[1].split()[0].replace(",", "")) > 0
+    assert "reset" in out or "closed by the TPS" in out

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from time import monotonic
 
+from .. import net
 from ..client import Client
 from ..device import Device
 from ..errors import TPSError
@@ -143,7 +144,18 @@ class Engine:
         self._tick(len(self.series) + 1, elapsed - len(self.series))
         await KillTask(reader)
         self._close_all()
+        if self.aborted:
+            self.aborted += await self._probe()
         return self._result(elapsed)
+
+    async def _probe(self):
+        """Whether the TPS still accepts connections, said after the reason for stopping."""
+        try:
+            sock = await net.connect(self.config.address, timeout=min(1.0, self.config.timeout))
+        except (OSError, TimeoutError) as error:
+            return f"; it no longer accepts connections ({error})"
+        sock.close()
+        return "; it still accepts connections"
 
     def _in_flight(self):
         streams = self.streams
