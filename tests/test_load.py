@@ -3,6 +3,7 @@ the report, Ctrl-C and a TPS that dies. Runs are a second or two each."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +172,33 @@ def test_csv_files_hold_the_time_series(tmp_path):
     rows = (tmp_path / "run_series.csv").read_text().splitlines()
     assert rows[0].startswith("second,span,sent,delivered,errors") and len(rows) >= 3
     assert (tmp_path / "run_latency.csv").read_text().splitlines()[0].startswith("phase,count,p50_ms")
+
+
+def test_the_report_merges_result_files_into_one_page_with_its_charts(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = []
+    for name, mode in (("a", ["--window", "2"]), ("b", ["--rate", "300"])):
+        paths.append(str(tmp_path / f"{name}.json"))
+        code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+                           *mode, "--json", paths[-1])
+        assert code == 0, out
+    page = tmp_path / "report.html"
+    code, out, err = cli("report", *paths, "-o", str(page))
+    assert code == 0, err
+    assert "2 result files" in out
+    text = page.read_text()
+    assert text.count('src="data:image/png;base64,') == 3
+    for title in ("Throughput over time", "Relay latency over time", "Latency distribution"):
+        assert f"<h2>{title}</h2>" in text
+    delivered = sum(LoadResult.read_json(p).delivered for p in paths)
+    assert re.search(rf"^delivered +{delivered:,} ", text, re.M)
+
+
+def test_the_report_refuses_a_file_that_is_not_a_result(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text("[1, 2]")
+    code, _, err = cli("report", str(path), "-o", str(tmp_path / "r.html"))
+    assert code == 3 and "not a tpsharness load result" in err
 
 
 def test_a_json_file_that_is_not_a_result_is_refused(tmp_path):

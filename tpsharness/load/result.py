@@ -100,8 +100,8 @@ class LoadResult:
 
     @classmethod
     def from_dict(cls, data):
-        if data.get("format") != FORMAT:
-            raise ValueError(f"not a tpsharness load result (format {data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError("not a tpsharness load result (no \"format\": \"%s\")" % FORMAT)
         result = cls([data], data.get("config"), data.get("target"))
         result.thresholds = [(t["expression"], t["held"], t["observed"]) for t in data.get("thresholds", [])]
         return result
