@@ -2,7 +2,9 @@
 
 Recording one value in hdrh costs ~2.5 us of Python; the hot path instead appends
 the value to an array, and ``Latencies.flush()`` (once a second) counts equal values
-in C and records each distinct one once, with its count.
+in C, folds them onto the value each stands for in a 3-digit HdrHistogram (its
+lowest equivalent value: the low bits below 11 significant bits dropped), and
+records each of those once, with its count.
 """
 
 from array import array
@@ -15,6 +17,8 @@ HIGHEST_US = 3_600_000_000          # an hour: anything slower is clamped to it
 DIGITS = 3
 PHASES = ("register", "ack", "relay", "reply")
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+_SUB_BUCKET_BITS = 11       # 3 significant digits: 2048 sub-buckets, values below exact
+_EXACT_BELOW = 1 << _SUB_BUCKET_BITS
 
 
 def new_histogram():
@@ -63,8 +67,14 @@ class Latencies:
         """Record the buffered values; the histogram of this second alone."""
         self.second.reset()
         values, self.buffer = self.buffer, array("q")
-        record = self.second.record_value
+        folded = {}
+        get = folded.get
         for value, count in Counter(values).items():
+            if value >= _EXACT_BELOW:
+                value &= -1 << (value.bit_length() - _SUB_BUCKET_BITS)
+            folded[value] = get(value, 0) + count
+        record = self.second.record_value
+        for value, count in folded.items():
             record(min(max(value, LOWEST_US), HIGHEST_US), count)
         self.total.add(self.second)
         return self.second
