@@ -52,6 +52,17 @@ def test_a_payload_with_any_byte_changed_reads_as_corrupted():
         assert read(bytes(changed)) is None
 
 
+def test_buffered_latencies_land_in_the_histogram_as_if_recorded_one_by_one():
+    from tpsharness.load.histograms import Latencies, new_histogram
+    values = [1, 7, 2047, 2048, 2049, 4095, 4097, 123_456, 9_999_999, 3_600_000_000] * 3 + [5000, 5001]
+    latencies, reference = Latencies(), new_histogram()
+    for value in values:
+        reference.record_value(value)
+    latencies.buffer.extend(values)
+    latencies.flush()
+    assert latencies.total.encode() == reference.encode()
+
+
 def test_relays_the_tps_drops_count_as_lost():
     result = tpsharness.load(window=2, fake_args=["--fault=drop-relays"], **SHORT)
     assert result.sent > 0 and result.acked == result.sent
@@ -289,3 +300,16 @@ def test_a_tps_that_dies_mid_run_ends_it_with_exit_2_the_reason_and_the_figures(
     assert "the run could not be carried out: the TPS dropped every" in out
     assert int(out.split("delivered")[1].split()[0].replace(",", "")) > 0
     assert "reset" in out or "closed by the TPS" in out
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_prints_its_figures_side_by_side():
+    bench = os.path.join(ROOT, "tests", "bench")
+    done = subprocess.run([sys.executable, "bench_load.py", "--quick", "--skip-workers"], cwd=bench,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=28)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"^cpu .* ours [\d.]+ us per relay .* asyncio [\d.]+ us .* ratio \d+\.\d\dx", out, re.M), out
+    assert re.search(r"^memory .* holding 200 registered devices", out, re.M), out
+    assert re.search(r"^accuracy .* --reply-delay 0.05: relay p50 \d+\.\d\d ms", out, re.M), out
+    assert re.search(r"^accuracy .* open loop at", out, re.M), out

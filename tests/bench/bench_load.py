@@ -259,9 +259,10 @@ def accuracy(args):
     relay = delayed.latency("relay")
     print(f"accuracy   fake --reply-delay 0.05: relay p50 {relay['p50']:.2f} ms, p99 {relay['p99']:.2f} ms "
           f"(goal: p50 50-55 ms)")
-    capacity = load(devices=100, clients=10, window=8, duration=2.0)
+    short = 1.0 if args.quick else 2.0
+    capacity = load(devices=100, clients=10, window=8, duration=short)
     rate = 2 * capacity.delivered / capacity.duration
-    over = load(devices=100, clients=10, rate=rate, duration=max(2.0, args.duration / 2), drain=2.0)
+    over = load(devices=100, clients=10, rate=rate, duration=max(2.0, args.duration / 2), drain=short)
     p99s = [row["relay_p99_ms"] for row in over.series_rows() if row["span"] >= 0.999]
     shown = ", ".join(f"{p:.0f}" for p in p99s if p is not None)
     print(f"accuracy   open loop at {rate:,.0f}/s, twice the measured capacity of "
