@@ -90,6 +90,18 @@ def test_an_open_loop_run_delivers_what_it_sends_with_replies_when_asked():
     assert result.error_count == 0 and result.exit_code == 0
 
 
+def test_devices_heartbeat_at_the_register_replys_keepalive_interval():
+    result = tpsharness.load(devices=5, clients=1, duration=1.5, window=1, heartbeat=True,
+                             fake_args=["--keepalive-interval=1"], drain=0.3)
+    assert result.heartbeats >= 5 and result.error_count == 0 and result.devices == 5
+
+
+def test_without_heartbeats_devices_send_none():
+    result = tpsharness.load(devices=5, clients=1, duration=0.5, window=1,
+                             fake_args=["--keepalive-interval=1"], drain=0.3)
+    assert result.heartbeats == 0
+
+
 def test_the_harness_runs_a_load_against_its_tps(tps):
     result = tps.load(devices=4, clients=2, duration=0.5, window=1, drain=0.3)
     assert result.delivered == result.sent > 0 and result.lost == 0
@@ -157,6 +169,51 @@ def test_a_tps_that_refuses_connections_ends_with_exit_2_and_the_reason():
                        "--duration", "1", "--quiet")
     assert code == 2, out
     assert "could not be carried out: no device could register" in out and "refused" in out
+
+
+# -- what a person sees -----------------------------------------------------------------------
+
+def snapshot(second):
+    from tpsharness.load.histograms import encode, new_histogram
+    histogram = new_histogram()
+    histogram.record_value(2500, 10)
+    return {"t": second, "span": 1.0, "sent": 100, "delivered": 90, "errors": 1, "cpu": 0.5,
+            "relay": encode(histogram), "total_sent": 100 * second, "total_delivered": 90 * second,
+            "total_errors": second}
+
+
+def test_on_a_terminal_the_progress_line_is_rewritten_every_second():
+    import io
+    from tpsharness.load.output import Progress
+    out = io.StringIO()
+    progress = Progress(out, tty=True)
+    for second in (1, 2, 3):
+        progress(snapshot(second))
+    progress.done()
+    text = out.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "delivered        90/s (270)" in text and "relay p99 2.50 ms" in text and "CPU 50%" in text
+
+
+def test_without_a_terminal_a_progress_line_comes_after_the_first_second_then_every_5():
+    import io
+    from tpsharness.load.output import Progress
+    out = io.StringIO()
+    progress = Progress(out, tty=False)
+    for second in range(1, 12):
+        progress(snapshot(second))
+    assert [line.split("s")[0].strip() for line in out.getvalue().splitlines()] == ["1", "5", "10"]
+
+
+def test_the_summary_warns_when_a_worker_was_busier_than_90_percent():
+    from tpsharness.load.output import summary_text
+    part = {"counters": {"sent": 10, "delivered": 10}, "histograms": {}, "errors": {}, "series": [],
+            "duration": 1.0, "aborted": None,
+            "workers": [{"name": "0:popen", "cpu_seconds": 0.95, "wall_seconds": 1.0, "delivered": 5},
+                        {"name": "1:popen", "cpu_seconds": 0.5, "wall_seconds": 1.0, "delivered": 5}]}
+    text = summary_text(LoadResult([part]))
+    assert "WARNING: worker 0:popen used over 90% of a core" in text
+    assert "worker 1:popen used" not in text
 
 
 # -- files and the report ----------------------------------------------------------------------
