@@ -15,7 +15,6 @@ accuracy:  the fake's --reply-delay 0.05: relay p50 should read 50-55 ms; then a
 """
 
 import argparse
-import asyncio
 import json
 import os
 import resource
@@ -57,11 +56,12 @@ class Baseline:
         self.sent = 0
 
     async def run(self):
+        import asyncio
         loop = asyncio.get_running_loop()
         prefix = f"asyncio-{os.urandom(3).hex()}-"
-        self.devices = await self._open([DeviceProtocol(self, i, f"{prefix}cam-{i}")
+        self.devices = await self._open([DeviceProtocol(self, i, f"{prefix}cam-{i}", loop.create_future())
                                          for i in range(self.device_count)])
-        self.clients = await self._open([ClientProtocol(self, i, f"{prefix}app-{i}")
+        self.clients = await self._open([ClientProtocol(self, i, f"{prefix}app-{i}", loop.create_future())
                                          for i in range(self.client_count)])
         pairs = max(len(self.devices), len(self.clients))
         client_of, device_of, self.builds = [], [], []
@@ -94,6 +94,7 @@ class Baseline:
         return result
 
     async def _open(self, protocols):
+        import asyncio
         loop = asyncio.get_running_loop()
         for start in range(0, len(protocols), 256):
             batch = protocols[start:start + 256]
@@ -102,6 +103,7 @@ class Baseline:
         return protocols
 
     async def _tick(self):
+        import asyncio
         while True:
             await asyncio.sleep(1.0)
             self.relay.flush()
@@ -119,11 +121,27 @@ class Baseline:
         client.transport.write(self.builds[pair](self.make(client.index, pair, seq, due, 0)))
 
 
-class DeviceProtocol(asyncio.Protocol):
-    def __init__(self, generator, index, uuid):
-        self.generator, self.index, self.uuid = generator, index, uuid
+class Protocol:
+    """asyncio's Protocol interface (not imported: the memory run must not load asyncio)."""
+
+    def __init__(self, generator, index, uuid, ready):
+        self.generator, self.index, self.uuid, self.ready = generator, index, uuid, ready
         self.reader = Reader()
-        self.ready = asyncio.get_event_loop().create_future()
+
+    def connection_lost(self, exc):
+        pass
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+
+class DeviceProtocol(Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
@@ -147,12 +165,10 @@ class DeviceProtocol(asyncio.Protocol):
                 self.ready.set_result(None)
 
 
-class ClientProtocol(asyncio.Protocol):
-    def __init__(self, generator, index, uuid):
-        self.generator, self.index, self.uuid = generator, index, uuid
-        self.reader = Reader()
+class ClientProtocol(Protocol):
+    def __init__(self, *args):
+        super().__init__(*args)
         self.pairs, self.turn, self.due_times = [], 0, deque()
-        self.ready = asyncio.get_event_loop().create_future()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -171,6 +187,7 @@ class ClientProtocol(asyncio.Protocol):
 def child(kind, host, port, devices, clients, window, size, duration):
     address = (host, port)
     if kind == "asyncio":
+        import asyncio
         figures = asyncio.run(Baseline(address, devices, clients, window, size, duration).run())
     else:
         config = LoadConfig(address, devices=devices, clients=clients, window=window,

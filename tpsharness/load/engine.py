@@ -217,9 +217,9 @@ class Engine:
             counters.errors.add(_reason(error), f"device {device.serial}: {error}")
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
-        interval = device.keepalive_interval or 120
-        device.heartbeat_request = (interval, register_request(
-            device.serial, host=device.host_header, cseq="2", auth_code=device.auth_code))
+        if self.config.heartbeat:
+            device.heartbeat_request = (device.keepalive_interval or 120, register_request(
+                device.serial, host=device.host_header, cseq="2", auth_code=device.auth_code))
         del reply
         self.pool.add(device)
         self.live_devices += 1
@@ -258,8 +258,9 @@ class Engine:
             device_of.append(device.index)
             builds.append(PrivateDataTemplate(client.src, device.serial, host=client.host_header,
                                               auth_code=client.auth_code).build)
-            answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
-                                               auth_code=device.auth_code).build)
+            if self.config.reply_every:
+                answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
+                                                   auth_code=device.auth_code).build)
         self.streams = Streams(client_of, device_of)
         self._builds, self._answers = builds, answers
         self.sending_clients = clients
