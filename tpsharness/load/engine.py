@@ -210,7 +210,7 @@ class Engine:
         try:
             await device.connect()
             started = monotonic()
-            reply = await device.register()
+            await device.register()
         except TPSError as error:
             device.close()
             device.closed = True
@@ -220,7 +220,6 @@ class Engine:
         if self.config.heartbeat:
             device.heartbeat_request = (device.keepalive_interval or 120, register_request(
                 device.serial, host=device.host_header, cseq="2", auth_code=device.auth_code))
-        del reply
         self.pool.add(device)
         self.live_devices += 1
         counters.devices += 1
@@ -478,10 +477,9 @@ class Engine:
     def _tick(self, second, span):
         """Close one second of the time series (``span`` long: the last may be shorter)."""
         counters = self.counters
-        for phase, latencies in counters.latency.items():
-            histogram = latencies.flush()
-            if phase == "relay":
-                relay_second = histogram
+        for latencies in counters.latency.values():
+            latencies.flush()
+        relay_second = counters.latency["relay"].second
         delivered = self.streams.delivered
         errors = counters.errors.total()
         cpu = _cpu_seconds()
