@@ -96,6 +96,18 @@ def test_devices_heartbeat_at_the_register_replys_keepalive_interval():
     assert result.heartbeats >= 5 and result.error_count == 0 and result.devices == 5
 
 
+def test_the_ramp_spreads_the_devices_registrations_before_the_traffic():
+    import time
+    with FakeProcess() as address:
+        started = time.monotonic()
+        result = tpsharness.load(*address, devices=4, clients=1, duration=0.2, window=1, ramp=0.8,
+                                 drain=0.1)
+        elapsed = time.monotonic() - started
+    # the last of 4 devices starts 3/4 of the ramp in; traffic only after every one registered
+    assert elapsed >= 0.6 + 0.2
+    assert result.devices == 4 and result.delivered > 0
+
+
 def test_without_heartbeats_devices_send_none():
     result = tpsharness.load(devices=5, clients=1, duration=0.5, window=1,
                              fake_args=["--keepalive-interval=1"], drain=0.3)
