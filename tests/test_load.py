@@ -254,15 +254,15 @@ def test_csv_files_hold_the_time_series(tmp_path):
     assert (tmp_path / "run_latency.csv").read_text().splitlines()[0].startswith("phase,count,p50_ms")
 
 
-def test_the_report_merges_result_files_into_one_page_with_its_charts(tmp_path):
+def test_the_report_merges_result_files_into_one_page_with_its_charts(tmp_path, capsys):
     pytest.importorskip("matplotlib")
+    from tpsharness.cli import main
     paths = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
     tpsharness.load(window=2, **SHORT).write_json(paths[0])
     tpsharness.load(rate=300, **SHORT).write_json(paths[1])
     page = tmp_path / "report.html"
-    code, out, err = cli("report", *paths, "-o", str(page))
-    assert code == 0, err
-    assert "2 result files" in out
+    assert main(["report", *paths, "-o", str(page)]) == 0
+    assert "2 result files" in capsys.readouterr().out
     text = page.read_text()
     assert text.count('src="data:image/png;base64,') == 3
     for title in ("Throughput over time", "Relay latency over time", "Latency distribution"):

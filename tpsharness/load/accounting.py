@@ -114,9 +114,6 @@ class Streams:
 class Counters:
     """Everything one worker counts during a run (added across workers)."""
 
-    NAMES = ("sent", "acked", "delivered", "lost", "duplicated", "reordered", "corrupted",
-             "rejected", "replies", "heartbeats", "devices", "clients")
-
     def __init__(self):
         self.latency = {phase: Latencies() for phase in ("register", "ack", "relay", "reply")}
         self.errors = Errors()
