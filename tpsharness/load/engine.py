@@ -8,21 +8,21 @@ and stamps it with that time, so a stalled server shows as latency (coordinated
 omission corrected, as wrk2 does) instead of as fewer samples.
 """
 
+import math
 import os
 import time
 from collections import deque
 from time import monotonic
 
 from .. import net
-from ..client import Client
-from ..device import Device
 from ..errors import TPSError
 from ..kernel import current_scheduler
 from ..pool import EndpointPool
-from ..protocol import PrivateData, PrivateDataTemplate, Reply, register_request, reply
+from ..protocol import PrivateData, PrivateDataTemplate, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
+from .endpoints import LoadClient, LoadDevice
 from .histograms import encode
 
 CONCURRENT_CONNECTS = 256       # devices connecting and registering at once
@@ -41,35 +41,6 @@ class Control:
         self.start_at = None
         self.wait_for_start = wait_for_start
         self.ready = ready
-
-
-class LoadDevice(Device):
-    __slots__ = ("index", "backlog", "closed", "heartbeat_request")
-
-    def deliver(self, data):
-        reader = self._reader
-        reader.feed(data)
-        return list(reader)
-
-
-_ACK = reply(200)                   # the field server's ack, byte for byte
-_ACK_SIZE = len(_ACK)
-_ACKED = Reply(200, "OK")
-
-
-class LoadClient(Client):
-    __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "backlog",
-                 "closed", "count")
-
-    def deliver(self, data):
-        """The messages in ``data``; a read of nothing but whole field acks (the usual
-        case) is counted without parsing them one by one."""
-        reader = self._reader
-        if not reader.buffered and len(data) % _ACK_SIZE == 0 and \
-                data.count(_ACK) * _ACK_SIZE == len(data):
-            return [_ACKED] * (len(data) // _ACK_SIZE)
-        reader.feed(data)
-        return list(reader)
 
 
 class Engine:
@@ -103,6 +74,8 @@ class Engine:
         self.live_clients = 0
         self.streams = None
         self.sent = 0
+        self._paced = 0                  # open loop: messages paced so far
+        self._pace_total = math.ceil(config.rate * config.duration) if config.rate is not None else 0
         self.sending = False
         self.aborted = None
         self.start = None
@@ -142,6 +115,8 @@ class Engine:
             if left <= 0:
                 break
             await Sleep(min(left, 0.05))
+        if config.rate is not None and not self.aborted and not self.control.stop:
+            self._send_due(end)         # the pacer may not have woken since the last were due
         self.sending = False
         await KillTask(driver)
         if beats is not None:
@@ -436,18 +411,26 @@ class Engine:
         await Sleep(float("inf"))
 
     async def _pace(self):
-        """Open loop: message i is due at start + i/rate, from client i mod M."""
+        """Open loop: message i is due at start + i/rate, from client i mod M, for i
+        below rate x duration."""
+        rate, start = self.config.rate, self.start
+        while self._paced < self._pace_total:
+            self._send_due(monotonic())
+            wait = start + self._paced / rate - monotonic()
+            await Sleep(wait if wait > 0.001 else 0.001)
+        await Sleep(float("inf"))
+
+    def _send_due(self, now):
+        """Send every paced message due by ``now`` that has not gone yet."""
         send, rate, start = self._send, self.config.rate, self.start
         clients = self.sending_clients
         count = len(clients)
-        i = 0
-        while True:
-            due_now = int((monotonic() - start) * rate) + 1
-            while i < due_now:
-                send(clients[i % count], start + i / rate)
-                i += 1
-            wait = start + i / rate - monotonic()
-            await Sleep(wait if wait > 0.001 else 0.001)
+        i = self._paced
+        due_now = min(int((now - start) * rate) + 1, self._pace_total)
+        while i < due_now:
+            send(clients[i % count], start + i / rate)
+            i += 1
+        self._paced = i
 
     async def _heartbeats(self):
         """Re-register every device before its KeepAliveIntervel ends, spread evenly."""
