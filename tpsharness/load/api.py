@@ -8,7 +8,7 @@ from .thresholds import apply, parse_all
 
 def load(host=None, port=None, *, devices=100, clients=10, duration=10.0, rate=None, window=None,
          payload_size=64, ramp=0.0, heartbeat=False, reply_every=0, workers=1, tx=(),
-         thresholds=(), timeout=5.0, drain=1.0, auth_code="0000", on_tick=None, fake_args=(),
+         thresholds=(), timeout=5.0, drain=None, auth_code="0000", on_tick=None, fake_args=(),
          on_fake_started=None):
     """Drive ``devices`` held devices and ``clients`` senders against the TPS at
     (host, port) for ``duration`` seconds, open loop at ``rate`` messages/s in total or

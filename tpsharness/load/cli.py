@@ -54,7 +54,8 @@ def add_parsers(commands):
     load.add_argument("--reply-every", type=_positive_int, default=0, metavar="K",
                       help="every K-th message asks its device to answer (reply latency); 0: none")
     load.add_argument("--timeout", type=_number, default=5.0, metavar="S",
-                      help="connect/register deadline, and how long a window waits for deliveries (5)")
+                      help="connect/register deadline; how long a window, and the end of the run, wait for "
+                           "deliveries before counting messages as timed out or lost (5)")
     load.add_argument("--workers", type=_positive_int, default=1, metavar="K",
                       help="K worker processes on this host (execnet popen gateways)")
     load.add_argument("--tx", action="append", default=[], metavar="SPEC",

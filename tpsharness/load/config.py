@@ -19,7 +19,8 @@ class LoadConfig:
     ``rate`` (messages/s in total, open loop) or ``window`` (messages in flight per
     client, closed loop); ``duration`` seconds of traffic after every device registered
     (over ``ramp`` seconds). ``reply_every``: every n-th message asks its device to
-    answer (0: none). ``drain``: how long the end waits for messages still in flight.
+    answer (0: none). ``drain``: how long the end waits for messages still in flight
+    (by default the timeout; it ends as soon as every message arrived).
     """
 
     address: tuple = None
@@ -33,7 +34,7 @@ class LoadConfig:
     heartbeat: bool = False
     reply_every: int = 0
     timeout: float = 5.0
-    drain: float = 1.0
+    drain: float = None             # default: the timeout (a drain ends once all arrived)
     auth_code: str = "0000"
     prefix: str = None              # serials' prefix; unique per run by default
     extra: dict = field(default_factory=dict)
@@ -41,6 +42,8 @@ class LoadConfig:
     def __post_init__(self):
         if self.address is not None:
             self.address = (str(self.address[0]), int(self.address[1]))
+        if self.drain is None:
+            self.drain = self.timeout
         self.validate()
 
     @property
