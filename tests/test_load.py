@@ -154,6 +154,8 @@ def test_thresholds_hold_or_fail_on_the_figures():
     (["--devices", "0"], "--devices must be at least 1"),
     (["--devices", "1", "--clients", "5000"], "over 1000 per device"),
     (["--threshold", "relay.p99<5parsecs"], "bad threshold"),
+    (["127.0.0.1", "70000"], "PORT must be 1-65535"),
+    (["--workers", "3", "--devices", "2"], "3 workers cannot share 2 devices"),
 ])
 def test_impossible_parameters_are_a_usage_error(args, message):
     code, out, err = cli("load", *args)

@@ -91,6 +91,8 @@ def cmd_load(args):
 
     if args.port is not None and args.host is None:
         return _usage(args, "a PORT without a HOST")
+    if args.port is not None and not 0 < args.port < 65536:
+        return _usage(args, f"PORT must be 1-65535, not {args.port}")
     try:
         from . import api, output
     except ImportError as error:
