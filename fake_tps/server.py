@@ -62,6 +62,7 @@ FAULTS = {
     "reject-registers": "answer every register 400 Bad Request",
     "drop-relays": "acknowledge private data but never relay it",
     "corrupt-relays": "relay private data with its last byte changed",
+    "duplicate-relays": "relay each private data twice",
     "die-on-dangling-entry": "like the field server, keep a dangling entry when a connection "
                              "registers a second serial, and die (stop serving) on private data for it",
     "one-read-one-message": "read like a field server: each TCP read (of up to 4096 bytes) is one "
@@ -472,6 +473,8 @@ class FakeTPS:
             raw = raw[:-1] + bytes([raw[-1] ^ 0x01])
         self.stats.relays += 1
         self._send(target, raw)
+        if "duplicate-relays" in self.faults:
+            self._send(target, raw)
 
     def _bad_request(self, peer, request):
         reason = request.reason if isinstance(request, BadRequest) else \

@@ -155,6 +155,8 @@ def build_parser():
                           help="the longest a probe may take, whatever a scrape asks (default 60)")
     exporter.add_argument("--max-concurrent", type=_positive_int, default=8, metavar="N",
                           help="probes at once; one more gets 503 (default 8)")
+    from .load.cli import add_parsers as add_load_parsers      # load, report
+    add_load_parsers(commands)
     parser.commands = {"check": check, "record": record, "exporter": exporter}   # for usage errors found later
     return parser
 
@@ -290,7 +292,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("tpsharness: error: name a command (check, record)", file=sys.stderr)
+        print("tpsharness: error: name a command (check, record, load, report, exporter)", file=sys.stderr)
         return UNKNOWN
     try:
         if args.command == "check":
@@ -299,6 +301,8 @@ def main(argv=None):
             return cmd_record(args)
         if args.command == "exporter":
             return cmd_exporter(args)
+        if getattr(args, "handler", None) is not None:     # load, report
+            return args.handler(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         parser.commands.get(args.command, parser).print_usage(sys.stderr)

@@ -163,3 +163,8 @@ class Harness:
         for handle in self._handles:
             handle.close()
         self._handles.clear()
+
+    def load(self, **options):
+        """A load run against this harness's TPS (see ``tpsharness.load``); a LoadResult."""
+        from .load import load
+        return load(*self.address, **options)

@@ -1,0 +1,38 @@
+"""Load mode: thousands of simulated cameras and apps against a TPS, with latency
+percentiles (HdrHistogram), loss accounting at the devices, thresholds, and workers
+on every core or host (execnet). Needs the ``load`` extra (hdrhistogram, execnet).
+
+Its modules are imported when first used, so that the command line (and ``check``)
+does not pay for hdrhistogram unless a load run happens.
+"""
+
+import importlib
+import sys
+
+__all__ = ["load", "LoadConfig", "LoadResult", "LoadUsageError"]
+_HOMES = {"LoadConfig": ".config", "LoadUsageError": ".config", "LoadResult": ".result"}
+
+
+def load(*args, **kwargs):
+    from .api import load as run_load
+    return run_load(*args, **kwargs)
+
+
+load.__doc__ = "See tpsharness.load.api.load: a load run from Python, returning a LoadResult."
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _CallablePackage(type(sys.modules[__name__])):
+    """``tpsharness.load(...)`` works even when a submodule was imported first (then
+    the name ``tpsharness.load`` is this package, not the function)."""
+
+    def __call__(self, *args, **kwargs):
+        return load(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

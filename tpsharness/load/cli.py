@@ -1,0 +1,146 @@
+"""``python -m tpsharness load`` and ``python -m tpsharness report``: parsers and handlers.
+
+Exit status of load: 0 every threshold held, 1 one failed, 2 the run could not be
+carried out (the TPS refused or died: what was measured is still shown), 3 usage.
+"""
+
+import argparse
+import sys
+
+USAGE = 3
+NOT_CARRIED_OUT = 2
+
+
+def _positive_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def add_parsers(commands):
+    """Add ``load`` and ``report`` to the subcommands of ``python -m tpsharness``."""
+    load = commands.add_parser(
+        "load", help="capacity test: N held devices, M clients, latency percentiles, loss, thresholds",
+        description="Drive N simulated devices and M clients against a TPS and report throughput, "
+                    "latency percentiles (register, ack, relay, reply), loss/duplicates/reordering "
+                    "counted at the devices, and errors by reason. Exit status 0 thresholds held, "
+                    "1 a threshold failed, 2 the run could not be carried out, 3 usage error.")
+    load.add_argument("host", nargs="?", metavar="HOST",
+                      help="the TPS (default: the bundled fake TPS, started as a separate process)")
+    load.add_argument("port", nargs="?", type=_positive_int, metavar="PORT", help="its port (default 6604)")
+    load.add_argument("--devices", type=_positive_int, default=100, metavar="N", help="held devices (100)")
+    load.add_argument("--clients", type=_positive_int, default=10, metavar="M",
+                      help="clients, spread evenly over the devices (10)")
+    load.add_argument("--duration", type=_number, default=10.0, metavar="S", help="seconds of traffic (10)")
+    mode = load.add_mutually_exclusive_group()
+    mode.add_argument("--rate", type=_number, metavar="R",
+                      help="open loop: R messages/s in total, latency from each one's scheduled time")
+    mode.add_argument("--window", type=_positive_int, metavar="W",
+                      help="closed loop: W messages in flight per client (default 1)")
+    load.add_argument("--payload-size", type=_positive_int, default=64, metavar="B",
+                      help="payload bytes, 32-byte header included (64)")
+    load.add_argument("--ramp", type=_number, default=0.0, metavar="S",
+                      help="spread the devices' connect and register over S seconds (0)")
+    load.add_argument("--heartbeat", action="store_true",
+                      help="devices re-register before the KeepAliveIntervel of the register reply")
+    load.add_argument("--reply-every", type=_positive_int, default=0, metavar="K",
+                      help="every K-th message asks its device to answer (reply latency); 0: none")
+    load.add_argument("--timeout", type=_number, default=5.0, metavar="S",
+                      help="connect/register deadline; how long a window, and the end of the run, wait for "
+                           "deliveries before counting messages as timed out or lost (5)")
+    load.add_argument("--workers", type=_positive_int, default=1, metavar="K",
+                      help="K worker processes on this host (execnet popen gateways)")
+    load.add_argument("--tx", action="append", default=[], metavar="SPEC",
+                      help="a worker per SPEC, xdist style: popen, ssh=user@host//python=/venv/bin/python")
+    load.add_argument("--threshold", action="append", default=[], metavar="EXPR",
+                      help="'relay.p99<50ms', 'lost==0', 'errors.rate<0.1%%', 'delivered.rate>=20000/s'")
+    load.add_argument("--json", metavar="FILE", help="write the result, histograms included, as JSON")
+    load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv and PREFIX_latency.csv")
+    load.add_argument("--quiet", action="store_true", help="no progress line")
+    load.add_argument("--fake-option", action="append", default=[], metavar="ARG",
+                      help="an option for the bundled fake TPS, e.g. --fake-option=--reply-delay=0.05")
+    load.set_defaults(handler=cmd_load)
+
+    report = commands.add_parser(
+        "report", help="merge load results (JSON) into one self-contained HTML page",
+        description="Merge RESULT.json files of load runs (histograms merged exactly) and write an "
+                    "HTML page: summary, throughput and latency percentiles over time, latency "
+                    "distribution. Needs matplotlib (the 'report' extra).")
+    report.add_argument("results", nargs="+", metavar="RESULT.json")
+    report.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    report.set_defaults(handler=cmd_report)
+
+
+def _usage(args, message):
+    print(f"usage: python -m tpsharness load [HOST PORT] --devices N --clients M --duration S "
+          f"[--rate R | --window W] ...", file=sys.stderr)
+    print(f"tpsharness load: error: {message}", file=sys.stderr)
+    return USAGE
+
+
+def cmd_load(args):
+    from .config import LoadUsageError
+
+    if args.port is not None and args.host is None:
+        return _usage(args, "a PORT without a HOST")
+    if args.port is not None and not 0 < args.port < 65536:
+        return _usage(args, f"PORT must be 1-65535, not {args.port}")
+    try:
+        from . import api, output
+    except ImportError as error:
+        print(f"tpsharness load: needs the 'load' extra (pip install 'tpsharness[load]'): {error}",
+              file=sys.stderr)
+        return USAGE
+    progress = None if args.quiet else output.Progress()
+
+    def announce(address):
+        print(f"tpsharness load: no HOST PORT given: running against the bundled fake TPS at "
+              f"{address[0]}:{address[1]} (python -m fake_tps, a separate process, stopped at the end)",
+              flush=True)
+    try:
+        result = api.load(args.host, args.port, devices=args.devices, clients=args.clients,
+                          duration=args.duration, rate=args.rate, window=args.window,
+                          payload_size=args.payload_size, ramp=args.ramp, heartbeat=args.heartbeat,
+                          reply_every=args.reply_every, timeout=args.timeout, workers=args.workers,
+                          tx=args.tx, thresholds=args.threshold, on_tick=progress,
+                          fake_args=args.fake_option, on_fake_started=announce)
+    except LoadUsageError as error:
+        return _usage(args, str(error))
+    except (OSError, RuntimeError) as error:
+        if progress is not None:
+            progress.done()
+        print(f"tpsharness load: the run could not be carried out: {error}")
+        return NOT_CARRIED_OUT
+    if progress is not None:
+        progress.done()
+    print(output.summary_text(result), flush=True)
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.csv:
+        print("wrote " + ", ".join(result.write_csv(args.csv)))
+    return result.exit_code
+
+
+def cmd_report(args):
+    try:
+        from .report import write_report
+    except ImportError as error:
+        print(f"tpsharness report: needs the 'report' extra (pip install 'tpsharness[report]'): {error}",
+              file=sys.stderr)
+        return USAGE
+    try:
+        summary = write_report(args.results, args.output)
+    except (OSError, ValueError) as error:
+        print(f"tpsharness report: {error}", file=sys.stderr)
+        return USAGE
+    print(f"wrote {args.output}: {summary}")
+    return 0

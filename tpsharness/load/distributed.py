@@ -1,0 +1,140 @@
+"""Workers on every core and host, through execnet (pytest-xdist's engine).
+
+Each worker (a ``popen`` gateway, or ``ssh=user@host//python=...``) holds its share
+of the devices and clients, connects, and reports ready; the coordinator gives every
+worker the same start time, merges their per-second snapshots for the progress line
+(histograms merged exactly), and their results at the end.
+"""
+
+import os
+import queue
+import signal
+import threading
+import time
+
+from .config import LoadUsageError
+from .histograms import encode, merge
+from .result import LoadResult
+
+START_DELAY = 0.3           # seconds between the last worker ready and the common start
+GRACE = 60.0
+
+
+def check_specs(specs, config):
+    """LoadUsageError for a spec execnet cannot read or shares too small to run."""
+    import execnet
+
+    for spec in specs:
+        try:
+            xspec = execnet.XSpec(spec)
+        except Exception as error:          # execnet raises plain ValueError/AttributeError
+            raise LoadUsageError(f"bad --tx spec {spec!r}: {error}") from None
+        if not (xspec.popen or xspec.ssh or xspec.socket or xspec.vagrant_ssh):
+            raise LoadUsageError(f"bad --tx spec {spec!r}: use popen or ssh=user@host//python=PATH")
+    for index in range(len(specs)):
+        config.share(index, len(specs))
+
+
+def run_distributed(config, specs, *, on_tick=None, target=None):
+    import execnet
+
+    from . import worker as worker_module
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    group = execnet.Group()
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        channels = []
+        for index, spec in enumerate(specs):
+            try:
+                gateway = group.makegateway(spec)
+            except Exception as error:
+                raise RuntimeError(f"cannot start worker {spec!r}: {error}") from None
+            channel = gateway.remote_exec(worker_module)
+            share = config.share(index, len(specs))
+            local = execnet.XSpec(spec).popen
+            channel.send({"config": share.as_dict(), "name": f"{index}:{spec.split('//')[0]}",
+                          "path": root if local else None})
+            channels.append(channel)
+        parts = _coordinate(config, channels, stop, on_tick)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        group.terminate(timeout=5)
+    return LoadResult(parts, config.as_dict(), target)
+
+
+def _coordinate(config, channels, stop, on_tick):
+    inbox = execnet_queue(channels)
+    count = len(channels)
+    deadline = time.monotonic() + config.ramp + config.duration + config.drain + 4 * config.timeout + 120 + GRACE
+    ready, parts, ticks = 0, {}, {}
+    stopped = False
+    while len(parts) < count:
+        if stop.is_set() and not stopped:
+            stopped = True
+            for channel in channels:
+                _send(channel, ("stop",))
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not finish in time")
+        try:
+            channel, item = inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if item is _CLOSED or not isinstance(item, tuple):
+            if channel not in parts:
+                raise RuntimeError(f"a worker ended without a result: {channel.gateway.spec}")
+            continue
+        kind = item[0]
+        if kind == "error":
+            for other in channels:
+                _send(other, ("stop",))
+            raise RuntimeError(f"worker {channel.gateway.spec}: {item[1]}")
+        if kind == "ready":
+            ready += 1
+            if ready == count:
+                start_at = time.time() + START_DELAY
+                for other in channels:
+                    _send(other, ("start", start_at))
+        elif kind == "tick":
+            snapshot = item[1]
+            ticks.setdefault(snapshot["t"], []).append(snapshot)
+            if len(ticks[snapshot["t"]]) == count - len(parts):
+                merged = _merge_ticks(ticks.pop(snapshot["t"]))
+                if on_tick is not None:
+                    on_tick(merged)
+        elif kind == "result":
+            parts[channel] = item[1]
+    return [parts[channel] for channel in channels]
+
+
+_CLOSED = object()
+
+
+def execnet_queue(channels):
+    """One queue of (channel, item) from every channel; _CLOSED when one ends."""
+    inbox = queue.Queue()
+    for channel in channels:
+        channel.setcallback(lambda item, channel=channel: inbox.put((channel, item)),
+                            endmarker=_CLOSED)
+    return inbox
+
+
+def _send(channel, item):
+    try:
+        channel.send(item)
+    except Exception:           # a worker already gone (execnet raises its own types): nothing to steer
+        pass
+
+
+def _merge_ticks(snapshots):
+    merged = dict(snapshots[0])
+    for name in ("sent", "delivered", "errors", "total_sent", "total_delivered", "total_errors"):
+        merged[name] = sum(s[name] for s in snapshots)
+    merged["cpu"] = max(s["cpu"] for s in snapshots)
+    merged["relay"] = encode(merge(s["relay"] for s in snapshots))
+    merged["worker"] = "all"
+    return merged

@@ -1,0 +1,105 @@
+"""What a person sees: a live progress line, and the summary at the end."""
+
+import sys
+
+from .histograms import PHASES, decode, summary_ms
+
+PLAIN_EVERY = 5         # seconds between progress lines when the output is not a terminal
+                        # (and one after the first second: the run has started)
+
+
+def tick_figures(snapshot):
+    """The figures of one second: rate, totals, the second's relay p99, CPU."""
+    span = snapshot.get("span") or 1.0
+    histogram = decode(snapshot["relay"])
+    return {"second": snapshot["t"], "rate": snapshot["sent"] / span,
+            "delivered_rate": snapshot["delivered"] / span,
+            "delivered": snapshot["total_delivered"], "errors": snapshot["total_errors"],
+            "p99": summary_ms(histogram)["p99"], "cpu": snapshot.get("cpu", 0.0)}
+
+
+class Progress:
+    """On a terminal one line rewritten each second; otherwise a line after the first
+    second and then every 5 s."""
+
+    def __init__(self, stream=None, tty=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.shown = False
+
+    def __call__(self, snapshot):
+        figures = tick_figures(snapshot)
+        if not self.tty and figures["second"] % PLAIN_EVERY and figures["second"] != 1:
+            return
+        p99 = "-" if figures["p99"] is None else f"{figures['p99']:.2f} ms"
+        line = (f"{figures['second']:>4}s  sent {figures['rate']:>9,.0f}/s  delivered "
+                f"{figures['delivered_rate']:>9,.0f}/s ({figures['delivered']:,})  errors "
+                f"{figures['errors']:,}  relay p99 {p99}  generator CPU {figures['cpu'] * 100:.0f}%")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110)[:110])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self):
+        if self.tty and self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _ms(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def summary_text(result):
+    """The end-of-run summary: counts, rates, latencies per phase, errors, thresholds."""
+    config = result.config or {}
+    counters = result.counters
+    lines = []
+    mode = (f"open loop {config['rate']:g} messages/s" if config.get("rate") is not None
+            else f"closed loop, window {config.get('window')}")
+    workers = len(result.workers)
+    lines.append(f"tpsharness load: {result.target or '?'}: {config.get('devices')} devices, "
+                 f"{config.get('clients')} clients, {mode}, {config.get('payload_size')} B payloads, "
+                 f"{result.duration:.1f} s, {workers} worker{'s' if workers != 1 else ''}")
+    if result.interrupted:
+        lines.append("interrupted (Ctrl-C): the figures below are partial")
+    if result.aborted:
+        lines.append(f"the run could not be carried out: {result.aborted}")
+    lines.append("")
+    lines.append(f"{'messages':<12}{'count':>12}{'per second':>14}")
+    for name in ("sent", "acked", "delivered", "lost", "duplicated", "reordered", "corrupted",
+                 "rejected", "replies"):
+        lines.append(f"{name:<12}{counters.get(name, 0):>12,}{result.rate(name):>14,.1f}")
+    lines.append(f"{'devices':<12}{counters.get('devices', 0):>12,}   registered"
+                 + (f", {counters.get('heartbeats', 0):,} heartbeats" if counters.get("heartbeats") else ""))
+    lines.append(f"{'clients':<12}{counters.get('clients', 0):>12,}   connected")
+    lines.append("")
+    lines.append(f"{'latency ms':<12}{'count':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}")
+    for phase in PHASES:
+        f = result.latency(phase)
+        lines.append(f"{phase:<12}{f['count']:>10,}{_ms(f['p50']):>10}{_ms(f['p90']):>10}"
+                     f"{_ms(f['p99']):>10}{_ms(f['p99.9']):>10}{_ms(f['max']):>10}")
+    lines.append("")
+    if result.errors:
+        lines.append(f"errors by reason ({result.error_count:,}):")
+        for reason, entry in sorted(result.errors.items(), key=lambda item: -item[1]["count"]):
+            lines.append(f"  {reason:<24}{entry['count']:>10,}   first: {entry['example']}")
+    else:
+        lines.append("errors: none")
+    if result.thresholds:
+        lines.append("thresholds:")
+        for expression, held, observed in result.thresholds:
+            lines.append(f"  {'ok  ' if held else 'FAIL'}  {expression}   (measured {observed})")
+    lines.append("")
+    for worker in result.workers:
+        share = worker["cpu_seconds"] / worker["wall_seconds"] if worker["wall_seconds"] else 0.0
+        per = (f", {worker['cpu_seconds'] / worker['delivered'] * 1e6:.1f} us per delivered relay"
+               if worker.get("delivered") else "")
+        lines.append(f"generator CPU, worker {worker['name']}: {share * 100:.0f}% of a core "
+                     f"({worker['cpu_seconds']:.2f} s){per}")
+    for worker in result.busy_workers():
+        lines.append(f"WARNING: worker {worker['name']} used over 90% of a core: these figures "
+                     "measure the generator, not the TPS; add workers (--workers, --tx)")
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""The load test's payload: who sent it, its place in its stream, when it was due.
+
+    crc32 (4) | sender (4) | pair (4) | sequence (8) | due time (8, float s) | flags (4) | padding
+
+The CRC covers everything after it, padding included, so a device can tell a
+corrupted message from a lost, duplicated or reordered one. ``pair`` names the
+(client, device) stream; the due time is the client's monotonic clock (the device
+that checks it runs in the same process).
+"""
+
+import struct
+from zlib import crc32
+
+_LAYOUT = struct.Struct("<IIIQdI")
+HEADER_SIZE = _LAYOUT.size          # 32
+_FIELDS = struct.Struct("<IIQdI")
+ASK_REPLY = 1                       # flags: the device answers this one
+
+
+class PayloadMaker:
+    """Builds payloads of one size: header fields packed, padding fixed."""
+
+    __slots__ = ("padding", "_pack")
+
+    def __init__(self, size):
+        self.padding = b"." * (size - HEADER_SIZE)
+        self._pack = _FIELDS.pack
+
+    def make(self, sender, pair, sequence, due, flags=0):
+        rest = self._pack(sender, pair, sequence, due, flags) + self.padding
+        return (crc32(rest)).to_bytes(4, "little") + rest
+
+
+def read(body):
+    """(sender, pair, sequence, due, flags), or None for a corrupted payload."""
+    if len(body) < HEADER_SIZE or crc32(body[4:]) != int.from_bytes(body[:4], "little"):
+        return None
+    return _LAYOUT.unpack_from(body)[1:]

@@ -1,0 +1,102 @@
+"""k6-style thresholds on a LoadResult: 'relay.p99<50ms', 'lost==0',
+'errors.rate<0.1%', 'delivered.rate>=20000/s'.
+
+    METRIC OP VALUE[UNIT]     OP: < <= > >= == !=
+    latency:  register|ack|relay|reply . p50|p90|p99|p99.9|max|count   units us, ms, s
+    counts:   sent acked delivered lost duplicated reordered corrupted rejected replies
+              heartbeats devices clients errors                         no unit
+    rates:    COUNT.rate        per second of traffic ('/s'), or for errors, lost,
+              duplicated, reordered, corrupted, rejected: a fraction of sent ('%')
+"""
+
+import operator
+import re
+from dataclasses import dataclass
+
+from .config import LoadUsageError
+from .histograms import PHASES
+
+_OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+              "==": operator.eq, "!=": operator.ne}
+_SYNTAX = re.compile(r"^\s*([a-z][a-z0-9.]*)\s*(<=|>=|==|!=|<|>)\s*([0-9]*\.?[0-9]+)\s*(us|ms|s|%|/s)?\s*$")
+_COUNTS = ("sent", "acked", "delivered", "lost", "duplicated", "reordered", "corrupted", "rejected",
+           "replies", "heartbeats", "devices", "clients", "errors")
+_FRACTIONS = ("errors", "lost", "duplicated", "reordered", "corrupted", "rejected")
+_STATS = ("p50", "p90", "p99", "p99.9", "max", "count")
+_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One parsed expression; ``check(result)`` -> (held, observed text)."""
+
+    text: str
+    metric: str
+    compare: object
+    value: float
+    unit: str
+
+    @classmethod
+    def parse(cls, text):
+        match = _SYNTAX.match(text)
+        if not match:
+            raise LoadUsageError(f"bad threshold {text!r}: write METRIC OP VALUE, e.g. 'relay.p99<50ms', "
+                                 "'lost==0', 'errors.rate<0.1%', 'delivered.rate>=20000/s'")
+        metric, op, number, unit = match.groups()
+        value = float(number)
+        head, _, stat = metric.partition(".")
+        if head in PHASES:
+            if stat not in _STATS:
+                raise LoadUsageError(f"bad threshold {text!r}: {head} has {', '.join(_STATS)}")
+            if stat == "count":
+                if unit is not None:
+                    raise LoadUsageError(f"bad threshold {text!r}: a count takes no unit")
+            elif unit not in _TO_MS:
+                raise LoadUsageError(f"bad threshold {text!r}: a latency is in us, ms or s")
+        elif head in _COUNTS and stat == "rate":
+            if unit == "%" and head not in _FRACTIONS:
+                raise LoadUsageError(f"bad threshold {text!r}: a percentage is for "
+                                     f"{', '.join(_FRACTIONS)} (of the messages sent)")
+            if unit not in ("%", "/s"):
+                raise LoadUsageError(f"bad threshold {text!r}: a rate is in /s, or % of sent")
+        elif head in _COUNTS and not stat:
+            if unit is not None:
+                raise LoadUsageError(f"bad threshold {text!r}: a count takes no unit")
+        else:
+            raise LoadUsageError(f"bad threshold {text!r}: unknown metric {metric!r} (latencies "
+                                 f"{'/'.join(PHASES)}.p99 etc., counts {', '.join(_COUNTS)}, COUNT.rate)")
+        return cls(text.strip(), metric, _OPERATORS[op], value, unit)
+
+    def observed(self, result):
+        """The value compared (ms, count, /s or %), or None when nothing was measured."""
+        head, _, stat = self.metric.partition(".")
+        if head in PHASES:
+            figure = result.latency(head)[stat]
+            return None if figure is None else (figure if stat == "count" else figure / _TO_MS[self.unit])
+        count = result.error_count if head == "errors" else result.counters.get(head, 0)
+        if stat != "rate":
+            return count
+        if self.unit == "%":
+            sent = result.counters.get("sent", 0)
+            return count / sent * 100 if sent else None
+        return count / result.duration if result.duration else None
+
+    def check(self, result):
+        value = self.observed(result)
+        if value is None:
+            return False, "nothing measured"
+        shown = f"{value:g}" if isinstance(value, int) else f"{value:.3f}".rstrip("0").rstrip(".")
+        return bool(self.compare(value, self.value)), shown + (self.unit or "")
+
+
+def parse_all(texts):
+    return [Threshold.parse(text) for text in texts or ()]
+
+
+def apply(result, thresholds):
+    """Check each threshold on ``result``; stored in ``result.thresholds``."""
+    result.thresholds = []
+    for threshold in thresholds:
+        held, observed = threshold.check(result)
+        result.thresholds.append((threshold.text, held, observed))
+    return result
