@@ -110,6 +110,8 @@ def build_parser():
     record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
                         help="the conversation to record (default: check)")
     record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    from .fuzz.cli import add_parser as add_fuzz_parser
+    add_fuzz_parser(commands)
     return parser
 
 
@@ -210,6 +212,9 @@ def main(argv=None):
             return cmd_check(args)
         if args.command == "record":
             return cmd_record(args)
+        if args.command == "fuzz":
+            from .fuzz.cli import cmd_fuzz
+            return cmd_fuzz(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         parser.print_usage(sys.stderr)
