@@ -100,6 +100,7 @@ def cmd_fuzz(args):
             target = server.address
         else:
             target = (args.host, args.port)
+            _reachable(target)
         options = Options(target=target, model=args.model, budget=args.budget,
                           max_programs=args.max_programs, max_findings=args.max_findings,
                           max_steps=args.max_steps, seed=args.seed, ignore=tuple(args.ignore),
@@ -125,6 +126,18 @@ def cmd_fuzz(args):
     else:
         print_summary(report, target, args.model, paths, self_test=args.host is None and args.server_cmd is None)
     return FOUND if report.findings else NOTHING
+
+
+def _reachable(target):
+    """OSError naming the target unless it accepts a connection."""
+    import socket
+
+    try:
+        with socket.create_connection(target, timeout=5):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot connect to the TPS at {target[0]}:{target[1]}: "
+                      f"{error.strerror or error}") from None
 
 
 def _usage(message):

@@ -12,6 +12,7 @@ from .. import kernel, net
 from ..syscalls import NewTask, Sleep
 from .compare import Difference, Holders, feature, first_difference
 from .executor import ModelSettle, Run, ServerDown
+from .observations import Seen
 from .model import make_model
 from .programs import CAST, Uuids
 
@@ -76,7 +77,9 @@ async def _run_server(program, address, settle, outcome, final_grace):
                 await Sleep(final_grace)
                 run.drain()
                 late = run.take_point()
-                found = first_difference([{}], [late], None)
+                unfinished = {actor: Seen(tail=seen.tail)       # a cut message stays unfinished
+                              for actor, seen in outcome.model_points[last][-1].items() if not seen.closed}
+                found = first_difference([unfinished], [late], None)
                 if found is not None:
                     _, actor, cls, wanted, saw, detail = found
                     step = program.steps[last]

@@ -1,0 +1,157 @@
+"""tpsharness fuzz: no false positives, planted bugs found and shrunk, fixtures that
+reproduce them, the field profile, usage errors, server commands that fail.
+
+Short runs with fixed seeds; a run stops at its first finding (max_findings=1).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fake_tps.server import FakeTPS
+from tpsharness.fuzz.fixture import scenario_of, write
+from tpsharness.fuzz.process import ServerProcess
+from tpsharness.fuzz.runner import Fuzzer, Options
+from tpsharness.scenario import ScenarioFailure, load, play
+
+FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
+PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "takeover-closes-newer",
+           "die-on-dangling-entry"]
+
+
+def fuzz_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_against(command, **options):
+    server = ServerProcess(command)
+    server.start()
+    try:
+        options.setdefault("settle", 0.1)
+        return Fuzzer(Options(target=server.address, server=server, **options)).run()
+    finally:
+        server.close()
+
+
+def ran_steps(finding):
+    return [step for step, ran in finding.listing() if ran]
+
+
+def test_the_fake_against_the_model_finds_nothing():
+    report = run_against(FAKE, budget=60, max_programs=80, seed=3)
+    assert report.programs == 80 and report.steps > 80
+    assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
+    assert report.unrepeatable == []
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("fault", PLANTED)
+def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_it(fault, tmp_path):
+    report = run_against(f"{FAKE} --fault {fault}", budget=100, max_findings=1, seed=1)
+    assert report.findings, f"{fault} not found in {report.programs} programs"
+    (signature, finding), = report.findings.items()
+    assert len(ran_steps(finding)) <= 6, str(finding.program)
+    path = write(finding, tmp_path)
+    assert path.name == f"test_{signature.replace('/', '_').replace('-', '_').replace('+', '_')}.tps.json"
+    scenario = load(path)
+    faulty = FakeTPS(faults=[fault])
+    with faulty.start_in_thread():
+        with pytest.raises(ScenarioFailure):
+            play(scenario, faulty.address, timeout=2)
+    model = FakeTPS()
+    with model.start_in_thread():
+        play(scenario, model.address, timeout=2)
+
+
+def test_a_crash_without_a_server_command_ends_the_run_and_is_written_as_found(tmp_path):
+    server = ServerProcess(f"{FAKE} --fault die-on-dangling-entry")
+    server.start()
+    try:
+        report = Fuzzer(Options(target=server.address, budget=100, seed=1, settle=0.1)).run()
+    finally:
+        server.close()
+    assert report.stopped_by == "crash"
+    (signature, finding), = report.findings.items()
+    assert signature.startswith("crash/") and "connection refused" in finding.difference.got
+    steps = scenario_of(finding)["steps"]
+    assert steps[-1] == {"do": "check_alive"}
+
+
+def test_a_field_server_against_the_strict_model_shows_the_framing_in_three_steps():
+    report = run_against(f"{FAKE} --fault one-read-one-message", budget=60, max_findings=1, seed=2)
+    (signature, finding), = report.findings.items()
+    assert signature.startswith(("wrong-status/", "no-answer/", "missing-relay/", "extra-relay/",
+                                 "corrupted-relay/")), signature
+    steps = ran_steps(finding)
+    assert len(steps) <= 3, str(finding.program)
+    assert any(step.get("variant") in ("split", "pipelined") or step.do == "send_raw" for step in steps)
+
+
+def test_the_field_model_finds_nothing_on_a_field_server():
+    report = run_against(f"{FAKE} --fault one-read-one-message", model="field", budget=60,
+                         max_programs=80, seed=2)
+    assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
+
+
+def test_ignore_silences_a_known_signature():
+    first = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1)
+    (signature, _), = first.findings.items()
+    again = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1,
+                        ignore=(signature,))
+    assert signature not in again.findings
+
+
+def test_the_self_test_command_exits_0_with_a_json_summary():
+    result = fuzz_cli("--max-programs", "20", "--seed", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["programs"] == 20 and summary["findings"] == [] and summary["steps_per_second"] > 0
+
+
+def test_the_command_exits_1_and_writes_the_finding(tmp_path):
+    result = fuzz_cli("--server-cmd", f"{FAKE} --fault takeover-closes-newer", "--max-findings", "1",
+                      "--seed", "1", "--settle", "0.1", "-o", str(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    written = list(tmp_path.glob("test_*.tps.json"))
+    assert len(written) == 1 and f"written to {written[0]}" in result.stdout
+    assert "1 finding(s)" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "the budget must be above 0"),
+    (["--budget", "soon"], "not a number of seconds"),
+    (["127.0.0.1"], "give both HOST and PORT"),
+    (["--server-cmd", "sleep 1"], "needs {port}"),
+    (["--model", "lenient"], "invalid choice"),
+    (["--max-steps", "0"], "must be at least 1"),
+])
+def test_usage_errors_exit_3(args, message):
+    result = fuzz_cli(*args)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert message in result.stderr
+
+
+def test_a_server_command_that_never_listens_fails_with_its_output():
+    command = f"{sys.executable} -c \"print('warming up', flush=True); import time; time.sleep(30)\" {{port}}"
+    result = fuzz_cli("--server-cmd", command, "--start-timeout", "1", timeout=30)
+    assert result.returncode == 2
+    assert "did not listen on 127.0.0.1:" in result.stderr and "warming up" in result.stderr
+
+
+def test_a_server_command_that_dies_at_start_fails_with_its_output():
+    command = f"{sys.executable} -c \"import sys; print('no licence'); sys.exit(4)\" {{port}}"
+    result = fuzz_cli("--server-cmd", command, timeout=30)
+    assert result.returncode == 2
+    assert "exited with status 4" in result.stderr and "no licence" in result.stderr
+
+
+def test_a_target_that_refuses_fails_the_run():
+    server = ServerProcess(FAKE)
+    port = server.port
+    server.close()
+    result = fuzz_cli("127.0.0.1", str(port), "--max-programs", "5", timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot connect to the TPS at 127.0.0.1:{port}" in result.stderr
