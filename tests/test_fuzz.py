@@ -5,6 +5,7 @@ Short runs with fixed seeds; a run stops at its first finding (max_findings=1).
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,7 +56,8 @@ def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_
     (signature, finding), = report.findings.items()
     assert len(ran_steps(finding)) <= 6, str(finding.program)
     path = write(finding, tmp_path)
-    assert path.name == f"test_{signature.replace('/', '_').replace('-', '_').replace('+', '_')}.tps.json"
+    cls = signature.split("/")[0].replace("-", "_")
+    assert re.fullmatch(rf"test_{cls}_{finding.difference.do}_[a-z0-9_]+\.tps\.json", path.name), path.name
     scenario = load(path)
     faulty = FakeTPS(faults=[fault])
     with faulty.start_in_thread():

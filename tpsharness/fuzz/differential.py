@@ -9,7 +9,7 @@ difference. A refused probe at the end, or at a difference, makes it a crash.
 from dataclasses import dataclass, field
 
 from .. import kernel, net
-from ..syscalls import NewTask, Sleep
+from ..syscalls import NewTask
 from .compare import Difference, Holders, feature, first_difference
 from .executor import ModelSettle, Run, ServerDown
 from .observations import Seen
@@ -34,7 +34,7 @@ class Outcome:
     steps_run: int = 0          # steps the server ran (the model ran len(model_points))
 
 
-def differential(program, address, model_name, settle, prefix, timeout, final_grace=0.002):
+def differential(program, address, model_name, settle, prefix, timeout):
     """Run ``program`` on a fresh model, then on the server at ``address``; an Outcome.
 
     Each run has a kernel of its own (the model's ends with it), bounded by ``timeout``.
@@ -47,11 +47,11 @@ def differential(program, address, model_name, settle, prefix, timeout, final_gr
         kernel.run(_run_model(program, model, uuids, host, outcome), timeout=timeout)
     finally:
         model.close()
-    kernel.run(_run_server(program, address, settle, outcome, final_grace), timeout=timeout)
+    kernel.run(_run_server(program, address, settle, outcome), timeout=timeout)
     return outcome
 
 
-async def _run_server(program, address, settle, outcome, final_grace):
+async def _run_server(program, address, settle, outcome):
     uuids, host = outcome.uuids, outcome.host
     run = Run(program, address, uuids, host, settle)
     last = None
@@ -74,8 +74,7 @@ async def _run_server(program, address, settle, outcome, final_grace):
                 break
         else:
             if last is not None:        # anything the server sends late belongs to the last step
-                await Sleep(final_grace)
-                run.drain()
+                await settle.linger(run, 2 * settle.grace_now())
                 late = run.take_point()
                 unfinished = {actor: Seen(tail=seen.tail)       # a cut message stays unfinished
                               for actor, seen in outcome.model_points[last][-1].items() if not seen.closed}

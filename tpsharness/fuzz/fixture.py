@@ -34,12 +34,10 @@ def scenario_of(finding, model="strict", target=None):
         step = program.steps[index]
         if step.actor is not None and step.actor not in actors:
             actors[step.actor] = _actor(program, uuids, step.actor)
-        points = list(outcome.model_points[index])
         if index in outcome.connects:
             steps.append({"do": "connect", "actor": step.actor})
-            steps += _point_expectations(points.pop(0))
         steps.append(_action(step, program, uuids, outcome.host))
-        for point in points:
+        for point in outcome.model_points[index]:
             steps += _point_expectations(point)
         if index == difference.step:
             if _server_did_more(difference):

@@ -210,14 +210,15 @@ def _steps_of(actor, kind):
 
 
 # How often each kind of step is drawn (by repetition); hypothesis shrinks towards the first.
-KIND_WEIGHTS = ("register", "send", "register", "send", "send_raw", "close", "connect", "wait")
+KIND_WEIGHTS = ("register", "send", "register", "send", "send_raw", "close", "register", "send",
+                "connect", "send_raw", "close", "wait")
 
 
 def steps():
     """Any one step of any actor of the cast: a kind (by KIND_WEIGHTS), then an actor
     that can do it and the step's arguments."""
     by_kind = {"wait": [st.builds(lambda seconds: Step("wait", None, (("seconds", seconds),)),
-                                  st.sampled_from([0.002, 0.01]))]}
+                                  st.sampled_from([0.001, 0.003]))]}
     for actor, kind in CAST.items():
         for do, strategy in _steps_of(actor, kind):
             by_kind.setdefault(do, []).append(strategy)

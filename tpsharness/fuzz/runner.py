@@ -121,7 +121,8 @@ class Fuzzer:
         self.started = None
         self.deadline = None
         self.settle = ServerSettle(options.settle, options.grace)
-        self.patient = ServerSettle(options.settle * PATIENT_FACTOR, options.grace * PATIENT_FACTOR)
+        self.patient = ServerSettle(options.settle * PATIENT_FACTOR, options.grace * PATIENT_FACTOR,
+                                    patient=True)
         self._last_progress = 0.0
         self._stop_reason = None
 
