@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,30 @@ def test_a_target_that_refuses_fails_the_run():
     result = fuzz_cli("127.0.0.1", str(port), "--max-programs", "5", timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"cannot connect to the TPS at 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_server_that_will_not_restart_after_a_crash_fails_the_run(tmp_path):
+    script = tmp_path / "once.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        "marker, port = sys.argv[1], sys.argv[2]\n"
+        "if os.path.exists(marker):\n"
+        "    print('licence expired', flush=True)\n"
+        "    sys.exit(5)\n"
+        "open(marker, 'w').close()\n"
+        "sys.argv = ['fake_tps', '--port', port, '--fault', 'die-on-dangling-entry']\n"
+        "runpy.run_module('fake_tps', run_name='__main__')\n")
+    command = f"{sys.executable} {script} {tmp_path / 'started'} {{port}}"
+    result = fuzz_cli("--server-cmd", command, "--seed", "1", "--settle", "0.1", timeout=100)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "exited with status 5" in result.stderr and "licence expired" in result.stderr
+
+
+@pytest.mark.timeout(150)
+def test_the_fuzz_benchmark_runs_and_prints_its_figures():
+    bench = Path(__file__).parent / "bench" / "bench_fuzz.py"
+    done = subprocess.run([sys.executable, str(bench), "--quick", "--skip-load"], capture_output=True,
+                          text=True, timeout=140)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^self-test idle .* \d+ steps/s .* 0 findings", done.stdout, re.M), done.stdout
+    assert re.search(r"^find takeover-closes-newer +median first seen", done.stdout, re.M), done.stdout

@@ -91,7 +91,7 @@ def main():
             for process in busy:
                 process.kill()
                 process.wait()
-    for fault in (PLANTED[:1] if args.quick else PLANTED):
+    for fault in (["takeover-closes-newer"] if args.quick else PLANTED):
         time_to_find(fault, args.seeds, args.budget)
 
 

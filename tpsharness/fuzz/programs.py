@@ -45,7 +45,8 @@ class Step:
         return dict(self.args).get(name, default)
 
     def __str__(self):
-        args = ", ".join(f"{k}={_show(v)}" for k, v in self.args)
+        shown = [(k, v) for k, v in self.args if k != "split_at" or self.get("variant") == "split"]
+        args = ", ".join(f"{k}={_show(v)}" for k, v in shown)
         who = f"{self.actor}." if self.actor else ""
         return f"{who}{self.do}({args})"
 

@@ -125,6 +125,7 @@ class Fuzzer:
                                     patient=True)
         self._last_progress = 0.0
         self._stop_reason = None
+        self._fatal = None              # what made the run fail, raised at its end
 
     def run(self):
         self.started = time.monotonic()
@@ -135,9 +136,13 @@ class Fuzzer:
                 round_number += 1
                 self._round(self.options.seed * 1000 + round_number)
                 self._confirm()
+        except _Stop:           # raised outside a search: a restart failed while confirming
+            pass
         finally:
             self.report.elapsed = time.monotonic() - self.started
             self.report.stopped_by = self._stop_reason or "budget"
+        if self._fatal is not None:
+            raise self._fatal
         return self.report
 
     # -- one hypothesis search ---------------------------------------------------------
@@ -189,12 +194,16 @@ class Fuzzer:
         outcome = differential(program, self.options.target, self.options.model, settle, prefix, budget)
         self.report.programs += 1
         self.report.steps += outcome.steps_run
-        if outcome.difference is not None and outcome.difference.cls == "crash":
-            self.report.crashes += 1
-            if self.options.server is not None:
-                self.options.server.restart()
-        elif self.options.server is not None and not self.options.server.alive():
-            self.options.server.restart()
+        crashed = outcome.difference is not None and outcome.difference.cls == "crash"
+        self.report.crashes += crashed
+        server = self.options.server
+        if server is not None and (crashed or not server.alive()):
+            try:
+                server.restart()
+            except Exception as error:      # ServerStartError: the run cannot go on
+                self._fatal = error
+                self._stop_reason = "server"
+                raise _Stop() from None
         self._tick()
         return outcome
 
