@@ -114,9 +114,11 @@ def test_the_self_test_command_exits_0_with_a_json_summary():
     assert summary["programs"] == 20 and summary["findings"] == [] and summary["steps_per_second"] > 0
 
 
+@pytest.mark.timeout(150)
 def test_the_command_exits_1_and_writes_the_finding(tmp_path):
     result = fuzz_cli("--server-cmd", f"{FAKE} --fault takeover-closes-newer", "--max-findings", "1",
-                      "--seed", "1", "--settle", "0.1", "-o", str(tmp_path))
+                      "--seed", "1", "--settle", "0.1", "--budget", "100", "-o", str(tmp_path),
+                      timeout=140)
     assert result.returncode == 1, result.stdout + result.stderr
     written = list(tmp_path.glob("test_*.tps.json"))
     assert len(written) == 1 and f"written to {written[0]}" in result.stdout

@@ -15,9 +15,11 @@ until the budget, the program count or the finding count runs out.
 
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis.errors import HypothesisWarning
 
 from .compare import slug
 from .differential import differential
@@ -157,7 +159,9 @@ class Fuzzer:
             self._check(program)
 
         try:
-            search()
+            with warnings.catch_warnings():     # e.g. "overly large repr" of a large payload
+                warnings.simplefilter("ignore", HypothesisWarning)
+                search()
         except _Stop:
             pass
         except Exception:       # the shrunk Divergence (or hypothesis's Flaky): recorded already
