@@ -187,3 +187,9 @@ def test_the_fuzz_benchmark_runs_and_prints_its_figures():
     assert done.returncode == 0, done.stderr
     assert re.search(r"^self-test idle .* \d+ steps/s .* 0 findings", done.stdout, re.M), done.stdout
     assert re.search(r"^find takeover-closes-newer +median first seen", done.stdout, re.M), done.stdout
+
+
+def test_a_seed_and_a_program_count_make_a_run_repeat_exactly():
+    runs = [run_against(FAKE, budget=60, max_programs=40, seed=seed) for seed in (5, 5, 6)]
+    assert runs[0].digest == runs[1].digest and runs[0].steps == runs[1].steps
+    assert runs[2].digest != runs[0].digest

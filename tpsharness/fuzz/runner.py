@@ -13,6 +13,7 @@ more with a patient settle window: only a difference that repeats is a finding
 until the budget, the program count or the finding count runs out.
 """
 
+import hashlib
 import random
 import time
 import warnings
@@ -104,6 +105,12 @@ class Report:
     elapsed: float = 0.0
     crashes: int = 0
     stopped_by: str = ""
+    trace: object = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
+
+    @property
+    def digest(self):
+        """A fingerprint of the programs run and what each showed: equal runs, equal digests."""
+        return self.trace.hexdigest()
 
     @property
     def steps_per_second(self):
@@ -198,6 +205,7 @@ class Fuzzer:
         outcome = differential(program, self.options.target, self.options.model, settle, prefix, budget)
         self.report.programs += 1
         self.report.steps += outcome.steps_run
+        self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
         crashed = outcome.difference is not None and outcome.difference.cls == "crash"
         self.report.crashes += crashed
         server = self.options.server
