@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from fake_tps.server import FakeTPS
 from tpsharness.fuzz.fixture import scenario_of, write
 from tpsharness.fuzz.process import ServerProcess
@@ -193,3 +194,24 @@ def test_a_seed_and_a_program_count_make_a_run_repeat_exactly():
     runs = [run_against(FAKE, budget=60, max_programs=40, seed=seed) for seed in (5, 5, 6)]
     assert runs[0].digest == runs[1].digest and runs[0].steps == runs[1].steps
     assert runs[2].digest != runs[0].digest
+
+
+def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "sys.argv = ['fake_tps', '--port', sys.argv[1]]\n"
+        "runpy.run_module('fake_tps', run_name='__main__')\n")
+    fuzzer = subprocess.Popen([sys.executable, "-m", "tpsharness", "fuzz", "--server-cmd",
+                               f"{sys.executable} {script} {{port}}", "--budget", "60"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(pid_file.exists, timeout=20)
+        server_pid = int(pid_file.read_text())
+    finally:
+        fuzzer.kill()
+        fuzzer.wait()
+    assert wait_until(lambda: not Path(f"/proc/{server_pid}").exists() or
+                      Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z", timeout=10)

@@ -15,7 +15,6 @@ from ..kernel import ReadGroup
 from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import Sleep, WaitReadable
 from .observations import Inbox, Seen
-from .programs import CAST, SELF
 
 WRITE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -264,10 +263,3 @@ class ServerSettle:
 
     async def wait(self, seconds):
         await Sleep(seconds)
-
-
-def cast_order(actors):
-    return sorted(actors, key=list(CAST).index)
-
-
-__all__ = ["Run", "ModelSettle", "ServerSettle", "ServerDown", "pieces", "SELF", "cast_order"]

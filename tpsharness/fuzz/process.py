@@ -5,16 +5,31 @@ that a crash can be shrunk: every candidate program runs against a live server.
 ``{port}`` in the command is replaced by a free loopback port.
 """
 
+import ctypes
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 START_TIMEOUT = 10.0
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
+
+
+def _die_with_parent():
+    """In the child (Linux): SIGTERM when the fuzzer dies, even by SIGKILL, so that a
+    killed run leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(Exception):
@@ -53,7 +68,8 @@ class ServerProcess:
         self._output.truncate()
         try:
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         except OSError as error:
             raise ServerStartError(f"cannot run {shlex.join(self.argv)}: {error.strerror}") from None
         deadline = time.monotonic() + self.start_timeout
