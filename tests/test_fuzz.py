@@ -215,3 +215,20 @@ def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path):
         fuzzer.wait()
     assert wait_until(lambda: not Path(f"/proc/{server_pid}").exists() or
                       Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z", timeout=10)
+
+
+def test_the_scenario_close_step_hangs_up_and_a_later_connect_opens_a_new_connection(fake):
+    from tpsharness.scenario import Scenario, validate
+    data = validate({"actors": {"cam": {"kind": "device"}, "app": {"kind": "client"}}, "steps": [
+        {"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
+        {"do": "expect_reply", "actor": "cam", "status": 200},
+        {"do": "close", "actor": "cam"},
+        {"do": "connect", "actor": "app"}, {"do": "send", "actor": "app", "to": "cam"},
+        {"do": "expect_reply", "actor": "app", "status": 404},
+        {"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
+        {"do": "expect_reply", "actor": "cam", "status": 200},
+        {"do": "send", "actor": "app", "to": "cam", "payload": "again"},
+        {"do": "expect_reply", "actor": "app", "status": 200},
+        {"do": "expect_receipt", "actor": "cam", "payload": "again"}]})
+    transcript = play(Scenario("<close>", data), fake.address, timeout=2)
+    assert any(direction == "hung up" for _, _, direction, _ in transcript.entries)
