@@ -33,6 +33,7 @@ a close.
 import logging
 import math
 import queue
+import select
 import socket
 import threading
 import time
@@ -68,7 +69,16 @@ FAULTS = {
     "one-read-one-message": "read like a field server: each TCP read (of up to 4096 bytes) is one "
                             "whole message, so split requests get 400s, pipelined ones are "
                             "swallowed, large bodies are cut (docs/protocol.md section 3)",
+    # Plausible server bugs, planted for tpsharness fuzz to find.
+    "forget-after-heartbeat": "drop a serial's table entry when its device heartbeats (the "
+                              "heartbeat is still answered 200)",
+    "misroute-relays": "relay private data to another registered device, not its destination, "
+                       "when two or more are registered",
+    "drop-relays-after-3": "acknowledge but never relay private data past the 3rd relayed to one "
+                           "connection",
+    "takeover-closes-newer": "on a takeover, close the newer connection instead of the older one",
 }
+RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
 FIELD_READ_SIZE = 4096
 
 OPTIONS = ("keepalive_interval", "idle_timeout", "bad_request_idle_timeout", "request_timeout",
@@ -149,7 +159,7 @@ class _Peer:
     """One connection: its socket, reader, the uuids it holds and its output queue."""
 
     __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "last_received",
-                 "request_started", "outq", "queued", "flushing", "silenced")
+                 "request_started", "outq", "queued", "flushing", "silenced", "relayed")
 
     def __init__(self, sock, reader, idle_timeout):
         self.sock = sock
@@ -163,6 +173,7 @@ class _Peer:
         self.queued = 0
         self.flushing = False
         self.silenced = False       # the half-reply fault stops answering
+        self.relayed = 0            # private data relayed to this connection
 
     @property
     def closed(self):
@@ -224,6 +235,18 @@ class FakeTPS:
     @property
     def event_seq(self):
         return self._event_seq
+
+    def quiescent(self):
+        """True when every byte received has been read, every connection attempt
+        accepted and every queued byte sent: run in one kernel with its peers, the
+        fake has then answered all it was sent (tpsharness fuzz's model settles so)."""
+        poller = select.poll()
+        poller.register(self._listener.fd, select.POLLIN)
+        for fd, peer in list(self._peers.items()):
+            if peer.outq:
+                return False
+            poller.register(fd, select.POLLIN)
+        return not poller.poll(0)
 
     def registered(self):
         """The uuids the table holds now (device serials and client SrcUuids)."""
@@ -430,6 +453,8 @@ class FakeTPS:
             pass
         elif holder is peer:
             self.stats.heartbeats += 1
+            if "forget-after-heartbeat" in self.faults:
+                del self._table[serial]
         else:
             # A first serial, or one another connection holds: taken over (the holder is
             # closed); a connection that had a serial keeps that one too.
@@ -468,6 +493,11 @@ class FakeTPS:
         self._send_reply(peer, self._status_reply(200))
         if "drop-relays" in self.faults or target.closed:
             return
+        if "misroute-relays" in self.faults:
+            target = self._another_device(target, peer)
+        target.relayed += 1
+        if "drop-relays-after-3" in self.faults and target.relayed > RELAYS_BEFORE_DROPPING:
+            return
         raw = request.raw
         if "corrupt-relays" in self.faults:
             raw = raw[:-1] + bytes([raw[-1] ^ 0x01])
@@ -475,6 +505,13 @@ class FakeTPS:
         self._send(target, raw)
         if "duplicate-relays" in self.faults:
             self._send(target, raw)
+
+    def _another_device(self, target, sender):
+        """For the misroute-relays fault: a registered device other than ``target``."""
+        for other in self._table.values():
+            if other is not target and other is not sender and other.serial is not None:
+                return other
+        return target
 
     def _bad_request(self, peer, request):
         reason = request.reason if isinstance(request, BadRequest) else \
@@ -488,6 +525,9 @@ class FakeTPS:
         """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
         older = self._table.get(uuid)
         if older is not None and older is not peer:
+            if "takeover-closes-newer" in self.faults:
+                self._close(peer)
+                return
             self._note(f"{quote_text(uuid)} taken by {peer.sock.peer}: closed the older connection "
                        f"{older.sock.peer}")
             self.stats.replaced += 1

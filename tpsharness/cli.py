@@ -157,6 +157,8 @@ def build_parser():
                           help="probes at once; one more gets 503 (default 8)")
     from .load.cli import add_parsers as add_load_parsers      # load, report
     add_load_parsers(commands)
+    from .fuzz.cli import add_parser as add_fuzz_parser
+    add_fuzz_parser(commands)
     parser.commands = {"check": check, "record": record, "exporter": exporter}   # for usage errors found later
     return parser
 
@@ -292,13 +294,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("tpsharness: error: name a command (check, record, load, report, exporter)", file=sys.stderr)
+        print("tpsharness: error: name a command (check, record, load, report, fuzz, exporter)", file=sys.stderr)
         return UNKNOWN
     try:
         if args.command == "check":
             return cmd_check(args)
         if args.command == "record":
             return cmd_record(args)
+        if args.command == "fuzz":
+            from .fuzz.cli import cmd_fuzz
+            return cmd_fuzz(args)
         if args.command == "exporter":
             return cmd_exporter(args)
         if getattr(args, "handler", None) is not None:     # load, report

@@ -41,6 +41,7 @@ STEPS = {
                                                          "from": str, "within": (int, float)}),
     "expect_close": ({"device", "client", "raw"}, {}, {"within": (int, float), "no_bytes": bool}),
     "expect_nothing": ({"device", "client", "raw"}, {}, {"for": (int, float)}),
+    "close": ({"device", "client", "raw"}, {}, {}),
     "wait": (None, {"seconds": (int, float)}, {}),
     "check_alive": (None, {}, {}),
 }
@@ -433,6 +434,8 @@ class _Player:
             return await self._expect_close(step, endpoint)
         elif do == "expect_nothing":
             return await self._expect_nothing(step, endpoint)
+        elif do == "close":
+            self._close(endpoint)
         elif do == "wait":
             await Sleep(step["seconds"])
         elif do == "check_alive":
@@ -444,6 +447,12 @@ class _Player:
             finally:
                 probe.close()
         return dict(step)
+
+    def _close(self, endpoint):
+        """The actor closes its connection (FIN); a later connect opens a new one."""
+        if self.transcript is not None:
+            self.transcript.record(endpoint.name, "hung up", b"")
+        endpoint.close()
 
     async def _write(self, step, endpoint, data):
         """One write, or ``times`` copies in one write (pipelined), or two writes

@@ -1,0 +1,99 @@
+"""tpsharness fuzz: false positives, time to find each planted bug, steps/s.
+
+    python tests/bench/bench_fuzz.py              # 60 s self-tests, 5 seeds per fault
+    python tests/bench/bench_fuzz.py --quick      # seconds: that it still runs
+
+1. The fake (a process) against the model for --seconds: must find nothing; again
+   with every core kept busy by spinning processes (a slow server must not look
+   like a wrong one). Prints steps/s: each step runs on the server and the model.
+2. Each planted fault, fuzzed through --server-cmd until the first finding, over
+   --seeds seeds: the median time until the first difference was seen and until it
+   was shrunk and confirmed, and the minimal program's length (goal: <= 30 s, <= 6).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+from _common import best_of  # noqa: F401  (puts the worktree on sys.path)
+
+from tpsharness.fuzz.process import ServerProcess
+from tpsharness.fuzz.runner import Fuzzer, Options
+
+FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "takeover-closes-newer",
+           "die-on-dangling-entry"]
+
+
+def fuzz(command, **options):
+    server = ServerProcess(command)
+    server.start()
+    try:
+        return Fuzzer(Options(target=server.address, server=server, **options)).run()
+    finally:
+        server.close()
+
+
+def spinners(count):
+    """``count`` processes that keep a core busy each."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def self_test(seconds, label, seed):
+    report = fuzz(FAKE, budget=seconds, seed=seed)
+    print(f"self-test {label:16} {report.programs:6} programs {report.steps:7} steps in "
+          f"{report.elapsed:5.1f} s: {report.steps_per_second:6.0f} steps/s (each also run on the model), "
+          f"{len(report.findings)} findings, {len(report.unrepeatable)} unrepeatable", flush=True)
+    for finding in report.findings.values():
+        print(f"    FALSE POSITIVE {finding.difference.describe()}")
+    return report
+
+
+def time_to_find(fault, seeds, budget):
+    seen, done, lengths, missed = [], [], [], 0
+    for seed in range(1, seeds + 1):
+        report = fuzz(f"{FAKE} --fault {fault}", budget=budget, seed=seed, max_findings=1)
+        if not report.findings:
+            missed += 1
+            continue
+        finding, = report.findings.values()
+        seen.append(finding.found_after)
+        done.append(report.elapsed)
+        lengths.append(sum(1 for _, ran in finding.listing() if ran))
+    if not seen:
+        print(f"find {fault:24} not found in {seeds} runs of {budget:g} s", flush=True)
+        return
+    print(f"find {fault:24} median first seen {statistics.median(seen):5.1f} s, shrunk and confirmed "
+          f"{statistics.median(done):5.1f} s (max {max(done):5.1f} s), minimal program "
+          f"{min(lengths)}-{max(lengths)} steps, {missed} of {seeds} runs missed it", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each self-test run")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per planted fault")
+    parser.add_argument("--budget", type=float, default=90.0, help="budget of each fault run")
+    parser.add_argument("--quick", action="store_true", help="a few seconds of everything")
+    parser.add_argument("--skip-load", action="store_true", help="no run under CPU load")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.seeds, args.budget = 3.0, 1, 60.0
+    self_test(args.seconds, "idle", seed=1)
+    if not args.skip_load:
+        busy = spinners(os.cpu_count() or 2)
+        try:
+            self_test(args.seconds, "under CPU load", seed=2)
+        finally:
+            for process in busy:
+                process.kill()
+                process.wait()
+    for fault in (["takeover-closes-newer"] if args.quick else PLANTED):
+        time_to_find(fault, args.seeds, args.budget)
+
+
+if __name__ == "__main__":
+    main()

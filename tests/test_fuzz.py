@@ -1,0 +1,234 @@
+"""tpsharness fuzz: no false positives, planted bugs found and shrunk, fixtures that
+reproduce them, the field profile, usage errors, server commands that fail.
+
+Short runs with fixed seeds; a run stops at its first finding (max_findings=1).
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_until
+from fake_tps.server import FakeTPS
+from tpsharness.fuzz.fixture import scenario_of, write
+from tpsharness.fuzz.process import ServerProcess
+from tpsharness.fuzz.runner import Fuzzer, Options
+from tpsharness.scenario import ScenarioFailure, load, play
+
+FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
+PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "takeover-closes-newer",
+           "die-on-dangling-entry"]
+
+
+def fuzz_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_against(command, **options):
+    server = ServerProcess(command)
+    server.start()
+    try:
+        options.setdefault("settle", 0.1)
+        return Fuzzer(Options(target=server.address, server=server, **options)).run()
+    finally:
+        server.close()
+
+
+def ran_steps(finding):
+    return [step for step, ran in finding.listing() if ran]
+
+
+def test_the_fake_against_the_model_finds_nothing():
+    report = run_against(FAKE, budget=60, max_programs=80, seed=3)
+    assert report.programs == 80 and report.steps > 80
+    assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
+    assert report.unrepeatable == []
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("fault", PLANTED)
+def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_it(fault, tmp_path):
+    report = run_against(f"{FAKE} --fault {fault}", budget=100, max_findings=1, seed=1)
+    assert report.findings, f"{fault} not found in {report.programs} programs"
+    (signature, finding), = report.findings.items()
+    assert len(ran_steps(finding)) <= 6, str(finding.program)
+    path = write(finding, tmp_path)
+    cls = signature.split("/")[0].replace("-", "_")
+    assert re.fullmatch(rf"test_{cls}_{finding.difference.do}_[a-z0-9_]+\.tps\.json", path.name), path.name
+    scenario = load(path)
+    faulty = FakeTPS(faults=[fault])
+    with faulty.start_in_thread():
+        with pytest.raises(ScenarioFailure):
+            play(scenario, faulty.address, timeout=2)
+    model = FakeTPS()
+    with model.start_in_thread():
+        play(scenario, model.address, timeout=2)
+
+
+def test_a_crash_without_a_server_command_ends_the_run_and_is_written_as_found(tmp_path):
+    server = ServerProcess(f"{FAKE} --fault die-on-dangling-entry")
+    server.start()
+    try:
+        report = Fuzzer(Options(target=server.address, budget=100, seed=1, settle=0.1)).run()
+    finally:
+        server.close()
+    assert report.stopped_by == "crash"
+    (signature, finding), = report.findings.items()
+    assert signature.startswith("crash/") and "connection refused" in finding.difference.got
+    steps = scenario_of(finding)["steps"]
+    assert steps[-1] == {"do": "check_alive"}
+
+
+def test_a_field_server_against_the_strict_model_shows_the_framing_in_three_steps():
+    report = run_against(f"{FAKE} --fault one-read-one-message", budget=60, max_findings=1, seed=2)
+    (signature, finding), = report.findings.items()
+    assert signature.startswith(("wrong-status/", "no-answer/", "missing-relay/", "extra-relay/",
+                                 "corrupted-relay/")), signature
+    steps = ran_steps(finding)
+    assert len(steps) <= 3, str(finding.program)
+    assert any(step.get("variant") in ("split", "pipelined") or step.do == "send_raw" for step in steps)
+
+
+def test_the_field_model_finds_nothing_on_a_field_server():
+    report = run_against(f"{FAKE} --fault one-read-one-message", model="field", budget=60,
+                         max_programs=80, seed=2)
+    assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
+
+
+def test_ignore_silences_a_known_signature():
+    first = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1)
+    (signature, _), = first.findings.items()
+    again = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1,
+                        ignore=(signature,))
+    assert signature not in again.findings
+
+
+def test_the_self_test_command_exits_0_with_a_json_summary():
+    result = fuzz_cli("--max-programs", "20", "--seed", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["programs"] == 20 and summary["findings"] == [] and summary["steps_per_second"] > 0
+
+
+@pytest.mark.timeout(150)
+def test_the_command_exits_1_and_writes_the_finding(tmp_path):
+    result = fuzz_cli("--server-cmd", f"{FAKE} --fault takeover-closes-newer", "--max-findings", "1",
+                      "--seed", "1", "--settle", "0.1", "--budget", "100", "-o", str(tmp_path),
+                      timeout=140)
+    assert result.returncode == 1, result.stdout + result.stderr
+    written = list(tmp_path.glob("test_*.tps.json"))
+    assert len(written) == 1 and f"written to {written[0]}" in result.stdout
+    assert "1 finding(s)" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "the budget must be above 0"),
+    (["--budget", "soon"], "not a number of seconds"),
+    (["127.0.0.1"], "give both HOST and PORT"),
+    (["--server-cmd", "sleep 1"], "needs {port}"),
+    (["--model", "lenient"], "invalid choice"),
+    (["--max-steps", "0"], "must be at least 1"),
+])
+def test_usage_errors_exit_3(args, message):
+    result = fuzz_cli(*args)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert message in result.stderr
+
+
+def test_a_server_command_that_never_listens_fails_with_its_output():
+    command = f"{sys.executable} -c \"print('warming up', flush=True); import time; time.sleep(30)\" {{port}}"
+    result = fuzz_cli("--server-cmd", command, "--start-timeout", "1", timeout=30)
+    assert result.returncode == 2
+    assert "did not listen on 127.0.0.1:" in result.stderr and "warming up" in result.stderr
+
+
+def test_a_server_command_that_dies_at_start_fails_with_its_output():
+    command = f"{sys.executable} -c \"import sys; print('no licence'); sys.exit(4)\" {{port}}"
+    result = fuzz_cli("--server-cmd", command, timeout=30)
+    assert result.returncode == 2
+    assert "exited with status 4" in result.stderr and "no licence" in result.stderr
+
+
+def test_a_target_that_refuses_fails_the_run():
+    server = ServerProcess(FAKE)
+    port = server.port
+    server.close()
+    result = fuzz_cli("127.0.0.1", str(port), "--max-programs", "5", timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot connect to the TPS at 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_server_that_will_not_restart_after_a_crash_fails_the_run(tmp_path):
+    script = tmp_path / "once.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        "marker, port = sys.argv[1], sys.argv[2]\n"
+        "if os.path.exists(marker):\n"
+        "    print('licence expired', flush=True)\n"
+        "    sys.exit(5)\n"
+        "open(marker, 'w').close()\n"
+        "sys.argv = ['fake_tps', '--port', port, '--fault', 'die-on-dangling-entry']\n"
+        "runpy.run_module('fake_tps', run_name='__main__')\n")
+    command = f"{sys.executable} {script} {tmp_path / 'started'} {{port}}"
+    result = fuzz_cli("--server-cmd", command, "--seed", "1", "--settle", "0.1", timeout=100)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "exited with status 5" in result.stderr and "licence expired" in result.stderr
+
+
+@pytest.mark.timeout(150)
+def test_the_fuzz_benchmark_runs_and_prints_its_figures():
+    bench = Path(__file__).parent / "bench" / "bench_fuzz.py"
+    done = subprocess.run([sys.executable, str(bench), "--quick", "--skip-load"], capture_output=True,
+                          text=True, timeout=140)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^self-test idle .* \d+ steps/s .* 0 findings", done.stdout, re.M), done.stdout
+    assert re.search(r"^find takeover-closes-newer +median first seen", done.stdout, re.M), done.stdout
+
+
+def test_a_seed_and_a_program_count_make_a_run_repeat_exactly():
+    runs = [run_against(FAKE, budget=60, max_programs=40, seed=seed) for seed in (5, 5, 6)]
+    assert runs[0].digest == runs[1].digest and runs[0].steps == runs[1].steps
+    assert runs[2].digest != runs[0].digest
+
+
+def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "sys.argv = ['fake_tps', '--port', sys.argv[1]]\n"
+        "runpy.run_module('fake_tps', run_name='__main__')\n")
+    fuzzer = subprocess.Popen([sys.executable, "-m", "tpsharness", "fuzz", "--server-cmd",
+                               f"{sys.executable} {script} {{port}}", "--budget", "60"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(pid_file.exists, timeout=20)
+        server_pid = int(pid_file.read_text())
+    finally:
+        fuzzer.kill()
+        fuzzer.wait()
+    assert wait_until(lambda: not Path(f"/proc/{server_pid}").exists() or
+                      Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z", timeout=10)
+
+
+def test_the_scenario_close_step_hangs_up_and_a_later_connect_opens_a_new_connection(fake):
+    from tpsharness.scenario import Scenario, validate
+    data = validate({"actors": {"cam": {"kind": "device"}, "app": {"kind": "client"}}, "steps": [
+        {"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
+        {"do": "expect_reply", "actor": "cam", "status": 200},
+        {"do": "close", "actor": "cam"},
+        {"do": "connect", "actor": "app"}, {"do": "send", "actor": "app", "to": "cam"},
+        {"do": "expect_reply", "actor": "app", "status": 404},
+        {"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
+        {"do": "expect_reply", "actor": "cam", "status": 200},
+        {"do": "send", "actor": "app", "to": "cam", "payload": "again"},
+        {"do": "expect_reply", "actor": "app", "status": 200},
+        {"do": "expect_receipt", "actor": "cam", "payload": "again"}]})
+    transcript = play(Scenario("<close>", data), fake.address, timeout=2)
+    assert any(direction == "hung up" for _, _, direction, _ in transcript.entries)

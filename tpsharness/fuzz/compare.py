@@ -1,0 +1,188 @@
+"""Comparing the server's observation points with the model's; classes and signatures.
+
+A difference has a class (CLASSES), the step where it showed, and the abstract state
+that matters there (``feature``: a heartbeat, a takeover, a send to an unknown uuid,
+a split write...). Its signature is ``class/step kind/feature[/detail]``: findings
+are deduplicated by it, ``--ignore`` names it, and the fixture file is named after it.
+"""
+
+import re
+from dataclasses import dataclass
+
+from .observations import Garbage, Relay, Reply, Seen
+from .programs import SELF, UNKNOWN
+
+CLASSES = ("crash", "no answer", "wrong status", "missing relay", "corrupted relay", "extra relay",
+           "missing close", "unexpected close")
+
+
+@dataclass
+class Difference:
+    """Where and how the server's behaviour left the model's."""
+
+    cls: str
+    step: int                   # index into the program's steps
+    do: str
+    feature: str
+    actor: str                  # whose connection showed it (None for a crash)
+    expected: str               # what the model did there
+    got: str                    # what the server did
+    detail: str = ""            # in the signature too (the two statuses, for wrong status)
+    point: int = 0              # which write of the step (1 for the second half of a split)
+
+    @property
+    def signature(self):
+        parts = [self.cls.replace(" ", "-"), self.do, self.feature or "-"]
+        return "/".join(parts + ([self.detail] if self.detail else []))
+
+    def describe(self):
+        where = f"step {self.step + 1} ({self.do}, {self.feature})"
+        if self.cls == "crash":
+            return f"crash after {where}: {self.got}"
+        return (f"{self.cls} at {where}{', second write' if self.point else ''}: "
+                f"on {self.actor}'s connection the model showed {self.expected}, the server {self.got}")
+
+
+def slug(signature):
+    """A file-name-safe form of a signature: ``wrong_status_register_first_split_200_400``."""
+    return re.sub(r"[^a-z0-9]+", "_", signature.lower()).strip("_")
+
+
+def first_difference(model_points, server_points, acting):
+    """The first difference between two lists of points, or None: per point, the acting
+    actor's connection first, then the others by class order."""
+    for number, (expected, got) in enumerate(zip(model_points, server_points)):
+        found = []
+        for actor in sorted(set(expected) | set(got)):
+            difference = _compare_seen(expected.get(actor, Seen()), got.get(actor, Seen()))
+            if difference is not None:
+                found.append((actor != acting, CLASSES.index(difference[0]), actor, difference))
+        if found:
+            _, _, actor, (cls, wanted, saw, detail) = min(found)
+            return number, actor, cls, wanted, saw, detail
+    return None
+
+
+def _compare_seen(expected, got):
+    """(class, expected text, got text, detail) for the first difference, or None."""
+    for index in range(max(len(expected.messages), len(got.messages))):
+        want = expected.messages[index] if index < len(expected.messages) else None
+        have = got.messages[index] if index < len(got.messages) else None
+        if want == have:
+            continue
+        wanted = str(want) if want is not None else "nothing more"
+        saw = str(have) if have is not None else ("a close" if got.closed else "nothing")
+        if isinstance(want, Relay):
+            if isinstance(have, Relay):
+                return "corrupted relay", _relay_bytes(want), _relay_bytes(have), ""
+            return "missing relay", wanted, saw, ""
+        if isinstance(want, Reply):
+            if have is None or isinstance(have, Relay):
+                if got.closed and not expected.closed:
+                    return "unexpected close", wanted, saw, ""
+                return "no answer", wanted, saw, f"{want.status}"
+            return "wrong status", wanted, saw, f"{_code(want)}:{_code(have)}"
+        if isinstance(have, Relay):
+            return "extra relay", wanted, saw, ""
+        return "wrong status", wanted, saw, f"none:{_code(have)}"
+    if expected.tail != got.tail:
+        return ("corrupted relay", f"{len(expected.tail)} bytes of an incomplete message",
+                f"{len(got.tail)} bytes of one", "")
+    if expected.closed != got.closed:
+        if expected.closed:
+            return "missing close", "a close", "the connection still open", ""
+        return "unexpected close", "the connection kept open", "a close", ""
+    return None
+
+
+def _code(message):
+    if isinstance(message, Garbage):
+        return "garbage"
+    if message.error_num is not None and message.error_num != "200":
+        return f"{message.status}-{message.error_num}"
+    return str(message.status)
+
+
+def _relay_bytes(relay):
+    return f"relay {relay.raw[:120]!r}{'...' if len(relay.raw) > 120 else ''} ({len(relay.raw)} B)"
+
+
+# -- the state that matters ----------------------------------------------------------------
+
+class Holders:
+    """Which actor holds which uuid, as the model's answers show (for signatures)."""
+
+    def __init__(self):
+        self.holder = {}            # uuid -> actor
+
+    def held_by(self, actor):
+        return [uuid for uuid, who in self.holder.items() if who == actor]
+
+    def update(self, run, step, points):
+        """Learn from a step's points: a 200 to a register or send claims a uuid; a close
+        frees an actor's uuids."""
+        for point in points:
+            for actor, seen in point.items():
+                if seen.closed:
+                    self._forget(actor)
+            if step.actor is None:
+                continue
+            seen = point.get(step.actor)
+            if seen is None or not any(isinstance(m, Reply) and m.status == 200 and
+                                       m.error_num in (None, "200") for m in seen.messages):
+                continue
+            if step.do == "register":
+                serial = run.uuid_of(step.actor) if step.get("serial") is None else \
+                    run.uuids.pool[step.get("serial")]
+                self.holder[serial] = step.actor
+            elif step.do == "send":
+                self.holder[run.uuid_of(step.actor)] = step.actor
+        if step.do == "close":
+            self._forget(step.actor)
+
+    def _forget(self, actor):
+        for uuid in self.held_by(actor):
+            del self.holder[uuid]
+
+
+def feature(run, holders, step, kinds):
+    """The abstract state of ``step`` that a signature names."""
+    variant = step.get("variant")
+    suffix = f"+{variant}" if variant not in (None, "plain") else ""
+    if step.do == "connect":
+        return "again" if step.actor in run.connected_before else "first"
+    if step.do == "register":
+        own = run.uuid_of(step.actor)
+        serial = own if step.get("serial") is None else run.uuids.pool[step.get("serial")]
+        holder = holders.holder.get(serial)
+        mine = holders.held_by(step.actor)
+        if holder == step.actor:
+            state = "heartbeat"
+        elif mine:
+            state = "second-serial-" + ("held" if holder else "unknown")
+        elif holder:
+            state = "takeover"
+        else:
+            state = "first" if serial == own else "other-serial"
+        return state + suffix
+    if step.do == "send":
+        own = run.uuid_of(step.actor)
+        to = step.get("to")
+        dest = run.uuids.dest(to, own)
+        holder = holders.holder.get(dest)
+        if to == SELF or dest == own:
+            state = "to-self"
+        elif to == UNKNOWN or holder is None:
+            state = "to-unknown"
+        else:
+            state = f"to-{kinds[holder]}"
+        other = holders.holder.get(own)
+        if other is not None and other != step.actor:
+            state += "+src-taken"
+        if len(step.get("payload")) > 4096:
+            state += "+large"
+        return state + suffix
+    if step.do == "send_raw":
+        raw = step.get("raw")
+        return raw.base.replace("_", "-") + ("" if raw.mutation == "none" else f"+{raw.mutation}")
+    return ""

@@ -1,0 +1,139 @@
+"""A finding as a scenario fixture: the minimal program, expecting what the model did.
+
+Each step that ran becomes its scenario step, followed by what the model showed at
+its points (expect_reply, expect_receipt, expect_close). At the step that diverged,
+an actor on which the server did something extra gets expect_nothing; the scenario
+ends with check_alive. Replayed against the server it fails where the server
+diverged (at check_alive for a crash); against the model it passes.
+"""
+
+import json
+from pathlib import Path
+
+from ..scenario import validate
+from .compare import slug
+from .observations import Relay, Reply
+from .programs import CAST
+
+EXTRA_CLASSES = ("extra relay", "unexpected close")
+NOTHING_FOR = 0.5           # seconds an expect_nothing at the diverging step watches
+
+
+def fixture_name(signature):
+    return f"test_{slug(signature)}.tps.json"
+
+
+def scenario_of(finding, model="strict", target=None):
+    """The scenario (a dict, validated) that reproduces ``finding``."""
+    outcome = finding.outcome
+    program, uuids = outcome.program, outcome.uuids
+    difference = outcome.difference
+    actors = {}
+    steps = []
+    for index in sorted(outcome.model_points):
+        step = program.steps[index]
+        if step.actor is not None and step.actor not in actors:
+            actors[step.actor] = _actor(program, uuids, step.actor)
+        if index in outcome.connects:
+            steps.append({"do": "connect", "actor": step.actor})
+        steps.append(_action(step, program, uuids, outcome.host))
+        for point in outcome.model_points[index]:
+            steps += _point_expectations(point)
+        if index == difference.step:
+            if _server_did_more(difference):
+                steps.append({"do": "expect_nothing", "actor": difference.actor, "for": NOTHING_FOR,
+                              "note": f"the server showed {difference.got}"})
+            break
+    steps.append({"do": "check_alive"})
+    scenario = {
+        "description": (f"Found by tpsharness fuzz (model {model}): {difference.describe()}. "
+                        f"Against the server this scenario fails there; against the model it passes."),
+        "recorded": {"by": "tpsharness fuzz", "signature": finding.signature, "class": difference.cls,
+                     "model": model, "target": target or outcome.host,
+                     "program": str(program).splitlines(),
+                     "model_showed": difference.expected, "server_showed": difference.got},
+        "actors": actors,
+        "steps": steps,
+    }
+    return validate(scenario, fixture_name(finding.signature))
+
+
+def write(finding, directory, model="strict", target=None):
+    """Write the finding's scenario into ``directory``; its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / fixture_name(finding.signature)
+    path.write_text(json.dumps(scenario_of(finding, model, target), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _server_did_more(difference):
+    return difference.cls in EXTRA_CLASSES or (
+        difference.cls == "wrong status" and difference.detail.startswith("none:"))
+
+
+def _actor(program, uuids, name):
+    kind = CAST[name]
+    index = program.identity(name)
+    if kind == "device":
+        return {"kind": kind, "serial": uuids.pool[index]}
+    if kind == "client":
+        return {"kind": kind, "src": uuids.pool[index]}
+    return {"kind": kind}
+
+
+def _action(step, program, uuids, host):
+    if step.do == "wait":
+        return {"do": "wait", "seconds": step.get("seconds")}
+    out = {"do": step.do, "actor": step.actor}
+    if step.do in ("register", "send"):
+        variant = step.get("variant")
+        if step.do == "register":
+            if step.get("serial") is not None:
+                out["serial"] = uuids.pool[step.get("serial")]
+            if variant == "crlf":
+                out["trailing_crlf"] = True
+        else:
+            own = uuids.pool[program.identity(step.actor)]
+            out["to"] = uuids.dest(step.get("to"), own)
+            out.update(_payload(step.get("payload"), "payload"))
+        if variant == "pipelined":
+            out["times"] = 2
+        elif variant == "split":
+            out["split_at"] = step.get("split_at")
+    elif step.do == "send_raw":
+        data = step.get("raw").build(uuids, host) or b"\r\n"
+        out.update(_payload(data, "data"))
+    return out
+
+
+def _payload(data, key):
+    """{key: text} for printable ASCII (and no ${ placeholder), else {key_hex: hex}."""
+    text = data.decode("latin-1")
+    if all(32 <= ord(c) < 127 or c in "\r\n" for c in text) and "${" not in text:
+        return {key: text}
+    return {f"{key}_hex": data.hex()}
+
+
+def _point_expectations(point):
+    steps = []
+    for actor in sorted(point, key=list(CAST).index):
+        steps += _expectations(actor, point[actor])
+    return steps
+
+
+def _expectations(actor, seen):
+    steps = []
+    for message in seen.messages:
+        if isinstance(message, Reply):
+            step = {"do": "expect_reply", "actor": actor, "status": message.status}
+            if message.error_num is not None:
+                step["fields"] = {"ErrorNum": message.error_num}
+            steps.append(step)
+        elif isinstance(message, Relay):
+            steps.append({"do": "expect_receipt", "actor": actor, **_payload(message.body, "payload"),
+                          "from": message.src})
+    if seen.closed:
+        steps.append({"do": "expect_close", "actor": actor})
+    return steps
+

@@ -1,0 +1,18 @@
+"""The reference model: the bundled fake TPS, run in the fuzzer's own kernel.
+
+``strict`` is the fake as it is; ``field`` adds the field server's framing (each TCP
+read is one message, docs/protocol.md section 3), so that a field server's known
+framing is not reported again and again.
+"""
+
+MODELS = {
+    "strict": (),
+    "field": ("one-read-one-message",),
+}
+
+
+def make_model(name):
+    """A fresh fake TPS on a free loopback port, with the faults model ``name`` names."""
+    from fake_tps.server import FakeTPS        # the fake ships beside tpsharness
+
+    return FakeTPS("127.0.0.1", 0, faults=MODELS[name])

@@ -1,0 +1,115 @@
+"""What a run lets us see of a server, per actor and per observation point.
+
+An observation point comes after each write (two for a split write). For each
+actor it holds the messages that arrived since the last point, summarised so that
+what may differ between two correct servers (UtcTime, header forms) does not:
+replies as their status (and ErrorNum for register replies), relayed private data
+as its exact bytes. It also tells whether the connection was closed, and the bytes
+of a message not yet complete (a field server's cut relay).
+"""
+
+from dataclasses import dataclass, field
+
+from ..errors import ProtocolError
+from ..protocol import PrivateData, Reader, RegisterReply, quote
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply: its status, and ErrorNum when it is the register reply."""
+
+    status: int
+    error_num: str = None
+
+    def __str__(self):
+        register = f" (register reply, ErrorNum {self.error_num})" if self.error_num is not None else ""
+        return f"reply {self.status}{register}"
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Relayed private data: the request exactly as it arrived, and its parts."""
+
+    raw: bytes
+    src: str = ""
+    body: bytes = b""
+
+    def __str__(self):
+        return f"relay of {quote(self.body, 40)} from {self.src}"
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Bytes that are not a TPS message."""
+
+    data: bytes
+
+    def __str__(self):
+        return f"bytes that are not a TPS message: {quote(self.data, 40)}"
+
+
+def summarise(message):
+    if isinstance(message, PrivateData):
+        return Relay(message.raw, message.src, message.body)
+    if isinstance(message, RegisterReply):
+        return Reply(message.status, message.error_num)
+    return Reply(message.status)
+
+
+@dataclass
+class Seen:
+    """What one actor saw at one observation point."""
+
+    messages: list = field(default_factory=list)
+    closed: bool = False        # the server closed (FIN or RST) during this point
+    tail: bytes = b""           # an incomplete message buffered at the end
+
+    def __str__(self):
+        parts = [str(m) for m in self.messages]
+        if self.tail:
+            parts.append(f"{len(self.tail)} bytes of an incomplete message")
+        if self.closed:
+            parts.append("a close")
+        return ", ".join(parts) or "nothing"
+
+    def satisfies(self, expected):
+        """True once this holds at least what ``expected`` holds (counting only)."""
+        return (len(self.messages) >= len(expected.messages) and len(self.tail) >= len(expected.tail)
+                and (self.closed or not expected.closed))
+
+
+class Inbox:
+    """Frames one connection's bytes into summaries; remembers the point's share."""
+
+    __slots__ = ("reader", "broken", "seen", "pending")
+
+    def __init__(self):
+        self.reader = Reader()
+        self.broken = False
+        self.seen = Seen()
+        self.pending = b""          # what the reader holds: always a suffix of what it was fed
+
+    def feed(self, data):
+        if self.broken:
+            return
+        self.reader.feed(data)
+        try:
+            for message in self.reader:
+                self.seen.messages.append(summarise(message))
+        except ProtocolError as error:
+            self.broken = True
+            self.pending = b""
+            self.seen.messages.append(Garbage(error.data[:200]))
+            return
+        held = self.reader.buffered
+        self.pending = (self.pending + data)[-held:] if held else b""
+
+    def take(self):
+        """This point's Seen; the next point starts empty."""
+        seen, self.seen = self.seen, Seen()
+        seen.tail = self.tail()
+        return seen
+
+    def tail(self):
+        """The incomplete message held, without the stray CR, LF and NUL a reader skips."""
+        return self.pending.lstrip(b"\r\n\x00")

@@ -1,0 +1,131 @@
+"""The server under test as a process the fuzzer starts and restarts (--server-cmd).
+
+As AFL restarts its target after each crash, the fuzzer restarts the server, so
+that a crash can be shrunk: every candidate program runs against a live server.
+``{port}`` in the command is replaced by a free loopback port.
+"""
+
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+START_TIMEOUT = 10.0
+OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
+
+
+def _die_with_parent():
+    """In the child (Linux): SIGTERM when the fuzzer dies, even by SIGKILL, so that a
+    killed run leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+class ServerStartError(Exception):
+    """The server command died at start or never listened; the message quotes its output."""
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """``command`` (a string; ``{port}`` filled in) listening on ``host``:``port``."""
+
+    def __init__(self, command, host="127.0.0.1", port=None, start_timeout=START_TIMEOUT):
+        if "{port}" not in command and port is None:
+            raise ValueError("the server command needs {port}, or give HOST PORT it listens on")
+        self.host = host
+        self.port = port if port is not None else free_port()
+        self.argv = shlex.split(command.replace("{port}", str(self.port)))
+        if not self.argv:
+            raise ValueError("the server command is empty")
+        self.start_timeout = start_timeout
+        self.process = None
+        self.restarts = 0
+        self._output = tempfile.TemporaryFile()
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    def start(self):
+        """Start the command and wait until it accepts connections."""
+        self._output.seek(0)
+        self._output.truncate()
+        try:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._output,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
+        except OSError as error:
+            raise ServerStartError(f"cannot run {shlex.join(self.argv)}: {error.strerror}") from None
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ServerStartError(f"the server command exited with status {self.process.returncode} "
+                                       f"before listening on {self.host}:{self.port}{self._last_output()}")
+            if self._accepts():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"the server command did not listen on {self.host}:{self.port} "
+                                       f"within {self.start_timeout:g} s{self._last_output()}")
+            time.sleep(0.02)
+
+    def restart(self):
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after 3 s; the whole process group."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.process = None
+
+    def close(self):
+        self.stop()
+        self._output.close()
+
+    def _accepts(self):
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _last_output(self):
+        self._output.seek(0)
+        text = self._output.read().decode("utf-8", "replace").strip()
+        if not text:
+            return "; it printed nothing"
+        if len(text) > OUTPUT_SHOWN:
+            text = "..." + text[-OUTPUT_SHOWN:]
+        return "; its last output:\n" + text

@@ -1,0 +1,255 @@
+"""The fuzzing loop: hypothesis generates and shrinks programs; we keep the findings.
+
+Each round is one hypothesis search with its own seed: it runs programs until one
+shows a difference whose signature is new, and shrinks it with hypothesis's own
+shrinker. The round's target is that difference's class and step kind: while it
+shrinks, a candidate that shows another class or step kind counts as passing, so
+the target shrinks on its own (the other turns up as a later round's target), but
+the state that matters (a split write, a takeover) may simplify; the finding gets
+the signature of the smallest program. The smallest failing program seen is kept, so
+a search cut short by the budget still leaves one. After the round it is run once
+more with a patient settle window: only a difference that repeats is a finding
+(timing alone never makes one). Found signatures are ignored by the next rounds,
+until the budget, the program count or the finding count runs out.
+"""
+
+import hashlib
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis.errors import HypothesisWarning
+
+from .compare import slug
+from .differential import differential
+from .executor import ServerSettle
+from .programs import programs
+
+PATIENT_FACTOR = 10             # the confirming run waits this many times longer
+
+
+class _Stop(BaseException):
+    """Ends a hypothesis search at once (budget spent, or a crash that cannot be
+    shrunk): a BaseException, so that hypothesis does not count it as a failure."""
+
+
+class Divergence(Exception):
+    """A program made the server differ from the model (one subclass per signature, so
+    that hypothesis shrinks each signature on its own)."""
+
+
+_DIVERGENCE_TYPES = {}
+
+
+def _divergence_type(signature):
+    if signature not in _DIVERGENCE_TYPES:
+        _DIVERGENCE_TYPES[signature] = type(f"Divergence_{slug(signature)}", (Divergence,), {})
+    return _DIVERGENCE_TYPES[signature]
+
+
+@dataclass
+class Finding:
+    """The smallest program seen for one signature, and what it showed."""
+
+    signature: str
+    outcome: object             # the differential Outcome of that program
+    confirmed: bool = False
+    found_after: float = 0.0    # seconds into the run
+
+    @property
+    def difference(self):
+        return self.outcome.difference
+
+    @property
+    def program(self):
+        return self.outcome.program
+
+    def listing(self):
+        """(step, whether it ran) for the program's steps up to the one that diverged."""
+        last = self.difference.step
+        return [(step, index in self.outcome.model_points)
+                for index, step in enumerate(self.program.steps[:last + 1])]
+
+    def size(self):
+        return (len(self.outcome.model_points), len(self.program.steps), len(str(self.program)))
+
+
+@dataclass
+class Options:
+    """What to fuzz and how long; ``target`` is (host, port)."""
+
+    target: tuple
+    model: str = "strict"
+    budget: float = 60.0
+    max_programs: int = None
+    max_findings: int = None
+    max_steps: int = 10
+    seed: int = 0
+    ignore: tuple = ()
+    settle: float = 0.25        # seconds to wait for what the model produced
+    grace: float = 0.002        # then at most this long for anything extra
+    server: object = None       # a ServerProcess to restart after a crash, or None
+    progress: object = None     # called with the Report about once a second
+
+
+@dataclass
+class Report:
+    """The run so far: counters, findings, the differences that did not repeat."""
+
+    findings: dict = field(default_factory=dict)        # signature -> Finding (confirmed)
+    unrepeatable: list = field(default_factory=list)    # signatures seen once, not again
+    programs: int = 0
+    steps: int = 0              # steps run on the server (each also ran on the model)
+    elapsed: float = 0.0
+    crashes: int = 0
+    stopped_by: str = ""
+    trace: object = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
+
+    @property
+    def digest(self):
+        """A fingerprint of the programs run and what each showed: equal runs, equal digests."""
+        return self.trace.hexdigest()
+
+    @property
+    def steps_per_second(self):
+        return self.steps / self.elapsed if self.elapsed else 0.0
+
+
+class Fuzzer:
+    """Runs rounds of hypothesis searches against ``options.target``."""
+
+    def __init__(self, options):
+        self.options = options
+        self.report = Report()
+        self.ignored = set(options.ignore)
+        self.target = None              # this round's signature
+        self.best = None                # the smallest program showing it
+        self.rng = random.Random(options.seed)
+        self.started = None
+        self.deadline = None
+        self.settle = ServerSettle(options.settle, options.grace)
+        self.patient = ServerSettle(options.settle * PATIENT_FACTOR, options.grace * PATIENT_FACTOR,
+                                    patient=True)
+        self._last_progress = 0.0
+        self._stop_reason = None
+        self._fatal = None              # what made the run fail, raised at its end
+
+    def run(self):
+        self.started = time.monotonic()
+        self.deadline = self.started + self.options.budget
+        round_number = 0
+        try:
+            while self._stop_reason is None:
+                round_number += 1
+                self._round(self.options.seed * 1000 + round_number)
+                self._confirm()
+        except _Stop:           # raised outside a search: a restart failed while confirming
+            pass
+        finally:
+            self.report.elapsed = time.monotonic() - self.started
+            self.report.stopped_by = self._stop_reason or "budget"
+        if self._fatal is not None:
+            raise self._fatal
+        return self.report
+
+    # -- one hypothesis search ---------------------------------------------------------
+
+    def _round(self, round_seed):
+        @seed(round_seed)
+        @settings(max_examples=10 ** 9, deadline=None, database=None, derandomize=False,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
+                  report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
+        @given(programs(self.options.max_steps))
+        def search(program):
+            self._check(program)
+
+        try:
+            with warnings.catch_warnings():     # e.g. "overly large repr" of a large payload
+                warnings.simplefilter("ignore", HypothesisWarning)
+                search()
+        except _Stop:
+            pass
+        except Exception:       # the shrunk Divergence (or hypothesis's Flaky): recorded already
+            pass
+
+    def _check(self, program):
+        self._should_stop()
+        outcome = self._execute(program, self.settle)
+        difference = outcome.difference
+        if difference is None or difference.signature in self.ignored:
+            return
+        signature = difference.signature
+        key = (difference.cls, difference.do)
+        crash_ends_run = difference.cls == "crash" and self.options.server is None
+        if self.target is None or crash_ends_run:
+            self.target = key
+        elif key != self.target:
+            return
+        finding = Finding(signature, outcome, found_after=time.monotonic() - self.started)
+        if self.best is None or (self.best.difference.cls, self.best.difference.do) != key:
+            self.best = finding
+        elif finding.size() < self.best.size():
+            finding.found_after = self.best.found_after
+            self.best = finding
+        if crash_ends_run:
+            self.best.confirmed = True      # the server is gone: nothing more can run
+            self._stop_reason = "crash"
+            raise _Stop()
+        raise _divergence_type(f"{key[0]}/{key[1]}")(difference.describe())
+
+    def _execute(self, program, settle):
+        prefix = f"fz{self.rng.getrandbits(32):08x}"
+        budget = 10.0 + len(program.steps) * (settle.timeout * 2 + 2.0)
+        outcome = differential(program, self.options.target, self.options.model, settle, prefix, budget)
+        self.report.programs += 1
+        self.report.steps += outcome.steps_run
+        self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
+        crashed = outcome.difference is not None and outcome.difference.cls == "crash"
+        self.report.crashes += crashed
+        server = self.options.server
+        if server is not None and (crashed or not server.alive()):
+            try:
+                server.restart()
+            except Exception as error:      # ServerStartError: the run cannot go on
+                self._fatal = error
+                self._stop_reason = "server"
+                raise _Stop() from None
+        self._tick()
+        return outcome
+
+    def _should_stop(self):
+        if self._stop_reason is not None:
+            raise _Stop()
+        if time.monotonic() >= self.deadline:
+            self._stop_reason = "budget"
+        elif self.options.max_programs is not None and self.report.programs >= self.options.max_programs:
+            self._stop_reason = "programs"
+        if self._stop_reason is not None:
+            raise _Stop()
+
+    def _tick(self):
+        now = time.monotonic()
+        self.report.elapsed = now - self.started
+        if self.options.progress is not None and now - self._last_progress >= 1.0:
+            self._last_progress = now
+            self.options.progress(self.report)
+
+    # -- after a round: keep what repeats ------------------------------------------------
+
+    def _confirm(self):
+        finding, self.best, self.target = self.best, None, None
+        if finding is None:
+            return
+        if not finding.confirmed:
+            again = self._execute(finding.program, self.patient)
+            finding.confirmed = again.difference is not None and again.difference.signature == finding.signature
+        if finding.confirmed:
+            self.ignored.add(finding.signature)
+            self.report.findings[finding.signature] = finding
+        else:       # not ignored: if it is real after all, a later round finds it again
+            self.report.unrepeatable.append(finding.signature)
+        limit = self.options.max_findings
+        if limit is not None and len(self.report.findings) >= limit and self._stop_reason is None:
+            self._stop_reason = "findings"
