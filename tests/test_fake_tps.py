@@ -1,4 +1,4 @@
-"""fake_tps over loopback: the exact bytes of PROTOCOL.md in, the exact bytes back."""
+"""fake_tps over loopback: the exact bytes of docs/protocol.md in, the exact bytes back."""
 
 import re
 import signal

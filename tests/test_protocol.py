@@ -12,7 +12,7 @@ from tpsharness.protocol import (NEED_DATA, BadRequest, PrivateData, PrivateData
                                  RegisterReply, RegisterRequest, Reply, StrictReader,
                                  private_data_request, register_reply, register_request, reply)
 
-# -- exact bytes of PROTOCOL.md ---------------------------------------------------------
+# -- exact bytes of docs/protocol.md ---------------------------------------------------------
 
 REGISTER_SERIAL_PLACEHOLDER = (
     b'POST /TransProxy HTTP/1.1\r\nHost: 127.0.0.1:6604\r\nConnection: keep-alive\r\n'

@@ -1,5 +1,5 @@
 """One check of a TPS: a device registers, a client sends it a unique payload, the
-device receives exactly that payload, all within a deadline (PROTOCOL.md section 6).
+device receives exactly that payload, all within a deadline (docs/protocol.md section 6).
 """
 
 import os

@@ -5,7 +5,7 @@ both sides use: it frames by header block and Content-Length, accepts the field
 server's replies that end at the header block (plus one optional NUL), accepts a
 relayed ``POST /PrivateData`` request where replies were expected, skips stray
 CRLFs, and bounds what it buffers. ``StrictReader`` frames and validates with h11,
-the reference (PROTOCOL.md section 5).
+the reference (docs/protocol.md section 5).
 
 A local misuse (a builder given a header value with CR/LF) raises ValueError; a
 peer's bytes that cannot be read raise ProtocolError, which quotes them.

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 3: where field servers read one message per TCP read.
+"""docs/protocol.md section 3: where field servers read one message per TCP read.
 
 A server that frames by Content-Length passes these; one that treats each read as
 one message is reported as an xfail that says what it did.
@@ -35,7 +35,7 @@ def test_pipelined_registers_get_one_reply_each(tps):
     statuses = [reply.status for reply in replies]
     if statuses == [200]:
         pytest.xfail("the TPS answered 1 of 2 registers sent in one segment: it reads one message "
-                     "per TCP read (PROTOCOL.md section 3)")
+                     "per TCP read (docs/protocol.md section 3)")
     assert statuses == [200, 200], f"two pipelined registers got {statuses}"
 
 
@@ -49,7 +49,7 @@ def test_pipelined_private_data_get_one_ack_each(tps):
     assert bodies == [b"one", b"two"], f"the device received {bodies}"
     if statuses == [200]:
         pytest.xfail("the TPS acked 1 of 2 private data sent in one segment (it relayed both): "
-                     "it reads one message per TCP read (PROTOCOL.md section 3)")
+                     "it reads one message per TCP read (docs/protocol.md section 3)")
     assert statuses == [200, 200], f"two pipelined private data got {statuses}"
 
 
@@ -64,7 +64,7 @@ def test_a_register_split_across_segments_registers_once(tps):
     statuses = [reply.status for reply in replies]
     if statuses and statuses[0] == 400:
         pytest.xfail(f"the TPS answered {statuses} to a register split across two segments: it "
-                     "reads one message per TCP read (PROTOCOL.md section 3)")
+                     "reads one message per TCP read (docs/protocol.md section 3)")
     assert statuses == [200], f"a split register got {statuses}"
     client = tps.client()
     client.send(serial, b"after a split register")
@@ -83,7 +83,7 @@ def test_a_64_kib_payload_arrives_whole(tps):
         extra = _replies(raw, 20, timeout=0.3)
         pytest.xfail(f"the device received {got} bytes of a {len(payload)}-byte request "
                      f"({error}); the client got {1 + len(extra) if replies else len(extra)} replies: "
-                     "the TPS cuts large bodies into 4096-byte messages (PROTOCOL.md section 3)")
+                     "the TPS cuts large bodies into 4096-byte messages (docs/protocol.md section 3)")
     assert received == payload, f"the device received {len(received)} bytes, not the {len(payload)} sent"
     assert [reply.status for reply in replies] == [200]
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 2: acks, raw relay, 404, 400, replies back to the client."""
+"""docs/protocol.md section 2: acks, raw relay, 404, 400, replies back to the client."""
 
 import pytest
 

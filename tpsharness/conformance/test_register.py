@@ -1,4 +1,4 @@
-"""PROTOCOL.md section 1: register, heartbeat, replacement, takeover."""
+"""docs/protocol.md section 1: register, heartbeat, replacement, takeover."""
 
 import os
 import time
