@@ -3,8 +3,10 @@
 An Endpoint owns a socket and a Reader, writes each request in ONE send (field
 servers treat each read as one message), and sorts what arrives into replies and
 relayed requests: a device waiting for its register reply may first receive
-private data, and the other way round; nothing is dropped. Low-level failures
-become the TPSError of the stage the caller names, with the time spent.
+private data, and the other way round; nothing is dropped, up to a bound (a
+flood of unread messages fails the stage). Low-level failures, a request where a
+reply belongs and a deadline passed while bytes keep coming become the TPSError of
+the stage the caller names, with the time spent.
 
 One task at a time may use an endpoint (two readers of one socket is FdBusy).
 """
