@@ -154,7 +154,8 @@ def _validate_fake(options, fail):
         if key == "faults":
             for fault in value:
                 if fault not in FAULTS:
-                    fail(where, f"unknown fault {_short(fault)} (known: {', '.join(sorted(FAULTS))})")
+                    fail(where, f"unknown fault {_short(fault)} (the faults are listed by "
+                               "python -m fake_tps --help and in docs/protocol.md section 4)")
 
 
 def validate(data, path="<scenario>"):
