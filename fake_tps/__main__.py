@@ -4,7 +4,9 @@ import argparse
 import math
 import signal
 import sys
+import textwrap
 
+from tpsharness import __version__
 from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
 from tpsharness.protocol import DEFAULT_MAX_BODY, DEFAULT_PORT
@@ -44,11 +46,15 @@ _size = _checked(int, "a whole number of bytes >= 0", lambda v: v >= 0)
 
 def make_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m fake_tps",
+        prog="fake-tps" if sys.argv[0].endswith("fake-tps") else "python -m fake_tps",
         description="The bundled fake TPS (TransProxy Server): field replies byte for byte, "
                     "field behaviour (docs/protocol.md section 4), bounded and never crashed "
                     "by what a peer sends.",
-        epilog="faults: " + "; ".join(f"{name}: {text}" for name, text in FAULTS.items()))
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="faults (--fault NAME, repeatable):\n" + "\n".join(
+            textwrap.fill(text, 100, initial_indent=f"  {name:25}", subsequent_indent=" " * 27)
+            for name, text in FAULTS.items()))
+    parser.add_argument("-V", "--version", action="version", version=f"fake_tps (tpsharness {__version__})")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")

@@ -5,6 +5,7 @@ Each case was measured against the seed: a traceback per connection, RSS grown b
 """
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -176,3 +177,18 @@ def test_configure_refuses_impossible_values_and_keeps_the_old_ones(fake):
     with pytest.raises(ValueError, match="reply_delay"):
         fake.configure(reply_delay=-1)
     assert fake.reply_delay == 0.0
+
+
+def test_fake_tps_is_a_product_its_help_lists_each_fault_on_its_own_line():
+    import subprocess
+    import sys
+
+    from fake_tps import FAULTS, FakeTPS      # the package re-exports the server
+    assert FakeTPS.__module__ == "fake_tps.server"
+    shown = subprocess.run([sys.executable, "-m", "fake_tps", "--help"], capture_output=True,
+                           text=True, timeout=30).stdout
+    for name in FAULTS:
+        assert re.search(rf"^  {re.escape(name)} +\S", shown, re.M), f"{name} not on a line of its own"
+    version = subprocess.run([sys.executable, "-m", "fake_tps", "--version"], capture_output=True,
+                             text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("fake_tps (tpsharness ")
