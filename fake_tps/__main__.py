@@ -11,7 +11,7 @@ from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
 from tpsharness.protocol import DEFAULT_MAX_BODY, DEFAULT_PORT
 
-from .server import FAULTS, FakeTPS
+from .server import FAULTS, MAX_REPLY_DELAY, FakeTPS
 
 
 def _port(text):
@@ -39,7 +39,8 @@ def _checked(convert, wanted, accept):
 
 
 _seconds = _checked(float, "a number of seconds > 0", lambda v: math.isfinite(v) and v > 0)
-_delay = _checked(float, "a number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
+_delay = _checked(float, f"a number of seconds from 0 to {MAX_REPLY_DELAY:g}",
+                  lambda v: 0 <= v <= MAX_REPLY_DELAY)
 _positive = _checked(int, "a whole number > 0", lambda v: v > 0)
 _size = _checked(int, "a whole number of bytes >= 0", lambda v: v >= 0)
 

@@ -94,15 +94,19 @@ def _known_faults(faults):
     return frozenset(faults)
 
 
-def _number(name, value, *, whole=False, zero_ok=False):
+def _number(name, value, *, whole=False, zero_ok=False, most=None):
     """``value`` if it is a finite number (a whole one if ``whole``) above zero (or
-    zero too, if ``zero_ok``); ValueError naming the option otherwise."""
+    zero too, if ``zero_ok``) and at most ``most``; ValueError naming the option otherwise."""
     kind = int if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not zero_ok):
+            or value < 0 or (value == 0 and not zero_ok) or (most is not None and value > most):
         wanted = "a whole number" if whole else "a number of seconds"
-        raise ValueError(f"{name} must be {wanted} {'>= 0' if zero_ok else '> 0'}, not {value!r}")
+        bounds = f"{'>= 0' if zero_ok else '> 0'}{f' and <= {most:g}' if most is not None else ''}"
+        raise ValueError(f"{name} must be {wanted} {bounds}, not {value!r}")
     return value
+
+
+MAX_REPLY_DELAY = 3600.0    # a longer delay only wedges the server's own stop
 
 
 # The checks of the options whose impossible values would crash or wedge the server.
@@ -113,7 +117,7 @@ _CHECKS = {
     "request_timeout": lambda v: _number("request_timeout", v),
     "max_body": lambda v: _number("max_body", v, whole=True, zero_ok=True),
     "max_output": lambda v: _number("max_output", v, whole=True),
-    "reply_delay": lambda v: _number("reply_delay", v, zero_ok=True),
+    "reply_delay": lambda v: _number("reply_delay", v, zero_ok=True, most=MAX_REPLY_DELAY),
     "faults": _known_faults,
 }
 
@@ -212,6 +216,8 @@ class FakeTPS:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._commands = queue.SimpleQueue()
+        self._delayed = deque()     # (due, peer, message) waiting out reply_delay
+        self._delayer = None        # the tid of the task that answers them
         self._thread = None
 
     def __repr__(self):
@@ -269,8 +275,11 @@ class FakeTPS:
         try:
             await self._control()
         finally:
-            current_scheduler().kill(reader)
-            current_scheduler().kill(acceptor)
+            scheduler = current_scheduler()
+            for tid in (self._delayer, reader, acceptor):     # delayed replies end with the server
+                if tid is not None:
+                    scheduler.kill(tid)
+            self._delayed.clear()
             self._listener.close()
             self._close_all()
 
@@ -367,14 +376,33 @@ class FakeTPS:
 
     def _handle(self, peer, message):
         if self.reply_delay:
-            current_scheduler().new(self._dispatch_later(peer, message), daemon=True)
+            self._delayed.append((monotonic() + self.reply_delay, peer, message))
+            if self._delayer is None:
+                self._delayer = current_scheduler().new(self._dispatch_delayed(), daemon=True)
         else:
             self._dispatch(peer, message)
 
-    async def _dispatch_later(self, peer, message):
-        await Sleep(self.reply_delay)
-        if not peer.closed:
-            self._dispatch(peer, message)
+    async def _dispatch_delayed(self):
+        """Answer what waits for ``reply_delay``, in arrival order, from one task: the
+        server's stop kills it (a task per reply would outlive the stop)."""
+        try:
+            while self._delayed:
+                due, peer, message = self._delayed[0]
+                wait = due - monotonic()
+                if wait > 0:
+                    await Sleep(wait)
+                    continue
+                self._delayed.popleft()
+                if peer.closed:
+                    continue
+                try:
+                    self._dispatch(peer, message)
+                except Exception:       # a bug of ours costs one connection, not the server
+                    log.exception("internal error serving %s", peer.sock.peer)
+                    self._note(f"internal error serving {peer.sock.peer}: closed it")
+                    self._close(peer)
+        finally:
+            self._delayer = None
 
     def _sweep(self, now):
         """Close connections idle past their timeout, or slower than request_timeout

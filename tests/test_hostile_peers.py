@@ -137,6 +137,7 @@ BAD_OPTIONS = [
     ["--port", "70000"],
     ["--port", "-1"],
     ["--reply-delay", "-1"],
+    ["--reply-delay", "1e300"],
     ["--idle-timeout", "-1"],
     ["--idle-timeout", "0"],
     ["--idle-timeout", "nan"],
@@ -165,7 +166,7 @@ def test_python_m_fake_tps_refuses_an_impossible_option_with_a_usage_error(argv)
     {"port": 70000}, {"port": -1}, {"reply_delay": -1}, {"idle_timeout": 0}, {"idle_timeout": -1},
     {"idle_timeout": float("nan")}, {"max_body": -5}, {"keepalive_interval": -3},
     {"request_timeout": 0}, {"bad_request_idle_timeout": -1}, {"max_output": 0},
-    {"idle_timeout": "300"}, {"reply_delay": float("inf")},
+    {"idle_timeout": "300"}, {"reply_delay": float("inf")}, {"reply_delay": 1e300},
 ], ids=repr)
 def test_fake_tps_refuses_impossible_values_with_valueerror(options):
     name = next(iter(options))
@@ -192,3 +193,21 @@ def test_fake_tps_is_a_product_its_help_lists_each_fault_on_its_own_line():
     version = subprocess.run([sys.executable, "-m", "fake_tps", "--version"], capture_output=True,
                              text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.startswith("fake_tps (tpsharness ")
+
+
+def test_the_fake_stops_at_once_while_a_delayed_reply_is_pending():
+    """A stop (SIGTERM calls request_stop) must not wait out reply_delay: delayed replies
+    end with the server. Before, a reply delayed 60 s held the process for 60 s."""
+    from conftest import wait_until
+
+    server = FakeTPS(reply_delay=60)
+    running = server.start_in_thread()
+    running.__enter__()
+    try:
+        with socket.create_connection(server.address, timeout=5) as device:
+            device.sendall(register_request("tpsharness-delayed"))
+            assert wait_until(lambda: len(server._delayed) == 1), "the register was never read"
+            started = time.monotonic()
+    finally:
+        running.__exit__(None, None, None)     # raises if the server is still serving after 10 s
+    assert time.monotonic() - started < 5
