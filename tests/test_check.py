@@ -184,3 +184,22 @@ def test_the_last_guard_turns_a_hang_into_a_failed_result():
     result = run_bounded(hangs(), ("127.0.0.1", 6604), timeout=0.1)
     assert time.monotonic() - start < 2
     assert not result.ok and result.stage is None and "no result within 0.6 s" in result.message
+
+
+@pytest.mark.parametrize("host, port, options", [
+    ("127.0.0.1", 70000, {}),               # the socket layer would wrap it to 4464
+    ("127.0.0.1", 0, {}),
+    ("127.0.0.1", True, {}),
+    ("", 6604, {}),
+    ("127.0.0.1", 6604, {"timeout": "5"}),
+    ("127.0.0.1", 6604, {"timeout": True}),
+])
+def test_check_refuses_arguments_no_check_can_run_with(host, port, options):
+    with pytest.raises(ValueError):
+        check(host, port, **options)
+
+
+def test_a_harness_refuses_a_port_out_of_range():
+    from tpsharness.harness import Harness
+    with pytest.raises(ValueError, match="1-65535"):
+        Harness(("127.0.0.1", 70000))

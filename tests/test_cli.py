@@ -154,6 +154,9 @@ def test_the_installed_console_script_runs_the_same_command():
     ("check", ["a", "1", "-H", "b"]),
     ("record", ["a", "1", "-H", "b", "-o", "x.json"]),
     ("record", ["127.0.0.1", "1", "-o", "x.json", "-t", "nan"]),
+    ("check", ["--bogus"]),
+    ("check", ["-t", "1", "127.0.0.1", "1", "extra"]),
+    ("record", ["-o", "x.json", "127.0.0.1", "1", "extra"]),
 ])
 def test_a_usage_error_is_one_line_with_the_usage_of_the_command_at_hand(command, args):
     result = tps(command, *args)
@@ -188,6 +191,19 @@ def test_record_sends_the_auth_code_given(tmp_path, capsys):
     fields = [step["fields"] for step in scenario["steps"] if "fields" in step]
     assert fields and fields[0]["ErrorNum"] == "200", scenario["steps"]
     assert scenario["actors"]["device"]["auth_code"] == "1234"
+
+
+def test_record_stops_at_a_refused_register_and_names_the_stage_as_check_does(tmp_path, capsys):
+    from fake_tps.server import FakeTPS
+    server = FakeTPS(check_auth="1234")
+    with server.start_in_thread():
+        started = time.monotonic()
+        assert main(["record", *map(str, server.address), "--auth-code", "9999", "-t", "2",
+                     "-o", str(tmp_path / "r.json")]) == 0
+        assert time.monotonic() - started < 1.5, "record waited for steps a refusal ruled out"
+    last = json.loads((tmp_path / "r.json").read_text())["steps"][-1]
+    assert last["do"] == "expect_reply" and last["fields"]["ErrorNum"] == "401"
+    assert last["note"].startswith("recorded: register: the TPS refused the register with ErrorNum 401")
 
 
 def test_record_keeps_to_its_timeout_and_blames_the_register(tmp_path, fake, capsys):

@@ -201,6 +201,13 @@ def test_a_private_data_sent_back_where_the_ack_belongs_fails_the_send_stage():
             "acknowledgement belongs") in result.message, result.message
 
 
+def test_garbage_where_a_reply_belongs_is_called_garbage_not_a_request():
+    with TinyServer(answer_register_with(b"hello\r\n\r\n"), idle) as server:
+        result = check(*server.address, timeout=1.0)
+    assert result.stage == "register"
+    assert "sent bytes that are not a reply (hello) where the register reply belongs" in result.message
+
+
 HOSTILE_REGISTER_ANSWERS = {
     "hello and a blank line": b"hello\r\n\r\n",
     "a register request": b"POST /TransProxy HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",

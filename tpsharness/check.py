@@ -12,7 +12,7 @@ from .device import Device, new_serial
 from .endpoint import Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .errors import ConnectError, ReceiptError, RegisterError, TPSError
-from .net import format_address
+from .net import checked_address, format_address
 from .protocol import DEFAULT_MAX_BODY, quote
 
 STAGES = ("connect", "register", "send", "receipt")
@@ -56,7 +56,7 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
     Every stage waits until the one ``deadline`` (default: ``timeout`` seconds from
     now); a stage that ends after it is that stage's failure, even if it succeeded.
     """
-    address = (host, int(port))
+    address = checked_address((host, port))
     serial = serial or new_serial()
     payload = payload if payload is not None else os.urandom(8).hex().encode()
     transcript = Transcript()
@@ -131,6 +131,7 @@ def check(host, port, *, serial=None, auth_code="0000", payload=None, timeout=5.
     payload that is not bytes or is longer than a device reads.
     """
     timeout = validate_timeout(timeout)
+    checked_address((host, port))
     validate_field("serial", serial, allow_none=True)
     validate_field("auth code", auth_code)
     validate_payload(payload)

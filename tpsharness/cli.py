@@ -159,7 +159,7 @@ def build_parser():
     add_load_parsers(commands)
     from .fuzz.cli import add_parser as add_fuzz_parser
     add_fuzz_parser(commands)
-    parser.commands = {"check": check, "record": record, "exporter": exporter}   # for usage errors found later
+    parser.commands = commands.choices        # name -> its parser, for usage errors found later
     return parser
 
 
@@ -291,7 +291,9 @@ def cmd_record(args):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:          # argparse would blame the top-level command; the subcommand's usage helps
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_usage(sys.stderr)
         print("tpsharness: error: name a command (check, record, load, report, fuzz, exporter)", file=sys.stderr)

@@ -24,10 +24,9 @@ MAX_TIMEOUT = 3600.0
 def validate_timeout(seconds, what="timeout"):
     """``seconds`` as a float; ValueError unless it is a finite number above 0 and at
     most MAX_TIMEOUT."""
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError):
-        raise ValueError(f"the {what} must be a number of seconds, not {seconds!r}") from None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"the {what} must be a number of seconds, not {seconds!r}")
+    value = float(seconds)
     if not math.isfinite(value):
         raise ValueError(f"the {what} must be finite (at most {MAX_TIMEOUT:g} s), not {seconds!r}")
     if not value > 0:

@@ -19,7 +19,7 @@ from . import net
 from .deadline import Deadline
 from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
                      SendError, UnknownDestination, UnreadOverflow)
-from .protocol import (PrivateData, PrivateDataTemplate, Reader, RegisterReply, Reply,
+from .protocol import (BadRequest, PrivateData, PrivateDataTemplate, Reader, RegisterReply, Reply,
                        StrictReader, quote)
 from .syscalls import Sleep
 
@@ -135,7 +135,7 @@ class Endpoint:
         self.name = self.actor          # who this is in transcripts
         self.auth_code = auth_code
         self._templates = {}
-        self.address = tuple(address)
+        self.address = net.checked_address(address)
         self.label = net.format_address(self.address)
         self.timeout = timeout
         self.transcript = transcript
@@ -264,9 +264,13 @@ class Endpoint:
         if want_request or message.__class__ in _REPLY_TYPES:
             return message
         elapsed = monotonic() - started
-        own = " (our own request, sent back)" if message.__class__ is PrivateData else ""
-        raise error_type(f"{stage}: TPS {self.label} sent a request ({start_line(message)}){own} where "
-                         f"the {what} belongs after {format_ms(elapsed)}", elapsed)
+        if message.__class__ is BadRequest:        # framed, but neither a reply nor a request
+            sent = f"sent bytes that are not a reply ({start_line(message)})"
+        else:
+            own = " (our own request, sent back)" if message.__class__ is PrivateData else ""
+            sent = f"sent a request ({start_line(message)}){own}"
+        raise error_type(f"{stage}: TPS {self.label} {sent} where the {what} belongs after "
+                         f"{format_ms(elapsed)}", elapsed)
 
     async def send(self, dest, payload, *, timeout=None, deadline=None):
         """POST /PrivateData ``payload`` to ``dest`` as this endpoint's uuid; the ack Reply.

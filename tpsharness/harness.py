@@ -15,6 +15,7 @@ from .client import Client
 from .deadline import GRACE, validate_timeout
 from .device import Device
 from .endpoint import Raw, Transcript
+from .net import checked_address
 
 
 def unique_serial(prefix="tpsharness-"):
@@ -103,7 +104,7 @@ class Harness:
     """Simulated devices and clients against the TPS at ``address``, blocking calls."""
 
     def __init__(self, address, *, timeout=5.0, strict=False, family=0):
-        self.address = tuple(address)
+        self.address = checked_address(address)
         self.timeout = validate_timeout(timeout)
         self.strict = strict
         self.family = family

@@ -354,6 +354,7 @@ class _Player:
         self.transcript = Transcript()
         self.actors = {}
         self.recorded = []
+        self.stopped = False        # recording: a refusal ended what the template could do
         self.number = 0             # the step being played, from 1
         for name, spec in scenario.data["actors"].items():
             kind = ACTOR_KINDS[spec["kind"]]
@@ -389,8 +390,8 @@ class _Player:
                 outcome = await self._step(step)
                 if self.recording:
                     self.recorded.append(outcome)
-                    if outcome["do"] in ("expect_close", "expect_nothing") and \
-                            step["do"] not in ("expect_close", "expect_nothing"):
+                    if self.stopped or (outcome["do"] in ("expect_close", "expect_nothing") and
+                                        step["do"] not in ("expect_close", "expect_nothing")):
                         break       # what the template expected next cannot happen
         finally:
             for endpoint in self.actors.values():
@@ -484,6 +485,10 @@ class _Player:
             if isinstance(reply, RegisterReply):
                 outcome["fields"] = {"MessageType": "MSG_TRANSPROXY_REGISTER_RSP",
                                      "ErrorNum": reply.error_num, "ErrorString": reply.error_string}
+            refusal = _refusal(reply, stage)
+            if refusal:         # the template's next steps assume success, as a check does
+                outcome["note"] = f"recorded: {stage}: the TPS {refusal}; the recording stops here"
+                self.stopped = True
             return outcome
         problems = []
         if "status" in step and reply.status != step["status"]:
@@ -564,6 +569,18 @@ class _Player:
                     "note": f"recorded: {error}"}
         return {"do": "expect_close", "actor": step["actor"], "within": within,
                 "note": f"recorded: {error}"}
+
+
+def _refusal(reply, stage):
+    """What a recorded reply refused, in words ('' when it accepted)."""
+    if stage == "register":
+        if not isinstance(reply, RegisterReply):
+            return f"answered {reply.status} {getattr(reply, 'reason', '')}".rstrip() + \
+                " without the register reply"
+        if not reply.ok:
+            return f"refused the register with ErrorNum {reply.error_num} {reply.error_string!r}"
+        return ""
+    return "" if reply.status == 200 else f"answered {reply.status} {reply.reason}".rstrip()
 
 
 def play(scenario, address, *, timeout=5.0):
