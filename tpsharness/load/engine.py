@@ -60,7 +60,7 @@ class Engine:
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
-            device.index, device.backlog, device.closed = i, None, False
+            device.index, device.backlog, device.closed, device.relay_heads = i, None, False, None
             self.devices.append(device)
         self.clients = []
         for i in range(config.clients):
@@ -224,14 +224,20 @@ class Engine:
         devices = [d for d in self.devices if not d.closed]
         clients = [c for c in self.clients if not c.closed]
         pairs = max(len(devices), len(clients))
+        size = self.config.payload_size
         client_of, device_of, builds, answers = [], [], [], []
         for pair in range(pairs):
             client, device = clients[pair % len(clients)], devices[pair % len(devices)]
             client.pairs.append(pair)
             client_of.append(client.index)
             device_of.append(device.index)
-            builds.append(PrivateDataTemplate(client.src, device.serial, host=client.host_header,
-                                              auth_code=client.auth_code).build)
+            build = PrivateDataTemplate(client.src, device.serial, host=client.host_header,
+                                        auth_code=client.auth_code).build
+            builds.append(build)
+            if device.relay_heads is None:
+                device.relay_heads = {}
+            head = build(bytes(size))[:-size]           # what the device frames without parsing
+            device.relay_heads[head] = (client.src, size)
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
                                                    auth_code=device.auth_code).build)
@@ -306,20 +312,24 @@ class Engine:
             client.in_flight -= 1
             client.last_progress = now
             if closed_loop and self.sending:
-                send(client, monotonic())
+                send(client, now)
 
         def on_message(endpoint, message):
             now = monotonic()
             if endpoint.__class__ is LoadDevice:
-                if message.__class__ is not PrivateData:
+                if message.__class__ is tuple:          # framed by its known header block
+                    src, body = message
+                elif message.__class__ is PrivateData:
+                    src, body = message.src, message.body
+                else:
                     if message.status != 200:
                         errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
                                    f"{message.status} {message.reason} to a heartbeat or an answer")
                     return
-                fields = read(message.body)
+                fields = read(body)
                 if fields is None or fields[1] >= pairs or device_of[fields[1]] != endpoint.index:
                     streams.corrupted += 1
-                    client = by_src.get(message.src)
+                    client = by_src.get(src)
                     if client is not None:
                         refill(client, now)
                     return
@@ -327,7 +337,7 @@ class Engine:
                 if receive(pair, seq):
                     relay.buffer.append(int((now - due) * 1e6))
                     if flags & ask:
-                        write(endpoint, answers[pair](message.body))
+                        write(endpoint, answers[pair](body))
                     refill(clients[sender], now)
                 return
             # a client: acks in order, and the devices' answers
