@@ -85,6 +85,18 @@ def test_a_device_frames_known_relays_split_or_coalesced_anywhere(cut):
     assert device.deliver(builds[0](bodies[0]) * 3) == [("app-1", bodies[0])] * 3   # framed fast again
 
 
+def test_a_client_counts_whole_acks_in_a_batch_and_parses_anything_else():
+    from tpsharness.load.endpoints import LoadClient
+    from tpsharness.protocol import reply
+    client = LoadClient(("127.0.0.1", 1), "app-0")
+    ack = reply(200)
+    assert client.whole_acks(ack * 3) == 3
+    assert client.whole_acks(reply(404)) == 0 and client.whole_acks(ack + ack[:5]) == 0
+    assert [m.status for m in client.deliver(ack[:7])] == []            # a split ack is buffered:
+    assert client.whole_acks(ack) == 0                                  # its rest is not a whole ack
+    assert [m.status for m in client.deliver(ack[7:] + ack)] == [200, 200]
+
+
 def test_buffered_latencies_land_in_the_histogram_as_if_recorded_one_by_one():
     from tpsharness.load.histograms import Latencies, new_histogram
     values = [1, 7, 2047, 2048, 2049, 4095, 4097, 123_456, 9_999_999, 3_600_000_000] * 3 + [5000, 5001]

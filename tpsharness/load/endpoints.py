@@ -1,9 +1,13 @@
-"""The load run's devices and clients: pooled endpoints whose every message goes to
+"""The load run's devices and clients: pooled endpoints whose every read goes to
 the engine's callback, with the little state the hot path keeps on each."""
 
 from ..client import Client
 from ..device import Device
+from ..errors import ProtocolError
+from ..net import RECV_SIZE
+from ..pool import EndpointPool
 from ..protocol import Reply, reply
+from ..syscalls import WaitReadable
 
 
 _END_OF_HEAD = b"\r\n\r\n"
@@ -56,9 +60,52 @@ class LoadClient(Client):
     def deliver(self, data):
         """The messages in ``data``; a read of nothing but whole field acks (the usual
         case) is counted without parsing them one by one."""
+        acks = self.whole_acks(data)
+        if acks:
+            return [_ACKED] * acks
         reader = self._reader
-        if not reader.buffered and len(data) % _ACK_SIZE == 0 and \
-                data.count(_ACK) * _ACK_SIZE == len(data):
-            return [_ACKED] * (len(data) // _ACK_SIZE)
         reader.feed(data)
         return list(reader)
+
+    def whole_acks(self, data):
+        """How many field acks ``data`` is, when it is nothing else and nothing is
+        buffered (the usual read); 0 otherwise."""
+        size = len(data)
+        if self._reader.buffered or size % _ACK_SIZE or data.count(_ACK) * _ACK_SIZE != size:
+            return 0
+        return size // _ACK_SIZE
+
+
+class LoadPool(EndpointPool):
+    """An EndpointPool whose reads go whole to ``on_read(endpoint, data)``: the
+    engine frames and accounts each read in one call (acks counted in a batch,
+    relays framed by their known header), straight from the socket."""
+
+    def __init__(self, on_read=None, on_close=None):
+        super().__init__(on_close=on_close)
+        self.on_read = on_read
+
+    async def run(self):
+        endpoints = self._endpoints
+        group = self._group
+        lost = self._lost
+        while endpoints:
+            on_read = self.on_read
+            for fd in await WaitReadable(group):
+                endpoint = endpoints.get(fd)
+                if endpoint is None:
+                    continue
+                try:
+                    data = endpoint.sock.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    lost(endpoint, f"TPS {endpoint.label} reset the connection ({error.strerror})")
+                    continue
+                if not data:
+                    lost(endpoint, f"TPS {endpoint.label} closed the connection")
+                    continue
+                try:
+                    on_read(endpoint, data)
+                except ProtocolError as error:
+                    lost(endpoint, f"TPS {endpoint.label} sent bytes that are not a TPS message: {error}")

@@ -17,12 +17,11 @@ from time import monotonic
 from .. import net
 from ..errors import TPSError
 from ..kernel import current_scheduler
-from ..pool import EndpointPool
 from ..protocol import PrivateData, PrivateDataTemplate, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
-from .endpoints import LoadClient, LoadDevice
+from .endpoints import LoadClient, LoadDevice, LoadPool
 from .histograms import encode
 
 CONCURRENT_CONNECTS = 256       # devices connecting and registering at once
@@ -53,7 +52,7 @@ class Engine:
         self.on_tick = on_tick
         self.control = control or Control()
         self.counters = Counters()
-        self.pool = EndpointPool(on_message=None, on_close=self._on_close)
+        self.pool = LoadPool(on_close=self._on_close)
         prefix = config.prefix or f"load-{os.urandom(3).hex()}-"
         address = config.address
         self.devices = []
@@ -244,7 +243,7 @@ class Engine:
         self.streams = Streams(client_of, device_of)
         self._builds, self._answers = builds, answers
         self.sending_clients = clients
-        self.pool.on_message = self._make_on_message()
+        self.pool.on_read = self._make_on_read()
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -289,7 +288,7 @@ class Engine:
 
         return send
 
-    def _make_on_message(self):
+    def _make_on_read(self):
         counters = self.counters
         streams = self.streams
         receive = streams.receive
@@ -297,6 +296,8 @@ class Engine:
         pairs = len(device_of)
         relay = counters.latency["relay"]
         ack = counters.latency["ack"]
+        ack_append = ack.buffer.append          # the buffers are emptied in place: bound once
+        relay_append = relay.buffer.append
         reply = counters.latency["reply"]
         read = payload_format.read
         ask = payload_format.ASK_REPLY
@@ -314,33 +315,51 @@ class Engine:
             if closed_loop and self.sending:
                 send(client, now)
 
-        def on_message(endpoint, message):
+        def on_read(endpoint, data):
+            """One read's messages: a device's relays, a client's acks and answers."""
             now = monotonic()
             if endpoint.__class__ is LoadDevice:
-                if message.__class__ is tuple:          # framed by its known header block
-                    src, body = message
-                elif message.__class__ is PrivateData:
-                    src, body = message.src, message.body
-                else:
-                    if message.status != 200:
-                        errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
-                                   f"{message.status} {message.reason} to a heartbeat or an answer")
-                    return
-                fields = read(body)
-                if fields is None or fields[1] >= pairs or device_of[fields[1]] != endpoint.index:
-                    streams.corrupted += 1
-                    client = by_src.get(src)
-                    if client is not None:
-                        refill(client, now)
-                    return
-                sender, pair, seq, due, flags = fields
-                if receive(pair, seq):
-                    relay.buffer.append(int((now - due) * 1e6))
-                    if flags & ask:
-                        write(endpoint, answers[pair](body))
-                    refill(clients[sender], now)
+                for message in endpoint.deliver(data):
+                    on_relay(endpoint, message, now)
                 return
-            # a client: acks in order, and the devices' answers
+            acks = endpoint.whole_acks(data)
+            if acks:
+                counters.acked += acks
+                due_times = endpoint.due_times
+                for _ in range(acks):
+                    if due_times:
+                        ack_append(int((now - due_times.popleft()) * 1e6))
+                return
+            for message in endpoint.deliver(data):
+                on_client_message(endpoint, message, now)
+
+        def on_relay(endpoint, message, now):
+            """A device's message: a relayed request (framed fast or typed), or a reply."""
+            if message.__class__ is tuple:          # framed by its known header block
+                src, body = message
+            elif message.__class__ is PrivateData:
+                src, body = message.src, message.body
+            else:
+                if message.status != 200:
+                    errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
+                               f"{message.status} {message.reason} to a heartbeat or an answer")
+                return
+            fields = read(body)
+            if fields is None or fields[1] >= pairs or device_of[fields[1]] != endpoint.index:
+                streams.corrupted += 1
+                client = by_src.get(src)
+                if client is not None:
+                    refill(client, now)
+                return
+            sender, pair, seq, due, flags = fields
+            if receive(pair, seq):
+                relay_append(int((now - due) * 1e6))
+                if flags & ask:
+                    write(endpoint, answers[pair](body))
+                refill(clients[sender], now)
+
+        def on_client_message(endpoint, message, now):
+            """A client's message: an ack (in order) or a device's answer."""
             if message.__class__ is PrivateData:
                 fields = read(message.body)
                 if fields is not None:
@@ -359,7 +378,7 @@ class Engine:
                            f"{message.status} {message.reason} to private data")
                 refill(endpoint, now)
 
-        return on_message
+        return on_read
 
     def _write(self, endpoint, data):
         """Send ``data`` in one piece if the socket takes it; queue the rest for a flusher."""
@@ -368,7 +387,9 @@ class Engine:
             backlog += data
             return
         try:
-            sent = endpoint.sock.send_nowait(data)
+            sent = endpoint.sock.sock.send(data)        # the raw socket: one call less per message
+        except BlockingIOError:
+            sent = 0
         except OSError as error:
             self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
             return
