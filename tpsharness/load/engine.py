@@ -11,6 +11,7 @@ omission corrected, as wrk2 does) instead of as fewer samples.
 import math
 import os
 import time
+from zlib import crc32
 from collections import deque
 from time import monotonic
 
@@ -224,7 +225,7 @@ class Engine:
         clients = [c for c in self.clients if not c.closed]
         pairs = max(len(devices), len(clients))
         size = self.config.payload_size
-        client_of, device_of, builds, answers = [], [], [], []
+        client_of, device_of, heads, answers = [], [], [], []
         for pair in range(pairs):
             client, device = clients[pair % len(clients)], devices[pair % len(devices)]
             client.pairs.append(pair)
@@ -232,16 +233,16 @@ class Engine:
             device_of.append(device.index)
             build = PrivateDataTemplate(client.src, device.serial, host=client.host_header,
                                         auth_code=client.auth_code).build
-            builds.append(build)
+            head = build(bytes(size))[:-size]       # every payload has one size: the header block is fixed
+            heads.append(head)
             if device.relay_heads is None:
                 device.relay_heads = {}
-            head = build(bytes(size))[:-size]           # what the device frames without parsing
-            device.relay_heads[head] = (client.src, size)
+            device.relay_heads[head] = (client.src, size)       # what the device frames without parsing
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
                                                    auth_code=device.auth_code).build)
         self.streams = Streams(client_of, device_of)
-        self._builds, self._answers = builds, answers
+        self._heads, self._answers = heads, answers
         self.sending_clients = clients
         self.pool.on_read = self._make_on_read()
 
@@ -250,7 +251,7 @@ class Engine:
     def _make_send(self):
         config = self.config
         make = payload_format.PayloadMaker(config.payload_size).make
-        builds = self._builds
+        heads = self._heads
         next_seq = self.streams.next_seq
         reply_every = config.reply_every
         ask = payload_format.ASK_REPLY
@@ -283,7 +284,7 @@ class Engine:
             due_times = client.due_times
             if len(due_times) < MAX_ACKS_AWAITED:
                 due_times.append(due)
-            write(client, builds[pair](make(client.index, pair, seq, due, flags)))
+            write(client, heads[pair] + make(client.index, pair, seq, due, flags))
             return True
 
         return send
@@ -300,6 +301,8 @@ class Engine:
         relay_append = relay.buffer.append
         reply = counters.latency["reply"]
         read = payload_format.read
+        unpack_header = payload_format.unpack_header
+        header_size = payload_format.HEADER_SIZE
         ask = payload_format.ASK_REPLY
         answers = self._answers
         clients = self.clients
@@ -344,19 +347,27 @@ class Engine:
                     errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
                                f"{message.status} {message.reason} to a heartbeat or an answer")
                 return
-            fields = read(body)
-            if fields is None or fields[1] >= pairs or device_of[fields[1]] != endpoint.index:
+            if len(body) >= header_size:              # payload.read(), inline
+                check, sender, pair, seq, due, flags = unpack_header(body)
+                if check != crc32(body[4:]) or pair >= pairs or device_of[pair] != endpoint.index:
+                    sender = None
+            else:
+                sender = None
+            if sender is None:
                 streams.corrupted += 1
                 client = by_src.get(src)
                 if client is not None:
                     refill(client, now)
                 return
-            sender, pair, seq, due, flags = fields
             if receive(pair, seq):
                 relay_append(int((now - due) * 1e6))
                 if flags & ask:
                     write(endpoint, answers[pair](body))
-                refill(clients[sender], now)
+                client = clients[sender]
+                client.in_flight -= 1                   # refill(), inline
+                client.last_progress = now
+                if closed_loop and self.sending:
+                    send(client, now)
 
         def on_client_message(endpoint, message, now):
             """A client's message: an ack (in order) or a device's answer."""
