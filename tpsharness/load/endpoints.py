@@ -17,17 +17,24 @@ class LoadDevice(Device):
     __slots__ = ("index", "backlog", "closed", "heartbeat_request", "relay_heads")
 
     def deliver(self, data):
-        """The messages in ``data``. A relayed request whose header block is one of
-        ``relay_heads`` (the prebuilt requests' blocks -> (src, body length)) comes
-        back as ``(src, body)``, framed by that known length without parsing; the
-        rest (anything else, or once a read ends mid-message) goes through the
-        reader, as typed messages."""
+        """The messages in ``data``: a relayed request whose header block is one of
+        ``relay_heads`` as ``(src, body)`` (see ``frame``), anything else typed."""
+        messages = []
+        rest = self.frame(data, lambda device, src, body, now: messages.append((src, body)), None)
+        messages.extend(rest)
+        return messages
+
+    def frame(self, data, relayed, now):
+        """Call ``relayed(self, src, body, now)`` for each relayed request in ``data``
+        whose header block is one of ``relay_heads`` (the prebuilt requests' blocks ->
+        (src, body length)), framed by that known length without parsing; return the
+        rest as typed messages, through the reader (anything else, and everything
+        once a read ended mid-message, until the reader is empty again)."""
         reader = self._reader
         heads = self.relay_heads
         if reader.buffered or not heads:
             reader.feed(data)
             return list(reader)
-        messages = []
         start, size = 0, len(data)
         find, get = data.find, heads.get
         while start < size:
@@ -40,12 +47,12 @@ class LoadDevice(Device):
             body_end = end + 4 + known[1]
             if body_end > size:
                 break
-            messages.append((known[0], data[end + 4:body_end]))
+            relayed(self, known[0], data[end + 4:body_end], now)
             start = body_end
-        if start < size:
-            reader.feed(data[start:] if start else data)
-            messages.extend(reader)
-        return messages
+        if start == size:
+            return ()
+        reader.feed(data[start:] if start else data)
+        return list(reader)
 
 
 _ACK = reply(200)                   # the field server's ack, byte for byte

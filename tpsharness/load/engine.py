@@ -322,8 +322,12 @@ class Engine:
             """One read's messages: a device's relays, a client's acks and answers."""
             now = monotonic()
             if endpoint.__class__ is LoadDevice:
-                for message in endpoint.deliver(data):
-                    on_relay(endpoint, message, now)
+                for message in endpoint.frame(data, relayed, now):
+                    if message.__class__ is PrivateData:
+                        relayed(endpoint, message.src, message.body, now)
+                    elif message.status != 200:
+                        errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
+                                   f"{message.status} {message.reason} to a heartbeat or an answer")
                 return
             acks = endpoint.whole_acks(data)
             if acks:
@@ -336,17 +340,8 @@ class Engine:
             for message in endpoint.deliver(data):
                 on_client_message(endpoint, message, now)
 
-        def on_relay(endpoint, message, now):
-            """A device's message: a relayed request (framed fast or typed), or a reply."""
-            if message.__class__ is tuple:          # framed by its known header block
-                src, body = message
-            elif message.__class__ is PrivateData:
-                src, body = message.src, message.body
-            else:
-                if message.status != 200:
-                    errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
-                               f"{message.status} {message.reason} to a heartbeat or an answer")
-                return
+        def relayed(endpoint, src, body, now):
+            """Private data relayed to device ``endpoint`` from ``src``: account it."""
             if len(body) >= header_size:              # payload.read(), inline
                 check, sender, pair, seq, due, flags = unpack_header(body)
                 if check != crc32(body[4:]) or pair >= pairs or device_of[pair] != endpoint.index:
