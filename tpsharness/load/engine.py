@@ -11,9 +11,9 @@ omission corrected, as wrk2 does) instead of as fewer samples.
 import math
 import os
 import time
-from zlib import crc32
 from collections import deque
 from time import monotonic
+from zlib import crc32
 
 from .. import net
 from ..errors import TPSError
