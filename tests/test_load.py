@@ -52,6 +52,51 @@ def test_a_payload_with_any_byte_changed_reads_as_corrupted():
         assert read(bytes(changed)) is None
 
 
+def _device_with_known_heads(size):
+    from tpsharness.load.endpoints import LoadDevice
+    from tpsharness.protocol import PrivateDataTemplate
+    device = LoadDevice(("127.0.0.1", 1), "cam-0")
+    builds = [PrivateDataTemplate(f"app-{i}", "cam-0").build for i in (1, 22)]
+    device.relay_heads = {build(bytes(size))[:-size]: (f"app-{i}", size)
+                          for i, build in zip((1, 22), builds)}
+    return device, builds
+
+
+def _relays(messages):
+    """(src, body) of each relayed request, however the device framed it."""
+    return [m if m.__class__ is tuple else (m.src, m.body) for m in messages]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 100, 139, 140, 141, 200, 300])
+def test_a_device_frames_known_relays_split_or_coalesced_anywhere(cut):
+    from tpsharness.protocol import PrivateDataTemplate
+    device, builds = _device_with_known_heads(64)
+    stranger = PrivateDataTemplate("app-9", "cam-0").build(b"s" * 10)     # an unknown header block
+    bodies = [bytes([i]) * 64 for i in range(4)]
+    stream = builds[0](bodies[0]) + builds[1](bodies[1]) + b"\r\n" + stranger + builds[0](bodies[2]) \
+        + builds[1](bodies[3])
+    expected = [("app-1", bodies[0]), ("app-22", bodies[1]), ("app-9", b"s" * 10),
+                ("app-1", bodies[2]), ("app-22", bodies[3])]
+    got = []
+    for piece in (stream[:cut], stream[cut:cut + 150], stream[cut + 150:]):
+        if piece:
+            got += _relays(device.deliver(piece))
+    assert got == expected
+    assert device.deliver(builds[0](bodies[0]) * 3) == [("app-1", bodies[0])] * 3   # framed fast again
+
+
+def test_a_client_counts_whole_acks_in_a_batch_and_parses_anything_else():
+    from tpsharness.load.endpoints import LoadClient
+    from tpsharness.protocol import reply
+    client = LoadClient(("127.0.0.1", 1), "app-0")
+    ack = reply(200)
+    assert client.whole_acks(ack * 3) == 3
+    assert client.whole_acks(reply(404)) == 0 and client.whole_acks(ack + ack[:5]) == 0
+    assert [m.status for m in client.deliver(ack[:7])] == []            # a split ack is buffered:
+    assert client.whole_acks(ack) == 0                                  # its rest is not a whole ack
+    assert [m.status for m in client.deliver(ack[7:] + ack)] == [200, 200]
+
+
 def test_buffered_latencies_land_in_the_histogram_as_if_recorded_one_by_one():
     from tpsharness.load.histograms import Latencies, new_histogram
     values = [1, 7, 2047, 2048, 2049, 4095, 4097, 123_456, 9_999_999, 3_600_000_000] * 3 + [5000, 5001]

@@ -1,17 +1,57 @@
-"""The load run's devices and clients: pooled endpoints whose every message goes to
+"""The load run's devices and clients: pooled endpoints whose every read goes to
 the engine's callback, with the little state the hot path keeps on each."""
 
 from ..client import Client
 from ..device import Device
+from ..errors import ProtocolError
+from ..net import RECV_SIZE
+from ..pool import EndpointPool
 from ..protocol import Reply, reply
+from ..syscalls import WaitReadable
+
+
+_END_OF_HEAD = b"\r\n\r\n"
 
 
 class LoadDevice(Device):
-    __slots__ = ("index", "backlog", "closed", "heartbeat_request")
+    __slots__ = ("index", "backlog", "closed", "heartbeat_request", "relay_heads")
 
     def deliver(self, data):
+        """The messages in ``data``: a relayed request whose header block is one of
+        ``relay_heads`` as ``(src, body)`` (see ``frame``), anything else typed."""
+        messages = []
+        rest = self.frame(data, lambda device, src, body, now: messages.append((src, body)), None)
+        messages.extend(rest)
+        return messages
+
+    def frame(self, data, relayed, now):
+        """Call ``relayed(self, src, body, now)`` for each relayed request in ``data``
+        whose header block is one of ``relay_heads`` (the prebuilt requests' blocks ->
+        (src, body length)), framed by that known length without parsing; return the
+        rest as typed messages, through the reader (anything else, and everything
+        once a read ended mid-message, until the reader is empty again)."""
         reader = self._reader
-        reader.feed(data)
+        heads = self.relay_heads
+        if reader.buffered or not heads:
+            reader.feed(data)
+            return list(reader)
+        start, size = 0, len(data)
+        find, get = data.find, heads.get
+        while start < size:
+            end = find(_END_OF_HEAD, start)
+            if end < 0:
+                break
+            known = get(data[start:end + 4])
+            if known is None:
+                break
+            body_end = end + 4 + known[1]
+            if body_end > size:
+                break
+            relayed(self, known[0], data[end + 4:body_end], now)
+            start = body_end
+        if start == size:
+            return ()
+        reader.feed(data[start:] if start else data)
         return list(reader)
 
 
@@ -27,9 +67,52 @@ class LoadClient(Client):
     def deliver(self, data):
         """The messages in ``data``; a read of nothing but whole field acks (the usual
         case) is counted without parsing them one by one."""
+        acks = self.whole_acks(data)
+        if acks:
+            return [_ACKED] * acks
         reader = self._reader
-        if not reader.buffered and len(data) % _ACK_SIZE == 0 and \
-                data.count(_ACK) * _ACK_SIZE == len(data):
-            return [_ACKED] * (len(data) // _ACK_SIZE)
         reader.feed(data)
         return list(reader)
+
+    def whole_acks(self, data):
+        """How many field acks ``data`` is, when it is nothing else and nothing is
+        buffered (the usual read); 0 otherwise."""
+        size = len(data)
+        if self._reader.buffered or size % _ACK_SIZE or data.count(_ACK) * _ACK_SIZE != size:
+            return 0
+        return size // _ACK_SIZE
+
+
+class LoadPool(EndpointPool):
+    """An EndpointPool whose reads go whole to ``on_read(endpoint, data)``: the
+    engine frames and accounts each read in one call (acks counted in a batch,
+    relays framed by their known header), straight from the socket."""
+
+    def __init__(self, on_read=None, on_close=None):
+        super().__init__(on_close=on_close)
+        self.on_read = on_read
+
+    async def run(self):
+        endpoints = self._endpoints
+        group = self._group
+        lost = self._lost
+        while endpoints:
+            on_read = self.on_read
+            for fd in await WaitReadable(group):
+                endpoint = endpoints.get(fd)
+                if endpoint is None:
+                    continue
+                try:
+                    data = endpoint.sock.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    lost(endpoint, f"TPS {endpoint.label} reset the connection ({error.strerror})")
+                    continue
+                if not data:
+                    lost(endpoint, f"TPS {endpoint.label} closed the connection")
+                    continue
+                try:
+                    on_read(endpoint, data)
+                except ProtocolError as error:
+                    lost(endpoint, f"TPS {endpoint.label} sent bytes that are not a TPS message: {error}")

@@ -13,16 +13,16 @@ import os
 import time
 from collections import deque
 from time import monotonic
+from zlib import crc32
 
 from .. import net
 from ..errors import TPSError
 from ..kernel import current_scheduler
-from ..pool import EndpointPool
 from ..protocol import PrivateData, PrivateDataTemplate, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
-from .endpoints import LoadClient, LoadDevice
+from .endpoints import LoadClient, LoadDevice, LoadPool
 from .histograms import encode
 
 CONCURRENT_CONNECTS = 256       # devices connecting and registering at once
@@ -53,14 +53,14 @@ class Engine:
         self.on_tick = on_tick
         self.control = control or Control()
         self.counters = Counters()
-        self.pool = EndpointPool(on_message=None, on_close=self._on_close)
+        self.pool = LoadPool(on_close=self._on_close)
         prefix = config.prefix or f"load-{os.urandom(3).hex()}-"
         address = config.address
         self.devices = []
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
-            device.index, device.backlog, device.closed = i, None, False
+            device.index, device.backlog, device.closed, device.relay_heads = i, None, False, None
             self.devices.append(device)
         self.clients = []
         for i in range(config.clients):
@@ -224,28 +224,34 @@ class Engine:
         devices = [d for d in self.devices if not d.closed]
         clients = [c for c in self.clients if not c.closed]
         pairs = max(len(devices), len(clients))
-        client_of, device_of, builds, answers = [], [], [], []
+        size = self.config.payload_size
+        client_of, device_of, heads, answers = [], [], [], []
         for pair in range(pairs):
             client, device = clients[pair % len(clients)], devices[pair % len(devices)]
             client.pairs.append(pair)
             client_of.append(client.index)
             device_of.append(device.index)
-            builds.append(PrivateDataTemplate(client.src, device.serial, host=client.host_header,
-                                              auth_code=client.auth_code).build)
+            build = PrivateDataTemplate(client.src, device.serial, host=client.host_header,
+                                        auth_code=client.auth_code).build
+            head = build(bytes(size))[:-size]       # every payload has one size: the header block is fixed
+            heads.append(head)
+            if device.relay_heads is None:
+                device.relay_heads = {}
+            device.relay_heads[head] = (client.src, size)       # what the device frames without parsing
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
                                                    auth_code=device.auth_code).build)
         self.streams = Streams(client_of, device_of)
-        self._builds, self._answers = builds, answers
+        self._heads, self._answers = heads, answers
         self.sending_clients = clients
-        self.pool.on_message = self._make_on_message()
+        self.pool.on_read = self._make_on_read()
 
     # -- the hot path ----------------------------------------------------------------------------
 
     def _make_send(self):
         config = self.config
         make = payload_format.PayloadMaker(config.payload_size).make
-        builds = self._builds
+        heads = self._heads
         next_seq = self.streams.next_seq
         reply_every = config.reply_every
         ask = payload_format.ASK_REPLY
@@ -278,12 +284,12 @@ class Engine:
             due_times = client.due_times
             if len(due_times) < MAX_ACKS_AWAITED:
                 due_times.append(due)
-            write(client, builds[pair](make(client.index, pair, seq, due, flags)))
+            write(client, heads[pair] + make(client.index, pair, seq, due, flags))
             return True
 
         return send
 
-    def _make_on_message(self):
+    def _make_on_read(self):
         counters = self.counters
         streams = self.streams
         receive = streams.receive
@@ -291,8 +297,12 @@ class Engine:
         pairs = len(device_of)
         relay = counters.latency["relay"]
         ack = counters.latency["ack"]
+        ack_append = ack.buffer.append          # the buffers are emptied in place: bound once
+        relay_append = relay.buffer.append
         reply = counters.latency["reply"]
         read = payload_format.read
+        unpack_header = payload_format.unpack_header
+        header_size = payload_format.HEADER_SIZE
         ask = payload_format.ASK_REPLY
         answers = self._answers
         clients = self.clients
@@ -306,31 +316,56 @@ class Engine:
             client.in_flight -= 1
             client.last_progress = now
             if closed_loop and self.sending:
-                send(client, monotonic())
+                send(client, now)
 
-        def on_message(endpoint, message):
+        def on_read(endpoint, data):
+            """One read's messages: a device's relays, a client's acks and answers."""
             now = monotonic()
             if endpoint.__class__ is LoadDevice:
-                if message.__class__ is not PrivateData:
-                    if message.status != 200:
+                for message in endpoint.frame(data, relayed, now):
+                    if message.__class__ is PrivateData:
+                        relayed(endpoint, message.src, message.body, now)
+                    elif message.status != 200:
                         errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
                                    f"{message.status} {message.reason} to a heartbeat or an answer")
-                    return
-                fields = read(message.body)
-                if fields is None or fields[1] >= pairs or device_of[fields[1]] != endpoint.index:
-                    streams.corrupted += 1
-                    client = by_src.get(message.src)
-                    if client is not None:
-                        refill(client, now)
-                    return
-                sender, pair, seq, due, flags = fields
-                if receive(pair, seq):
-                    relay.buffer.append(int((now - due) * 1e6))
-                    if flags & ask:
-                        write(endpoint, answers[pair](message.body))
-                    refill(clients[sender], now)
                 return
-            # a client: acks in order, and the devices' answers
+            acks = endpoint.whole_acks(data)
+            if acks:
+                counters.acked += acks
+                due_times = endpoint.due_times
+                for _ in range(acks):
+                    if due_times:
+                        ack_append(int((now - due_times.popleft()) * 1e6))
+                return
+            for message in endpoint.deliver(data):
+                on_client_message(endpoint, message, now)
+
+        def relayed(endpoint, src, body, now):
+            """Private data relayed to device ``endpoint`` from ``src``: account it."""
+            if len(body) >= header_size:              # payload.read(), inline
+                check, sender, pair, seq, due, flags = unpack_header(body)
+                if check != crc32(body[4:]) or pair >= pairs or device_of[pair] != endpoint.index:
+                    sender = None
+            else:
+                sender = None
+            if sender is None:
+                streams.corrupted += 1
+                client = by_src.get(src)
+                if client is not None:
+                    refill(client, now)
+                return
+            if receive(pair, seq):
+                relay_append(int((now - due) * 1e6))
+                if flags & ask:
+                    write(endpoint, answers[pair](body))
+                client = clients[sender]
+                client.in_flight -= 1                   # refill(), inline
+                client.last_progress = now
+                if closed_loop and self.sending:
+                    send(client, now)
+
+        def on_client_message(endpoint, message, now):
+            """A client's message: an ack (in order) or a device's answer."""
             if message.__class__ is PrivateData:
                 fields = read(message.body)
                 if fields is not None:
@@ -349,7 +384,7 @@ class Engine:
                            f"{message.status} {message.reason} to private data")
                 refill(endpoint, now)
 
-        return on_message
+        return on_read
 
     def _write(self, endpoint, data):
         """Send ``data`` in one piece if the socket takes it; queue the rest for a flusher."""
@@ -358,7 +393,9 @@ class Engine:
             backlog += data
             return
         try:
-            sent = endpoint.sock.send_nowait(data)
+            sent = endpoint.sock.sock.send(data)        # the raw socket: one call less per message
+        except BlockingIOError:
+            sent = 0
         except OSError as error:
             self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
             return

@@ -59,13 +59,14 @@ class Latencies:
     __slots__ = ("buffer", "second", "total")
 
     def __init__(self):
-        self.buffer = array("q")        # microseconds, appended by the hot path
+        self.buffer = array("q")        # microseconds, appended by the hot path (never replaced)
         self.second = new_histogram()   # the values of the last flushed second
         self.total = new_histogram()
 
     def flush(self):
         """Record the buffered values; the histogram of this second alone."""
-        values, self.buffer = self.buffer, array("q")
+        values = self.buffer[:]
+        del self.buffer[:]          # in place: the hot path keeps the buffer's bound append
         self.second = new_histogram()       # cheaper than reset(), a Python loop over the counts
         if not values:
             return self.second

@@ -13,6 +13,7 @@ from zlib import crc32
 
 _LAYOUT = struct.Struct("<IIIQdI")
 HEADER_SIZE = _LAYOUT.size          # 32
+unpack_header = _LAYOUT.unpack_from # (crc32, sender, pair, sequence, due, flags); check the crc
 _FIELDS = struct.Struct("<IIQdI")
 ASK_REPLY = 1                       # flags: the device answers this one
 
