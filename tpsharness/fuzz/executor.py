@@ -8,6 +8,7 @@ deadline passes), then a short grace for anything extra. So timing alone never m
 a difference appear: a slow server is waited for, only a silent one is not.
 """
 
+import select
 from time import monotonic
 
 from .. import net
@@ -19,6 +20,7 @@ from .observations import Inbox, Seen
 WRITE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
 MODEL_SETTLE_LIMIT = 5.0        # seconds; an in-kernel fake answers in microseconds
+SHORT_WAIT = 0.005              # seconds: a linger this short waits in select (microseconds), not epoll
 
 
 class ServerDown(Exception):
@@ -246,16 +248,25 @@ class ServerSettle:
         return run.take_point()
 
     async def linger(self, run, seconds):
-        """Read what arrives for ``seconds``."""
+        """Read what arrives for ``seconds``.
+
+        epoll waits whole milliseconds (a 0.3 ms grace costs 1 ms), so a short linger
+        waits in select, whose timeout has microseconds. It blocks the kernel, which
+        is right here: the server's run is the only task in its kernel.
+        """
         end = monotonic() + seconds
-        while any(conn.open for conn in run.conns.values()):
+        while True:
+            fds = [conn.sock.fd for conn in run.conns.values() if conn.open]
             remaining = end - monotonic()
-            if remaining <= 0:
+            if not fds or remaining <= 0:
                 break
-            try:
-                await WaitReadable(run.group, remaining)
-            except TimeoutError:
-                pass
+            if remaining <= SHORT_WAIT:
+                select.select(fds, (), (), remaining)
+            else:
+                try:
+                    await WaitReadable(run.group, remaining)
+                except TimeoutError:
+                    pass
             run.drain()
 
     def grace_now(self):
