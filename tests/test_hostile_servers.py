@@ -15,7 +15,7 @@ import time
 import pytest
 
 from fake_tps.server import FakeTPS
-from tpsharness import check
+from tpsharness import check, kernel
 from tpsharness.deadline import GRACE
 from tpsharness.endpoint import (MAX_UNREAD, TRANSCRIPT_BYTES, Endpoint, Transcript)
 from tpsharness.errors import ReceiptError, UnreadOverflow
@@ -206,6 +206,27 @@ def test_garbage_where_a_reply_belongs_is_called_garbage_not_a_request():
         result = check(*server.address, timeout=1.0)
     assert result.stage == "register"
     assert "sent bytes that are not a reply (hello) where the register reply belongs" in result.message
+
+
+def test_private_data_a_tps_relays_back_to_our_own_connection_after_the_ack_is_received(fake):
+    """Not an echo: a connection that holds the destination gets its own request relayed
+    to it (after the ack), and receive() must return it (the fuzzer's replay found this)."""
+    from tpsharness.device import Device
+    from tpsharness.protocol import register_request
+
+    async def main():
+        device = Device(fake.address, "tpsharness-self-src", timeout=2)
+        await device.connect()
+        try:
+            await device.send_raw(register_request("tpsharness-self-dest"))
+            await device.next_reply(stage="register")
+            ack = await device.send("tpsharness-self-dest", b"to myself")
+            relayed = await device.receive()
+            return ack.status, relayed.src, relayed.body
+        finally:
+            device.close()
+
+    assert kernel.run(main(), timeout=5) == (200, "tpsharness-self-src", b"to myself")
 
 
 HOSTILE_REGISTER_ANSWERS = {

@@ -214,7 +214,15 @@ class Endpoint:
         queue = self._requests if want_request else self._replies
         stage = error_type.stage
         received = 0
+        requests_before = len(self._requests)
         while not queue:
+            if not want_request and len(self._requests) > requests_before:
+                echo = self._own_request_since(requests_before)
+                if echo is not None:    # a TPS acks before it relays: this is an echo
+                    elapsed = monotonic() - started
+                    raise error_type(f"{stage}: TPS {self.label} sent a request ({start_line(echo)}) "
+                                     f"(our own request, sent back) where the {what} belongs after "
+                                     f"{format_ms(elapsed)}", elapsed)
             if received:                # bytes came, but not the message: a flood cannot
                 if deadline.expired:    # keep this loop (or the kernel) from its deadline
                     elapsed = monotonic() - started
@@ -267,8 +275,7 @@ class Endpoint:
         if message.__class__ is BadRequest:        # framed, but neither a reply nor a request
             sent = f"sent bytes that are not a reply ({start_line(message)})"
         else:
-            own = " (our own request, sent back)" if message.__class__ is PrivateData else ""
-            sent = f"sent a request ({start_line(message)}){own}"
+            sent = f"sent a request ({start_line(message)})"
         raise error_type(f"{stage}: TPS {self.label} {sent} where the {what} belongs after "
                          f"{format_ms(elapsed)}", elapsed)
 
@@ -312,15 +319,20 @@ class Endpoint:
         place, for the reply's reader to blame. ProtocolError for bytes that are not
         TPS messages, UnreadOverflow past MAX_UNREAD(_BYTES)."""
         self._reader.feed(data)
-        uuid = self.uuid
         requests, replies = self._requests, self._replies
         for message in self._reader:
-            if message.__class__ is PrivateData and (uuid is None or message.src != uuid):
-                requests.append(message)
-            else:
-                replies.append(message)
+            (requests if message.__class__ is PrivateData else replies).append(message)
         if len(requests) > _CHECK_UNREAD_FROM or len(replies) > _CHECK_UNREAD_FROM:
             self._check_unread()
+
+    def _own_request_since(self, index):
+        """Our own private data among the requests queued from ``index`` on, taken out;
+        None if there is none. (A TPS relays to our own connection only after the ack.)"""
+        uuid = self.uuid
+        for position in range(index, len(self._requests)):
+            if self._requests[position].src == uuid:
+                return self._requests.pop(position)
+        return None
 
     def _check_unread(self):
         count = len(self._requests) + len(self._replies)
