@@ -133,6 +133,7 @@ def test_the_command_exits_1_and_writes_the_finding(tmp_path):
     (["--server-cmd", "sleep 1"], "needs {port}"),
     (["--model", "lenient"], "invalid choice"),
     (["--max-steps", "0"], "must be at least 1"),
+    (["127.0.0.1", "70000"], "port must be 1-65535"),
 ])
 def test_usage_errors_exit_3(args, message):
     result = fuzz_cli(*args)

@@ -22,6 +22,13 @@ def _positive_seconds(text):
     return value
 
 
+def _port(text):
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {value}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -45,7 +52,7 @@ def add_parser(commands):
                     "production. Exit status 0 nothing found, 1 found, 2 run failed, 3 usage error.")
     parser.add_argument("host", nargs="?", metavar="HOST",
                         help="the TPS (default: the bundled fake, started as a process: a self-test)")
-    parser.add_argument("port", nargs="?", type=_positive_int, metavar="PORT", help="its port")
+    parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help="its port")
     parser.add_argument("--server-cmd", metavar="CMD",
                         help="start the server with CMD and restart it after each crash; {port} in "
                              "CMD is replaced by a free loopback port (then HOST PORT may be left out)")
