@@ -323,14 +323,18 @@ class FakeTPS:
             for fd in ready:
                 peer = self._peers.get(fd)
                 if peer is not None:
-                    try:
-                        self._read_from(peer, now)
-                    except Exception:       # a bug of ours costs one connection, not the server
-                        log.exception("internal error serving %s", peer.sock.peer)
-                        self._note(f"internal error serving {peer.sock.peer}: closed it")
-                        self._close(peer)
+                    self._serve_safely(self._read_from, peer, now)
             if now >= self._next_sweep:
                 self._sweep(now)
+
+    def _serve_safely(self, work, peer, arg):
+        """``work(peer, arg)``; a bug of ours there costs that connection, not the server."""
+        try:
+            work(peer, arg)
+        except Exception:
+            log.exception("internal error serving %s", peer.sock.peer)
+            self._note(f"internal error serving {peer.sock.peer}: closed it")
+            self._close(peer)
 
     def _read_from(self, peer, now):
         field_reads = "one-read-one-message" in self.faults
@@ -395,12 +399,7 @@ class FakeTPS:
                 self._delayed.popleft()
                 if peer.closed:
                     continue
-                try:
-                    self._dispatch(peer, message)
-                except Exception:       # a bug of ours costs one connection, not the server
-                    log.exception("internal error serving %s", peer.sock.peer)
-                    self._note(f"internal error serving {peer.sock.peer}: closed it")
-                    self._close(peer)
+                self._serve_safely(self._dispatch, peer, message)
         finally:
             self._delayer = None
 
