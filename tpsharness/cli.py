@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .check import check_async, run_bounded, validate_field, validate_payload
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
+from .argtypes import port as _port, positive_int as _positive_int
 from .net import parse_address
 from .protocol import DEFAULT_PORT
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
@@ -40,14 +41,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
 
 
-def _port(text):
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number, not {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
-    return port
 
 
 def _seconds(text):
@@ -170,14 +163,6 @@ def _listen_address(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def cmd_exporter(args):

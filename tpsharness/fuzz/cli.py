@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from ..argtypes import port as _port, positive_int as _positive_int
+
 FOUND, NOTHING, FAILED, USAGE = 1, 0, 2, 3
 SELF_TEST_COMMAND = "{python} -m fake_tps --port {port}"
 
@@ -19,23 +21,6 @@ def _positive_seconds(text):
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"the budget must be above 0 seconds, not {text}")
-    return value
-
-
-def _port(text):
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {value}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return value
 
 
