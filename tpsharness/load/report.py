@@ -31,6 +31,16 @@ def _png(figure):
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _finished(figure, axes, xlabel, ylabel, title):
+    """Label, grid and legend a chart the same way as the others; its PNG in base64."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _png(figure)
+
+
 def throughput_chart(result):
     pyplot = _pyplot()
     rows = list(result.series_rows())
@@ -39,12 +49,7 @@ def throughput_chart(result):
     axes.plot(seconds, [row["sent_per_s"] for row in rows], label="sent/s")
     axes.plot(seconds, [row["delivered_per_s"] for row in rows], label="delivered/s")
     axes.plot(seconds, [row["errors"] / row["span"] for row in rows], label="errors/s")
-    axes.set_xlabel("second of the run")
-    axes.set_ylabel("messages per second")
-    axes.set_title("Throughput")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _png(figure)
+    return _finished(figure, axes, "second of the run", "messages per second", "Throughput")
 
 
 def latency_over_time_chart(result):
@@ -55,12 +60,8 @@ def latency_over_time_chart(result):
     for key, label in (("relay_p50_ms", "p50"), ("relay_p90_ms", "p90"), ("relay_p99_ms", "p99"),
                        ("relay_max_ms", "max")):
         axes.plot(seconds, [row[key] for row in rows], label=label)
-    axes.set_xlabel("second of the run")
-    axes.set_ylabel("relay latency (ms)")
-    axes.set_title("Relay latency percentiles, per second")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _png(figure)
+    return _finished(figure, axes, "second of the run", "relay latency (ms)",
+                     "Relay latency percentiles, per second")
 
 
 def distribution_chart(result):
@@ -79,12 +80,7 @@ def distribution_chart(result):
     ticks = [1 / (1 - p / 100) for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999)]
     axes.set_xticks(ticks)
     axes.set_xticklabels(["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
-    axes.set_xlabel("percentile")
-    axes.set_ylabel("latency (ms)")
-    axes.set_title("Latency distribution")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _png(figure)
+    return _finished(figure, axes, "percentile", "latency (ms)", "Latency distribution")
 
 
 def render(result, sources):
