@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass
 
 from tpsharness import net
 from tpsharness.errors import MessageTooLarge, ProtocolError
-from tpsharness.kernel import ReadGroup, Scheduler, current_scheduler
+from tpsharness.kernel import ReadGroup, Scheduler
 from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
                                  RegisterRequest, StrictReader, quote_text, register_reply, reply)
-from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait
+from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait, kill, spawn
 
 log = logging.getLogger("fake_tps")
 
@@ -275,10 +275,9 @@ class FakeTPS:
         try:
             await self._control()
         finally:
-            scheduler = current_scheduler()
             for tid in (self._delayer, reader, acceptor):     # delayed replies end with the server
                 if tid is not None:
-                    scheduler.kill(tid)
+                    kill(tid)
             self._delayed.clear()
             self._listener.close()
             self._close_all()
@@ -382,7 +381,7 @@ class FakeTPS:
         if self.reply_delay:
             self._delayed.append((monotonic() + self.reply_delay, peer, message))
             if self._delayer is None:
-                self._delayer = current_scheduler().new(self._dispatch_delayed(), daemon=True)
+                self._delayer = spawn(self._dispatch_delayed(), daemon=True)
         else:
             self._dispatch(peer, message)
 
@@ -601,7 +600,7 @@ class FakeTPS:
             self._close(peer)
         elif not peer.flushing:
             peer.flushing = True
-            current_scheduler().new(self._flush(peer), daemon=True)
+            spawn(self._flush(peer), daemon=True)
 
     async def _flush(self, peer):
         try:

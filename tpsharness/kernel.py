@@ -32,7 +32,7 @@ from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitReadable, WaitTask,
                        WriteWait)
 
-__all__ = ["Scheduler", "Task", "ReadGroup", "run", "forget_fd", "current_scheduler",
+__all__ = ["Scheduler", "Task", "ReadGroup", "run", "current_scheduler",
            "EpollPoller", "SelectorPoller"]
 
 log = logging.getLogger("tpsharness.kernel")
@@ -113,17 +113,6 @@ _local = threading.local()     # .scheduler: the Scheduler running in this threa
 def current_scheduler():
     """The Scheduler whose loop runs in this thread, or None."""
     return getattr(_local, "scheduler", None)
-
-
-def forget_fd(fd):
-    """Tell the running scheduler that ``fd`` is about to be closed.
-
-    The kernel keeps file descriptors registered between waits (it saves two
-    epoll_ctl calls per wait); a closed and reused fd would otherwise look armed.
-    """
-    scheduler = current_scheduler()
-    if scheduler is not None:
-        scheduler.forget_fd(fd)
 
 
 def _where(coro):

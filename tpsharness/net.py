@@ -18,7 +18,7 @@ import struct
 import types
 
 from .deadline import Deadline
-from .kernel import forget_fd
+from .syscalls import forget_fd
 from .syscalls import ReadWait, WriteWait
 
 __all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "checked_address",

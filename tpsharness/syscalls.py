@@ -1,4 +1,4 @@
-"""The system calls a task makes to the kernel.
+"""The system calls a task makes to the kernel, and their immediate forms.
 
 A task asks the kernel for a service by yielding one of these objects (generator
 tasks: ``tid = yield GetTid()``) or awaiting it (``async def`` tasks:
@@ -6,6 +6,8 @@ tasks: ``tid = yield GetTid()``) or awaiting it (``async def`` tasks:
 of each lives in ``kernel.Scheduler`` under the same name. Wherever a call takes a
 ``timeout``, it may be seconds from now or a ``deadline.Deadline`` (an instant).
 """
+
+from .errors import TaskError
 
 
 class SystemCall:
@@ -72,7 +74,7 @@ class ReadWait(SystemCall):
     """Wait until ``fileobj`` (an object with fileno() or an int fd) is readable.
 
     Raises TimeoutError after ``timeout`` seconds. Code that closes a file
-    descriptor it waited on must tell the kernel first (``kernel.forget_fd``);
+    descriptor it waited on must tell the kernel first (``forget_fd`` below);
     ``net.Socket.close`` does.
     """
 
@@ -111,3 +113,41 @@ class Sleep(SystemCall):
 
     def __init__(self, seconds):
         self.seconds = seconds
+
+
+# -- immediate operations -------------------------------------------------------
+# Synchronous code that runs inside a task (a callback, a ``finally``, a close())
+# cannot await a system call; these do the same service at once, on the scheduler
+# running in this thread. They are the only way code outside the kernel reaches it.
+
+from . import kernel as _kernel     # noqa: E402  (the kernel imports this module first)
+
+
+def _running(operation):
+    scheduler = _kernel.current_scheduler()
+    if scheduler is None:
+        raise TaskError(f"{operation}() needs a running scheduler: call it from a task")
+    return scheduler
+
+
+def spawn(coro, daemon=False):
+    """Start ``coro`` as a new task now, as ``NewTask`` does; its tid."""
+    return _running("spawn").new(coro, daemon)
+
+
+def kill(tid):
+    """Kill task ``tid`` now, as ``KillTask`` does; True if a live task was killed.
+    Killing the calling task takes effect at its next system call."""
+    return _running("kill").kill(tid)
+
+
+def forget_fd(fd):
+    """Tell the running scheduler, if any, that ``fd`` is about to be closed.
+
+    The kernel keeps file descriptors registered between waits (it saves two
+    epoll_ctl calls per wait); a closed and reused fd would otherwise look armed.
+    Its waiters get EBADF.
+    """
+    scheduler = _kernel.current_scheduler()
+    if scheduler is not None:
+        scheduler.forget_fd(fd)

@@ -17,9 +17,8 @@ from zlib import crc32
 
 from .. import net
 from ..errors import TPSError
-from ..kernel import current_scheduler
 from ..protocol import PrivateData, PrivateDataTemplate, register_request
-from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait
+from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait, spawn
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
 from .endpoints import LoadClient, LoadDevice, LoadPool
@@ -401,7 +400,7 @@ class Engine:
             return
         if sent < len(data):
             endpoint.backlog = bytearray(data[sent:])
-            current_scheduler().new(self._flush(endpoint), daemon=True)
+            spawn(self._flush(endpoint), daemon=True)
 
     async def _flush(self, endpoint):
         try:
