@@ -77,7 +77,7 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
         """The stage ended: its failure if the deadline passed meanwhile."""
         if deadline.expired:
             elapsed = deadline.elapsed
-            raise error_type(f"{error_type.stage}: {done}, but the check's deadline of "
+            raise error_type(f"{done}, but the check's deadline of "
                              f"{format_ms(deadline.seconds)} passed after {format_ms(elapsed)}",
                              elapsed, timed_out=True)
 
@@ -99,7 +99,7 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
         relayed = await device.receive(deadline=deadline)
         if relayed.body != payload:
             elapsed = monotonic() - mark
-            raise ReceiptError(f"receipt: device {serial} received {_describe_mismatch(payload, relayed.body)} "
+            raise ReceiptError(f"device {serial} received {_describe_mismatch(payload, relayed.body)} "
                                f"after {format_ms(elapsed)}", elapsed)
         in_time(ReceiptError, f"device {serial} received the payload")
         timings["relay"] = round((monotonic() - mark) * 1000, 3)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .check import check_async, run_bounded, validate_field, validate_payload
+from .errors import UsageError
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from .argtypes import port as _port, positive_int as _positive_int
 from .net import parse_address
@@ -24,8 +25,6 @@ from .syscalls import NewTask
 from .thresholds import Range
 
 
-class UsageError(Exception):
-    """The command line is wrong: print the usage and exit UNKNOWN."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -254,7 +253,7 @@ def cmd_record(args):
         else:
             scenario = record(args.scenario, address, **options)
     except ScenarioFailure as failure:
-        print(f"tpsharness record: nothing to record: {str(failure).splitlines()[2].strip()}",
+        print(f"tpsharness record: nothing to record: arrived: {failure.arrived}",
               file=sys.stderr)
         return CRITICAL
     text = json.dumps(scenario, indent=2) + "\n"

@@ -54,16 +54,16 @@ class Device(Endpoint):
         after = f"after {format_ms(elapsed)}"
         if not isinstance(answer, RegisterReply):
             if answer.status != 200:
-                raise RegisterError(f"register: TPS {self.label} answered {answer.status} "
+                raise RegisterError(f"TPS {self.label} answered {answer.status} "
                                     f"{answer.reason} {after}", elapsed)
-            raise RegisterError(f"register: TPS {self.label} answered {answer.status} {answer.reason} "
+            raise RegisterError(f"TPS {self.label} answered {answer.status} {answer.reason} "
                                 f"without the register reply JSON (body {quote(answer.body, 60)}) "
                                 f"{after}", elapsed)
         if answer.status != 200:
-            raise RegisterError(f"register: TPS {self.label} answered status {answer.status} "
+            raise RegisterError(f"TPS {self.label} answered status {answer.status} "
                                 f"{after}", elapsed)
         if answer.error_num != "200":
-            raise RegisterError(f"register: TPS {self.label} refused {self.serial!r} with ErrorNum "
+            raise RegisterError(f"TPS {self.label} refused {self.serial!r} with ErrorNum "
                                 f"{answer.error_num} {answer.error_string!r} {after}", elapsed)
         interval = answer.keepalive_interval
         self.keepalive_interval = (int(interval) if isinstance(interval, str) and interval.isascii()

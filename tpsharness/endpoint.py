@@ -181,23 +181,23 @@ class Endpoint:
             reason = None
         if reason is not None:
             elapsed = monotonic() - start
-            raise ConnectError(f"connect: {reason} after {format_ms(elapsed)}", elapsed, timed_out=timed_out)
+            raise ConnectError(f"{reason} after {format_ms(elapsed)}", elapsed, timed_out=timed_out)
         if self.transcript is not None:
             self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
 
     async def _send(self, data, error_type, started, deadline):
         if self.sock is None:
-            raise error_type(f"{error_type.stage}: not connected to {self.label}", 0.0)
+            raise error_type(f"not connected to {self.label}", 0.0)
         try:
             await self.sock.sendall(data, deadline=deadline)
         except TimeoutError:
             elapsed = monotonic() - started
-            raise error_type(f"{error_type.stage}: TPS {self.label} did not take the request within "
+            raise error_type(f"TPS {self.label} did not take the request within "
                              f"{format_ms(elapsed)}", elapsed, timed_out=True) from None
         except OSError as error:
             elapsed = monotonic() - started
-            raise error_type(f"{error_type.stage}: {_describe(error, self.label)} while sending, after "
+            raise error_type(f"{_describe(error, self.label)} while sending, after "
                              f"{format_ms(elapsed)}", elapsed) from None
         if self.transcript is not None:
             self.transcript.record(self.name, "sent", data)
@@ -212,7 +212,6 @@ class Endpoint:
         thousands of devices wait here.
         """
         queue = self._requests if want_request else self._replies
-        stage = error_type.stage
         received = 0
         requests_before = len(self._requests)
         while not queue:
@@ -220,13 +219,13 @@ class Endpoint:
                 echo = self._own_request_since(requests_before)
                 if echo is not None:    # a TPS acks before it relays: this is an echo
                     elapsed = monotonic() - started
-                    raise error_type(f"{stage}: TPS {self.label} sent a request ({start_line(echo)}) "
+                    raise error_type(f"TPS {self.label} sent a request ({start_line(echo)}) "
                                      f"(our own request, sent back) where the {what} belongs after "
                                      f"{format_ms(elapsed)}", elapsed)
             if received:                # bytes came, but not the message: a flood cannot
                 if deadline.expired:    # keep this loop (or the kernel) from its deadline
                     elapsed = monotonic() - started
-                    raise error_type(f"{stage}: TPS {self.label} sent {format_size(received)} but no "
+                    raise error_type(f"TPS {self.label} sent {format_size(received)} but no "
                                      f"{what} within {format_ms(elapsed)}", elapsed, timed_out=True)
                 await _YIELD
             try:
@@ -240,11 +239,11 @@ class Endpoint:
                     sent = f"sent {format_size(received)} but no {what}"
                 else:
                     sent = f"sent no {what}"
-                raise error_type(f"{stage}: TPS {self.label} {sent} within {format_ms(elapsed)}",
+                raise error_type(f"TPS {self.label} {sent} within {format_ms(elapsed)}",
                                  elapsed, timed_out=True) from None
             except OSError as error:
                 elapsed = monotonic() - started
-                raise error_type(f"{stage}: {_describe(error, self.label)} before the {what} after "
+                raise error_type(f"{_describe(error, self.label)} before the {what} after "
                                  f"{format_ms(elapsed)}", elapsed) from None
             if self.transcript is not None:
                 self.transcript.record(self.name, "received" if data else "closed", data)
@@ -255,18 +254,18 @@ class Endpoint:
                     self._reader.eof()
                 except ProtocolError as error:
                     partial = f" (after a partial message: {quote(error.data)})"
-                raise error_type(f"{stage}: TPS {self.label} closed the connection before the {what}"
+                raise error_type(f"TPS {self.label} closed the connection before the {what}"
                                  f"{partial} after {format_ms(elapsed)}", elapsed)
             received += len(data)
             try:
                 self._take(data)        # framed now: garbage is blamed on this stage and read
             except UnreadOverflow as error:
                 elapsed = monotonic() - started
-                raise error_type(f"{stage}: TPS {self.label} {error} while this endpoint waited "
+                raise error_type(f"TPS {self.label} {error} while this endpoint waited "
                                  f"for the {what}, after {format_ms(elapsed)}", elapsed) from None
             except ProtocolError as error:
                 elapsed = monotonic() - started
-                raise error_type(f"{stage}: TPS {self.label} answered bytes that are not a TPS message "
+                raise error_type(f"TPS {self.label} answered bytes that are not a TPS message "
                                  f"({error}) after {format_ms(elapsed)}", elapsed) from None
         message = queue.pop(0)
         if want_request or message.__class__ in _REPLY_TYPES:
@@ -276,7 +275,7 @@ class Endpoint:
             sent = f"sent bytes that are not a reply ({start_line(message)})"
         else:
             sent = f"sent a request ({start_line(message)})"
-        raise error_type(f"{stage}: TPS {self.label} {sent} where the {what} belongs after "
+        raise error_type(f"TPS {self.label} {sent} where the {what} belongs after "
                          f"{format_ms(elapsed)}", elapsed)
 
     async def send(self, dest, payload, *, timeout=None, deadline=None):
@@ -300,9 +299,9 @@ class Endpoint:
             return ack
         reason = f"{ack.status} {ack.reason}".strip()
         if ack.status == 404:
-            raise UnknownDestination(f"send: TPS {self.label} answered {reason}: {dest!r} is not "
+            raise UnknownDestination(f"TPS {self.label} answered {reason}: {dest!r} is not "
                                      f"registered, after {format_ms(elapsed)}", elapsed)
-        raise Rejected(f"send: TPS {self.label} answered {reason} after {format_ms(elapsed)}", elapsed)
+        raise Rejected(f"TPS {self.label} answered {reason} after {format_ms(elapsed)}", elapsed)
 
     def receive(self, timeout=None, *, deadline=None):
         """Await the next private data relayed to this endpoint (a PrivateData).

@@ -1,8 +1,12 @@
-"""Every exception tpsharness raises on purpose, in one place.
+"""Every exception tpsharness raises on purpose, in one place, under one root.
 
-Kernel errors describe misuse of tasks; protocol errors blame a peer's bytes;
-TPSError and its subclasses name the stage of a check that failed.
+``except TPSHarnessError`` catches them all (KillSignal excepted: it must reach
+the task it kills). Kernel errors describe misuse of tasks; protocol errors blame a
+peer's bytes; TPSError and its subclasses name the stage of a check that failed;
+the rest are a scenario's, a command line's, a probe's and the fuzzer's.
 """
+
+from __future__ import annotations
 
 
 class KillSignal(BaseException):
@@ -12,7 +16,11 @@ class KillSignal(BaseException):
     """
 
 
-class TaskError(Exception):
+class TPSHarnessError(Exception):
+    """The root of every exception tpsharness raises on purpose."""
+
+
+class TaskError(TPSHarnessError):
     """A task operation could not be done (bad tid, daemon, busy fd)."""
 
 
@@ -36,13 +44,13 @@ class Deadlock(TaskError):
     """Tasks remain, but none is ready and nothing (I/O, timer) can ever wake one."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(TPSHarnessError):
     """A peer sent bytes that are not a TPS message we can read.
 
     ``data`` holds the offending bytes (the message quotes them truncated).
     """
 
-    def __init__(self, message, data=b""):
+    def __init__(self, message: str, data: bytes | bytearray | memoryview = b"") -> None:
         super().__init__(message)
         self.data = bytes(data)
 
@@ -55,19 +63,25 @@ class UnreadOverflow(ProtocolError):
     """A peer sent more messages than anyone reads: an endpoint's unread queue is full."""
 
 
-class TPSError(Exception):
+class TPSError(TPSHarnessError):
     """A check against a TPS failed at a named stage.
 
     ``stage`` is one of connect, register, send, receipt; ``elapsed`` is the time
     spent in that stage, in seconds; ``timed_out`` tells silence from refusal.
+    The message is given without the stage: ``str(error)`` puts ``"<stage>: "``
+    before it, so that no raiser types the stage by hand.
     """
 
     stage = "check"
 
-    def __init__(self, message, elapsed=None, *, timed_out=False):
+    def __init__(self, message: str, elapsed: float | None = None, *,
+                 timed_out: bool = False) -> None:
         super().__init__(message)
         self.elapsed = elapsed
         self.timed_out = timed_out      # the TPS was silent until the deadline
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.args[0] if self.args else ''}"
 
 
 class ConnectError(TPSError):
@@ -102,5 +116,44 @@ class ReceiptError(TPSError):
     stage = "receipt"
 
 
-class ScenarioError(Exception):
+class ScenarioError(TPSHarnessError):
     """A scenario file is malformed; the message names the file and the step."""
+
+
+class ScenarioFailure(TPSHarnessError, AssertionError):
+    """A step did not see what it expected; the message says which, and shows the wire.
+
+    An AssertionError too, so that pytest shows it as a failed assertion.
+    ``expected`` and ``arrived`` are the step's two sentences on their own (what the
+    step waited for, what came instead), for callers that show one line.
+    """
+
+    def __init__(self, message: str, *, expected: str = "", arrived: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.arrived = arrived
+
+
+class UsageError(TPSHarnessError):
+    """The command line is wrong: print the usage and exit UNKNOWN."""
+
+
+class LoadUsageError(UsageError, ValueError):
+    """The parameters of a load run are impossible (rate 0, payload under the header...)."""
+
+
+class BadProbe(TPSHarnessError, ValueError):
+    """A /probe request the exporter cannot run (no target, a bad timeout)."""
+
+
+class ServerDown(TPSHarnessError):
+    """The server refused or did not accept a connection: it died or stopped listening."""
+
+
+class ServerStartError(TPSHarnessError):
+    """The server command died at start or never listened; the message quotes its output."""
+
+
+class Divergence(TPSHarnessError):
+    """A program made the server differ from the model (the fuzzer makes one subclass
+    per signature, so that hypothesis shrinks each signature on its own)."""

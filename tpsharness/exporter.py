@@ -39,8 +39,7 @@ DEFAULT_MAX_CONCURRENT = 8
 Checker = Callable[..., CheckResult]
 
 
-class BadProbe(ValueError):
-    """A /probe request the exporter cannot run (no target, a bad timeout)."""
+from .errors import BadProbe  # noqa: E402  (defined with every error)
 
 
 def parse_target(text: str) -> tuple[str, int]:

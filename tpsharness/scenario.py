@@ -18,7 +18,7 @@ from .endpoint import Raw, Transcript
 from .client import Client
 from .deadline import GRACE, Deadline
 from .device import Device
-from .errors import ScenarioError, TPSError
+from .errors import ScenarioError, ScenarioFailure, TPSError
 from .harness import unique_serial
 from .protocol import PrivateDataTemplate, RegisterReply, quote, register_request
 from .syscalls import Sleep
@@ -96,10 +96,6 @@ class Scenario:
     def destructive(self):
         """True when the scenario may kill the TPS it runs against."""
         return self.data.get("destructive", False)
-
-
-class ScenarioFailure(AssertionError):
-    """A step did not see what it expected; the message says which, and shows the wire."""
 
 
 # -- loading and validation ---------------------------------------------------------------
@@ -402,7 +398,7 @@ class _Player:
         lines = [f"{self.scenario.path}: step {self.number} ({actor}{step['do']})",
                  f"  expected: {expected}", f"  arrived:  {arrived}", "  transcript:"]
         lines += [f"    {line}" for line in self.transcript.lines(200)] or ["    (nothing on the wire)"]
-        raise ScenarioFailure("\n".join(lines))
+        raise ScenarioFailure("\n".join(lines), expected=str(expected), arrived=str(arrived))
 
     async def _step(self, step):
         do = step["do"]

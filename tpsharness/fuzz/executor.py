@@ -23,8 +23,7 @@ MODEL_SETTLE_LIMIT = 5.0        # seconds; an in-kernel fake answers in microsec
 SHORT_WAIT = 0.005              # seconds: a linger this short waits in select (microseconds), not epoll
 
 
-class ServerDown(Exception):
-    """The server refused or did not accept a connection: it died or stopped listening."""
+from ..errors import ServerDown  # noqa: E402,F401  (defined with every error)
 
 
 class Conn:

@@ -32,8 +32,7 @@ def _die_with_parent():
 PR_SET_PDEATHSIG = 1
 
 
-class ServerStartError(Exception):
-    """The server command died at start or never listened; the message quotes its output."""
+from ..errors import ServerStartError  # noqa: E402,F401  (defined with every error)
 
 
 def free_port():

@@ -35,9 +35,7 @@ class _Stop(BaseException):
     shrunk): a BaseException, so that hypothesis does not count it as a failure."""
 
 
-class Divergence(Exception):
-    """A program made the server differ from the model (one subclass per signature, so
-    that hypothesis shrinks each signature on its own)."""
+from ..errors import Divergence  # noqa: E402  (defined with every error)
 
 
 _DIVERGENCE_TYPES = {}

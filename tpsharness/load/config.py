@@ -5,8 +5,7 @@ from dataclasses import asdict, dataclass, field
 from .payload import HEADER_SIZE
 
 
-class LoadUsageError(ValueError):
-    """The parameters of a load run are impossible (rate 0, payload under the header...)."""
+from ..errors import LoadUsageError  # noqa: F401  (defined with every error; imported here as before)
 
 
 MAX_CLIENTS_PER_DEVICE = 1000       # more is not a load test but a typo
