@@ -19,8 +19,8 @@ def test_a_check_against_the_fake_passes_and_times_every_phase(fake):
     result = check(*fake.address, timeout=5)
     assert result.ok and result.stage is None
     assert set(result.timings) == {"connect", "register", "relay", "total"}
-    assert result.serial.startswith("tpsharness-")
-    assert f"registered {result.serial} and relayed 16 bytes" in result.message
+    assert result.uuid.startswith("tpsharness-")
+    assert f"registered {result.uuid} and relayed 16 bytes" in result.message
     assert fake.stats.relays == 1
 
 
@@ -35,8 +35,8 @@ def test_the_transcript_holds_both_sides_bytes(fake):
 
 
 def test_a_given_serial_and_payload_are_used(fake):
-    result = check(*fake.address, serial="cam-given", payload=b"exact bytes", timeout=5)
-    assert result.ok and result.serial == "cam-given" and result.payload_size == 11
+    result = check(*fake.address, uuid="cam-given", payload=b"exact bytes", timeout=5)
+    assert result.ok and result.uuid == "cam-given" and result.payload_size == 11
 
 
 def test_legacy_dict_on_success_and_failure(fake):

@@ -26,7 +26,7 @@ def test_check_without_a_target_uses_the_embedded_fake_and_says_so():
     result = tps("check")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
-    assert re.match(r"TPS OK - 127\.0\.0\.1:\d+ registered tpsharness-[0-9a-f]{8} and relayed 16 bytes "
+    assert re.match(r"TPS OK - 127\.0\.0\.1:\d+ registered tpsharness-(gw\d+-)?[0-9a-f]{10} and relayed 16 bytes "
                     r"in [\d.]+ ms \[embedded fake TPS", line), line
     assert re.search(PERFDATA.format(w="", c=""), line), line
 
@@ -146,7 +146,7 @@ def test_the_installed_console_script_runs_the_same_command():
 # -- usage errors of the command at hand, validated before anything is sent ---------------
 
 @pytest.mark.parametrize("command, args", [
-    ("check", ["127.0.0.1", "1", "--serial", "a\r\nb"]),
+    ("check", ["127.0.0.1", "1", "--uuid", "a\r\nb"]),
     ("check", ["127.0.0.1", "1", "--auth-code", "x\ny"]),
     ("check", ["127.0.0.1", "1", "-t", "inf"]),
     ("check", ["127.0.0.1", "1", "-t", "1e9"]),

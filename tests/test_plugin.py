@@ -120,10 +120,10 @@ def test_the_tps_harness_drives_devices_clients_and_raw_connections(pytester):
         def test_conversation(tps):
             dev = tps.device()
             cli = tps.client()
-            assert cli.send(dev.serial, b"hello").status == 200
+            assert cli.send(dev.uuid, b"hello").status == 200
             assert dev.receive(timeout=2) == b"hello"
             assert dev.heartbeat().ok
-            dev.send(cli.src, b"answer")
+            dev.send(cli.uuid, b"answer")
             assert cli.receive() == b"answer"
             raw = tps.raw()
             raw.send(b"GET / HTTP/1.1\\r\\n\\r\\n")
@@ -154,7 +154,7 @@ def test_teardown_closes_everything_even_when_the_test_fails(pytester, fake):
         def test_fails_with_connections_open(tps):
             devices = [tps.device() for _ in range(3)]
             client = tps.client()
-            client.send(devices[0].serial, b"x")
+            client.send(devices[0].uuid, b"x")
             assert False, "failing on purpose"
     """)
     result = pytester.runpytest("--tps", f"127.0.0.1:{fake.address[1]}")
@@ -184,8 +184,8 @@ def test_serials_are_unique_per_xdist_worker(pytester):
         @pytest.mark.parametrize("n", range(6))
         def test_device(tps, n):
             dev = tps.device()
-            assert dev.serial.startswith("tpsharness-" + os.environ["PYTEST_XDIST_WORKER"] + "-")
-            tps.client().send(dev.serial, b"%d" % n)
+            assert dev.uuid.startswith("tpsharness-" + os.environ["PYTEST_XDIST_WORKER"] + "-")
+            tps.client().send(dev.uuid, b"%d" % n)
             assert dev.receive() == b"%d" % n
     """)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
@@ -350,10 +350,10 @@ KILLING_TESTS = """
         # the fault die-on-dangling-entry dies as a field server did: a second serial
         # on one connection, then private data for the first
         device = tps.device()
-        device.send_raw(register_request(device.serial + "-other"))
+        device.send_raw(register_request(device.uuid + "-other"))
         assert device.closed_by_server(timeout=3)
         raw = tps.raw()
-        raw.send(private_data_request("tpsharness-app-x", device.serial, b"boom"))
+        raw.send(private_data_request("tpsharness-app-x", device.uuid, b"boom"))
         with pytest.raises(TPSError):       # closed: the server is gone
             raw.next_reply(timeout=3)
 

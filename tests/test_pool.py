@@ -20,7 +20,7 @@ def test_one_pool_task_delivers_each_devices_data():
     async def main():
         await NewTask(server.serve())
         pool = EndpointPool(on_message=lambda device, message: received.setdefault(
-            device.serial, []).append(message.body))
+            device.uuid, []).append(message.body))
         devices = [Device(server.address, f"pooled-{i}", timeout=5) for i in range(50)]
         for device in devices:
             await device.connect()
@@ -52,7 +52,7 @@ def test_a_pooled_device_the_tps_closes_is_reported_and_dropped():
 
     async def main():
         await NewTask(server.serve())
-        pool = EndpointPool(on_close=lambda device, reason: closed.append((device.serial, reason)))
+        pool = EndpointPool(on_close=lambda device, reason: closed.append((device.uuid, reason)))
         old = Device(server.address, "pooled-dup", timeout=5)
         await old.connect()
         await old.register()

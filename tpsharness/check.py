@@ -8,7 +8,8 @@ from time import monotonic
 
 from . import kernel
 from .client import Client
-from .device import Device, new_serial
+from .device import Device
+from .ids import new_uuid
 from .endpoint import Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .errors import ConnectError, ReceiptError, RegisterError, TPSError
@@ -27,7 +28,7 @@ class CheckResult:
     stage: str | None
     message: str
     address: tuple
-    serial: str
+    uuid: str
     payload_size: int
     timings: dict = field(default_factory=dict)
     transcript: Transcript = field(default=None, repr=False)
@@ -41,7 +42,7 @@ class CheckResult:
 
     def to_json(self, transcript=False):
         data = {"ok": self.ok, "stage": self.stage, "message": self.message,
-                "host": self.address[0], "port": self.address[1], "serial": self.serial,
+                "host": self.address[0], "port": self.address[1], "uuid": self.uuid,
                 "payload_size": self.payload_size, "embedded_fake_tps": self.embedded,
                 "timings_ms": self.timings}
         if transcript and self.transcript is not None:
@@ -49,7 +50,7 @@ class CheckResult:
         return data
 
 
-async def check_async(host, port, *, serial=None, auth_code="0000", payload=None, timeout=5.0,
+async def check_async(host, port, *, uuid=None, auth_code="0000", payload=None, timeout=5.0,
                       strict=False, family=0, deadline=None):
     """The check as a coroutine, to run on a Scheduler beside other tasks.
 
@@ -57,21 +58,21 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
     now); a stage that ends after it is that stage's failure, even if it succeeded.
     """
     address = checked_address((host, port))
-    serial = serial or new_serial()
+    uuid = uuid or new_uuid()
     payload = payload if payload is not None else os.urandom(8).hex().encode()
     transcript = Transcript()
     if deadline is None:
         deadline = Deadline(timeout)
     started = deadline.start
     timings = {}
-    device = Device(address, serial, auth_code=auth_code, timeout=timeout, transcript=transcript,
+    device = Device(address, uuid, auth_code=auth_code, timeout=timeout, transcript=transcript,
                     strict=strict, family=family)
     client = Client(address, auth_code=auth_code, timeout=timeout, transcript=transcript,
                     strict=strict, family=family)
 
     def result(ok, stage, message):
         timings["total"] = round((monotonic() - started) * 1000, 3)
-        return CheckResult(ok, stage, message, address, serial, len(payload), timings, transcript)
+        return CheckResult(ok, stage, message, address, uuid, len(payload), timings, transcript)
 
     def in_time(error_type, done):
         """The stage ended: its failure if the deadline passed meanwhile."""
@@ -91,17 +92,17 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
 
         mark = monotonic()
         await device.register(deadline=deadline)
-        in_time(RegisterError, f"TPS {label} registered {serial}")
+        in_time(RegisterError, f"TPS {label} registered {uuid}")
         timings["register"] = round((monotonic() - mark) * 1000, 3)
 
         mark = monotonic()
-        await client.send(serial, payload, deadline=deadline)
+        await client.send(uuid, payload, deadline=deadline)
         relayed = await device.receive(deadline=deadline)
         if relayed.body != payload:
             elapsed = monotonic() - mark
-            raise ReceiptError(f"device {serial} received {_describe_mismatch(payload, relayed.body)} "
+            raise ReceiptError(f"device {uuid} received {_describe_mismatch(payload, relayed.body)} "
                                f"after {format_ms(elapsed)}", elapsed)
-        in_time(ReceiptError, f"device {serial} received the payload")
+        in_time(ReceiptError, f"device {uuid} received the payload")
         timings["relay"] = round((monotonic() - mark) * 1000, 3)
     except TPSError as error:
         return result(False, error.stage, str(error))
@@ -109,7 +110,7 @@ async def check_async(host, port, *, serial=None, auth_code="0000", payload=None
         device.close()
         client.close()
     total_ms = (monotonic() - started) * 1000
-    return result(True, None, f"{label} registered {serial} and relayed "
+    return result(True, None, f"{label} registered {uuid} and relayed "
                               f"{len(payload)} bytes in {total_ms:.1f} ms")
 
 
@@ -121,27 +122,27 @@ def _describe_mismatch(sent, received):
             f"({quote(received, 40)} instead of {quote(sent, 40)})")
 
 
-def check(host, port, *, serial=None, auth_code="0000", payload=None, timeout=5.0, strict=False,
+def check(host, port, *, uuid=None, auth_code="0000", payload=None, timeout=5.0, strict=False,
           family=0):
     """Check the TPS at host:port once; a CheckResult (it never raises for a TPS failure).
 
     Returns within ``timeout`` + GRACE (0.5 s) whatever the server does. ValueError
     for arguments no check can run with: a timeout that is not a finite number in
-    (0, MAX_TIMEOUT], a serial or auth code that cannot be a header value, a
+    (0, MAX_TIMEOUT], a uuid or auth code that cannot be a header value, a
     payload that is not bytes or is longer than a device reads.
     """
     timeout = validate_timeout(timeout)
     checked_address((host, port))
-    validate_field("serial", serial, allow_none=True)
+    validate_field("uuid", uuid, allow_none=True)
     validate_field("auth code", auth_code)
     validate_payload(payload)
     deadline = Deadline(timeout)
-    return run_bounded(check_async(host, port, serial=serial, auth_code=auth_code, payload=payload,
+    return run_bounded(check_async(host, port, uuid=uuid, auth_code=auth_code, payload=payload,
                                    timeout=timeout, strict=strict, family=family, deadline=deadline),
                        (host, port), deadline)
 
 
-MAX_FIELD = 1024        # characters in a serial or auth code: they travel in header blocks
+MAX_FIELD = 1024        # characters in a uuid or auth code: they travel in header blocks
 
 
 def validate_field(what, value, *, allow_none=False):

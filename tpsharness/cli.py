@@ -89,8 +89,8 @@ def _add_target(parser):
                         help="the TPS port (as PORT)")
     parser.add_argument("-t", "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
                         help=f"deadline for the whole check (default 5, at most {MAX_TIMEOUT:g})")
-    parser.add_argument("--serial", type=_field("serial"),
-                        help="device serial to register (default: tpsharness-<random>)")
+    parser.add_argument("--uuid", type=_field("uuid"),
+                        help="the device's uuid, the SerialNumber it registers (default: tpsharness-<random>)")
     parser.add_argument("--auth-code", type=_field("auth code"), default="0000",
                         help="AuthCode to send (default 0000)")
     parser.add_argument("--payload", type=_payload,
@@ -195,7 +195,7 @@ def run_check(args):
     """Run the check the arguments describe; a CheckResult."""
     address = target(args)
     deadline = Deadline(args.timeout)
-    options = dict(serial=args.serial, auth_code=args.auth_code, payload=args.payload,
+    options = dict(uuid=args.uuid, auth_code=args.auth_code, payload=args.payload,
                    timeout=args.timeout, strict=args.strict_http, family=args.family,
                    deadline=deadline)
     if address is not None:
@@ -241,7 +241,7 @@ def cmd_record(args):
             raise UsageError(f"{output} is a directory; give a file name")
         if output.exists() and not args.force:
             raise UsageError(f"{output} exists; give --force to overwrite it")
-    options = dict(timeout=args.timeout, serial=args.serial, payload=args.payload,
+    options = dict(timeout=args.timeout, uuid=args.uuid, payload=args.payload,
                    auth_code=args.auth_code, strict=args.strict_http, family=args.family)
     try:
         if address is None:

@@ -1,19 +1,14 @@
 """The simulated client (an app): send private data to a device, read the ack."""
 
-import os
-
+from .defaults import AUTH_CODE, TIMEOUT
 from .endpoint import Endpoint
-
-
-def new_client_id(prefix="tpsharness-app-"):
-    """A fresh SrcUuid: ``tpsharness-app-3f2a9c1d``."""
-    return f"{prefix}{os.urandom(4).hex()}"
+from .ids import CLIENT_PREFIX, new_uuid
 
 
 class Client(Endpoint):
-    """An app on one TCP connection to the TPS, known to it by ``src`` (its SrcUuid).
+    """An app on one TCP connection to the TPS, known to it by ``uuid`` (its SrcUuid).
 
-    ``await cli.connect()``, ``await cli.send(serial, payload)`` (the ack Reply in
+    ``await cli.connect()``, ``await cli.send(device_uuid, payload)`` (the ack Reply in
     field or strict form; UnknownDestination for 404, Rejected for 400), and
     ``await cli.receive()`` for what a device sends back.
     """
@@ -21,11 +16,7 @@ class Client(Endpoint):
     actor = "client"
     __slots__ = ()
 
-    def __init__(self, address, src=None, *, auth_code="0000", timeout=5.0, transcript=None,
+    def __init__(self, address, uuid=None, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
                  strict=False, family=0):
-        super().__init__(address, src or new_client_id(), auth_code=auth_code, timeout=timeout,
+        super().__init__(address, uuid or new_uuid(CLIENT_PREFIX), auth_code=auth_code, timeout=timeout,
                          transcript=transcript, strict=strict, family=family)
-
-    @property
-    def src(self):
-        return self.uuid

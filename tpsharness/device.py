@@ -1,16 +1,12 @@
 """The simulated device (an IP camera): register, heartbeat, receive private data."""
 
-import os
 from time import monotonic
 
+from .defaults import AUTH_CODE, KEEPALIVE_INTERVAL, TIMEOUT
 from .endpoint import Endpoint, format_ms
 from .errors import ReceiptError, RegisterError
+from .ids import new_uuid
 from .protocol import RegisterReply, quote, register_request
-
-
-def new_serial(prefix="tpsharness-"):
-    """A fresh serial that no real camera has: ``tpsharness-3f2a9c1d``."""
-    return f"{prefix}{os.urandom(4).hex()}"   # not secrets: it costs 4 MB of imports
 
 
 class Device(Endpoint):
@@ -25,17 +21,13 @@ class Device(Endpoint):
     actor = "device"
     __slots__ = ("trailing_crlf", "keepalive_interval", "_cseq")
 
-    def __init__(self, address, serial=None, *, auth_code="0000", timeout=5.0, transcript=None,
+    def __init__(self, address, uuid=None, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
                  strict=False, trailing_crlf=False, family=0):
-        super().__init__(address, serial or new_serial(), auth_code=auth_code, timeout=timeout,
+        super().__init__(address, uuid or new_uuid(), auth_code=auth_code, timeout=timeout,
                          transcript=transcript, strict=strict, family=family)
         self.trailing_crlf = trailing_crlf
         self.keepalive_interval = None      # seconds, from the last register reply
         self._cseq = 0
-
-    @property
-    def serial(self):
-        return self.uuid
 
     async def register(self, timeout=None, *, deadline=None):
         """Register (or re-register: a heartbeat); the RegisterReply, verified.
@@ -45,9 +37,7 @@ class Device(Endpoint):
         """
         started = monotonic()
         deadline = self._deadline(timeout, deadline)
-        self._cseq += 1
-        request = register_request(self.serial, host=self.host_header, cseq=str(self._cseq),
-                                   auth_code=self.auth_code, trailing_crlf=self.trailing_crlf)
+        request = self.register_request()
         await self._send(request, RegisterError, started, deadline)
         answer = await self._next(False, RegisterError, "register reply", started, deadline)
         elapsed = monotonic() - started
@@ -63,7 +53,7 @@ class Device(Endpoint):
             raise RegisterError(f"TPS {self.label} answered status {answer.status} "
                                 f"{after}", elapsed)
         if answer.error_num != "200":
-            raise RegisterError(f"TPS {self.label} refused {self.serial!r} with ErrorNum "
+            raise RegisterError(f"TPS {self.label} refused {self.uuid!r} with ErrorNum "
                                 f"{answer.error_num} {answer.error_string!r} {after}", elapsed)
         interval = answer.keepalive_interval
         self.keepalive_interval = (int(interval) if isinstance(interval, str) and interval.isascii()
@@ -73,6 +63,19 @@ class Device(Endpoint):
 
     heartbeat = register
 
+    def register_request(self, serial=None, *, auth_code=None, trailing_crlf=None):
+        """The bytes of this device's next register request, with the next CSeq.
+
+        ``serial`` registers another SerialNumber than the device's uuid (a scenario's
+        second-serial step); ``auth_code`` and ``trailing_crlf`` default to the device's.
+        Nothing is sent: ``register`` sends it, a scenario may split or repeat it.
+        """
+        self._cseq += 1
+        return register_request(self.uuid if serial is None else serial, host=self.host_header,
+                                cseq=str(self._cseq),
+                                auth_code=self.auth_code if auth_code is None else auth_code,
+                                trailing_crlf=self.trailing_crlf if trailing_crlf is None else trailing_crlf)
+
     async def run(self, on_data=None, *, duration=None, heartbeat_fraction=0.8):
         """Serve: receive private data and heartbeat before KeepAliveIntervel ends.
 
@@ -81,12 +84,12 @@ class Device(Endpoint):
         (forever if None); TPSError subclasses end it.
         """
         end = None if duration is None else monotonic() + duration
-        next_beat = monotonic() + (self.keepalive_interval or 120) * heartbeat_fraction
+        next_beat = monotonic() + (self.keepalive_interval or KEEPALIVE_INTERVAL) * heartbeat_fraction
         while end is None or monotonic() < end:
             now = monotonic()
             if now >= next_beat:
                 await self.heartbeat()
-                next_beat = monotonic() + (self.keepalive_interval or 120) * heartbeat_fraction
+                next_beat = monotonic() + (self.keepalive_interval or KEEPALIVE_INTERVAL) * heartbeat_fraction
                 continue
             try:
                 message = await self.receive(timeout=min(next_beat, end or next_beat) - now)

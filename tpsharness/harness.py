@@ -6,22 +6,17 @@ a device registered in one call receives in the next. Everything opened is close
 by ``close()``, which the pytest fixture calls at teardown even when a test fails.
 """
 
-import os
 import socket
 
 from . import kernel
 from .check import check_async
 from .client import Client
 from .deadline import GRACE, validate_timeout
+from .defaults import TIMEOUT
 from .device import Device
 from .endpoint import Raw, Transcript
+from .ids import CLIENT_PREFIX, new_uuid
 from .net import checked_address
-
-
-def unique_serial(prefix="tpsharness-"):
-    """A serial unique across pytest-xdist workers and runs: worker id plus random bits."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"{prefix}{worker + '-' if worker else ''}{os.urandom(5).hex()}"
 
 
 class _Handle:
@@ -54,8 +49,9 @@ class DeviceHandle(_Handle):
     """A connected simulated device, driven by blocking calls."""
 
     @property
-    def serial(self):
-        return self.endpoint.serial
+    def uuid(self):
+        """The device's SerialNumber."""
+        return self.endpoint.uuid
 
     def register(self, timeout=None):
         """Register (or re-register); the verified RegisterReply."""
@@ -81,8 +77,9 @@ class ClientHandle(_Handle):
     """A connected simulated client, driven by blocking calls."""
 
     @property
-    def src(self):
-        return self.endpoint.src
+    def uuid(self):
+        """The client's SrcUuid."""
+        return self.endpoint.uuid
 
     def send(self, dest, payload, timeout=None):
         """Private data to ``dest``; the ack (UnknownDestination for 404, Rejected for 400)."""
@@ -103,7 +100,7 @@ class RawHandle(_Handle):
 class Harness:
     """Simulated devices and clients against the TPS at ``address``, blocking calls."""
 
-    def __init__(self, address, *, timeout=5.0, strict=False, family=0):
+    def __init__(self, address, *, timeout=TIMEOUT, strict=False, family=0):
         self.address = checked_address(address)
         self.timeout = validate_timeout(timeout)
         self.strict = strict
@@ -122,20 +119,21 @@ class Harness:
         self.run(endpoint.connect())
         return handle
 
-    def device(self, serial=None, *, register=True, **options):
-        """A device connected (and, unless ``register=False``, registered)."""
+    def device(self, uuid=None, *, register=True, **options):
+        """A device connected (and, unless ``register=False``, registered) as ``uuid``
+        (default: a fresh one, ids.new_uuid)."""
         options.setdefault("family", self.family)
-        device = Device(self.address, serial or unique_serial(), timeout=self.timeout,
+        device = Device(self.address, uuid or new_uuid(), timeout=self.timeout,
                         transcript=self.transcript, strict=self.strict, **options)
         handle = self._open(DeviceHandle, device)
         if register:
             handle.register()
         return handle
 
-    def client(self, src=None, **options):
-        """A client, connected."""
+    def client(self, uuid=None, **options):
+        """A client, connected, sending as ``uuid`` (default: a fresh one)."""
         options.setdefault("family", self.family)
-        client = Client(self.address, src or unique_serial("tpsharness-app-"), timeout=self.timeout,
+        client = Client(self.address, uuid or new_uuid(CLIENT_PREFIX), timeout=self.timeout,
                         transcript=self.transcript, strict=self.strict, **options)
         return self._open(ClientHandle, client)
 
@@ -147,7 +145,7 @@ class Harness:
     def check(self, **options):
         """One full check (register, send, receipt); a CheckResult."""
         options.setdefault("timeout", self.timeout)
-        options.setdefault("serial", unique_serial())
+        options.setdefault("uuid", new_uuid())
         options.setdefault("family", self.family)
         return self.run(check_async(*self.address, **options), options["timeout"])
 

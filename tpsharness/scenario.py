@@ -18,13 +18,14 @@ from .endpoint import Raw, Transcript
 from .client import Client
 from .deadline import GRACE, Deadline
 from .device import Device
+from .defaults import AUTH_CODE, TIMEOUT
 from .errors import ScenarioError, ScenarioFailure, TPSError
-from .harness import unique_serial
-from .protocol import PrivateDataTemplate, RegisterReply, quote, register_request
+from .ids import CLIENT_PREFIX, new_uuid
+from .protocol import PrivateDataTemplate, RegisterReply, quote
 from .syscalls import Sleep
 
 ACTOR_KINDS = {"device": Device, "client": Client, "raw": Raw}
-ACTOR_FIELDS = {"kind": str, "serial": str, "src": str, "auth_code": str, "note": str}
+ACTOR_FIELDS = {"kind": str, "uuid": str, "auth_code": str, "note": str}
 
 # Each step: the actor kinds it applies to (None: no actor), required fields, optional ones.
 STEPS = {
@@ -355,14 +356,11 @@ class _Player:
         for name, spec in scenario.data["actors"].items():
             kind = ACTOR_KINDS[spec["kind"]]
             options = dict(timeout=timeout, transcript=self.transcript, strict=strict, family=family)
-            if spec["kind"] == "device":
-                serial = self._expand(spec["serial"]) if "serial" in spec else unique_serial()
-                endpoint = kind(self.address, serial,
-                                auth_code=spec.get("auth_code", "0000"), **options)
-            elif spec["kind"] == "client":
-                src = self._expand(spec["src"]) if "src" in spec else unique_serial("tpsharness-app-")
-                endpoint = kind(self.address, src,
-                                auth_code=spec.get("auth_code", "0000"), **options)
+            if spec["kind"] in ("device", "client"):
+                fresh = new_uuid() if spec["kind"] == "device" else new_uuid(CLIENT_PREFIX)
+                uuid = self._expand(spec["uuid"]) if "uuid" in spec else fresh
+                endpoint = kind(self.address, uuid, auth_code=spec.get("auth_code", AUTH_CODE),
+                                **options)
             else:
                 endpoint = kind(self.address, **options)
             endpoint.name = name
@@ -409,12 +407,9 @@ class _Player:
             except TPSError as error:
                 self.fail(step, "a connection", str(error))
         elif do in ("register", "heartbeat"):
-            endpoint._cseq += 1
-            serial = self._expand(step["serial"]) if "serial" in step else endpoint.serial
-            await self._write(step, endpoint, register_request(
-                serial, host=endpoint.host_header, cseq=str(endpoint._cseq),
-                auth_code=step.get("auth_code", endpoint.auth_code),
-                trailing_crlf=step.get("trailing_crlf", False)))
+            serial = self._expand(step["serial"]) if "serial" in step else None
+            await self._write(step, endpoint, endpoint.register_request(
+                serial, auth_code=step.get("auth_code"), trailing_crlf=step.get("trailing_crlf", False)))
         elif do == "send":
             payload = _bytes(step, "payload", "payload_hex", b"tpsharness")
             template = PrivateDataTemplate(endpoint.uuid, self._uuid(step["to"]),
@@ -579,7 +574,7 @@ def _refusal(reply, stage):
     return "" if reply.status == 200 else f"answered {reply.status} {reply.reason}".rstrip()
 
 
-def play(scenario, address, *, timeout=5.0):
+def play(scenario, address, *, timeout=TIMEOUT):
     """Run ``scenario`` against the TPS at ``address``; ScenarioFailure if a step fails."""
     player = _Player(scenario, address, timeout)
     kernel.run(player.play(), timeout=_budget(scenario, timeout))
@@ -612,8 +607,8 @@ CHECK_TEMPLATE = {
 TEMPLATES = {"check": CHECK_TEMPLATE}
 
 
-def record(template_name, address, *, timeout=5.0, serial=None, payload=None, description=None,
-           auth_code="0000", strict=False, family=0):
+def record(template_name, address, *, timeout=TIMEOUT, uuid=None, payload=None, description=None,
+           auth_code=AUTH_CODE, strict=False, family=0):
     """Run a template's steps against ``address`` and return a scenario (a dict) that
     expects exactly what happened: a field incident becomes a regression test.
 
@@ -621,10 +616,10 @@ def record(template_name, address, *, timeout=5.0, serial=None, payload=None, de
     waits at most that long), and ends within it plus GRACE whatever the server does.
     """
     template = json.loads(json.dumps(TEMPLATES[template_name]))
-    if serial:
-        template["actors"]["device"]["serial"] = serial
+    if uuid:
+        template["actors"]["device"]["uuid"] = uuid
     for actor in template["actors"].values():
-        if actor["kind"] in ("device", "client") and auth_code != "0000":
+        if actor["kind"] in ("device", "client") and auth_code != AUTH_CODE:
             actor["auth_code"] = auth_code
     payload = payload if payload is not None else f"tpsharness record {os.urandom(6).hex()}"
     for step in template["steps"]:

@@ -54,7 +54,7 @@ async def ours_pair(address, index, relays, varied):
     try:
         for n in range(relays):
             payload = payload_for(index, n, varied)
-            await client.send(device.serial, payload)
+            await client.send(device.uuid, payload)
             received = await device.receive()
             assert received.body == payload, (received.body, payload)
     finally:

@@ -111,7 +111,7 @@ async def pair(address, index, stop, counts, connected):
         while not stop.is_set():
             payload = b"soak %d %d" % (index, n)
             counts.sent += 1
-            await client.send(device.serial, payload)
+            await client.send(device.uuid, payload)
             received = await device.receive()
             if received.body != payload:
                 counts.errors.append(f"pair {index}: {received.body!r} arrived for {payload!r}")

@@ -9,11 +9,12 @@ import os
 import pytest
 
 from tpsharness.errors import TPSError
+from tpsharness.ids import new_uuid
 from tpsharness.protocol import private_data_request, register_request
 
 
 def _serial(tag):
-    return f"tpsharness-{tag}-{os.urandom(4).hex()}"
+    return new_uuid(f"tpsharness-{tag}-")
 
 
 def _replies(raw, count, timeout=1.0):
@@ -42,8 +43,8 @@ def test_pipelined_registers_get_one_reply_each(tps):
 def test_pipelined_private_data_get_one_ack_each(tps):
     device = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-p", device.serial, b"one")
-             + private_data_request("tpsharness-app-p", device.serial, b"two"))
+    raw.send(private_data_request("tpsharness-app-p", device.uuid, b"one")
+             + private_data_request("tpsharness-app-p", device.uuid, b"two"))
     statuses = [reply.status for reply in _replies(raw, 2)]
     bodies = [device.receive(timeout=2), device.receive(timeout=2)]
     assert bodies == [b"one", b"two"], f"the device received {bodies}"
@@ -74,7 +75,7 @@ def test_a_64_kib_payload_arrives_whole(tps):
     device = tps.device()
     payload = os.urandom(32 * 1024).hex().encode()      # 64 KiB of text
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-big", device.serial, payload))
+    raw.send(private_data_request("tpsharness-app-big", device.uuid, payload))
     replies = _replies(raw, 1)
     try:
         received = device.receive(timeout=3)
@@ -91,7 +92,7 @@ def test_a_64_kib_payload_arrives_whole(tps):
 @pytest.mark.destructive
 def test_the_server_survives_a_200_kib_burst(tps):
     device = tps.device()
-    burst = private_data_request("tpsharness-app-burst", device.serial, b"b" * (200 * 1024))
+    burst = private_data_request("tpsharness-app-burst", device.uuid, b"b" * (200 * 1024))
     raw = tps.raw()
     raw.send(burst)
     _replies(raw, 60, timeout=0.5)
@@ -116,6 +117,6 @@ def test_unrecognised_input_gets_400_and_the_connection_stays_usable(tps, name):
     raw.send(UNRECOGNISED[name])
     reply = raw.next_reply()
     assert reply.status == 400, f"{name}: answered {reply.status} {getattr(reply, 'reason', '')}"
-    raw.send(private_data_request(_serial("app"), device.serial, b"after a 400"))
+    raw.send(private_data_request(_serial("app"), device.uuid, b"after a 400"))
     assert raw.next_reply().status == 200, f"after {name} and its 400 the connection was not usable"
     assert device.receive(timeout=2) == b"after a 400"

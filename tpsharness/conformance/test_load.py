@@ -2,7 +2,6 @@
 
 from tpsharness.client import Client
 from tpsharness.device import Device
-from tpsharness.harness import unique_serial
 from tpsharness.syscalls import NewTask, WaitTask
 
 
@@ -12,15 +11,15 @@ def test_200_devices_registered_at_once_each_receive_their_data(tps):
         await device.register()
 
     async def main():
-        devices = [Device(tps.address, unique_serial(), timeout=tps.timeout) for _ in range(200)]
+        devices = [Device(tps.address, timeout=tps.timeout) for _ in range(200)]
         try:
             for tid in [await NewTask(connect_and_register(d)) for d in devices]:
                 await WaitTask(tid)
-            client = Client(tps.address, unique_serial("tpsharness-app-"), timeout=tps.timeout)
+            client = Client(tps.address, timeout=tps.timeout)
             await client.connect()
             try:
                 for index, device in enumerate(devices):
-                    await client.send(device.serial, b"for device %d" % index)
+                    await client.send(device.uuid, b"for device %d" % index)
                 return [(await device.receive()).body for device in devices]
             finally:
                 client.close()

@@ -9,7 +9,7 @@ from tpsharness.protocol import private_data_request, register_request
 def test_private_data_is_acked_and_relayed_as_raw_bytes(tps):
     device = tps.device()
     raw = tps.raw()
-    request = private_data_request("tpsharness-app-raw", device.serial, b"exact bytes", host="tps.test")
+    request = private_data_request("tpsharness-app-raw", device.uuid, b"exact bytes", host="tps.test")
     raw.send(request)
     assert raw.next_reply().status == 200
     relayed = device.receive_message()
@@ -19,7 +19,7 @@ def test_private_data_is_acked_and_relayed_as_raw_bytes(tps):
 def test_any_bytes_including_nul_are_relayed(tps):
     device = tps.device()
     payload = bytes(range(256)) + b"\r\n\r\n\x00"
-    tps.client().send(device.serial, payload)
+    tps.client().send(device.uuid, payload)
     assert device.receive() == payload
 
 
@@ -32,17 +32,17 @@ def test_an_unknown_dest_uuid_claims_nothing_and_closes_nothing(tps):
     """docs/protocol.md section 1: the DestUuid is looked up first; a 404 changes nothing."""
     device = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request(device.serial, "tpsharness-never-registered", b"x"))
+    raw.send(private_data_request(device.uuid, "tpsharness-never-registered", b"x"))
     assert raw.next_reply().status == 404
     assert not device.closed_by_server(timeout=0.5), "a 404 closed the device holding the SrcUuid"
-    tps.client().send(device.serial, b"still the device's")
+    tps.client().send(device.uuid, b"still the device's")
     assert device.receive() == b"still the device's", "the SrcUuid of a 404 was claimed"
 
 
 def test_private_data_from_the_sender_to_itself_gets_400(tps):
     """docs/protocol.md section 1: SrcUuid and DestUuid both name the sending connection."""
     device = tps.device()
-    device.send_raw(private_data_request(device.serial, device.serial, b"to myself"))
+    device.send_raw(private_data_request(device.uuid, device.uuid, b"to myself"))
     reply = device.next_reply()
     assert reply.status == 400, f"answered {reply.status} {getattr(reply, 'reason', '')}"
 
@@ -71,8 +71,8 @@ def test_malformed_requests_get_400(tps, name):
 def test_a_device_reply_reaches_the_client_by_its_srcuuid(tps):
     device = tps.device()
     client = tps.client()
-    client.send(device.serial, b"question")
+    client.send(device.uuid, b"question")
     question = device.receive_message()
-    assert question.src == client.src
+    assert question.src == client.uuid
     device.send(question.src, b"answer")
     assert client.receive() == b"answer"

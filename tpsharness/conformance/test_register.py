@@ -34,16 +34,16 @@ def test_heartbeat_is_answered_and_keeps_the_connection(tps):
     again = device.heartbeat()
     assert again.ok
     client = tps.client()
-    client.send(device.serial, b"after the heartbeat")
+    client.send(device.uuid, b"after the heartbeat")
     assert device.receive() == b"after the heartbeat"
 
 
 def test_newer_registration_closes_the_older_connection(tps):
     old = tps.device()
-    new = tps.device(serial=old.serial)
+    new = tps.device(uuid=old.uuid)
     assert old.closed_by_server(timeout=3), "the older connection stayed open"
     client = tps.client()
-    client.send(new.serial, b"to the newer connection")
+    client.send(new.uuid, b"to the newer connection")
     assert new.receive() == b"to the newer connection"
 
 
@@ -53,7 +53,7 @@ def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
     device = tps.device()
     destination = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request(device.serial, destination.serial, b"taking the uuid"))
+    raw.send(private_data_request(device.uuid, destination.uuid, b"taking the uuid"))
     assert raw.next_reply().status == 200
     assert device.closed_by_server(timeout=3), "the device's connection stayed open"
     assert destination.receive() == b"taking the uuid"
@@ -63,12 +63,12 @@ def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
     """docs/protocol.md section 1: the holder is closed and the first serial stays."""
     first = tps.device()
     holder = tps.device()
-    first.send_raw(register_request(holder.serial))
+    first.send_raw(register_request(holder.uuid))
     reply = first.next_reply()
     assert isinstance(reply, RegisterReply) and reply.ok, f"the takeover register got {reply}"
     assert holder.closed_by_server(timeout=3), "the serial's holder stayed open"
     client = tps.client()
-    for serial in (first.serial, holder.serial):
+    for serial in (first.uuid, holder.uuid):
         client.send(serial, f"to {serial}".encode())
         assert first.receive() == f"to {serial}".encode(), f"private data for {serial} went astray"
 
@@ -77,7 +77,7 @@ def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
     """docs/protocol.md section 1: the field project's device simulator sends its
     SerialNumber and AuthCode as JSON numbers; the number's decimal text is the serial."""
     number = int.from_bytes(os.urandom(6), "big") + 10 ** 15     # unique on a shared server
-    device = tps.device(serial=str(number), register=False)
+    device = tps.device(uuid=str(number), register=False)
     body = ('{"TransProxy": {"Header": {"CSeq": 3, "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
             '"TerminalType": "Camera", "Version": "1.0"}, "Body": {"AuthCode": %d, '
             '"SerialNumber": %d}}}' % (number % 10000, number)).encode()
@@ -93,10 +93,10 @@ def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
     """The field server closed such a connection, kept a dangling entry for the first
     serial, and crashed (SIGSEGV) on the next private data for it."""
     device = tps.device()
-    device.send_raw(register_request(device.serial + "-other"))
+    device.send_raw(register_request(device.uuid + "-other"))
     device.closed_by_server(timeout=1)
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-x", device.serial, b"to the first serial"))
+    raw.send(private_data_request("tpsharness-app-x", device.uuid, b"to the first serial"))
     try:
         raw.next_reply(timeout=2)
     except Exception:

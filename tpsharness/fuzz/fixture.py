@@ -76,9 +76,9 @@ def _actor(program, uuids, name):
     kind = CAST[name]
     index = program.identity(name)
     if kind == "device":
-        return {"kind": kind, "serial": uuids.pool[index]}
+        return {"kind": kind, "uuid": uuids.pool[index]}
     if kind == "client":
-        return {"kind": kind, "src": uuids.pool[index]}
+        return {"kind": kind, "uuid": uuids.pool[index]}
     return {"kind": kind}
 
 

@@ -188,12 +188,12 @@ class Engine:
         except TPSError as error:
             device.close()
             device.closed = True
-            counters.errors.add(_reason(error), f"device {device.serial}: {error}")
+            counters.errors.add(_reason(error), f"device {device.uuid}: {error}")
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
         if self.config.heartbeat:
             device.heartbeat_request = (device.keepalive_interval or 120, register_request(
-                device.serial, host=device.host_header, cseq="2", auth_code=device.auth_code))
+                device.uuid, host=device.host_header, cseq="2", auth_code=device.auth_code))
         self.pool.add(device)
         self.live_devices += 1
         counters.devices += 1
@@ -212,7 +212,7 @@ class Engine:
             await client.connect()
         except TPSError as error:
             client.closed = True
-            self.counters.errors.add(_reason(error), f"client {client.src}: {error}")
+            self.counters.errors.add(_reason(error), f"client {client.uuid}: {error}")
             return
         self.pool.add(client)
         self.live_clients += 1
@@ -230,15 +230,15 @@ class Engine:
             client.pairs.append(pair)
             client_of.append(client.index)
             device_of.append(device.index)
-            build = PrivateDataTemplate(client.src, device.serial, host=client.host_header,
+            build = PrivateDataTemplate(client.uuid, device.uuid, host=client.host_header,
                                         auth_code=client.auth_code).build
             head = build(bytes(size))[:-size]       # every payload has one size: the header block is fixed
             heads.append(head)
             if device.relay_heads is None:
                 device.relay_heads = {}
-            device.relay_heads[head] = (client.src, size)       # what the device frames without parsing
+            device.relay_heads[head] = (client.uuid, size)       # what the device frames without parsing
             if self.config.reply_every:
-                answers.append(PrivateDataTemplate(device.serial, client.src, host=device.host_header,
+                answers.append(PrivateDataTemplate(device.uuid, client.uuid, host=device.host_header,
                                                    auth_code=device.auth_code).build)
         self.streams = Streams(client_of, device_of)
         self._heads, self._answers = heads, answers
@@ -273,7 +273,7 @@ class Engine:
                     flags = ask
             backlog = client.backlog
             if backlog is not None and len(backlog) > MAX_BACKLOG:
-                errors.add("generator backlog full", f"client {client.src}: over {MAX_BACKLOG} bytes "
+                errors.add("generator backlog full", f"client {client.uuid}: over {MAX_BACKLOG} bytes "
                            "queued (the TPS does not read fast enough); message not sent")
                 return False
             seq = next_seq[pair]
@@ -305,7 +305,7 @@ class Engine:
         ask = payload_format.ASK_REPLY
         answers = self._answers
         clients = self.clients
-        by_src = {client.src: client for client in clients}
+        by_src = {client.uuid: client for client in clients}
         closed_loop = self.config.rate is None
         send = self._send = self._make_send()
         write = self._write
@@ -325,7 +325,7 @@ class Engine:
                     if message.__class__ is PrivateData:
                         relayed(endpoint, message.src, message.body, now)
                     elif message.status != 200:
-                        errors.add(status_reason(message), f"device {endpoint.serial}: TPS answered "
+                        errors.add(status_reason(message), f"device {endpoint.uuid}: TPS answered "
                                    f"{message.status} {message.reason} to a heartbeat or an answer")
                 return
             acks = endpoint.whole_acks(data)
@@ -379,7 +379,7 @@ class Engine:
                     ack.buffer.append(int((now - due) * 1e6))
             else:
                 counters.rejected += 1
-                errors.add(status_reason(message), f"client {endpoint.src}: TPS answered "
+                errors.add(status_reason(message), f"client {endpoint.uuid}: TPS answered "
                            f"{message.status} {message.reason} to private data")
                 refill(endpoint, now)
 
@@ -523,7 +523,7 @@ class Engine:
         timeout = self.config.timeout
         for client in self.sending_clients:
             if client.in_flight > 0 and not client.closed and now - client.last_progress > timeout:
-                self.counters.errors.add("timeout", f"client {client.src}: {client.in_flight} "
+                self.counters.errors.add("timeout", f"client {client.uuid}: {client.in_flight} "
                                          f"messages not delivered within {timeout:g} s")
                 client.in_flight = 0
                 client.last_progress = now
