@@ -15,10 +15,10 @@ from tpsharness.errors import Rejected, UnknownDestination
 from tpsharness.syscalls import NewTask
 
 
-def test_a_check_against_the_fake_passes_and_times_every_phase(fake):
+def test_a_check_against_the_fake_passes_and_times_every_stage(fake):
     result = check(*fake.address, timeout=5)
     assert result.ok and result.stage is None
-    assert set(result.timings) == {"connect", "register", "relay", "total"}
+    assert set(result.timings) == {"connect", "register", "send", "receipt", "total"}
     assert result.uuid.startswith("tpsharness-")
     assert f"registered {result.uuid} and relayed 16 bytes" in result.message
     assert fake.stats.relays == 1
@@ -40,9 +40,9 @@ def test_a_given_serial_and_payload_are_used(fake):
 
 
 def test_legacy_dict_on_success_and_failure(fake):
-    assert check(*fake.address, timeout=5).as_dict() == {"status": 0, "target": 1, "errors": ""}
+    assert check(*fake.address, timeout=5).as_legacy_dict() == {"status": 0, "target": 1, "errors": ""}
     fake.configure(faults=["drop-relays"])
-    failed = check(*fake.address, timeout=0.5).as_dict()
+    failed = check(*fake.address, timeout=0.5).as_legacy_dict()
     assert failed["status"] == 1 and failed["target"] == 0 and failed["errors"].startswith("receipt:")
 
 
@@ -173,17 +173,34 @@ def test_device_run_answers_the_sender_and_heartbeats(fake):
     assert fake.stats.heartbeats >= 1
 
 
-def test_the_last_guard_turns_a_hang_into_a_failed_result():
+def test_the_last_guard_turns_a_hang_into_a_failed_result_that_names_the_stage():
+    from tpsharness.check import CheckProgress, run_bounded
+    from tpsharness.syscalls import Sleep
+
+    progress = CheckProgress()
+
+    async def hangs_while_sending():
+        progress.timings.update(connect=1.0, register=2.0)
+        progress.stage = "send"
+        await Sleep(60)
+
+    start = time.monotonic()
+    result = run_bounded(hangs_while_sending(), ("127.0.0.1", 6604), timeout=0.1, progress=progress)
+    assert time.monotonic() - start < 2
+    assert not result.ok and result.stage == "send"
+    assert result.message.startswith("send: no result within 0.6 s")
+    assert set(result.timings) == {"connect", "register", "total"}
+
+
+def test_the_guard_names_connect_when_nothing_reported_progress():
     from tpsharness.check import run_bounded
     from tpsharness.syscalls import Sleep
 
     async def hangs():
         await Sleep(60)
 
-    start = time.monotonic()
     result = run_bounded(hangs(), ("127.0.0.1", 6604), timeout=0.1)
-    assert time.monotonic() - start < 2
-    assert not result.ok and result.stage is None and "no result within 0.6 s" in result.message
+    assert (result.ok, result.stage) == (False, "connect")
 
 
 @pytest.mark.parametrize("host, port, options", [

@@ -19,7 +19,7 @@ def tps(*args, timeout=30):
                           text=True, timeout=timeout)
 
 
-PERFDATA = r"\| connect=[\d.]+ms register=[\d.]+ms relay=[\d.]+ms total=[\d.]+ms;{w};{c};0;$"
+PERFDATA = r"\| connect=[\d.]+ms register=[\d.]+ms send=[\d.]+ms receipt=[\d.]+ms total=[\d.]+ms;{w};{c};0;$"
 
 
 def test_check_without_a_target_uses_the_embedded_fake_and_says_so():
@@ -68,10 +68,23 @@ def test_json_output_is_one_object(fake):
     result = tps("check", *map(str, fake.address), "--json")
     data = json.loads(result.stdout)
     assert result.returncode == 0 and data["ok"] is True and data["state"] == "OK"
-    assert set(data["timings_ms"]) == {"connect", "register", "relay", "total"}
+    assert set(data["timings"]) == {"connect", "register", "send", "receipt", "total"}
     assert "transcript" not in data
     verbose = json.loads(tps("check", *map(str, fake.address), "--json", "-v").stdout)
     assert any(entry["actor"] == "device" for entry in verbose["transcript"])
+
+
+def test_json_keys_are_the_check_results_field_names(fake):
+    from dataclasses import fields
+
+    from tpsharness import CheckResult
+    names = {f.name for f in fields(CheckResult)} - {"transcript"}
+    plain = json.loads(tps("check", *map(str, fake.address), "--json").stdout)
+    assert set(plain) == names | {"state", "exit_code", "reason"}
+    verbose = json.loads(tps("check", *map(str, fake.address), "--json", "-v").stdout)
+    assert set(verbose) == names | {"state", "exit_code", "reason", "transcript"}
+    warned = json.loads(tps("check", *map(str, fake.address), "--json", "-w", "~:0").stdout)
+    assert warned["state"] == "WARNING" and warned["reason"].startswith("total ")
 
 
 def test_prometheus_output_names_the_failed_stage(fake):
@@ -82,7 +95,7 @@ def test_prometheus_output_names_the_failed_stage(fake):
     assert "tps_probe_success 0" in lines
     assert 'tps_probe_failed_stage{stage="receipt"} 1' in lines
     assert 'tps_probe_failed_stage{stage="register"} 0' in lines
-    assert any(line.startswith('tps_probe_duration_seconds{phase="register"} ') for line in lines)
+    assert any(line.startswith('tps_probe_duration_seconds{stage="register"} ') for line in lines)
 
 
 def test_verbose_adds_the_wire_transcript(fake):
@@ -140,7 +153,7 @@ def test_the_installed_console_script_runs_the_same_command():
     if not os.path.exists(script):
         pytest.skip("tpsharness is not installed as a console script here")
     result = subprocess.run([script, "check", "--json"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0 and json.loads(result.stdout)["embedded_fake_tps"] is True
+    assert result.returncode == 0 and json.loads(result.stdout)["embedded"] is True
 
 
 # -- usage errors of the command at hand, validated before anything is sent ---------------

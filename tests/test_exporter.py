@@ -49,14 +49,15 @@ def metric(text, name, labels=""):
     return float(match.group(1))
 
 
-def test_a_probe_of_a_healthy_tps_reports_success_and_phase_durations(exporter_at, fake):
+def test_a_probe_of_a_healthy_tps_reports_success_and_stage_durations(exporter_at, fake):
     base, _ = exporter_at()
     host, port = fake.address
     status, text = get(f"{base}/probe?target={host}:{port}")
     assert status == 200
     assert metric(text, "tps_probe_success") == 1
-    for phase in ("connect", "register", "relay"):
-        assert metric(text, "tps_probe_duration_seconds", f'{{phase="{phase}"}}') > 0
+    for stage in ("connect", "register", "send"):
+        assert metric(text, "tps_probe_duration_seconds", f'{{stage="{stage}"}}') > 0
+    assert metric(text, "tps_probe_duration_seconds", '{stage="receipt"}') >= 0
     assert metric(text, "tps_probe_failed_stage", '{stage="connect"}') == 0
 
 
@@ -108,7 +109,7 @@ def test_a_probe_over_the_concurrency_limit_gets_503_at_once(exporter_at):
         held.set()
         release.wait(10)
         from tpsharness.check import CheckResult
-        return CheckResult(False, "connect", "held", (host, port), "", 0, {"total": 1.0})
+        return CheckResult(False, "connect", "held", host, port, "", 0, {"total": 1.0})
 
     base, exporter = exporter_at(max_concurrent=1)
     exporter._check = slow_check

@@ -3,7 +3,7 @@ device receives exactly that payload, all within a deadline (docs/protocol.md se
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from time import monotonic
 
 from . import kernel
@@ -12,50 +12,81 @@ from .device import Device
 from .ids import new_uuid
 from .endpoint import Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
-from .errors import ConnectError, ReceiptError, RegisterError, TPSError
+from .defaults import AUTH_CODE, TIMEOUT
+from .errors import ConnectError, ReceiptError, RegisterError, SendError, TPSError
 from .net import checked_address, format_address
 from .protocol import DEFAULT_MAX_BODY, quote
 
 STAGES = ("connect", "register", "send", "receipt")
+"""The stages of a check, in order: the one vocabulary of failures, timings, JSON and
+metrics. ``send`` lasts from the client's request until its ack, ``receipt`` from the
+ack until the device had the payload (0 or near it when the relay came first)."""
 
 
 @dataclass
 class CheckResult:
-    """What one check found. ``stage`` names the failed stage (None when ok); timings
-    are in ms: connect, register, relay (send until the device had the payload), total."""
+    """What one check found.
+
+    ``stage`` names the failed stage (None when ok); ``timings`` holds, in ms, one
+    entry per stage that ran (STAGES) plus ``total``; ``uuid`` is the device's;
+    ``embedded`` says the check ran against the bundled fake TPS.
+    """
 
     ok: bool
     stage: str | None
     message: str
-    address: tuple
+    host: str
+    port: int
     uuid: str
     payload_size: int
     timings: dict = field(default_factory=dict)
     transcript: Transcript = field(default=None, repr=False)
-    embedded: bool = False          # checked against the bundled fake TPS
+    embedded: bool = False
 
-    def as_dict(self):
+    @property
+    def address(self):
+        """``(host, port)``, as every other API takes an address."""
+        return self.host, self.port
+
+    def to_dict(self, transcript=False):
+        """The fields by their names, for JSON; ``transcript`` (a list of entries) only
+        when asked, since it can be large."""
+        data = {name: getattr(self, name) for name in RESULT_FIELDS}
+        data["timings"] = dict(self.timings)
+        if transcript:
+            data["transcript"] = self.transcript.as_list() if self.transcript is not None else []
+        return data
+
+    def as_legacy_dict(self):
         """The legacy monitoring plugin's dict: status 0 ok / 1 failed; target 1 when the
         payload reached the device, else 0; errors the failure sentence ('' when ok)."""
         return {"status": 0 if self.ok else 1, "target": 1 if self.ok else 0,
                 "errors": "" if self.ok else self.message}
 
-    def to_json(self, transcript=False):
-        data = {"ok": self.ok, "stage": self.stage, "message": self.message,
-                "host": self.address[0], "port": self.address[1], "uuid": self.uuid,
-                "payload_size": self.payload_size, "embedded_fake_tps": self.embedded,
-                "timings_ms": self.timings}
-        if transcript and self.transcript is not None:
-            data["transcript"] = self.transcript.as_list()
-        return data
+
+RESULT_FIELDS = tuple(f.name for f in fields(CheckResult) if f.name != "transcript")
+"""The keys of ``CheckResult.to_dict()`` (``transcript`` is added when asked)."""
 
 
-async def check_async(host, port, *, uuid=None, auth_code="0000", payload=None, timeout=5.0,
-                      strict=False, family=0, deadline=None):
+class CheckProgress:
+    """How far a running check got: the stage it is in and the timings so far, for the
+    guard that may have to stop it (run_bounded)."""
+
+    __slots__ = ("stage", "timings", "uuid")
+
+    def __init__(self):
+        self.stage = STAGES[0]
+        self.timings = {}
+        self.uuid = ""
+
+
+async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=None, timeout=TIMEOUT,
+                      strict=False, family=0, deadline=None, progress=None):
     """The check as a coroutine, to run on a Scheduler beside other tasks.
 
     Every stage waits until the one ``deadline`` (default: ``timeout`` seconds from
     now); a stage that ends after it is that stage's failure, even if it succeeded.
+    ``progress`` (a CheckProgress) is kept up to date for run_bounded.
     """
     address = checked_address((host, port))
     uuid = uuid or new_uuid()
@@ -63,8 +94,11 @@ async def check_async(host, port, *, uuid=None, auth_code="0000", payload=None, 
     transcript = Transcript()
     if deadline is None:
         deadline = Deadline(timeout)
+    if progress is None:
+        progress = CheckProgress()
     started = deadline.start
-    timings = {}
+    timings = progress.timings
+    progress.uuid = uuid
     device = Device(address, uuid, auth_code=auth_code, timeout=timeout, transcript=transcript,
                     strict=strict, family=family)
     client = Client(address, auth_code=auth_code, timeout=timeout, transcript=transcript,
@@ -72,7 +106,8 @@ async def check_async(host, port, *, uuid=None, auth_code="0000", payload=None, 
 
     def result(ok, stage, message):
         timings["total"] = round((monotonic() - started) * 1000, 3)
-        return CheckResult(ok, stage, message, address, uuid, len(payload), timings, transcript)
+        return CheckResult(ok, stage, message, address[0], address[1], uuid, len(payload), timings,
+                           transcript)
 
     def in_time(error_type, done):
         """The stage ended: its failure if the deadline passed meanwhile."""
@@ -82,28 +117,35 @@ async def check_async(host, port, *, uuid=None, auth_code="0000", payload=None, 
                              f"{format_ms(deadline.seconds)} passed after {format_ms(elapsed)}",
                              elapsed, timed_out=True)
 
+    def ms_since(mark):
+        return round((monotonic() - mark) * 1000, 3)
+
     label = format_address(address)
     try:
         mark = monotonic()
         await device.connect(deadline=deadline)
         await client.connect(deadline=deadline)
         in_time(ConnectError, f"TPS {label} accepted both connections")
-        timings["connect"] = round((monotonic() - mark) * 1000, 3)
+        timings["connect"] = ms_since(mark)
 
-        mark = monotonic()
+        progress.stage, mark = "register", monotonic()
         await device.register(deadline=deadline)
         in_time(RegisterError, f"TPS {label} registered {uuid}")
-        timings["register"] = round((monotonic() - mark) * 1000, 3)
+        timings["register"] = ms_since(mark)
 
-        mark = monotonic()
+        progress.stage, mark = "send", monotonic()
         await client.send(uuid, payload, deadline=deadline)
+        in_time(SendError, f"TPS {label} acknowledged the private data")
+        timings["send"] = ms_since(mark)
+
+        progress.stage, mark = "receipt", monotonic()
         relayed = await device.receive(deadline=deadline)
         if relayed.body != payload:
             elapsed = monotonic() - mark
             raise ReceiptError(f"device {uuid} received {_describe_mismatch(payload, relayed.body)} "
                                f"after {format_ms(elapsed)}", elapsed)
         in_time(ReceiptError, f"device {uuid} received the payload")
-        timings["relay"] = round((monotonic() - mark) * 1000, 3)
+        timings["receipt"] = ms_since(mark)
     except TPSError as error:
         return result(False, error.stage, str(error))
     finally:
@@ -122,7 +164,7 @@ def _describe_mismatch(sent, received):
             f"({quote(received, 40)} instead of {quote(sent, 40)})")
 
 
-def check(host, port, *, uuid=None, auth_code="0000", payload=None, timeout=5.0, strict=False,
+def check(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=None, timeout=TIMEOUT, strict=False,
           family=0):
     """Check the TPS at host:port once; a CheckResult (it never raises for a TPS failure).
 
@@ -137,9 +179,11 @@ def check(host, port, *, uuid=None, auth_code="0000", payload=None, timeout=5.0,
     validate_field("auth code", auth_code)
     validate_payload(payload)
     deadline = Deadline(timeout)
+    progress = CheckProgress()
     return run_bounded(check_async(host, port, uuid=uuid, auth_code=auth_code, payload=payload,
-                                   timeout=timeout, strict=strict, family=family, deadline=deadline),
-                       (host, port), deadline)
+                                   timeout=timeout, strict=strict, family=family, deadline=deadline,
+                                   progress=progress),
+                       (host, port), deadline, progress)
 
 
 MAX_FIELD = 1024        # characters in a uuid or auth code: they travel in header blocks
@@ -171,19 +215,22 @@ def validate_payload(payload):
         raise ValueError(f"the payload must be at most {DEFAULT_MAX_BODY} bytes, not {len(payload)}")
 
 
-def run_bounded(coro, address, timeout):
+def run_bounded(coro, address, timeout, progress=None):
     """Run a check coroutine on the kernel; past its deadline + GRACE, a failed result.
 
     ``timeout`` is the check's Deadline (or its seconds). Every wait inside has that
-    deadline, so the guard should never fire; if it does, the result says so
-    rather than hang.
+    deadline, so the guard should never fire; if it does, the result says so rather
+    than hang, and names the stage ``progress`` (the check's CheckProgress) was in
+    (connect when there is none).
     """
     deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout)
     guard = deadline.later(GRACE)
+    progress = progress if progress is not None else CheckProgress()
     try:
         return kernel.run(coro, timeout=guard)
     except TimeoutError:
         host, port = address
-        return CheckResult(False, None, f"check: no result within {guard.seconds:g} s, although "
-                                        "every stage has that deadline", (host, int(port)), "", 0,
-                           {"total": round(guard.elapsed * 1000, 3)})
+        timings = dict(progress.timings, total=round(guard.elapsed * 1000, 3))
+        return CheckResult(False, progress.stage, f"{progress.stage}: no result within "
+                                                  f"{guard.seconds:g} s, although every stage has "
+                                                  "that deadline", host, int(port), progress.uuid, 0, timings)

@@ -13,12 +13,12 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .check import check_async, run_bounded, validate_field, validate_payload
+from .check import CheckProgress, check_async, run_bounded, validate_field, validate_payload
+from .defaults import AUTH_CODE, HOST, PORT, TIMEOUT
 from .errors import UsageError
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from .argtypes import port as _port, positive_int as _positive_int
 from .net import parse_address
-from .protocol import DEFAULT_PORT
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
 from .scenario import TEMPLATES, ScenarioFailure, record
 from .syscalls import NewTask
@@ -83,16 +83,16 @@ def _range(text):
 def _add_target(parser):
     parser.add_argument("host", nargs="?", metavar="HOST", help="the TPS to check (default: the "
                         "bundled fake TPS, started in-process)")
-    parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help=f"its port (default {DEFAULT_PORT})")
+    parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help=f"its port (default {PORT})")
     parser.add_argument("-H", "--hostname", metavar="HOST", help="the TPS host (as HOST)")
     parser.add_argument("-p", "--port", dest="port_option", type=_port, metavar="PORT",
                         help="the TPS port (as PORT)")
-    parser.add_argument("-t", "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
-                        help=f"deadline for the whole check (default 5, at most {MAX_TIMEOUT:g})")
+    parser.add_argument("-t", "--timeout", type=_seconds, default=TIMEOUT, metavar="SECONDS",
+                        help=f"deadline for the whole check (default {TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     parser.add_argument("--uuid", type=_field("uuid"),
                         help="the device's uuid, the SerialNumber it registers (default: tpsharness-<random>)")
-    parser.add_argument("--auth-code", type=_field("auth code"), default="0000",
-                        help="AuthCode to send (default 0000)")
+    parser.add_argument("--auth-code", type=_field("auth code"), default=AUTH_CODE,
+                        help=f"AuthCode to send (default {AUTH_CODE})")
     parser.add_argument("--payload", type=_payload,
                         help="private data to send (default: 16 random hex characters)")
     parser.add_argument("--strict-http", action="store_true",
@@ -140,9 +140,9 @@ def build_parser():
         "exporter", help="serve Prometheus probes of TPS servers (blackbox_exporter style)",
         description="GET /probe?target=HOST:PORT[&timeout=S] runs one check and answers its metrics; "
                     "GET /metrics answers the exporter's own. Needs the 'exporter' extra.")
-    exporter.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 9115),
+    exporter.add_argument("--listen", type=_listen_address, default=(HOST, 9115),
                           metavar="HOST:PORT",
-                          help="where to serve (default 127.0.0.1:9115)")
+                          help=f"where to serve (default {HOST}:9115)")
     exporter.add_argument("--max-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                           help="the longest a probe may take, whatever a scrape asks (default 60)")
     exporter.add_argument("--max-concurrent", type=_positive_int, default=8, metavar="N",
@@ -188,25 +188,26 @@ def target(args):
         if port is not None:
             raise UsageError("a PORT without a HOST")
         return None
-    return host, port or DEFAULT_PORT
+    return host, port or PORT
 
 
 def run_check(args):
     """Run the check the arguments describe; a CheckResult."""
     address = target(args)
     deadline = Deadline(args.timeout)
+    progress = CheckProgress()
     options = dict(uuid=args.uuid, auth_code=args.auth_code, payload=args.payload,
                    timeout=args.timeout, strict=args.strict_http, family=args.family,
-                   deadline=deadline)
+                   deadline=deadline, progress=progress)
     if address is not None:
-        return run_bounded(check_async(*address, **options), address, deadline)
-    return run_bounded(_check_embedded(options), ("127.0.0.1", 0), deadline)
+        return run_bounded(check_async(*address, **options), address, deadline, progress)
+    return run_bounded(_check_embedded(options), (HOST, 0), deadline, progress)
 
 
 async def _check_embedded(options):
     from fake_tps.server import FakeTPS        # only the embedded mode needs it
 
-    server = FakeTPS(host="::1" if options["family"] == socket.AF_INET6 else "127.0.0.1",
+    server = FakeTPS(host="::1" if options["family"] == socket.AF_INET6 else HOST,
                      strict_http=options["strict"])
     try:
         await NewTask(server.serve())
@@ -246,7 +247,7 @@ def cmd_record(args):
     try:
         if address is None:
             from fake_tps.server import FakeTPS
-            server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else "127.0.0.1",
+            server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else HOST,
                              strict_http=args.strict_http)
             with server.start_in_thread():
                 scenario = record(args.scenario, server.address, **options)

@@ -28,7 +28,6 @@ from prometheus_client.registry import Collector
 from .check import STAGES, CheckResult, check
 from .net import format_address, parse_address
 from .protocol import DEFAULT_PORT
-from .report import PHASES
 
 DEFAULT_LISTEN = ("127.0.0.1", 9115)     # blackbox_exporter's port, on loopback
 DEFAULT_PROBE_TIMEOUT = 5.0
@@ -60,12 +59,12 @@ class ProbeResultCollector(Collector):
         result = self.result
         yield GaugeMetricFamily("tps_probe_success", "Whether the TPS check succeeded (1) or failed (0).",
                                 value=1 if result.ok else 0)
-        phases = GaugeMetricFamily("tps_probe_duration_seconds", "How long each phase of the check took.",
-                                   labels=["phase"])
-        for phase in PHASES:
-            if phase in result.timings:
-                phases.add_metric([phase], result.timings[phase] / 1000)
-        yield phases
+        durations = GaugeMetricFamily("tps_probe_duration_seconds", "How long each stage of the check took.",
+                                      labels=["stage"])
+        for stage in STAGES:
+            if stage in result.timings:
+                durations.add_metric([stage], result.timings[stage] / 1000)
+        yield durations
         yield GaugeMetricFamily("tps_probe_total_duration_seconds", "How long the whole check took.",
                                 value=result.timings.get("total", 0) / 1000)
         stages = GaugeMetricFamily("tps_probe_failed_stage",

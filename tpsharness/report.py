@@ -6,7 +6,6 @@ from .check import STAGES
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-PHASES = ("connect", "register", "relay")
 
 
 def state_of(result, warning=None, critical=None):
@@ -24,7 +23,7 @@ def state_of(result, warning=None, critical=None):
 
 def _perfdata(result, warning, critical):
     timings = result.timings
-    fields = [f"{phase}={timings[phase]:.2f}ms" for phase in PHASES if phase in timings]
+    fields = [f"{stage}={timings[stage]:.2f}ms" for stage in STAGES if stage in timings]
     fields.append(f"total={timings.get('total', 0):.2f}ms;{warning.text if warning else ''};"
                   f"{critical.text if critical else ''};0;")
     return " ".join(fields)
@@ -41,8 +40,10 @@ def status_line(result, state, reason=None, warning=None, critical=None):
 
 
 def json_text(result, state, reason=None, transcript=False):
-    data = result.to_json(transcript=transcript)
-    data.update(state=STATE_NAMES[state], exit_code=state, threshold=reason)
+    """``CheckResult.to_dict()`` plus the plugin ``state``, its ``exit_code`` and the
+    ``reason`` a threshold gave (None when none decided)."""
+    data = result.to_dict(transcript=transcript)
+    data.update(state=STATE_NAMES[state], exit_code=state, reason=reason)
     return json.dumps(data, sort_keys=True)
 
 
@@ -52,12 +53,12 @@ def prometheus_text(result):
         "# HELP tps_probe_success Whether the TPS check succeeded (1) or failed (0).",
         "# TYPE tps_probe_success gauge",
         f"tps_probe_success {1 if result.ok else 0}",
-        "# HELP tps_probe_duration_seconds How long each phase of the check took.",
+        "# HELP tps_probe_duration_seconds How long each stage of the check took.",
         "# TYPE tps_probe_duration_seconds gauge",
     ]
-    for phase in PHASES:
-        if phase in result.timings:
-            lines.append(f'tps_probe_duration_seconds{{phase="{phase}"}} {result.timings[phase] / 1000:.6f}')
+    for stage in STAGES:
+        if stage in result.timings:
+            lines.append(f'tps_probe_duration_seconds{{stage="{stage}"}} {result.timings[stage] / 1000:.6f}')
     lines += [
         "# HELP tps_probe_total_duration_seconds How long the whole check took.",
         "# TYPE tps_probe_total_duration_seconds gauge",
