@@ -121,12 +121,12 @@ def test_the_tps_harness_drives_devices_clients_and_raw_connections(pytester):
             dev = tps.device()
             cli = tps.client()
             assert cli.send(dev.uuid, b"hello").status == 200
-            assert dev.receive(timeout=2) == b"hello"
+            assert dev.receive(timeout=2).body == b"hello"
             assert dev.heartbeat().ok
             dev.send(cli.uuid, b"answer")
-            assert cli.receive() == b"answer"
+            assert cli.receive().body == b"answer"
             raw = tps.raw()
-            raw.send(b"GET / HTTP/1.1\\r\\n\\r\\n")
+            raw.send_raw(b"GET / HTTP/1.1\\r\\n\\r\\n")
             assert raw.next_reply().status == 400
             assert tps.check().ok
     """)
@@ -167,7 +167,7 @@ def test_a_failure_shows_what_the_bundled_fake_saw(pytester):
     pytester.makepyfile("""
         def test_sends_garbage_then_fails(tps):
             raw = tps.raw()
-            raw.send(b"GARBAGE\\r\\n\\r\\n")
+            raw.send_raw(b"GARBAGE\\r\\n\\r\\n")
             raw.next_reply()
             assert False, "the cause is in the fake's report"
     """)
@@ -186,7 +186,7 @@ def test_serials_are_unique_per_xdist_worker(pytester):
             dev = tps.device()
             assert dev.uuid.startswith("tpsharness-" + os.environ["PYTEST_XDIST_WORKER"] + "-")
             tps.client().send(dev.uuid, b"%d" % n)
-            assert dev.receive() == b"%d" % n
+            assert dev.receive().body == b"%d" % n
     """)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=6)
@@ -353,7 +353,7 @@ KILLING_TESTS = """
         device.send_raw(register_request(device.uuid + "-other"))
         assert device.closed_by_server(timeout=3)
         raw = tps.raw()
-        raw.send(private_data_request("tpsharness-app-x", device.uuid, b"boom"))
+        raw.send_raw(private_data_request("tpsharness-app-x", device.uuid, b"boom"))
         with pytest.raises(TPSError):       # closed: the server is gone
             raw.next_reply(timeout=3)
 

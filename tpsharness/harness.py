@@ -20,7 +20,8 @@ from .net import checked_address
 
 
 class _Handle:
-    """What all blocking handles share: the endpoint, its harness, close."""
+    """What all blocking handles share: the endpoint, its harness, exact bytes out
+    (``send_raw``), replies in, close."""
 
     def __init__(self, harness, endpoint):
         self._harness = harness
@@ -61,11 +62,8 @@ class DeviceHandle(_Handle):
         return self.register(timeout)
 
     def receive(self, timeout=None):
-        """The payload of the next private data relayed to this device."""
-        return self.receive_message(timeout).body
-
-    def receive_message(self, timeout=None):
-        """The next relayed request as a PrivateData (src, dest, body, raw)."""
+        """The next private data relayed to this device: a PrivateData (``src``,
+        ``dest``, ``body`` the payload, ``raw``)."""
         return self._run(self.endpoint.receive(timeout), timeout)
 
     def send(self, dest, payload, timeout=None):
@@ -86,15 +84,12 @@ class ClientHandle(_Handle):
         return self._run(self.endpoint.send(dest, bytes(payload), timeout=timeout), timeout)
 
     def receive(self, timeout=None):
-        """The payload of the next private data a device sent to this client."""
-        return self._run(self.endpoint.receive(timeout), timeout).body
+        """The next private data a device sent to this client: a PrivateData."""
+        return self._run(self.endpoint.receive(timeout), timeout)
 
 
 class RawHandle(_Handle):
-    """A connection for exact bytes in, exact messages out."""
-
-    def send(self, data):
-        self.send_raw(data)
+    """A connection for exact bytes in (``send_raw``), exact messages out."""
 
 
 class Harness:

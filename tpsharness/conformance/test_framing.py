@@ -31,7 +31,7 @@ def _replies(raw, count, timeout=1.0):
 def test_pipelined_registers_get_one_reply_each(tps):
     raw = tps.raw()
     serial = _serial("pipe")
-    raw.send(register_request(serial) + register_request(serial))
+    raw.send_raw(register_request(serial) + register_request(serial))
     replies = _replies(raw, 2)
     statuses = [reply.status for reply in replies]
     if statuses == [200]:
@@ -43,10 +43,10 @@ def test_pipelined_registers_get_one_reply_each(tps):
 def test_pipelined_private_data_get_one_ack_each(tps):
     device = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-p", device.uuid, b"one")
+    raw.send_raw(private_data_request("tpsharness-app-p", device.uuid, b"one")
              + private_data_request("tpsharness-app-p", device.uuid, b"two"))
     statuses = [reply.status for reply in _replies(raw, 2)]
-    bodies = [device.receive(timeout=2), device.receive(timeout=2)]
+    bodies = [device.receive(timeout=2).body, device.receive(timeout=2).body]
     assert bodies == [b"one", b"two"], f"the device received {bodies}"
     if statuses == [200]:
         pytest.xfail("the TPS acked 1 of 2 private data sent in one segment (it relayed both): "
@@ -58,9 +58,9 @@ def test_a_register_split_across_segments_registers_once(tps):
     raw = tps.raw()
     serial = _serial("split")
     request = register_request(serial)
-    raw.send(request[:60])
+    raw.send_raw(request[:60])
     early = _replies(raw, 1, timeout=0.3)
-    raw.send(request[60:])
+    raw.send_raw(request[60:])
     replies = early + _replies(raw, 2 - len(early), timeout=1.0)
     statuses = [reply.status for reply in replies]
     if statuses and statuses[0] == 400:
@@ -75,10 +75,10 @@ def test_a_64_kib_payload_arrives_whole(tps):
     device = tps.device()
     payload = os.urandom(32 * 1024).hex().encode()      # 64 KiB of text
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-big", device.uuid, payload))
+    raw.send_raw(private_data_request("tpsharness-app-big", device.uuid, payload))
     replies = _replies(raw, 1)
     try:
-        received = device.receive(timeout=3)
+        received = device.receive(timeout=3).body
     except TPSError as error:
         got = device.endpoint._reader.buffered
         extra = _replies(raw, 20, timeout=0.3)
@@ -94,7 +94,7 @@ def test_the_server_survives_a_200_kib_burst(tps):
     device = tps.device()
     burst = private_data_request("tpsharness-app-burst", device.uuid, b"b" * (200 * 1024))
     raw = tps.raw()
-    raw.send(burst)
+    raw.send_raw(burst)
     _replies(raw, 60, timeout=0.5)
     assert tps.alive(), "the TPS stopped accepting connections after a 200 KiB burst"
     result = tps.check()
@@ -114,9 +114,9 @@ def test_unrecognised_input_gets_400_and_the_connection_stays_usable(tps, name):
     (its idle timeout drops to 5 s, so the next request follows at once)."""
     device = tps.device()
     raw = tps.raw()
-    raw.send(UNRECOGNISED[name])
+    raw.send_raw(UNRECOGNISED[name])
     reply = raw.next_reply()
     assert reply.status == 400, f"{name}: answered {reply.status} {getattr(reply, 'reason', '')}"
-    raw.send(private_data_request(_serial("app"), device.uuid, b"after a 400"))
+    raw.send_raw(private_data_request(_serial("app"), device.uuid, b"after a 400"))
     assert raw.next_reply().status == 200, f"after {name} and its 400 the connection was not usable"
-    assert device.receive(timeout=2) == b"after a 400"
+    assert device.receive(timeout=2).body == b"after a 400"

@@ -10,9 +10,9 @@ def test_private_data_is_acked_and_relayed_as_raw_bytes(tps):
     device = tps.device()
     raw = tps.raw()
     request = private_data_request("tpsharness-app-raw", device.uuid, b"exact bytes", host="tps.test")
-    raw.send(request)
+    raw.send_raw(request)
     assert raw.next_reply().status == 200
-    relayed = device.receive_message()
+    relayed = device.receive()
     assert relayed.raw == request, "the device got other bytes than the client sent"
 
 
@@ -20,7 +20,7 @@ def test_any_bytes_including_nul_are_relayed(tps):
     device = tps.device()
     payload = bytes(range(256)) + b"\r\n\r\n\x00"
     tps.client().send(device.uuid, payload)
-    assert device.receive() == payload
+    assert device.receive().body == payload
 
 
 def test_unknown_dest_uuid_gets_404(tps):
@@ -32,11 +32,11 @@ def test_an_unknown_dest_uuid_claims_nothing_and_closes_nothing(tps):
     """docs/protocol.md section 1: the DestUuid is looked up first; a 404 changes nothing."""
     device = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request(device.uuid, "tpsharness-never-registered", b"x"))
+    raw.send_raw(private_data_request(device.uuid, "tpsharness-never-registered", b"x"))
     assert raw.next_reply().status == 404
     assert not device.closed_by_server(timeout=0.5), "a 404 closed the device holding the SrcUuid"
     tps.client().send(device.uuid, b"still the device's")
-    assert device.receive() == b"still the device's", "the SrcUuid of a 404 was claimed"
+    assert device.receive().body == b"still the device's", "the SrcUuid of a 404 was claimed"
 
 
 def test_private_data_from_the_sender_to_itself_gets_400(tps):
@@ -63,7 +63,7 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
 def test_malformed_requests_get_400(tps, name):
     raw = tps.raw()
-    raw.send(BAD_REQUESTS[name])
+    raw.send_raw(BAD_REQUESTS[name])
     reply = raw.next_reply()
     assert reply.status == 400, f"{name}: answered {reply.status} {getattr(reply, 'reason', '')}"
 
@@ -72,7 +72,7 @@ def test_a_device_reply_reaches_the_client_by_its_srcuuid(tps):
     device = tps.device()
     client = tps.client()
     client.send(device.uuid, b"question")
-    question = device.receive_message()
+    question = device.receive()
     assert question.src == client.uuid
     device.send(question.src, b"answer")
-    assert client.receive() == b"answer"
+    assert client.receive().body == b"answer"

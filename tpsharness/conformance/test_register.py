@@ -21,7 +21,7 @@ def test_register_reply_has_the_register_fields(tps):
 
 def test_register_reply_content_length_counts_the_body(tps):
     raw = tps.raw()
-    raw.send(register_request("tpsharness-cl-" + str(time.monotonic_ns())))
+    raw.send_raw(register_request("tpsharness-cl-" + str(time.monotonic_ns())))
     reply = raw.next_reply()
     head, _, body = reply.raw.partition(b"\r\n\r\n")
     lengths = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
@@ -35,7 +35,7 @@ def test_heartbeat_is_answered_and_keeps_the_connection(tps):
     assert again.ok
     client = tps.client()
     client.send(device.uuid, b"after the heartbeat")
-    assert device.receive() == b"after the heartbeat"
+    assert device.receive().body == b"after the heartbeat"
 
 
 def test_newer_registration_closes_the_older_connection(tps):
@@ -44,7 +44,7 @@ def test_newer_registration_closes_the_older_connection(tps):
     assert old.closed_by_server(timeout=3), "the older connection stayed open"
     client = tps.client()
     client.send(new.uuid, b"to the newer connection")
-    assert new.receive() == b"to the newer connection"
+    assert new.receive().body == b"to the newer connection"
 
 
 def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
@@ -53,10 +53,10 @@ def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
     device = tps.device()
     destination = tps.device()
     raw = tps.raw()
-    raw.send(private_data_request(device.uuid, destination.uuid, b"taking the uuid"))
+    raw.send_raw(private_data_request(device.uuid, destination.uuid, b"taking the uuid"))
     assert raw.next_reply().status == 200
     assert device.closed_by_server(timeout=3), "the device's connection stayed open"
-    assert destination.receive() == b"taking the uuid"
+    assert destination.receive().body == b"taking the uuid"
 
 
 def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
@@ -70,7 +70,7 @@ def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
     client = tps.client()
     for serial in (first.uuid, holder.uuid):
         client.send(serial, f"to {serial}".encode())
-        assert first.receive() == f"to {serial}".encode(), f"private data for {serial} went astray"
+        assert first.receive().body == f"to {serial}".encode(), f"private data for {serial} went astray"
 
 
 def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
@@ -85,7 +85,7 @@ def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
     reply = device.next_reply()
     assert isinstance(reply, RegisterReply) and reply.ok, f"a numeric register got {reply}"
     tps.client().send(str(number), b"to a numeric serial")
-    assert device.receive() == b"to a numeric serial"
+    assert device.receive().body == b"to a numeric serial"
 
 
 @pytest.mark.destructive
@@ -96,7 +96,7 @@ def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
     device.send_raw(register_request(device.uuid + "-other"))
     device.closed_by_server(timeout=1)
     raw = tps.raw()
-    raw.send(private_data_request("tpsharness-app-x", device.uuid, b"to the first serial"))
+    raw.send_raw(private_data_request("tpsharness-app-x", device.uuid, b"to the first serial"))
     try:
         raw.next_reply(timeout=2)
     except Exception:
