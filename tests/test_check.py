@@ -8,7 +8,7 @@ import pytest
 from conftest import free_port
 from fake_tps.server import FakeTPS
 from tpsharness import kernel
-from tpsharness.check import check, check_async
+from tpsharness.checker import check, check_async
 from tpsharness.client import Client
 from tpsharness.device import Device
 from tpsharness.errors import Rejected, UnknownDestination
@@ -174,7 +174,7 @@ def test_device_run_answers_the_sender_and_heartbeats(fake):
 
 
 def test_the_last_guard_turns_a_hang_into_a_failed_result_that_names_the_stage():
-    from tpsharness.check import CheckProgress, run_bounded
+    from tpsharness.checker import CheckProgress, run_bounded
     from tpsharness.syscalls import Sleep
 
     progress = CheckProgress()
@@ -193,7 +193,7 @@ def test_the_last_guard_turns_a_hang_into_a_failed_result_that_names_the_stage()
 
 
 def test_the_guard_names_connect_when_nothing_reported_progress():
-    from tpsharness.check import run_bounded
+    from tpsharness.checker import run_bounded
     from tpsharness.syscalls import Sleep
 
     async def hangs():

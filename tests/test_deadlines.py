@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tpsharness import check
-from tpsharness.check import check_async
+from tpsharness.checker import check_async
 from tpsharness.deadline import GRACE, MAX_TIMEOUT, Deadline, validate_timeout
 from tpsharness.harness import Harness
 from tpsharness.kernel import run
@@ -78,7 +78,7 @@ def test_a_harness_refuses_an_unbounded_timeout(fake):
 
 
 def test_one_grace_for_the_project():
-    import tpsharness.check as check_module
+    import tpsharness.checker as check_module
     import tpsharness.harness as harness_module
     assert GRACE == 0.5
     assert not hasattr(check_module, "GRACE") or check_module.GRACE is GRACE

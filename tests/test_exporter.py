@@ -108,7 +108,7 @@ def test_a_probe_over_the_concurrency_limit_gets_503_at_once(exporter_at):
     def slow_check(host, port, *, timeout):
         held.set()
         release.wait(10)
-        from tpsharness.check import CheckResult
+        from tpsharness.checker import CheckResult
         return CheckResult(False, "connect", "held", host, port, "", 0, {"total": 1.0})
 
     base, exporter = exporter_at(max_concurrent=1)

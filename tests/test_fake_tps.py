@@ -401,7 +401,7 @@ def test_check_auth_refuses_the_wrong_authcode(fake, wire):
 
 
 def test_reply_delay_holds_every_answer_back(fake):
-    from tpsharness.check import check
+    from tpsharness.checker import check
     fake.configure(reply_delay=0.3)
     too_quick = check(*fake.address, timeout=0.2)
     assert too_quick.stage == "register" and "sent no register reply" in too_quick.message

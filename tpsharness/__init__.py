@@ -3,23 +3,38 @@
 Simulated IP cameras (devices) and apps (clients) run as coroutines on our own
 cooperative kernel (``tpsharness.kernel``) and talk the TPS protocol
 (``tpsharness.protocol``) to a real server or the bundled fake (``fake_tps``).
+
+The names below are imported when first used (a module ``__getattr__``), so that
+``import tpsharness.kernel`` loads neither the protocol nor h11.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr__ below
+    from .checker import CheckResult, check
+    from .load import LoadResult, load
 
 __version__ = "0.1.0"
 
-# Bound after the submodule of the same name is imported, so that
-# ``tpsharness.check`` stays the function the README documents.
-from .check import CheckResult, check  # noqa: E402
-
 __all__ = ["__version__", "check", "CheckResult", "load", "LoadResult"]
 
+# name -> the module that defines it (relative to this package)
+_HOMES = {"check": ".checker", "CheckResult": ".checker", "load": ".load", "LoadResult": ".load"}
 
-def __getattr__(name):
-    """``tpsharness.load`` and ``LoadResult`` import the load package (and its extra)
-    only when asked for."""
-    if name in ("load", "LoadResult"):
-        import importlib
-        value = getattr(importlib.import_module(".load", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tpsharness' has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    """``tpsharness.check``, ``CheckResult``, ``load`` and ``LoadResult``, imported
+    (with their dependencies, and the load extra) only when asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tpsharness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .check import CheckProgress, check_async, run_bounded, validate_field, validate_payload
+from .checker import CheckProgress, check_async, run_bounded, validate_field, validate_payload
 from .defaults import AUTH_CODE, HOST, PORT, TIMEOUT
 from .errors import UsageError
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout

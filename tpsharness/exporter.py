@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from .check import STAGES, CheckResult, check
+from .checker import STAGES, CheckResult, check
 from .net import format_address, parse_address
 from .protocol import DEFAULT_PORT
 

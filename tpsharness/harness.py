@@ -9,7 +9,7 @@ by ``close()``, which the pytest fixture calls at teardown even when a test fail
 import socket
 
 from . import kernel
-from .check import check_async
+from .checker import check_async
 from .client import Client
 from .deadline import GRACE, validate_timeout
 from .defaults import TIMEOUT

@@ -2,7 +2,7 @@
 
 import json
 
-from .check import STAGES
+from .checker import STAGES
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

@@ -1,0 +1,33 @@
+"""The package imports lazily: the kernel alone loads no protocol code, and the
+function ``check`` no longer shadows the module that defines it."""
+
+import subprocess
+import sys
+import types
+
+
+def _python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+
+
+def test_importing_the_kernel_does_not_load_h11():
+    result = _python("import tpsharness.kernel, sys; assert 'h11' not in sys.modules, 'h11 loaded'; "
+                     "assert 'tpsharness.checker' not in sys.modules, 'checker loaded'")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_module_and_the_function_have_their_own_names():
+    import tpsharness
+    import tpsharness.checker as module
+    assert isinstance(module, types.ModuleType) and module.__name__ == "tpsharness.checker"
+    assert tpsharness.check is module.check and not isinstance(tpsharness.check, types.ModuleType)
+    assert tpsharness.CheckResult is module.CheckResult
+    assert set(tpsharness.__all__) <= set(dir(tpsharness))
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    import pytest
+
+    import tpsharness
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        tpsharness.nothing
