@@ -17,6 +17,7 @@ from time import monotonic
 
 from . import net
 from .deadline import Deadline
+from .defaults import AUTH_CODE, TIMEOUT
 from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
                      SendError, UnknownDestination, UnreadOverflow)
 from .protocol import (BadRequest, PrivateData, PrivateDataTemplate, Reader, RegisterReply, Reply,
@@ -129,7 +130,7 @@ class Endpoint:
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
                  "strict", "sock", "_reader", "_replies", "_requests", "name", "family")
 
-    def __init__(self, address, uuid, *, auth_code="0000", timeout=5.0, transcript=None,
+    def __init__(self, address, uuid, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
                  strict=False, family=0):
         self.uuid = uuid
         self.name = self.actor          # who this is in transcripts
@@ -407,7 +408,7 @@ class Raw(Endpoint):
     actor = "raw"
     __slots__ = ()
 
-    def __init__(self, address, *, timeout=5.0, transcript=None, strict=False, family=0):
+    def __init__(self, address, *, timeout=TIMEOUT, transcript=None, strict=False, family=0):
         super().__init__(address, None, timeout=timeout, transcript=transcript, strict=strict,
                          family=family)
 

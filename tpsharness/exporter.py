@@ -26,11 +26,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGI
 from prometheus_client.registry import Collector
 
 from .checker import STAGES, CheckResult, check
+from .defaults import HOST, PORT, TIMEOUT
 from .net import format_address, parse_address
-from .protocol import DEFAULT_PORT
 
-DEFAULT_LISTEN = ("127.0.0.1", 9115)     # blackbox_exporter's port, on loopback
-DEFAULT_PROBE_TIMEOUT = 5.0
+DEFAULT_LISTEN = (HOST, 9115)     # blackbox_exporter's port, on loopback
+DEFAULT_PROBE_TIMEOUT = TIMEOUT
 MAX_PROBE_TIMEOUT = 60.0              # no scrape may hold a probe longer than this
 SCRAPE_TIMEOUT_OFFSET = 0.5           # leave Prometheus this much of its own timeout
 DEFAULT_MAX_CONCURRENT = 8
@@ -44,7 +44,7 @@ from .errors import BadProbe  # noqa: E402  (defined with every error)
 def parse_target(text: str) -> tuple[str, int]:
     """'host', 'host:port' or '[v6]:port' as (host, port); BadProbe otherwise."""
     try:
-        return parse_address(text, DEFAULT_PORT)
+        return parse_address(text, PORT)
     except ValueError as error:
         raise BadProbe(f"target {error}") from None
 
@@ -140,10 +140,10 @@ class Exporter:
         if path == "/probe":
             return self._serve_probe(environ, start_response)
         if path == "/":
-            body = (b"<html><head><title>tpsharness exporter</title></head><body>"
-                    b"<h1>tpsharness exporter</h1><p><a href=\"/probe?target=127.0.0.1:6604\">"
-                    b"/probe?target=HOST:PORT</a> checks a TPS; <a href=\"/metrics\">/metrics</a> "
-                    b"are the exporter's own.</p></body></html>")
+            body = (f"<html><head><title>tpsharness exporter</title></head><body>"
+                    f"<h1>tpsharness exporter</h1><p><a href=\"/probe?target={HOST}:{PORT}\">"
+                    f"/probe?target=HOST:PORT</a> checks a TPS; <a href=\"/metrics\">/metrics</a> "
+                    f"are the exporter's own.</p></body></html>").encode()
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
@@ -177,7 +177,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def make_exporter_server(exporter: Exporter, host: str = "127.0.0.1",
+def make_exporter_server(exporter: Exporter, host: str = HOST,
                          port: int = 9115) -> ThreadingWSGIServer:
     """Bind (IPv4 or IPv6, as ``host`` is) and return the server; serve_forever() serves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

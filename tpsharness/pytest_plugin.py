@@ -20,11 +20,12 @@ import time
 
 import pytest
 
+from .defaults import TIMEOUT
 from .errors import ScenarioError
 from .harness import Harness
 from .scenario import ScenarioFailure, load, play
 
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = TIMEOUT
 MAX_TIMEOUT = 600.0         # seconds; a larger --tps-timeout is a typo, not a wish
 PROBE_TIMEOUT = 3.0         # seconds a survival probe waits for the TPS to accept
 SCENARIO_SUFFIX = ".tps.json"
