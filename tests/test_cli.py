@@ -186,6 +186,15 @@ def test_record_to_a_directory_is_a_usage_error(tmp_path, fake, capsys):
     assert err.startswith("usage: tpsharness record ") and "is a directory" in err
 
 
+def test_record_against_a_closed_port_says_what_arrived_in_one_line(tmp_path, capsys):
+    port = free_port()
+    assert main(["record", "127.0.0.1", str(port), "-o", str(tmp_path / "x.json"), "-t", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tpsharness record: nothing to record: arrived: connect: TPS 127.0.0.1:{port} "
+                          "refused the connection after") and err.count("\n") == 1
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_record_to_a_dash_writes_the_scenario_to_stdout(tmp_path, fake, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["record", *map(str, fake.address), "-o", "-"]) == 0
