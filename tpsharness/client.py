@@ -1,7 +1,9 @@
 """The simulated client (an app): send private data to a device, read the ack."""
 
+from __future__ import annotations
+
 from .defaults import AUTH_CODE, TIMEOUT
-from .endpoint import Endpoint
+from .endpoint import Endpoint, Transcript
 from .ids import CLIENT_PREFIX, new_uuid
 
 
@@ -16,7 +18,9 @@ class Client(Endpoint):
     actor = "client"
     __slots__ = ()
 
-    def __init__(self, address, uuid=None, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
-                 strict=False, family=0):
+    def __init__(self, address: tuple[str, int], uuid: str | None = None, *,
+                 auth_code: str = AUTH_CODE, timeout: float = TIMEOUT,
+                 transcript: Transcript | None = None, strict: bool = False,
+                 family: int = 0) -> None:
         super().__init__(address, uuid or new_uuid(CLIENT_PREFIX), auth_code=auth_code, timeout=timeout,
                          transcript=transcript, strict=strict, family=family)

@@ -1,12 +1,16 @@
 """The simulated device (an IP camera): register, heartbeat, receive private data."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from time import monotonic
 
+from .deadline import Deadline
 from .defaults import AUTH_CODE, KEEPALIVE_INTERVAL, TIMEOUT
-from .endpoint import Endpoint, format_ms
+from .endpoint import Endpoint, Transcript, format_ms
 from .errors import ReceiptError, RegisterError
 from .ids import new_uuid
-from .protocol import RegisterReply, quote, register_request
+from .protocol import PrivateData, RegisterReply, quote, register_request
 
 
 class Device(Endpoint):
@@ -21,15 +25,18 @@ class Device(Endpoint):
     actor = "device"
     __slots__ = ("trailing_crlf", "keepalive_interval", "_cseq")
 
-    def __init__(self, address, uuid=None, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
-                 strict=False, trailing_crlf=False, family=0):
+    def __init__(self, address: tuple[str, int], uuid: str | None = None, *,
+                 auth_code: str = AUTH_CODE, timeout: float = TIMEOUT,
+                 transcript: Transcript | None = None, strict: bool = False,
+                 trailing_crlf: bool = False, family: int = 0) -> None:
         super().__init__(address, uuid or new_uuid(), auth_code=auth_code, timeout=timeout,
                          transcript=transcript, strict=strict, family=family)
         self.trailing_crlf = trailing_crlf
-        self.keepalive_interval = None      # seconds, from the last register reply
+        self.keepalive_interval: int | None = None     # seconds, from the last register reply
         self._cseq = 0
 
-    async def register(self, timeout=None, *, deadline=None):
+    async def register(self, timeout: float | None = None, *,
+                       deadline: Deadline | None = None) -> RegisterReply:
         """Register (or re-register: a heartbeat); the RegisterReply, verified.
 
         RegisterError unless the status is 200, MessageType is the register reply
@@ -63,7 +70,8 @@ class Device(Endpoint):
 
     heartbeat = register
 
-    def register_request(self, serial=None, *, auth_code=None, trailing_crlf=None):
+    def register_request(self, serial: str | None = None, *, auth_code: str | None = None,
+                         trailing_crlf: bool | None = None) -> bytes:
         """The bytes of this device's next register request, with the next CSeq.
 
         ``serial`` registers another SerialNumber than the device's uuid (a scenario's
@@ -76,7 +84,8 @@ class Device(Endpoint):
                                 auth_code=self.auth_code if auth_code is None else auth_code,
                                 trailing_crlf=self.trailing_crlf if trailing_crlf is None else trailing_crlf)
 
-    async def run(self, on_data=None, *, duration=None, heartbeat_fraction=0.8):
+    async def run(self, on_data: Callable[[PrivateData], bytes | None] | None = None, *,
+                  duration: float | None = None, heartbeat_fraction: float = 0.8) -> None:
         """Serve: receive private data and heartbeat before KeepAliveIntervel ends.
 
         ``on_data(message)`` is called for each PrivateData; if it returns bytes, they

@@ -1,14 +1,18 @@
 """A CheckResult rendered for monitoring: the plugin status line, JSON, Prometheus."""
 
+from __future__ import annotations
+
 import json
 
-from .checker import STAGES
+from .checker import STAGES, CheckResult
+from .thresholds import Range
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
-def state_of(result, warning=None, critical=None):
+def state_of(result: CheckResult, warning: Range | None = None,
+             critical: Range | None = None) -> tuple[int, str | None]:
     """The plugin state: CRITICAL for a failure or total outside --critical, WARNING
     outside --warning, else OK; and the reason when a threshold decided it."""
     if not result.ok:
@@ -21,7 +25,7 @@ def state_of(result, warning=None, critical=None):
     return OK, None
 
 
-def _perfdata(result, warning, critical):
+def _perfdata(result: CheckResult, warning: Range | None, critical: Range | None) -> str:
     timings = result.timings
     fields = [f"{stage}={timings[stage]:.2f}ms" for stage in STAGES if stage in timings]
     fields.append(f"total={timings.get('total', 0):.2f}ms;{warning.text if warning else ''};"
@@ -29,7 +33,8 @@ def _perfdata(result, warning, critical):
     return " ".join(fields)
 
 
-def status_line(result, state, reason=None, warning=None, critical=None):
+def status_line(result: CheckResult, state: int, reason: str | None = None,
+                warning: Range | None = None, critical: Range | None = None) -> str:
     """``TPS OK - ... | connect=0.31ms ...``: one line, as monitoring systems read it."""
     text = result.message
     if reason:
@@ -39,7 +44,8 @@ def status_line(result, state, reason=None, warning=None, critical=None):
     return f"TPS {STATE_NAMES[state]} - {text} | {_perfdata(result, warning, critical)}"
 
 
-def json_text(result, state, reason=None, transcript=False):
+def json_text(result: CheckResult, state: int, reason: str | None = None,
+              transcript: bool = False) -> str:
     """``CheckResult.to_dict()`` plus the plugin ``state``, its ``exit_code`` and the
     ``reason`` a threshold gave (None when none decided)."""
     data = result.to_dict(transcript=transcript)
@@ -47,7 +53,7 @@ def json_text(result, state, reason=None, transcript=False):
     return json.dumps(data, sort_keys=True)
 
 
-def prometheus_text(result):
+def prometheus_text(result: CheckResult) -> str:
     """The text exposition format, as a blackbox-style prober gives it."""
     lines = [
         "# HELP tps_probe_success Whether the TPS check succeeded (1) or failed (0).",
