@@ -8,7 +8,7 @@ import pytest
 from conftest import free_port
 from fake_tps.server import FakeTPS
 from tpsharness import kernel
-from tpsharness.checker import check, check_async
+from tpsharness.checker import STAGES, check, check_async
 from tpsharness.client import Client
 from tpsharness.device import Device
 from tpsharness.errors import Rejected, UnknownDestination
@@ -22,6 +22,15 @@ def test_a_check_against_the_fake_passes_and_times_every_stage(fake):
     assert result.uuid.startswith("tpsharness-")
     assert f"registered {result.uuid} and relayed 16 bytes" in result.message
     assert fake.stats.relays == 1
+
+
+def test_send_is_timed_until_the_ack_and_receipt_after_it(fake):
+    fake.configure(reply_delay=0.1)         # the fake holds the ack (and the relay) 100 ms
+    result = check(*fake.address, timeout=5)
+    assert result.ok
+    timings = result.timings
+    assert timings["send"] >= 100 and timings["register"] >= 100
+    assert sum(timings[stage] for stage in STAGES) <= timings["total"]
 
 
 def test_the_transcript_holds_both_sides_bytes(fake):
