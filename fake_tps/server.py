@@ -32,6 +32,7 @@ a close.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import queue
@@ -110,6 +111,15 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with every value checked (ValueError for an impossible one)."""
     return {name: _CHECKS[name](value) if name in _CHECKS else value
             for name, value in options.items()}
+
+
+class _Unset(enum.Enum):
+    """The default of a ``configure()`` option that was not given (None is a value)."""
+
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
 
 
 def _valid_port(port: object) -> int:
@@ -261,15 +271,25 @@ class FakeTPS:
         """The uuids the table holds now (device serials and client SrcUuids)."""
         return set(list(self._table))
 
-    def configure(self, **options: Any) -> None:
-        """Change options between tests (faults, nul_replies, reply_delay, ...).
+    def configure(self, *, keepalive_interval: int | _Unset = UNSET,
+                  idle_timeout: float | _Unset = UNSET,
+                  bad_request_idle_timeout: float | _Unset = UNSET,
+                  request_timeout: float | _Unset = UNSET, nul_replies: bool | _Unset = UNSET,
+                  strict_http: bool | _Unset = UNSET, check_auth: str | None | _Unset = UNSET,
+                  max_body: int | _Unset = UNSET, max_output: int | _Unset = UNSET,
+                  reply_delay: float | _Unset = UNSET,
+                  faults: Iterable[str] | _Unset = UNSET) -> None:
+        """Change options between tests (faults, nul_replies, reply_delay, ...); the
+        ones not given stay.
 
-        The values are checked here (TypeError, ValueError); they take effect together,
-        between two requests, in the server's thread (see ``clear``)."""
-        for name in options:
-            if name not in OPTIONS:
-                raise TypeError(f"FakeTPS has no option {name!r}; options: {', '.join(OPTIONS)}")
-        checked = _checked(options)
+        The values are checked here (ValueError); they take effect together, between
+        two requests, in the server's thread (see ``clear``)."""
+        given = dict(
+            keepalive_interval=keepalive_interval, idle_timeout=idle_timeout,
+            bad_request_idle_timeout=bad_request_idle_timeout, request_timeout=request_timeout,
+            nul_replies=nul_replies, strict_http=strict_http, check_auth=check_auth,
+            max_body=max_body, max_output=max_output, reply_delay=reply_delay, faults=faults)
+        checked = _checked({name: value for name, value in given.items() if value is not UNSET})
         self._in_server(lambda: self._apply(checked))
 
     def _apply(self, options: dict[str, Any]) -> None:

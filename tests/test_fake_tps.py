@@ -423,8 +423,8 @@ def test_unknown_options_and_faults_are_refused(fake: FakeTPS) -> None:
         FakeTPS(faults=["explode"])
     with pytest.raises(ValueError, match="unknown fault"):
         fake.configure(faults=["explode"])
-    with pytest.raises(TypeError, match="no option 'serve'"):
-        fake.configure(serve=None)
+    with pytest.raises(TypeError, match="'serve'"):
+        fake.configure(serve=None)      # type: ignore[call-arg]  # the point: refused at run time too
 
 
 @pytest.mark.parametrize("fault, check", [

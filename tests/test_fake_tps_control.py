@@ -224,6 +224,22 @@ def test_a_peer_whose_requests_waiting_out_reply_delay_pass_max_output_is_droppe
     assert not polite.closed_by_server(0.1)
 
 
+def test_configure_takes_exactly_the_options_by_name() -> None:
+    """Typed keywords (mypy sees a misspelt option), the same names as the constructor's."""
+    import inspect
+
+    from fake_tps.server import OPTIONS
+    configurable = [name for name in inspect.signature(FakeTPS.configure).parameters if name != "self"]
+    constructed = [name for name in inspect.signature(FakeTPS).parameters if name not in ("host", "port")]
+    assert configurable == constructed == list(OPTIONS)
+
+
+def test_configure_leaves_the_options_not_given_and_can_clear_check_auth(fake: FakeTPS) -> None:
+    fake.configure(check_auth="1234", reply_delay=0.5)
+    fake.configure(check_auth=None)
+    assert fake.check_auth is None and fake.reply_delay == 0.5
+
+
 # -- defaults ------------------------------------------------------------------------------------
 
 def test_the_command_line_and_the_api_share_the_defaults() -> None:
