@@ -28,6 +28,9 @@ it held is removed (the field server kept a dangling one and later crashed). Wit
 ErrorNum 401 and a PrivateData gets ``401 Unauthorized``. With ``strict_http``
 requests are validated with h11 and one that is not strict HTTP/1.1 gets 400 and
 a close.
+
+Injected faults (the catalogue, and the steps of this server each one changes) are
+in ``fake_tps.faults``. ``configure()`` and ``clear()`` run in the server's thread.
 """
 
 from __future__ import annotations
@@ -144,7 +147,8 @@ class Stats:
     auth_failures: int = 0
     idle_closed: int = 0
     slow_closed: int = 0        # closed: a request not whole within request_timeout
-    dropped: int = 0            # closed by us: output queue overflow, serial change
+    dropped: int = 0            # closed by us: output queue overflow, requests piling up
+                                # under reply_delay, serial change
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
