@@ -5,16 +5,22 @@ import math
 import signal
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tpsharness import __version__
+from tpsharness.defaults import HOST, KEEPALIVE_INTERVAL, PORT
 from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
-from tpsharness.protocol import DEFAULT_MAX_BODY, DEFAULT_PORT
+from tpsharness.protocol import DEFAULT_MAX_BODY
 
-from .server import FAULTS, MAX_REPLY_DELAY, FakeTPS
+from .server import (BAD_REQUEST_IDLE_TIMEOUT, FAULTS, IDLE_TIMEOUT, MAX_REPLY_DELAY,
+                     REQUEST_TIMEOUT, FakeTPS)
+
+N = TypeVar("N", int, float)
 
 
-def _port(text):
+def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
@@ -24,9 +30,10 @@ def _port(text):
     return port
 
 
-def _checked(convert, wanted, accept):
+def _checked(convert: Callable[[str], N], wanted: str,
+             accept: Callable[[N], bool]) -> Callable[[str], N]:
     """An argparse type: ``convert`` the text, refuse what ``accept`` does not."""
-    def check(text):
+    def check(text: str) -> N:
         try:
             value = convert(text)
         except ValueError:
@@ -45,7 +52,7 @@ _positive = _checked(int, "a whole number > 0", lambda v: v > 0)
 _size = _checked(int, "a whole number of bytes >= 0", lambda v: v >= 0)
 
 
-def make_parser():
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fake-tps" if sys.argv[0].endswith("fake-tps") else "python -m fake_tps",
         description="The bundled fake TPS (TransProxy Server): field replies byte for byte, "
@@ -54,21 +61,24 @@ def make_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="faults (--fault NAME, repeatable):\n" + "\n".join(
             textwrap.fill(text, 100, initial_indent=f"  {name:25}", subsequent_indent=" " * 27)
-            for name, text in FAULTS.items()))
+            for name, fault in FAULTS.items() for text in [fault.description]))
     parser.add_argument("-V", "--version", action="version", version=f"fake_tps (tpsharness {__version__})")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("--keepalive-interval", type=_positive, default=120, metavar="SECONDS",
-                        help="KeepAliveIntervel sent in register replies (default 120)")
-    parser.add_argument("--idle-timeout", type=_seconds, default=300.0, metavar="SECONDS",
-                        help="close a connection this long after the last byte received (default 300)")
-    parser.add_argument("--bad-request-idle-timeout", type=_seconds, default=5.0, metavar="SECONDS",
-                        help="the idle timeout of a connection after unrecognised input, which "
-                             "gets 400 (default 5)")
-    parser.add_argument("--request-timeout", type=_seconds, default=10.0, metavar="SECONDS",
-                        help="close a connection whose request is not whole this long after its "
-                             "first byte (slow senders; default 10)")
+    parser.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
+    parser.add_argument("--port", type=_port, default=PORT,
+                        help=f"port (default {PORT}; 0 picks a free one)")
+    parser.add_argument("--keepalive-interval", type=_positive, default=KEEPALIVE_INTERVAL,
+                        metavar="SECONDS", help=f"KeepAliveIntervel sent in register replies "
+                                                f"(default {KEEPALIVE_INTERVAL})")
+    parser.add_argument("--idle-timeout", type=_seconds, default=IDLE_TIMEOUT, metavar="SECONDS",
+                        help=f"close a connection this long after the last byte received "
+                             f"(default {IDLE_TIMEOUT:g})")
+    parser.add_argument("--bad-request-idle-timeout", type=_seconds, default=BAD_REQUEST_IDLE_TIMEOUT,
+                        metavar="SECONDS",
+                        help=f"the idle timeout of a connection after unrecognised input, which "
+                             f"gets 400 (default {BAD_REQUEST_IDLE_TIMEOUT:g})")
+    parser.add_argument("--request-timeout", type=_seconds, default=REQUEST_TIMEOUT, metavar="SECONDS",
+                        help=f"close a connection whose request is not whole this long after its "
+                             f"first byte (slow senders; default {REQUEST_TIMEOUT:g})")
     parser.add_argument("--nul-replies", action="store_true",
                         help="end PrivateData replies with one NUL, as older field builds do")
     parser.add_argument("--strict-http", action="store_true",
@@ -85,11 +95,11 @@ def make_parser():
     return parser
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return make_parser().parse_args(argv)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:

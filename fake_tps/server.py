@@ -28,8 +28,14 @@ it held is removed (the field server kept a dangling one and later crashed). Wit
 ErrorNum 401 and a PrivateData gets ``401 Unauthorized``. With ``strict_http``
 requests are validated with h11 and one that is not strict HTTP/1.1 gets 400 and
 a close.
+
+Injected faults (the catalogue, and the steps of this server each one changes) are
+in ``fake_tps.faults``. ``configure()`` and ``clear()`` run in the server's thread.
 """
 
+from __future__ import annotations
+
+import enum
 import logging
 import math
 import queue
@@ -37,64 +43,46 @@ import select
 import socket
 import threading
 import time
-from time import monotonic
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
+from time import monotonic
+from types import TracebackType
+from typing import Any, TypeVar
 
 from tpsharness import net
+from tpsharness.defaults import HOST, KEEPALIVE_INTERVAL
 from tpsharness.errors import MessageTooLarge, ProtocolError
 from tpsharness.kernel import ReadGroup, Scheduler
 from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
                                  RegisterRequest, StrictReader, quote_text, register_reply, reply)
 from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait, kill, spawn
 
-log = logging.getLogger("fake_tps")
+from .faults import FAULTS, FIELD_READ_SIZE, GARBAGE, RELAYS_BEFORE_DROPPING, Fault, Hooks, Message
+from .faults import known_faults as _known_faults
 
-# Injected faults, for the harness's own tests. Each name is one misbehaviour.
-FAULTS = {
-    "close-on-accept": "close every connection (FIN) right after accepting it",
-    "reset-on-accept": "reset every connection (RST) right after accepting it",
-    "silent": "accept and read, never answer anything",
-    "half-reply": "send the first half of every reply, then nothing more on that connection",
-    "garbage-replies": "answer every request with bytes that are not HTTP",
-    "corrupt-register-replies": "answer registers 200 OK with a body that is not the register JSON",
-    "forget-registrations": "answer registers 200 OK but keep no table entry (private data gets 404)",
-    "reject-registers": "answer every register 400 Bad Request",
-    "drop-relays": "acknowledge private data but never relay it",
-    "corrupt-relays": "relay private data with its last byte changed",
-    "duplicate-relays": "relay each private data twice",
-    "die-on-dangling-entry": "like the field server, keep a dangling entry when a connection "
-                             "registers a second serial, and die (stop serving) on private data for it",
-    "one-read-one-message": "read like a field server: each TCP read (of up to 4096 bytes) is one "
-                            "whole message, so split requests get 400s, pipelined ones are "
-                            "swallowed, large bodies are cut (docs/protocol.md section 3)",
-    # Plausible server bugs, planted for tpsharness fuzz to find.
-    "forget-after-heartbeat": "drop a serial's table entry when its device heartbeats (the "
-                              "heartbeat is still answered 200)",
-    "misroute-relays": "relay private data to another registered device, not its destination, "
-                       "when two or more are registered",
-    "drop-relays-after-3": "acknowledge but never relay private data past the 3rd relayed to one "
-                           "connection",
-    "takeover-closes-newer": "on a takeover, close the newer connection instead of the older one",
-}
-RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
-FIELD_READ_SIZE = 4096
+__all__ = ["FakeTPS", "FAULTS", "Fault", "Stats", "OPTIONS", "MAX_REPLY_DELAY", "GARBAGE",
+           "FIELD_READ_SIZE", "RELAYS_BEFORE_DROPPING"]
+
+log = logging.getLogger("fake_tps")
+T = TypeVar("T")
 
 OPTIONS = ("keepalive_interval", "idle_timeout", "bad_request_idle_timeout", "request_timeout",
            "nul_replies", "strict_http", "check_auth", "max_body", "max_output", "reply_delay",
            "faults")
+# The fake's own option defaults (the shared ones come from tpsharness.defaults).
+IDLE_TIMEOUT = 300.0                # seconds
+BAD_REQUEST_IDLE_TIMEOUT = 5.0      # seconds
+REQUEST_TIMEOUT = 10.0              # seconds
+MAX_OUTPUT = 4 * 1024 * 1024        # bytes
 MAX_EVENT = 300             # characters of one event text kept (peers choose what it quotes)
+DELAYED_ENTRY_COST = 256    # bytes a request waiting out reply_delay costs beyond its own
+CALL_TIMEOUT = 10.0         # seconds a call from another thread waits for the server
 
 
-def _known_faults(faults):
-    unknown = set(faults) - set(FAULTS)
-    if unknown:
-        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
-    return frozenset(faults)
-
-
-def _number(name, value, *, whole=False, zero_ok=False, most=None):
+def _number(name: str, value: object, *, whole: bool = False, zero_ok: bool = False,
+            most: float | None = None) -> Any:
     """``value`` if it is a finite number (a whole one if ``whole``) above zero (or
     zero too, if ``zero_ok``) and at most ``most``; ValueError naming the option otherwise."""
     kind = int if whole else (int, float)
@@ -110,7 +98,7 @@ MAX_REPLY_DELAY = 3600.0    # a longer delay only wedges the server's own stop
 
 
 # The checks of the options whose impossible values would crash or wedge the server.
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "keepalive_interval": lambda v: _number("keepalive_interval", v, whole=True),
     "idle_timeout": lambda v: _number("idle_timeout", v),
     "bad_request_idle_timeout": lambda v: _number("bad_request_idle_timeout", v),
@@ -122,19 +110,25 @@ _CHECKS = {
 }
 
 
-def _checked(options):
+def _checked(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with every value checked (ValueError for an impossible one)."""
     return {name: _CHECKS[name](value) if name in _CHECKS else value
             for name, value in options.items()}
 
 
-def _valid_port(port):
+class _Unset(enum.Enum):
+    """The default of a ``configure()`` option that was not given (None is a value)."""
+
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+
+
+def _valid_port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 0 to 65535, not {port!r}")
     return port
-
-
-GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
 
 
 @dataclass
@@ -153,9 +147,10 @@ class Stats:
     auth_failures: int = 0
     idle_closed: int = 0
     slow_closed: int = 0        # closed: a request not whole within request_timeout
-    dropped: int = 0            # closed by us: output queue overflow, serial change
+    dropped: int = 0            # closed by us: output queue overflow, requests piling up
+                                # under reply_delay, serial change
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
@@ -163,24 +158,26 @@ class _Peer:
     """One connection: its socket, reader, the uuids it holds and its output queue."""
 
     __slots__ = ("sock", "reader", "uuids", "serial", "idle_timeout", "last_received",
-                 "request_started", "outq", "queued", "flushing", "silenced", "relayed")
+                 "request_started", "outq", "queued", "flushing", "silenced", "relayed",
+                 "delayed")
 
-    def __init__(self, sock, reader, idle_timeout):
+    def __init__(self, sock: net.Socket, reader: Reader | StrictReader, idle_timeout: float) -> None:
         self.sock = sock
         self.reader = reader
-        self.uuids = {}             # table keys pointing at this connection, in order (a set)
-        self.serial = None          # the serial this connection registered
+        self.uuids: dict[str, None] = {}    # table keys pointing at this connection, in order (a set)
+        self.serial: str | None = None      # the serial this connection registered
         self.idle_timeout = idle_timeout
         self.last_received = monotonic()    # the idle sweep counts from here
-        self.request_started = None         # first byte of a request not yet whole
-        self.outq = None            # a deque, made when a send would block
+        self.request_started: float | None = None   # first byte of a request not yet whole
+        self.outq: deque[bytes] | None = None       # made when a send would block
         self.queued = 0
         self.flushing = False
         self.silenced = False       # the half-reply fault stops answering
-        self.relayed = 0            # private data relayed to this connection
+        self.relayed = 0            # private data relayed to this connection (drop-relays-after-3)
+        self.delayed = 0            # bytes of its requests waiting out reply_delay
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self.sock.closed
 
 
@@ -188,44 +185,64 @@ class FakeTPS:
     """A fake TPS server. Run ``serve()`` on a Scheduler, or ``start_in_thread()``.
 
     The listening socket is bound at construction, so ``address`` is known at once
-    (port 0 picks a free port).
+    (port 0 picks a free port). ``configure()`` and ``clear()`` may be called from
+    any thread: while ``serve()`` runs in another thread they run in the server's,
+    between two requests, and return when done.
     """
 
-    def __init__(self, host="127.0.0.1", port=0, *, keepalive_interval=120, idle_timeout=300.0,
-                 bad_request_idle_timeout=5.0, request_timeout=10.0, nul_replies=False,
-                 strict_http=False, check_auth=None, max_body=DEFAULT_MAX_BODY,
-                 max_output=4 * 1024 * 1024, reply_delay=0.0, faults=()):
+    # The options (OPTIONS; docs/protocol.md section 4), set by __init__ and configure().
+    keepalive_interval: int
+    idle_timeout: float
+    bad_request_idle_timeout: float
+    request_timeout: float
+    nul_replies: bool
+    strict_http: bool
+    check_auth: str | None
+    max_body: int
+    max_output: int
+    reply_delay: float
+    faults: frozenset[str]
+    _hooks: Hooks           # the active faults' functions, made when ``faults`` is set
+
+    def __init__(self, host: str = HOST, port: int = 0, *,
+                 keepalive_interval: int = KEEPALIVE_INTERVAL, idle_timeout: float = IDLE_TIMEOUT,
+                 bad_request_idle_timeout: float = BAD_REQUEST_IDLE_TIMEOUT,
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 nul_replies: bool = False, strict_http: bool = False, check_auth: str | None = None,
+                 max_body: int = DEFAULT_MAX_BODY, max_output: int = MAX_OUTPUT,
+                 reply_delay: float = 0.0, faults: Iterable[str] = ()) -> None:
         options = _checked(dict(
             keepalive_interval=keepalive_interval, idle_timeout=idle_timeout,
             bad_request_idle_timeout=bad_request_idle_timeout, request_timeout=request_timeout,
             nul_replies=nul_replies, strict_http=strict_http, check_auth=check_auth,
             max_body=max_body, max_output=max_output, reply_delay=reply_delay, faults=faults))
-        for name, value in options.items():
-            setattr(self, name, value)
+        self._apply(options)
         _valid_port(port)
         self.stats = Stats()
-        self.events = deque(maxlen=200)     # notable things, newest last: (seq, text)
+        self.events: deque[tuple[int, str]] = deque(maxlen=200)  # notable things, newest last
         self._event_seq = 0
         self._listener = net.listen(host, port)
-        self.address = self._listener.sock.getsockname()[:2]
-        self._table = {}            # uuid -> _Peer (devices and clients share it)
-        self._peers = {}            # fd -> _Peer, every open connection
+        self.address: tuple[str, int] = self._listener.sock.getsockname()[:2]
+        self._table: dict[str, _Peer] = {}      # uuid -> connection (devices and clients share it)
+        self._peers: dict[int, _Peer] = {}      # fd -> every open connection
         self._connections = ReadGroup()
         self._next_sweep = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._commands = queue.SimpleQueue()
-        self._delayed = deque()     # (due, peer, message) waiting out reply_delay
-        self._delayer = None        # the tid of the task that answers them
-        self._thread = None
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any] | None, Future[Any]]] = \
+            queue.SimpleQueue()
+        self._serving_lock = threading.Lock()   # orders calls from other threads with serve()'s end
+        self._delayed: deque[tuple[float, _Peer, Message]] = deque()  # waiting out reply_delay
+        self._delayer: int | None = None        # the tid of the task that answers them
+        self._thread: threading.Thread | None = None    # where serve() runs, while it does
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<FakeTPS {net.format_address(self.address)} {len(self._peers)} connections>"
 
     # -- what tests ask ---------------------------------------------------------------
 
-    def _note(self, text):
+    def _note(self, text: str) -> None:
         """Record something a test may need to know about (protocol error, drop).
         Cut to MAX_EVENT characters: 200 events of a peer's megabyte would stay."""
         if len(text) > MAX_EVENT:
@@ -234,15 +251,15 @@ class FakeTPS:
         self.events.append((self._event_seq, text))
         log.info("%s", text)
 
-    def events_since(self, seq):
+    def events_since(self, seq: int) -> list[str]:
         """Event texts after sequence number ``seq``; ``event_seq`` is the current one."""
         return [text for number, text in list(self.events) if number > seq]
 
     @property
-    def event_seq(self):
+    def event_seq(self) -> int:
         return self._event_seq
 
-    def quiescent(self):
+    def quiescent(self) -> bool:
         """True when every byte received has been read, every connection attempt
         accepted and every queued byte sent: run in one kernel with its peers, the
         fake has then answered all it was sent (tpsharness fuzz's model settles so)."""
@@ -254,22 +271,54 @@ class FakeTPS:
             poller.register(fd, select.POLLIN)
         return not poller.poll(0)
 
-    def registered(self):
+    def registered(self) -> set[str]:
         """The uuids the table holds now (device serials and client SrcUuids)."""
         return set(list(self._table))
 
-    def configure(self, **options):
-        """Change options between tests (faults, nul_replies, reply_delay, ...)."""
-        for name in options:
-            if name not in OPTIONS:
-                raise TypeError(f"FakeTPS has no option {name!r}; options: {', '.join(OPTIONS)}")
-        for name, value in _checked(options).items():
+    def configure(self, *, keepalive_interval: int | _Unset = UNSET,
+                  idle_timeout: float | _Unset = UNSET,
+                  bad_request_idle_timeout: float | _Unset = UNSET,
+                  request_timeout: float | _Unset = UNSET, nul_replies: bool | _Unset = UNSET,
+                  strict_http: bool | _Unset = UNSET, check_auth: str | None | _Unset = UNSET,
+                  max_body: int | _Unset = UNSET, max_output: int | _Unset = UNSET,
+                  reply_delay: float | _Unset = UNSET,
+                  faults: Iterable[str] | _Unset = UNSET) -> None:
+        """Change options between tests (faults, nul_replies, reply_delay, ...); the
+        ones not given stay.
+
+        The values are checked here (ValueError); they take effect together, between
+        two requests, in the server's thread (see ``clear``)."""
+        given = dict(
+            keepalive_interval=keepalive_interval, idle_timeout=idle_timeout,
+            bad_request_idle_timeout=bad_request_idle_timeout, request_timeout=request_timeout,
+            nul_replies=nul_replies, strict_http=strict_http, check_auth=check_auth,
+            max_body=max_body, max_output=max_output, reply_delay=reply_delay, faults=faults)
+        checked = _checked({name: value for name, value in given.items() if value is not UNSET})
+        self._in_server(lambda: self._apply(checked))
+
+    def _apply(self, options: dict[str, Any]) -> None:
+        for name, value in options.items():
             setattr(self, name, value)
+        if "faults" in options:
+            self._hooks = Hooks.of(self.faults)
+
+    def clear(self) -> None:
+        """Close every connection, empty the table and zero the stats (between tests).
+
+        Like ``configure``, it runs in the server's thread, between two requests: a
+        request is never answered half before and half after it."""
+        self._in_server(self._clear_now)
+
+    def _clear_now(self) -> None:
+        self._close_all()
+        self.stats = Stats(open_connections=self.stats.open_connections)
 
     # -- serving ------------------------------------------------------------------------
 
-    async def serve(self):
+    async def serve(self) -> None:
         """Serve until killed or ``request_stop()``; then close every connection."""
+        with self._serving_lock:
+            self._thread = threading.current_thread()
         acceptor = await NewTask(self._accept_loop(), daemon=True)
         reader = await NewTask(self._read_loop(), daemon=True)
         try:
@@ -281,8 +330,9 @@ class FakeTPS:
             self._delayed.clear()
             self._listener.close()
             self._close_all()
+            self._stop_serving()
 
-    async def _accept_loop(self):
+    async def _accept_loop(self) -> None:
         while True:
             try:
                 sock, _ = await self._listener.accept()
@@ -293,27 +343,27 @@ class FakeTPS:
                 await Sleep(0.1)
                 continue
             self.stats.connections += 1
-            if "close-on-accept" in self.faults:
-                sock.close()
-            elif "reset-on-accept" in self.faults:
-                sock.reset()
+            for taken in self._hooks.accept:
+                if taken(self, sock):
+                    break
             else:
                 self._open(sock)
 
-    def _new_reader(self):
+    def _new_reader(self) -> Reader | StrictReader:
         if self.strict_http:
             return StrictReader("server", max_body=self.max_body)
         return Reader(max_body=self.max_body, requests_only=True)
 
-    def _open(self, sock):
+    def _open(self, sock: net.Socket) -> None:
         peer = _Peer(sock, self._new_reader(), self.idle_timeout)
         self._peers[sock.fd] = peer
         self._connections.add(sock.fd)
         self.stats.open_connections += 1
 
-    async def _read_loop(self):
+    async def _read_loop(self) -> None:
         """One task reads every connection: an idle one costs no task, no timer."""
         while True:
+            ready: Iterable[int]
             try:
                 ready = await WaitReadable(self._connections, max(0.0, self._next_sweep - monotonic()))
             except TimeoutError:
@@ -326,7 +376,7 @@ class FakeTPS:
             if now >= self._next_sweep:
                 self._sweep(now)
 
-    def _serve_safely(self, work, peer, arg):
+    def _serve_safely(self, work: Callable[[_Peer, T], None], peer: _Peer, arg: T) -> None:
         """``work(peer, arg)``; a bug of ours there costs that connection, not the server."""
         try:
             work(peer, arg)
@@ -335,10 +385,10 @@ class FakeTPS:
             self._note(f"internal error serving {peer.sock.peer}: closed it")
             self._close(peer)
 
-    def _read_from(self, peer, now):
-        field_reads = "one-read-one-message" in self.faults
+    def _read_from(self, peer: _Peer, now: float) -> None:
+        hooks = self._hooks
         try:
-            data = peer.sock.recv_nowait(FIELD_READ_SIZE if field_reads else net.RECV_SIZE)
+            data = peer.sock.recv_nowait(hooks.read_size)
         except OSError as error:         # reset
             log.debug("connection %s ended: %s", peer.sock.peer, error)
             self._close(peer)
@@ -349,8 +399,8 @@ class FakeTPS:
             self._close(peer)
             return
         peer.last_received = now
-        if field_reads:
-            self._handle(peer, self._field_read(data))
+        if hooks.read is not None:
+            self._handle(peer, hooks.read(self, data))
             return
         reader = peer.reader
         if not reader.buffered and not data.strip(b"\r\n") and not self.strict_http:
@@ -377,15 +427,24 @@ class FakeTPS:
         else:
             peer.request_started = None
 
-    def _handle(self, peer, message):
-        if self.reply_delay:
-            self._delayed.append((monotonic() + self.reply_delay, peer, message))
-            if self._delayer is None:
-                self._delayer = spawn(self._dispatch_delayed(), daemon=True)
-        else:
+    def _handle(self, peer: _Peer, message: Message) -> None:
+        if not self.reply_delay:
             self._dispatch(peer, message)
+            return
+        if peer.closed:
+            return
+        peer.delayed += len(message.raw) + DELAYED_ENTRY_COST
+        if peer.delayed > self.max_output:
+            self._note(f"dropped {peer.sock.peer}: {peer.delayed} bytes of requests wait out "
+                       f"reply_delay")
+            self.stats.dropped += 1
+            self._close(peer)
+            return
+        self._delayed.append((monotonic() + self.reply_delay, peer, message))
+        if self._delayer is None:
+            self._delayer = spawn(self._dispatch_delayed(), daemon=True)
 
-    async def _dispatch_delayed(self):
+    async def _dispatch_delayed(self) -> None:
         """Answer what waits for ``reply_delay``, in arrival order, from one task: the
         server's stop kills it (a task per reply would outlive the stop)."""
         try:
@@ -398,11 +457,12 @@ class FakeTPS:
                 self._delayed.popleft()
                 if peer.closed:
                     continue
+                peer.delayed -= len(message.raw) + DELAYED_ENTRY_COST
                 self._serve_safely(self._dispatch, peer, message)
         finally:
             self._delayer = None
 
-    def _sweep(self, now):
+    def _sweep(self, now: float) -> None:
         """Close connections idle past their timeout, or slower than request_timeout
         to send a whole request; plan the next sweep."""
         for peer in list(self._peers.values()):
@@ -420,12 +480,12 @@ class FakeTPS:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    def _dispatch(self, peer, message):
-        if "silent" in self.faults or peer.silenced:
+    def _dispatch(self, peer: _Peer, message: Message) -> None:
+        if peer.silenced:
             return
-        if "garbage-replies" in self.faults:
-            self._send(peer, GARBAGE)
-            return
+        for answered in self._hooks.message:
+            if answered(self, peer, message):
+                return
         if isinstance(message, RegisterRequest):
             self._register(peer, message)
         elif isinstance(message, PrivateData):
@@ -433,7 +493,7 @@ class FakeTPS:
         else:
             self._bad_request(peer, message)
 
-    def _field_read(self, chunk):
+    def _field_read(self, chunk: bytes) -> Message:
         """What a field server makes of one read: the first message in it, a
         PrivateData carrying the whole read (it relays what it read), or a 400."""
         reader = Reader(max_body=self.max_body)
@@ -453,10 +513,7 @@ class FakeTPS:
             return PrivateData(message.src, message.dest, message.auth_code, message.body, chunk)
         return message
 
-    def _register(self, peer, request):
-        if "reject-registers" in self.faults:
-            self._send_reply(peer, self._status_reply(400))
-            return
+    def _register(self, peer: _Peer, request: RegisterRequest) -> None:
         if self.check_auth is not None and request.auth_code != self.check_auth:
             self.stats.auth_failures += 1
             self._send_reply(peer, self._register_reply(error_num="401", error_string="Unauthorized"))
@@ -470,17 +527,15 @@ class FakeTPS:
             self._note(f"{peer.sock.peer} registered {quote_text(serial)} after "
                        f"{quote_text(peer.serial)}: closed it")
             self.stats.dropped += 1
-            dangling = peer.serial
+            first_serial = peer.serial
             self._close(peer)
-            if "die-on-dangling-entry" in self.faults:
-                self._table[dangling] = peer
+            for keep in self._hooks.second_serial:
+                keep(self, peer, first_serial)
             return
-        if "forget-registrations" in self.faults:
+        if any(did_it(self, peer, serial, holder) for did_it in self._hooks.register):
             pass
         elif holder is peer:
             self.stats.heartbeats += 1
-            if "forget-after-heartbeat" in self.faults:
-                del self._table[serial]
         else:
             # A first serial, or one another connection holds: taken over (the holder is
             # closed); a connection that had a serial keeps that one too.
@@ -488,24 +543,20 @@ class FakeTPS:
             if peer.serial is None:
                 peer.serial = serial
             self.stats.registrations += 1
-        if "corrupt-register-replies" in self.faults:
-            body = b'{"TransProxy": corrupt'
-            self._send_reply(peer, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            return
-        self._send_reply(peer, self._register_reply())
+        data = self._register_reply()
+        for change in self._hooks.register_reply:
+            data = change(data)
+        self._send_reply(peer, data)
 
-    def _private_data(self, peer, request):
+    def _private_data(self, peer: _Peer, request: PrivateData) -> None:
         if self.check_auth is not None and request.auth_code != self.check_auth:
             self.stats.auth_failures += 1
             self._send_reply(peer, self._status_reply(401))
             return
         target = self._table.get(request.dest)       # first: an unknown one changes nothing
-        if target is not None and target.closed and "die-on-dangling-entry" in self.faults:
-            self._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
-            self._listener.close()      # first: whoever sees a connection close finds it dead
-            self._close_all()
-            self.request_stop()
-            return
+        for handled in self._hooks.private_data:
+            if handled(self, peer, request, target):
+                return
         if target is None:
             self.stats.not_found += 1
             self._send_reply(peer, self._status_reply(404))
@@ -517,43 +568,36 @@ class FakeTPS:
                                                "the sending connection"))
             return
         self._send_reply(peer, self._status_reply(200))
-        if "drop-relays" in self.faults or target.closed:
+        if target.closed:
             return
-        if "misroute-relays" in self.faults:
-            target = self._another_device(target, peer)
-        target.relayed += 1
-        if "drop-relays-after-3" in self.faults and target.relayed > RELAYS_BEFORE_DROPPING:
+        relay = self._hooks.relay
+        if not relay:
+            self.stats.relays += 1
+            self._send(target, request.raw)
             return
-        raw = request.raw
-        if "corrupt-relays" in self.faults:
-            raw = raw[:-1] + bytes([raw[-1] ^ 0x01])
-        self.stats.relays += 1
-        self._send(target, raw)
-        if "duplicate-relays" in self.faults:
+        copies: tuple[bytes, ...] = (request.raw,)
+        for change in relay:
+            target, copies = change(self, peer, target, copies)
+        if copies:
+            self.stats.relays += 1
+        for raw in copies:
             self._send(target, raw)
 
-    def _another_device(self, target, sender):
-        """For the misroute-relays fault: a registered device other than ``target``."""
-        for other in self._table.values():
-            if other is not target and other is not sender and other.serial is not None:
-                return other
-        return target
-
-    def _bad_request(self, peer, request):
+    def _bad_request(self, peer: _Peer, request: Message) -> None:
         reason = request.reason if isinstance(request, BadRequest) else \
-            f"a reply ({request.status}) where a request belongs"
+            f"a reply ({getattr(request, 'status', '?')}) where a request belongs"
         self._note(f"400 to {peer.sock.peer}: {reason}")
         self.stats.bad_requests += 1
         peer.idle_timeout = min(peer.idle_timeout, self.bad_request_idle_timeout)
         self._send_reply(peer, self._status_reply(400))
 
-    def _claim(self, uuid, peer):
+    def _claim(self, uuid: str, peer: _Peer) -> None:
         """Point ``uuid`` at ``peer``; an older connection holding it is closed."""
         older = self._table.get(uuid)
         if older is not None and older is not peer:
-            if "takeover-closes-newer" in self.faults:
-                self._close(peer)
-                return
+            for settled in self._hooks.takeover:
+                if settled(self, peer, older):
+                    return
             self._note(f"{quote_text(uuid)} taken by {peer.sock.peer}: closed the older connection "
                        f"{older.sock.peer}")
             self.stats.replaced += 1
@@ -563,21 +607,20 @@ class FakeTPS:
 
     # -- output: bounded, never blocking a handler ------------------------------------------
 
-    def _status_reply(self, status):
+    def _status_reply(self, status: int) -> bytes:
         """A PrivateData-style reply in the form this fake is set to (field, NUL, strict)."""
         return reply(status, nul=self.nul_replies, strict=self.strict_http)
 
-    def _register_reply(self, error_num="200", error_string="Success OK"):
+    def _register_reply(self, error_num: str = "200", error_string: str = "Success OK") -> bytes:
         return register_reply(utc_time=int(time.time()), keepalive_interval=self.keepalive_interval,
                               error_num=error_num, error_string=error_string)
 
-    def _send_reply(self, peer, data):
-        if "half-reply" in self.faults:
-            data = data[:len(data) // 2]
-            peer.silenced = True
+    def _send_reply(self, peer: _Peer, data: bytes) -> None:
+        for change in self._hooks.reply:
+            data = change(self, peer, data)
         self._send(peer, data)
 
-    def _send(self, peer, data):
+    def _send(self, peer: _Peer, data: bytes) -> None:
         """Queue ``data`` for ``peer``; a peer that stops reading is dropped, not buffered."""
         if peer.closed:
             return
@@ -602,7 +645,7 @@ class FakeTPS:
             peer.flushing = True
             spawn(self._flush(peer), daemon=True)
 
-    async def _flush(self, peer):
+    async def _flush(self, peer: _Peer) -> None:
         try:
             while peer.outq and not peer.closed:
                 await WriteWait(peer.sock.fd)
@@ -624,35 +667,37 @@ class FakeTPS:
 
     # -- closing -------------------------------------------------------------------------
 
-    def _close(self, peer):
-        """Close ``peer`` (FIN, no bytes) and remove every table entry it holds."""
+    def _close(self, peer: _Peer) -> None:
+        """Close ``peer`` (FIN, no bytes) and remove every table entry it holds; requests
+        of it that wait out reply_delay go (they would only be skipped)."""
         for uuid in peer.uuids:
             if self._table.get(uuid) is peer:
                 del self._table[uuid]
         peer.uuids.clear()
         peer.outq = None
+        if peer.delayed:
+            peer.delayed = 0
+            self._delayed = deque(entry for entry in self._delayed if entry[1] is not peer)
         if self._peers.get(peer.sock.fd) is peer:
             del self._peers[peer.sock.fd]
             self.stats.open_connections -= 1
         peer.sock.close()           # forget_fd takes it out of the ReadGroup
 
-    def _close_all(self):
+    def _close_all(self) -> None:
         for peer in list(self._peers.values()):
             self._close(peer)
         self._table.clear()
 
-    def clear(self):
-        """Close every connection, empty the table and zero the stats (between tests)."""
-        if self._thread is not None and threading.current_thread() is not self._thread:
-            return self._call_in_server(self.clear)
+    def _die(self) -> None:
+        """Stop serving as a crashed server would: the listener first (whoever sees a
+        connection close then finds the server dead), then every connection."""
+        self._listener.close()
         self._close_all()
-        connections = self.stats.open_connections
-        self.stats = Stats(open_connections=connections)
-        return None
+        self.request_stop()
 
     # -- control: stop and calls from other threads ----------------------------------------
 
-    async def _control(self):
+    async def _control(self) -> None:
         """Run what other threads queue (they write a byte to wake us); return on stop."""
         while True:
             await ReadWait(self._wake_r)
@@ -668,57 +713,88 @@ class FakeTPS:
                 if command is None:
                     future.set_result(None)
                     return
-                try:
-                    future.set_result(command())
-                except Exception as error:
-                    future.set_exception(error)
+                _run_into(command, future)
 
-    def _call_in_server(self, function):
-        future = Future()
-        self._commands.put((function, future))
+    def _in_server(self, function: Callable[[], T]) -> T:
+        """``function()`` where the server runs: at once if ``serve()`` runs in this
+        thread or in none; else queued to the control task, which runs it between two
+        requests, and waited for (its exception is raised here)."""
+        with self._serving_lock:
+            serving = self._thread
+            if serving is None or serving is threading.current_thread():
+                return function()
+            future: Future[T] = Future()
+            self._commands.put((function, future))
         self.wake()
-        return future.result(timeout=10)
+        return future.result(timeout=CALL_TIMEOUT)
 
-    def wake(self):
+    def _stop_serving(self) -> None:
+        """serve() ends: calls from other threads run in their own from now on, and the
+        ones still queued run here (none is left waiting)."""
+        with self._serving_lock:
+            self._thread = None
+            while True:
+                try:
+                    command, future = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if command is None:
+                    future.set_result(None)
+                else:
+                    _run_into(command, future)
+
+    def wake(self) -> None:
         """Wake the control task (safe from any thread and from a signal handler)."""
         try:
             self._wake_w.send(b"\x00")
         except (BlockingIOError, OSError):
             pass
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask ``serve()`` to end (from any thread or a signal handler)."""
         self._commands.put((None, Future()))
         self.wake()
 
-    def start_in_thread(self):
+    def start_in_thread(self) -> _ServerThread:
         """Serve in a background thread; a context manager that stops it cleanly."""
         return _ServerThread(self)
 
-    def close(self):
+    def close(self) -> None:
         """Release the sockets of a server that is not serving."""
         self._listener.close()
         self._wake_r.close()
         self._wake_w.close()
 
 
+def _run_into(command: Callable[[], Any], future: Future[Any]) -> None:
+    """Run a call another thread queued; its outcome goes to the waiting ``future``."""
+    try:
+        future.set_result(command())
+    except Exception as error:
+        future.set_exception(error)
+
+
 class _ServerThread:
     """``with fake.start_in_thread() as fake:``: serve on a thread of its own."""
 
-    def __init__(self, server):
+    def __init__(self, server: FakeTPS) -> None:
         self.server = server
         self._started = threading.Event()
-        self._error = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> FakeTPS:
         server = self.server
-        server._thread = threading.Thread(target=self._run, name=f"fake-tps-{server.address[1]}",
-                                          daemon=True)
-        server._thread.start()
+        thread = threading.Thread(target=self._run, name=f"fake-tps-{server.address[1]}",
+                                  daemon=True)
+        self._thread = thread
+        with server._serving_lock:      # calls from now on go to that thread (serve() confirms)
+            server._thread = thread
+        thread.start()
         self._started.wait(10)
         return server
 
-    def _run(self):
+    def _run(self) -> None:
         scheduler = Scheduler()
         try:
             scheduler.new(self.server.serve())
@@ -729,16 +805,19 @@ class _ServerThread:
             log.exception("fake TPS thread crashed")
         finally:
             scheduler.close()
+            self.server._stop_serving()     # if serve() never ran to its end
             self._started.set()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         server = self.server
+        thread = self._thread
+        assert thread is not None, "__exit__ without __enter__"
         server.request_stop()
-        server._thread.join(10)
-        alive = server._thread.is_alive()
-        server._thread = None
+        thread.join(10)
+        alive = thread.is_alive()
         server.close()
         if alive:
             raise RuntimeError(f"{server!r} did not stop within 10 s")
-        if self._error is not None and exc_info[0] is None:
+        if self._error is not None and exc_type is None:
             raise RuntimeError(f"{server!r} crashed: {self._error!r}") from self._error

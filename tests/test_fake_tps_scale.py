@@ -1,5 +1,7 @@
 """fake_tps under load, in one process on our kernel: many devices, many cycles."""
 
+from __future__ import annotations
+
 import gc
 import tracemalloc
 
@@ -12,7 +14,8 @@ from tpsharness.protocol import NEED_DATA, Reader, register_request
 from tpsharness.syscalls import NewTask, Sleep, WaitTask
 
 
-async def register_once(address, serial, keep_open=None):
+async def register_once(address: tuple[str, int], serial: str,
+                        keep_open: list[net.Socket] | None = None) -> None:
     """Connect, register, check the reply; close unless ``keep_open`` collects the socket."""
     sock = await net.connect(address, timeout=10)
     try:
@@ -31,11 +34,11 @@ async def register_once(address, serial, keep_open=None):
 
 
 @pytest.mark.slow
-def test_a_thousand_devices_register_at_once():
+def test_a_thousand_devices_register_at_once() -> None:
     server = FakeTPS()
-    held = []
+    held: list[net.Socket] = []
 
-    async def main():
+    async def main() -> tuple[int, int]:
         await NewTask(server.serve())
         devices = [await NewTask(register_once(server.address, f"cam-{i}", held)) for i in range(1000)]
         for tid in devices:
@@ -53,23 +56,23 @@ def test_a_thousand_devices_register_at_once():
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)      # ~18 s on an idle 2-core machine, ~45 s with both cores busy
-def test_ten_thousand_connect_register_close_cycles_leave_memory_and_tasks_flat():
+def test_ten_thousand_connect_register_close_cycles_leave_memory_and_tasks_flat() -> None:
     server = FakeTPS()
     scheduler = Scheduler()
-    samples = {}
+    samples: dict[str, tuple[int, int]] = {}
 
-    async def cycles(count):
+    async def cycles(count: int) -> None:
         for i in range(count):
             await register_once(server.address, f"cam-{i % 50}")
 
-    async def settle():
+    async def settle() -> None:
         # let the server's handlers see the closes and end
         for _ in range(50):
             if server.stats.open_connections == 0:
                 return
             await Sleep(0.01)
 
-    async def main():
+    async def main() -> None:
         await NewTask(server.serve())
         await WaitTask(await NewTask(cycles(1000)))       # warm up: caches, free lists
         await settle()

@@ -1,0 +1,255 @@
+"""The fake's injected faults, for the harness's own tests: one table, each entry one
+misbehaviour, what it does and the step of the server it changes.
+
+The server has a few hook points (accept, read, message, reply, register, private
+data, relay, takeover); a fault is a description plus the functions it puts on some
+of them. ``FakeTPS`` groups the active faults' functions by hook when its faults are
+set (``Hooks``), so a step with no fault costs one truth test. A new fault is one
+entry of ``FAULTS`` (and, if no existing hook function fits, one small function
+here); docs/protocol.md section 4 lists the catalogue.
+
+Hook functions are part of the server: they use its internal operations
+(``_send``, ``_close``, ``_table``...) as its own methods do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from tpsharness import net
+from tpsharness.protocol import BadRequest, PrivateData, RegisterReply, RegisterRequest, Reply
+
+if TYPE_CHECKING:
+    from .server import FakeTPS, _Peer
+
+# What a reader of requests yields to the server (a reply where a request belongs is
+# answered 400, as unrecognised input is).
+Message = RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply
+
+AcceptHook = Callable[["FakeTPS", net.Socket], bool]            # True: it took the connection
+ReadHook = Callable[["FakeTPS", bytes], Message]                # one read -> one message
+MessageHook = Callable[["FakeTPS", "_Peer", Message], bool]     # True: it answered (or swallowed)
+ReplyHook = Callable[["FakeTPS", "_Peer", bytes], bytes]        # what a reply becomes
+RegisterReplyHook = Callable[[bytes], bytes]                    # what a successful one becomes
+RegisterHook = Callable[["FakeTPS", "_Peer", str, "_Peer | None"], bool]  # True: it did the table's work
+SecondSerialHook = Callable[["FakeTPS", "_Peer", str], None]    # after such a connection is closed
+PrivateDataHook = Callable[["FakeTPS", "_Peer", PrivateData, "_Peer | None"], bool]  # True: handled
+RelayHook = Callable[["FakeTPS", "_Peer", "_Peer", "tuple[bytes, ...]"],
+                     "tuple[_Peer, tuple[bytes, ...]]"]         # (target, copies) -> new ones
+TakeoverHook = Callable[["FakeTPS", "_Peer", "_Peer"], bool]    # (newer, older); True: settled
+
+RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
+FIELD_READ_SIZE = 4096          # what a field server reads at once (one-read-one-message)
+GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
+CORRUPT_REGISTER_BODY = b'{"TransProxy": corrupt'
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One misbehaviour: the sentence ``--help`` shows, and its functions on the hooks
+    it changes (None elsewhere)."""
+
+    description: str
+    accept: AcceptHook | None = None
+    read: ReadHook | None = None
+    message: MessageHook | None = None
+    reply: ReplyHook | None = None
+    register_reply: RegisterReplyHook | None = None
+    register: RegisterHook | None = None
+    second_serial: SecondSerialHook | None = None
+    private_data: PrivateDataHook | None = None
+    relay: RelayHook | None = None
+    takeover: TakeoverHook | None = None
+
+
+# -- what the faults do, hook by hook ------------------------------------------------------
+
+def _close_at_once(server: FakeTPS, sock: net.Socket) -> bool:
+    sock.close()
+    return True
+
+
+def _reset_at_once(server: FakeTPS, sock: net.Socket) -> bool:
+    sock.reset()
+    return True
+
+
+def _read_as_field_server(server: FakeTPS, chunk: bytes) -> Message:
+    return server._field_read(chunk)
+
+
+def _swallow(server: FakeTPS, peer: _Peer, message: Message) -> bool:
+    return True
+
+
+def _answer_garbage(server: FakeTPS, peer: _Peer, message: Message) -> bool:
+    server._send(peer, GARBAGE)
+    return True
+
+
+def _reject_registers(server: FakeTPS, peer: _Peer, message: Message) -> bool:
+    if not isinstance(message, RegisterRequest):
+        return False
+    server._send_reply(peer, server._status_reply(400))
+    return True
+
+
+def _half_then_silence(server: FakeTPS, peer: _Peer, data: bytes) -> bytes:
+    peer.silenced = True
+    return data[:len(data) // 2]
+
+
+def _corrupt_register_reply(data: bytes) -> bytes:
+    body = CORRUPT_REGISTER_BODY
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def _keep_no_entry(server: FakeTPS, peer: _Peer, serial: str, holder: _Peer | None) -> bool:
+    return True
+
+
+def _forget_on_heartbeat(server: FakeTPS, peer: _Peer, serial: str, holder: _Peer | None) -> bool:
+    if holder is not peer:
+        return False
+    server.stats.heartbeats += 1        # answered as a heartbeat, then forgotten
+    del server._table[serial]
+    return True
+
+
+def _keep_dangling_entry(server: FakeTPS, peer: _Peer, first_serial: str) -> None:
+    server._table[first_serial] = peer
+
+
+def _die_on_dangling_entry(server: FakeTPS, peer: _Peer, request: PrivateData,
+                           target: _Peer | None) -> bool:
+    if target is None or not target.closed:
+        return False
+    server._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
+    server._die()
+    return True
+
+
+def _drop(server: FakeTPS, sender: _Peer, target: _Peer,
+          copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+    return target, ()
+
+
+def _corrupt_last_byte(server: FakeTPS, sender: _Peer, target: _Peer,
+                       copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+    return target, tuple(raw[:-1] + bytes([raw[-1] ^ 0x01]) for raw in copies)
+
+
+def _twice(server: FakeTPS, sender: _Peer, target: _Peer,
+           copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+    return target, copies * 2
+
+
+def _to_another_device(server: FakeTPS, sender: _Peer, target: _Peer,
+                       copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+    for other in server._table.values():
+        if other is not target and other is not sender and other.serial is not None:
+            return other, copies
+    return target, copies
+
+
+def _drop_after_some(server: FakeTPS, sender: _Peer, target: _Peer,
+                     copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+    if not copies:
+        return target, copies
+    target.relayed += 1
+    return target, copies if target.relayed <= RELAYS_BEFORE_DROPPING else ()
+
+
+def _close_newer(server: FakeTPS, newer: _Peer, older: _Peer) -> bool:
+    server._close(newer)
+    return True
+
+
+# -- the catalogue: a relay passes through the relay functions in this order ---------------
+
+FAULTS: Mapping[str, Fault] = MappingProxyType({
+    "close-on-accept": Fault("close every connection (FIN) right after accepting it",
+                             accept=_close_at_once),
+    "reset-on-accept": Fault("reset every connection (RST) right after accepting it",
+                             accept=_reset_at_once),
+    "silent": Fault("accept and read, never answer anything", message=_swallow),
+    "half-reply": Fault("send the first half of every reply, then nothing more on that connection",
+                        reply=_half_then_silence),
+    "garbage-replies": Fault("answer every request with bytes that are not HTTP",
+                             message=_answer_garbage),
+    "corrupt-register-replies": Fault("answer registers 200 OK with a body that is not the "
+                                      "register JSON", register_reply=_corrupt_register_reply),
+    "forget-registrations": Fault("answer registers 200 OK but keep no table entry (private "
+                                  "data gets 404)", register=_keep_no_entry),
+    "reject-registers": Fault("answer every register 400 Bad Request", message=_reject_registers),
+    "drop-relays": Fault("acknowledge private data but never relay it", relay=_drop),
+    "corrupt-relays": Fault("relay private data with its last byte changed", relay=_corrupt_last_byte),
+    "duplicate-relays": Fault("relay each private data twice", relay=_twice),
+    "die-on-dangling-entry": Fault("like the field server, keep a dangling entry when a connection "
+                                   "registers a second serial, and die (stop serving) on private "
+                                   "data for it", second_serial=_keep_dangling_entry,
+                                   private_data=_die_on_dangling_entry),
+    "one-read-one-message": Fault("read like a field server: each TCP read (of up to 4096 bytes) "
+                                  "is one whole message, so split requests get 400s, pipelined "
+                                  "ones are swallowed, large bodies are cut (docs/protocol.md "
+                                  "section 3)", read=_read_as_field_server),
+    # Plausible server bugs, planted for tpsharness fuzz to find.
+    "forget-after-heartbeat": Fault("drop a serial's table entry when its device heartbeats (the "
+                                    "heartbeat is still answered 200)", register=_forget_on_heartbeat),
+    "misroute-relays": Fault("relay private data to another registered device, not its "
+                             "destination, when two or more are registered", relay=_to_another_device),
+    "drop-relays-after-3": Fault("acknowledge but never relay private data past the 3rd relayed to "
+                                 "one connection", relay=_drop_after_some),
+    "takeover-closes-newer": Fault("on a takeover, close the newer connection instead of the "
+                                   "older one", takeover=_close_newer),
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """The active faults' functions, grouped by hook, in catalogue order: all the
+    server reads on its hot path (an empty tuple: that step runs as in the field)."""
+
+    accept: tuple[AcceptHook, ...] = ()
+    read: ReadHook | None = None
+    message: tuple[MessageHook, ...] = ()
+    reply: tuple[ReplyHook, ...] = ()
+    register_reply: tuple[RegisterReplyHook, ...] = ()
+    register: tuple[RegisterHook, ...] = ()
+    second_serial: tuple[SecondSerialHook, ...] = ()
+    private_data: tuple[PrivateDataHook, ...] = ()
+    relay: tuple[RelayHook, ...] = ()
+    takeover: tuple[TakeoverHook, ...] = ()
+    read_size: int = net.RECV_SIZE      # one read takes this much (a field server's under ``read``)
+
+    @classmethod
+    def of(cls, names: frozenset[str]) -> Hooks:
+        faults = [fault for name, fault in FAULTS.items() if name in names]
+        reads = [fault.read for fault in faults if fault.read is not None]
+        return cls(
+            accept=tuple(fault.accept for fault in faults if fault.accept is not None),
+            read=reads[0] if reads else None,
+            read_size=FIELD_READ_SIZE if reads else net.RECV_SIZE,
+            message=tuple(fault.message for fault in faults if fault.message is not None),
+            reply=tuple(fault.reply for fault in faults if fault.reply is not None),
+            register_reply=tuple(fault.register_reply for fault in faults
+                                 if fault.register_reply is not None),
+            register=tuple(fault.register for fault in faults if fault.register is not None),
+            second_serial=tuple(fault.second_serial for fault in faults
+                                if fault.second_serial is not None),
+            private_data=tuple(fault.private_data for fault in faults
+                               if fault.private_data is not None),
+            relay=tuple(fault.relay for fault in faults if fault.relay is not None),
+            takeover=tuple(fault.takeover for fault in faults if fault.takeover is not None))
+
+
+def known_faults(faults: Iterable[str]) -> frozenset[str]:
+    """``faults`` (names) as a frozenset; ValueError naming any unknown one."""
+    chosen = frozenset(faults)
+    unknown = chosen - FAULTS.keys()
+    if unknown:
+        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+    return chosen
