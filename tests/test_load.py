@@ -234,16 +234,16 @@ class StrayRequestTPS:
 
     STRAY = b"POST /Stray HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
 
-    def __init__(self):
+    def __init__(self) -> None:
         from tpsharness.protocol import Reader, reply
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = self.listener.getsockname()
-        self.devices = {}
+        self.devices: dict[str, socket.socket] = {}
         self.lock = threading.Lock()         # one writer at a time on any connection
         self.reader_type, self.ack = Reader, reply(200)
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self):
+    def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
@@ -251,7 +251,7 @@ class StrayRequestTPS:
                 return          # closed: the test is over
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn):
+    def _serve(self, conn: socket.socket) -> None:
         from tpsharness.protocol import PrivateData, RegisterRequest, register_reply
         reader = self.reader_type()
         with conn:
@@ -272,11 +272,11 @@ class StrayRequestTPS:
                             conn.sendall(self.STRAY + self.ack)
                             self.devices[message.dest].sendall(self.STRAY + message.raw)
 
-    def close(self):
+    def close(self) -> None:
         self.listener.close()
 
 
-def test_a_stray_request_from_the_tps_is_an_error_counted_and_reading_goes_on():
+def test_a_stray_request_from_the_tps_is_an_error_counted_and_reading_goes_on() -> None:
     tps = StrayRequestTPS()
     try:
         result = tpsharness.load(*tps.address, devices=2, clients=2, window=2, duration=1.0,
