@@ -3,7 +3,7 @@
 import argparse
 
 
-def port(text):
+def port(text: str) -> int:
     """A TCP port, 1-65535."""
     try:
         value = int(text)
@@ -14,7 +14,7 @@ def port(text):
     return value
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     """A whole number, at least 1."""
     try:
         value = int(text)

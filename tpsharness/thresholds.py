@@ -7,6 +7,8 @@
     @10:20  alert if 10 <= x <= 20
 """
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ class Range:
     inside: bool = False
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> Range:
         raw = text.strip()
         spec = raw
         inside = spec.startswith("@")
@@ -40,6 +42,6 @@ class Range:
             raise ValueError(f"bad range {text!r}: the start is above the end")
         return cls(raw, low, high, inside)
 
-    def alerts(self, value):
+    def alerts(self, value: float) -> bool:
         within = self.low <= value <= self.high
         return within if self.inside else not within

@@ -8,13 +8,15 @@ Try it with ``nc 127.0.0.1 16000``. Ctrl-C stops it.
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from tpsharness import net
+from tpsharness.defaults import HOST
 from tpsharness.kernel import run
 from tpsharness.syscalls import NewTask, Sleep
 
 
-async def handle_client(sock):
+async def handle_client(sock: net.Socket) -> None:
     """Echo what arrives until the peer closes."""
     try:
         while True:
@@ -28,7 +30,8 @@ async def handle_client(sock):
         sock.close()
 
 
-async def echo_server(listener, on_connection=None):
+async def echo_server(listener: net.Socket,
+                      on_connection: Callable[[tuple[str, int]], None] | None = None) -> None:
     """Accept forever; each connection gets a daemon handler task."""
     try:
         while True:
@@ -40,24 +43,24 @@ async def echo_server(listener, on_connection=None):
         listener.close()
 
 
-async def alive(interval=1.0, say=print):
+async def alive(interval: float = 1.0, say: Callable[[str], object] = print) -> None:
     """Keep saying "I'm alive" every ``interval`` seconds."""
     while True:
         say("I'm alive")
         await Sleep(interval)
 
 
-async def main(host, port):
+async def main(host: str, port: int) -> None:
     listener = net.listen(host, port)
     print(f"echo server listening on {listener.peer}", flush=True)
     await NewTask(alive())
     await echo_server(listener)
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tpsharness.examples.echo",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=HOST)
     parser.add_argument("--port", type=int, default=16000)
     args = parser.parse_args(argv)
     try:

@@ -6,14 +6,22 @@ Its modules are imported when first used, so that the command line (and ``check`
 does not pay for hdrhistogram unless a load run happens.
 """
 
+from __future__ import annotations
+
 import importlib
 import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import LoadConfig, LoadUsageError
+    from .result import LoadResult
 
 __all__ = ["load", "LoadConfig", "LoadResult", "LoadUsageError"]
 _HOMES = {"LoadConfig": ".config", "LoadUsageError": ".config", "LoadResult": ".result"}
 
 
-def load(*args, **kwargs):
+def load(*args: Any, **kwargs: Any) -> LoadResult:
     from .api import load as run_load
     return run_load(*args, **kwargs)
 
@@ -21,17 +29,17 @@ def load(*args, **kwargs):
 load.__doc__ = "See tpsharness.load.api.load: a load run from Python, returning a LoadResult."
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _HOMES:
         return getattr(importlib.import_module(_HOMES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _CallablePackage(type(sys.modules[__name__])):
+class _CallablePackage(ModuleType):
     """``tpsharness.load(...)`` works even when a submodule was imported first (then
     the name ``tpsharness.load`` is this package, not the function)."""
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> LoadResult:
         return load(*args, **kwargs)
 
 

@@ -1,15 +1,25 @@
 """``tpsharness.load(...)``: a load run from Python, returning a LoadResult."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..defaults import AUTH_CODE, PORT, TIMEOUT
 from .config import LoadConfig
 from .fake import FakeProcess
 from .local import run_local
+from .result import LoadResult
 from .thresholds import apply, parse_all
 
 
-def load(host=None, port=None, *, devices=100, clients=10, duration=10.0, rate=None, window=None,
-         payload_size=64, ramp=0.0, heartbeat=False, reply_every=0, workers=1, tx=(),
-         thresholds=(), timeout=5.0, drain=None, auth_code="0000", on_tick=None, fake_args=(),
-         on_fake_started=None):
+def load(host: str | None = None, port: int | None = None, *, devices: int = 100, clients: int = 10,
+         duration: float = 10.0, rate: float | None = None, window: int | None = None,
+         payload_size: int = 64, ramp: float = 0.0, heartbeat: bool = False, reply_every: int = 0,
+         workers: int = 1, tx: Iterable[str] = (), thresholds: Iterable[str] = (),
+         timeout: float = TIMEOUT, drain: float | None = None, auth_code: str = AUTH_CODE,
+         on_tick: Callable[[dict[str, Any]], None] | None = None, fake_args: Sequence[str] = (),
+         on_fake_started: Callable[[tuple[str, int]], None] | None = None) -> LoadResult:
     """Drive ``devices`` held devices and ``clients`` senders against the TPS at
     (host, port) for ``duration`` seconds, open loop at ``rate`` messages/s in total or
     closed loop with ``window`` messages in flight per client.
@@ -20,8 +30,6 @@ def load(host=None, port=None, *, devices=100, clients=10, duration=10.0, rate=N
     ``result.exit_code`` is 0, 1 (a threshold failed) or 2 (the run could not be
     carried out). LoadUsageError for impossible parameters.
     """
-    if host is not None and port is None:
-        port = 6604
     checks = parse_all(thresholds)
     config = LoadConfig(None, devices=devices, clients=clients, duration=duration, rate=rate,
                         window=window, payload_size=payload_size, ramp=ramp, heartbeat=heartbeat,
@@ -37,12 +45,14 @@ def load(host=None, port=None, *, devices=100, clients=10, duration=10.0, rate=N
                 on_fake_started(address)
             result = _run(config, specs, on_tick, f"{address[0]}:{address[1]} (bundled fake TPS)")
     else:
+        port = PORT if port is None else port
         config.address = (host, int(port))
         result = _run(config, specs, on_tick, f"{host}:{port}")
     return apply(result, checks)
 
 
-def _run(config, specs, on_tick, target):
+def _run(config: LoadConfig, specs: list[str],
+         on_tick: Callable[[dict[str, Any]], None] | None, target: str) -> LoadResult:
     if specs:
         from .distributed import run_distributed
         return run_distributed(config, specs, on_tick=on_tick, target=target)

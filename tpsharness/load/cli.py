@@ -4,28 +4,32 @@ Exit status of load: 0 every threshold held, 1 one failed, 2 the run could not b
 carried out (the TPS refused or died: what was measured is still shown), 3 usage.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+
+from ..defaults import PORT, TIMEOUT
 
 USAGE = 3
 NOT_CARRIED_OUT = 2
 
 
-def _positive_int(text):
+def _positive_int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
-def _number(text):
+def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def add_parsers(commands):
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``load`` and ``report`` to the subcommands of ``python -m tpsharness``."""
     load = commands.add_parser(
         "load", help="capacity test: N held devices, M clients, latency percentiles, loss, thresholds",
@@ -35,7 +39,7 @@ def add_parsers(commands):
                     "1 a threshold failed, 2 the run could not be carried out, 3 usage error.")
     load.add_argument("host", nargs="?", metavar="HOST",
                       help="the TPS (default: the bundled fake TPS, started as a separate process)")
-    load.add_argument("port", nargs="?", type=_positive_int, metavar="PORT", help="its port (default 6604)")
+    load.add_argument("port", nargs="?", type=_positive_int, metavar="PORT", help=f"its port (default {PORT})")
     load.add_argument("--devices", type=_positive_int, default=100, metavar="N", help="held devices (100)")
     load.add_argument("--clients", type=_positive_int, default=10, metavar="M",
                       help="clients, spread evenly over the devices (10)")
@@ -53,9 +57,10 @@ def add_parsers(commands):
                       help="devices re-register before the KeepAliveIntervel of the register reply")
     load.add_argument("--reply-every", type=_positive_int, default=0, metavar="K",
                       help="every K-th message asks its device to answer (reply latency); 0: none")
-    load.add_argument("--timeout", type=_number, default=5.0, metavar="S",
+    load.add_argument("--timeout", type=_number, default=TIMEOUT, metavar="S",
                       help="connect/register deadline; how long a window, and the end of the run, wait for "
-                           "deliveries before counting messages as timed out or lost (5)")
+                           "deliveries before counting messages as timed out or lost "
+                           f"({TIMEOUT:g})")
     load.add_argument("--workers", type=_positive_int, default=1, metavar="K",
                       help="K worker processes on this host (execnet popen gateways)")
     load.add_argument("--tx", action="append", default=[], metavar="SPEC",
@@ -79,14 +84,14 @@ def add_parsers(commands):
     report.set_defaults(handler=cmd_report)
 
 
-def _usage(args, message):
+def _usage(args: argparse.Namespace, message: str) -> int:
     print(f"usage: python -m tpsharness load [HOST PORT] --devices N --clients M --duration S "
           f"[--rate R | --window W] ...", file=sys.stderr)
     print(f"tpsharness load: error: {message}", file=sys.stderr)
     return USAGE
 
 
-def cmd_load(args):
+def cmd_load(args: argparse.Namespace) -> int:
     from .config import LoadUsageError
 
     if args.port is not None and args.host is None:
@@ -101,7 +106,7 @@ def cmd_load(args):
         return USAGE
     progress = None if args.quiet else output.Progress()
 
-    def announce(address):
+    def announce(address: tuple[str, int]) -> None:
         print(f"tpsharness load: no HOST PORT given: running against the bundled fake TPS at "
               f"{address[0]}:{address[1]} (python -m fake_tps, a separate process, stopped at the end)",
               flush=True)
@@ -130,7 +135,7 @@ def cmd_load(args):
     return result.exit_code
 
 
-def cmd_report(args):
+def cmd_report(args: argparse.Namespace) -> int:
     try:
         from .report import write_report
     except ImportError as error:

@@ -1,6 +1,11 @@
 """What a load run is asked to do, checked before anything connects."""
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..defaults import AUTH_CODE, TIMEOUT
 
 from .payload import HEADER_SIZE
 
@@ -22,23 +27,23 @@ class LoadConfig:
     (by default the timeout; it ends as soon as every message arrived).
     """
 
-    address: tuple = None
+    address: tuple[str, int] | None = None
     devices: int = 100
     clients: int = 10
     duration: float = 10.0
-    rate: float = None
-    window: int = None
+    rate: float | None = None
+    window: int | None = None     # 1 when neither rate nor window is given
     payload_size: int = 64
     ramp: float = 0.0
     heartbeat: bool = False
     reply_every: int = 0
-    timeout: float = 5.0
-    drain: float = None             # default: the timeout (a drain ends once all arrived)
-    auth_code: str = "0000"
-    prefix: str = None              # serials' prefix; unique per run by default
-    extra: dict = field(default_factory=dict)
+    timeout: float = TIMEOUT
+    drain: float | None = None             # default: the timeout (a drain ends once all arrived)
+    auth_code: str = AUTH_CODE
+    prefix: str | None = None              # serials' prefix; unique per run by default
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.address is not None:
             self.address = (str(self.address[0]), int(self.address[1]))
         if self.drain is None:
@@ -46,11 +51,16 @@ class LoadConfig:
         self.validate()
 
     @property
-    def mode(self):
+    def drain_time(self) -> float:
+        """How long the end waits for messages in flight: ``drain``, else the timeout."""
+        return self.timeout if self.drain is None else self.drain
+
+    @property
+    def mode(self) -> str:
         return "open" if self.rate is not None else "closed"
 
-    def validate(self):
-        def need(condition, message):
+    def validate(self) -> None:
+        def need(condition: bool, message: str) -> None:
             if not condition:
                 raise LoadUsageError(message)
 
@@ -73,9 +83,9 @@ class LoadConfig:
         need(self.ramp >= 0, f"--ramp must be 0 s or more, not {self.ramp:g}")
         need(self.reply_every >= 0, f"--reply-every must be 0 or more, not {self.reply_every}")
         need(self.timeout > 0, f"the timeout must be above 0 s, not {self.timeout:g}")
-        need(self.drain >= 0, f"the drain time must be 0 s or more, not {self.drain:g}")
+        need(self.drain_time >= 0, f"the drain time must be 0 s or more, not {self.drain_time:g}")
 
-    def share(self, index, count):
+    def share(self, index: int, count: int) -> LoadConfig:
         """The part of this run worker ``index`` of ``count`` carries: its devices,
         clients and rate (the remainders go to the first workers)."""
         devices = self.devices // count + (index < self.devices % count)
@@ -89,7 +99,7 @@ class LoadConfig:
                       prefix=f"{self.prefix}w{index}-" if self.prefix else None)
         return LoadConfig(**values)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["address"] = list(self.address) if self.address else None
         return values

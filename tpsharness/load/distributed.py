@@ -6,21 +6,28 @@ worker the same start time, merges their per-second snapshots for the progress l
 (histograms merged exactly), and their results at the end.
 """
 
+from __future__ import annotations
+
 import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from .config import LoadUsageError
+from .config import LoadConfig, LoadUsageError
 from .histograms import encode, merge
 from .result import LoadResult
+
+if TYPE_CHECKING:
+    import execnet
 
 START_DELAY = 0.3           # seconds between the last worker ready and the common start
 GRACE = 60.0
 
 
-def check_specs(specs, config):
+def check_specs(specs: list[str], config: LoadConfig) -> None:
     """LoadUsageError for a spec execnet cannot read or shares too small to run."""
     import execnet
 
@@ -35,7 +42,9 @@ def check_specs(specs, config):
         config.share(index, len(specs))
 
 
-def run_distributed(config, specs, *, on_tick=None, target=None):
+def run_distributed(config: LoadConfig, specs: list[str], *,
+                    on_tick: Callable[[dict[str, Any]], None] | None = None,
+                    target: str | None = None) -> LoadResult:
     import execnet
 
     from . import worker as worker_module
@@ -67,11 +76,14 @@ def run_distributed(config, specs, *, on_tick=None, target=None):
     return LoadResult(parts, config.as_dict(), target)
 
 
-def _coordinate(config, channels, stop, on_tick):
+def _coordinate(config: LoadConfig, channels: list[execnet.Channel], stop: threading.Event,
+                on_tick: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     inbox = execnet_queue(channels)
     count = len(channels)
-    deadline = time.monotonic() + config.ramp + config.duration + config.drain + 4 * config.timeout + 120 + GRACE
-    ready, parts, ticks = 0, {}, {}
+    deadline = time.monotonic() + config.ramp + config.duration + config.drain_time + 4 * config.timeout + 120 + GRACE
+    ready = 0
+    parts: dict[execnet.Channel, dict[str, Any]] = {}
+    ticks: dict[int, list[dict[str, Any]]] = {}
     stopped = False
     while len(parts) < count:
         if stop.is_set() and not stopped:
@@ -86,13 +98,13 @@ def _coordinate(config, channels, stop, on_tick):
             continue
         if item is _CLOSED or not isinstance(item, tuple):
             if channel not in parts:
-                raise RuntimeError(f"a worker ended without a result: {channel.gateway.spec}")
+                raise RuntimeError(f"a worker ended without a result: {_spec(channel)}")
             continue
         kind = item[0]
         if kind == "error":
             for other in channels:
                 _send(other, ("stop",))
-            raise RuntimeError(f"worker {channel.gateway.spec}: {item[1]}")
+            raise RuntimeError(f"worker {_spec(channel)}: {item[1]}")
         if kind == "ready":
             ready += 1
             if ready == count:
@@ -114,23 +126,29 @@ def _coordinate(config, channels, stop, on_tick):
 _CLOSED = object()
 
 
-def execnet_queue(channels):
+def execnet_queue(channels: list[execnet.Channel]) -> queue.Queue[tuple[execnet.Channel, object]]:
     """One queue of (channel, item) from every channel; _CLOSED when one ends."""
-    inbox = queue.Queue()
+    inbox: queue.Queue[tuple[execnet.Channel, object]] = queue.Queue()
     for channel in channels:
-        channel.setcallback(lambda item, channel=channel: inbox.put((channel, item)),
-                            endmarker=_CLOSED)
+        def put(item: object, channel: execnet.Channel = channel) -> None:
+            inbox.put((channel, item))
+        channel.setcallback(put, endmarker=_CLOSED)
     return inbox
 
 
-def _send(channel, item):
+def _spec(channel: execnet.Channel) -> object:
+    """The spec its worker was started from (execnet's makegateway sets it on the gateway)."""
+    return getattr(channel.gateway, "spec", "?")
+
+
+def _send(channel: execnet.Channel, item: tuple[object, ...]) -> None:
     try:
         channel.send(item)
     except Exception:           # a worker already gone (execnet raises its own types): nothing to steer
         pass
 
 
-def _merge_ticks(snapshots):
+def _merge_ticks(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     merged = dict(snapshots[0])
     for name in ("sent", "delivered", "errors", "total_sent", "total_delivered", "total_errors"):
         merged[name] = sum(s[name] for s in snapshots)

@@ -1,6 +1,12 @@
 """The load run's devices and clients: pooled endpoints whose every read goes to
 the engine's callback, with the little state the hot path keeps on each."""
 
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
 from ..client import Client
 from ..device import Device
 from ..errors import ProtocolError
@@ -9,22 +15,33 @@ from ..pool import EndpointPool
 from ..protocol import Reply, reply
 from ..syscalls import WaitReadable
 
+if TYPE_CHECKING:
+    from ..protocol import BadRequest, PrivateData, RegisterReply, RegisterRequest
+
+Message: TypeAlias = "RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply"
+
 
 _END_OF_HEAD = b"\r\n\r\n"
 
 
 class LoadDevice(Device):
     __slots__ = ("index", "backlog", "closed", "heartbeat_request", "relay_heads")
+    index: int                                  # its place in the engine's devices
+    backlog: bytearray | None                   # bytes the socket did not take yet
+    closed: bool
+    heartbeat_request: tuple[float, bytes]      # (KeepAliveIntervel, the re-register request)
+    relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length)
 
-    def deliver(self, data):
+    def deliver(self, data: bytes) -> list[tuple[str, bytes] | Message]:
         """The messages in ``data``: a relayed request whose header block is one of
         ``relay_heads`` as ``(src, body)`` (see ``frame``), anything else typed."""
-        messages = []
-        rest = self.frame(data, lambda device, src, body, now: messages.append((src, body)), None)
+        messages: list[tuple[str, bytes] | Message] = []
+        rest = self.frame(data, lambda device, src, body, now: messages.append((src, body)), 0.0)
         messages.extend(rest)
         return messages
 
-    def frame(self, data, relayed, now):
+    def frame(self, data: bytes, relayed: Callable[[LoadDevice, str, bytes, float], None],
+              now: float) -> Sequence[Message]:
         """Call ``relayed(self, src, body, now)`` for each relayed request in ``data``
         whose header block is one of ``relay_heads`` (the prebuilt requests' blocks ->
         (src, body length)), framed by that known length without parsing; return the
@@ -63,8 +80,17 @@ _ACKED = Reply(200, "OK")
 class LoadClient(Client):
     __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "backlog",
                  "closed", "count")
+    index: int                          # its place in the engine's clients
+    pairs: list[int]                    # the streams it sends, in turn
+    turn: int                           # index in pairs of the next stream
+    due_times: deque[float]             # due times of messages not acked yet, in order
+    in_flight: int
+    last_progress: float
+    backlog: bytearray | None
+    closed: bool
+    count: int                          # messages sent (every n-th asks for a reply)
 
-    def deliver(self, data):
+    def deliver(self, data: bytes) -> list[Message]:
         """The messages in ``data``; a read of nothing but whole field acks (the usual
         case) is counted without parsing them one by one."""
         acks = self.whole_acks(data)
@@ -74,7 +100,7 @@ class LoadClient(Client):
         reader.feed(data)
         return list(reader)
 
-    def whole_acks(self, data):
+    def whole_acks(self, data: bytes) -> int:
         """How many field acks ``data`` is, when it is nothing else and nothing is
         buffered (the usual read); 0 otherwise."""
         size = len(data)
@@ -83,16 +109,21 @@ class LoadClient(Client):
         return size // _ACK_SIZE
 
 
+def _no_reader(endpoint: LoadDevice | LoadClient, data: bytes) -> None:
+    raise RuntimeError("LoadPool.run() before its on_read was set")
+
+
 class LoadPool(EndpointPool):
     """An EndpointPool whose reads go whole to ``on_read(endpoint, data)``: the
     engine frames and accounts each read in one call (acks counted in a batch,
     relays framed by their known header), straight from the socket."""
 
-    def __init__(self, on_read=None, on_close=None):
+    def __init__(self, on_read: Callable[[LoadDevice | LoadClient, bytes], None] | None = None,
+                 on_close: Callable[[LoadDevice | LoadClient, str], None] | None = None) -> None:
         super().__init__(on_close=on_close)
-        self.on_read = on_read
+        self.on_read: Callable[[LoadDevice | LoadClient, bytes], None] = on_read or _no_reader
 
-    async def run(self):
+    async def run(self) -> None:
         endpoints = self._endpoints
         group = self._group
         lost = self._lost

@@ -8,20 +8,28 @@ and stamps it with that time, so a stalled server shows as latency (coordinated
 omission corrected, as wrk2 does) instead of as fewer samples.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from time import monotonic
+from typing import Any
 from zlib import crc32
 
+from hdrh.histogram import HdrHistogram
+
 from .. import net
+from ..defaults import KEEPALIVE_INTERVAL
 from ..errors import TPSError
-from ..protocol import PrivateData, PrivateDataTemplate, register_request
+from ..protocol import PrivateData, PrivateDataTemplate, RegisterReply, Reply, quote, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait, spawn
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
-from .endpoints import LoadClient, LoadDevice, LoadPool
+from .config import LoadConfig
+from .endpoints import LoadClient, LoadDevice, LoadPool, Message
 from .histograms import encode
 
 CONCURRENT_CONNECTS = 256       # devices connecting and registering at once
@@ -29,15 +37,20 @@ MAX_BACKLOG = 1 << 20           # bytes queued for one connection before message
 MAX_ACKS_AWAITED = 1 << 20      # due times kept per client to match acks
 START_TIMEOUT = 120.0           # a worker waits this long for the common start
 
+LoadEndpoint = LoadDevice | LoadClient
+OnTick = Callable[[dict[str, Any]], None]
+Send = Callable[[LoadClient, float], bool]
+
 
 class Control:
     """How the outside steers a run: ``stop`` (a reason) ends it early; with
     ``wait_for_start``, the run calls ``ready(info)`` once connected and waits until
     ``start_at`` (a time.time()) is set."""
 
-    def __init__(self, wait_for_start=False, ready=None):
-        self.stop = None
-        self.start_at = None
+    def __init__(self, wait_for_start: bool = False,
+                 ready: Callable[[dict[str, int]], None] | None = None) -> None:
+        self.stop: str | None = None
+        self.start_at: float | None = None
         self.wait_for_start = wait_for_start
         self.ready = ready
 
@@ -46,7 +59,8 @@ class Engine:
     """Runs ``config`` (a LoadConfig) on the current scheduler: ``await engine.run()``
     returns the worker's result as a dict of plain data (see result.py)."""
 
-    def __init__(self, config, *, name="local", on_tick=None, control=None):
+    def __init__(self, config: LoadConfig, *, name: str = "local", on_tick: OnTick | None = None,
+                 control: Control | None = None) -> None:
         self.config = config
         self.name = name
         self.on_tick = on_tick
@@ -55,13 +69,13 @@ class Engine:
         self.pool = LoadPool(on_close=self._on_close)
         prefix = config.prefix or f"load-{os.urandom(3).hex()}-"
         address = config.address
-        self.devices = []
+        self.devices: list[LoadDevice] = []
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
             device.index, device.backlog, device.closed, device.relay_heads = i, None, False, None
             self.devices.append(device)
-        self.clients = []
+        self.clients: list[LoadClient] = []
         for i in range(config.clients):
             client = LoadClient(address, f"{prefix}app-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
@@ -71,22 +85,23 @@ class Engine:
             self.clients.append(client)
         self.live_devices = 0
         self.live_clients = 0
-        self.streams = None
+        self.streams: Streams | None = None     # once the pairs are built
         self.sent = 0
         self._paced = 0                  # open loop: messages paced so far
         self._pace_total = math.ceil(config.rate * config.duration) if config.rate is not None else 0
+        self.window = config.window if config.window is not None else 1     # closed loop
         self.sending = False
-        self.aborted = None
-        self.start = None
-        self.series = []
+        self.aborted: str | None = None
+        self.start: float | None = None
+        self.series: list[dict[str, Any]] = []
         self._last = (0, 0, 0)           # sent, delivered, errors at the last tick
-        self._cpu_start = None
-        self._cpu_last = None
+        self._cpu_start: float | None = None
+        self._cpu_last = 0.0
         self._cpu = (0.0, 0.0)           # CPU seconds, wall seconds of the traffic phase
 
     # -- the run --------------------------------------------------------------------------
 
-    async def run(self):
+    async def run(self) -> dict[str, Any]:
         config = self.config
         await self._register_devices()
         if self.live_devices and not self.control.stop:
@@ -120,7 +135,7 @@ class Engine:
         await KillTask(driver)
         if beats is not None:
             await KillTask(beats)
-        drain_end = monotonic() + (config.drain if not self.aborted else 0.0)
+        drain_end = monotonic() + (config.drain_time if not self.aborted else 0.0)
         while monotonic() < drain_end and not self.aborted and self._in_flight() > 0:
             await Sleep(0.01)
         await KillTask(ticker)
@@ -132,7 +147,7 @@ class Engine:
             self.aborted += await self._probe()
         return self._result(elapsed)
 
-    async def _probe(self):
+    async def _probe(self) -> str:
         """Whether the TPS still accepts connections, said after the reason for stopping."""
         try:
             sock = await net.connect(self.config.address, timeout=min(1.0, self.config.timeout))
@@ -141,11 +156,13 @@ class Engine:
         sock.close()
         return "; it still accepts connections"
 
-    def _in_flight(self):
+    def _in_flight(self) -> int:
         streams = self.streams
+        if streams is None:
+            return 0
         return self.sent - streams.delivered - streams.corrupted - self.counters.rejected
 
-    async def _wait_for_start(self):
+    async def _wait_for_start(self) -> None:
         control = self.control
         if control.ready is not None:
             control.ready({"devices": self.live_devices, "clients": self.live_clients})
@@ -162,10 +179,10 @@ class Engine:
 
     # -- connecting ---------------------------------------------------------------------------
 
-    async def _register_devices(self):
+    async def _register_devices(self) -> None:
         ramp, count = self.config.ramp, len(self.devices)
         started = monotonic()
-        pending = deque()
+        pending: deque[int] = deque()
         for device in self.devices:
             if self.control.stop:
                 break
@@ -179,7 +196,7 @@ class Engine:
         while pending:
             await WaitTask(pending.popleft())
 
-    async def _register(self, device):
+    async def _register(self, device: LoadDevice) -> None:
         counters = self.counters
         try:
             await device.connect()
@@ -192,14 +209,14 @@ class Engine:
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
         if self.config.heartbeat:
-            device.heartbeat_request = (device.keepalive_interval or 120, register_request(
+            device.heartbeat_request = (device.keepalive_interval or KEEPALIVE_INTERVAL, register_request(
                 device.uuid, host=device.host_header, cseq="2", auth_code=device.auth_code))
         self.pool.add(device)
         self.live_devices += 1
         counters.devices += 1
 
-    async def _connect_clients(self):
-        pending = deque()
+    async def _connect_clients(self) -> None:
+        pending: deque[int] = deque()
         for client in self.clients:
             pending.append(await NewTask(self._connect(client)))
             if len(pending) >= CONCURRENT_CONNECTS:
@@ -207,7 +224,7 @@ class Engine:
         while pending:
             await WaitTask(pending.popleft())
 
-    async def _connect(self, client):
+    async def _connect(self, client: LoadClient) -> None:
         try:
             await client.connect()
         except TPSError as error:
@@ -218,13 +235,16 @@ class Engine:
         self.live_clients += 1
         self.counters.clients += 1
 
-    def _build_pairs(self):
+    def _build_pairs(self) -> None:
         """Spread clients evenly over the registered devices: max(N, M) streams."""
         devices = [d for d in self.devices if not d.closed]
         clients = [c for c in self.clients if not c.closed]
         pairs = max(len(devices), len(clients))
         size = self.config.payload_size
-        client_of, device_of, heads, answers = [], [], [], []
+        client_of: list[int] = []
+        device_of: list[int] = []
+        heads: list[bytes] = []
+        answers: list[Callable[[bytes], bytes]] = []
         for pair in range(pairs):
             client, device = clients[pair % len(clients)], devices[pair % len(devices)]
             client.pairs.append(pair)
@@ -240,24 +260,24 @@ class Engine:
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.uuid, client.uuid, host=device.host_header,
                                                    auth_code=device.auth_code).build)
-        self.streams = Streams(client_of, device_of)
+        streams = self.streams = Streams(client_of, device_of)
         self._heads, self._answers = heads, answers
         self.sending_clients = clients
-        self.pool.on_read = self._make_on_read()
+        self.pool.on_read = self._make_on_read(streams)
 
     # -- the hot path ----------------------------------------------------------------------------
 
-    def _make_send(self):
+    def _make_send(self, streams: Streams) -> Send:
         config = self.config
         make = payload_format.PayloadMaker(config.payload_size).make
         heads = self._heads
-        next_seq = self.streams.next_seq
+        next_seq = streams.next_seq
         reply_every = config.reply_every
         ask = payload_format.ASK_REPLY
         write = self._write
         errors = self.counters.errors
 
-        def send(client, due):
+        def send(client: LoadClient, due: float) -> bool:
             """Send ``client``'s next message, due at ``due``; False if it could not."""
             if client.closed:
                 return False
@@ -288,9 +308,8 @@ class Engine:
 
         return send
 
-    def _make_on_read(self):
+    def _make_on_read(self, streams: Streams) -> Callable[[LoadEndpoint, bytes], None]:
         counters = self.counters
-        streams = self.streams
         receive = streams.receive
         device_of = streams.device_of
         pairs = len(device_of)
@@ -307,39 +326,42 @@ class Engine:
         clients = self.clients
         by_src = {client.uuid: client for client in clients}
         closed_loop = self.config.rate is None
-        send = self._send = self._make_send()
+        send = self._send = self._make_send(streams)
         write = self._write
         errors = counters.errors
 
-        def refill(client, now):
+        def refill(client: LoadClient, now: float) -> None:
             client.in_flight -= 1
             client.last_progress = now
             if closed_loop and self.sending:
                 send(client, now)
 
-        def on_read(endpoint, data):
+        def on_read(endpoint: LoadEndpoint, data: bytes) -> None:
             """One read's messages: a device's relays, a client's acks and answers."""
             now = monotonic()
             if endpoint.__class__ is LoadDevice:
                 for message in endpoint.frame(data, relayed, now):
                     if message.__class__ is PrivateData:
                         relayed(endpoint, message.src, message.body, now)
+                    elif not isinstance(message, (Reply, RegisterReply)):
+                        unexpected(endpoint, message)
                     elif message.status != 200:
                         errors.add(status_reason(message), f"device {endpoint.uuid}: TPS answered "
                                    f"{message.status} {message.reason} to a heartbeat or an answer")
                 return
-            acks = endpoint.whole_acks(data)
+            client: LoadClient = endpoint   # type: ignore[assignment]  # the pool holds devices and clients
+            acks = client.whole_acks(data)
             if acks:
                 counters.acked += acks
-                due_times = endpoint.due_times
+                due_times = client.due_times
                 for _ in range(acks):
                     if due_times:
                         ack_append(int((now - due_times.popleft()) * 1e6))
                 return
-            for message in endpoint.deliver(data):
-                on_client_message(endpoint, message, now)
+            for message in client.deliver(data):
+                on_client_message(client, message, now)
 
-        def relayed(endpoint, src, body, now):
+        def relayed(endpoint: LoadDevice, src: str, body: bytes, now: float) -> None:
             """Private data relayed to device ``endpoint`` from ``src``: account it."""
             if len(body) >= header_size:              # payload.read(), inline
                 check, sender, pair, seq, due, flags = unpack_header(body)
@@ -363,13 +385,16 @@ class Engine:
                 if closed_loop and self.sending:
                     send(client, now)
 
-        def on_client_message(endpoint, message, now):
+        def on_client_message(endpoint: LoadClient, message: Message, now: float) -> None:
             """A client's message: an ack (in order) or a device's answer."""
             if message.__class__ is PrivateData:
                 fields = read(message.body)
                 if fields is not None:
                     counters.replies += 1
                     reply.buffer.append(int((now - fields[3]) * 1e6))
+                return
+            if not isinstance(message, (Reply, RegisterReply)):
+                unexpected(endpoint, message)
                 return
             due_times = endpoint.due_times
             due = due_times.popleft() if due_times else None
@@ -383,16 +408,24 @@ class Engine:
                            f"{message.status} {message.reason} to private data")
                 refill(endpoint, now)
 
+        def unexpected(endpoint: LoadEndpoint, message: Message) -> None:
+            """A request no TPS sends its peers (a register, an unknown path): an error
+            counted, not the end of every connection's reading."""
+            what = "device" if endpoint.__class__ is LoadDevice else "client"
+            errors.add("protocol error", f"{what} {endpoint.uuid}: TPS sent a request that is "
+                       f"neither private data nor a reply: {quote(message.raw)}")
+
         return on_read
 
-    def _write(self, endpoint, data):
+    def _write(self, endpoint: LoadEndpoint, data: bytes) -> None:
         """Send ``data`` in one piece if the socket takes it; queue the rest for a flusher."""
         backlog = endpoint.backlog
         if backlog is not None:
             backlog += data
             return
         try:
-            sent = endpoint.sock.sock.send(data)        # the raw socket: one call less per message
+            # the raw socket: one call less per message (a written endpoint is connected)
+            sent = endpoint.sock.sock.send(data)        # type: ignore[union-attr]
         except BlockingIOError:
             sent = 0
         except OSError as error:
@@ -402,25 +435,27 @@ class Engine:
             endpoint.backlog = bytearray(data[sent:])
             spawn(self._flush(endpoint), daemon=True)
 
-    async def _flush(self, endpoint):
+    async def _flush(self, endpoint: LoadEndpoint) -> None:
         try:
             while endpoint.backlog and not endpoint.closed:
-                await WriteWait(endpoint.sock.fd, self.config.timeout)
-                del endpoint.backlog[:endpoint.sock.send_nowait(endpoint.backlog)]
+                sock = endpoint.sock
+                assert sock is not None         # a written endpoint is connected
+                await WriteWait(sock.fd, self.config.timeout)
+                del endpoint.backlog[:sock.send_nowait(endpoint.backlog)]
         except TimeoutError:
             self._lose(endpoint, f"TPS {endpoint.label} did not read for {self.config.timeout:g} s")
         except OSError as error:
             self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
         endpoint.backlog = None
 
-    def _lose(self, endpoint, reason):
+    def _lose(self, endpoint: LoadEndpoint, reason: str) -> None:
         if endpoint.closed:
             return
         self.pool.discard(endpoint)
         endpoint.close()
         self._on_close(endpoint, reason)
 
-    def _on_close(self, endpoint, reason):
+    def _on_close(self, endpoint: LoadEndpoint, reason: str) -> None:
         if endpoint.closed:
             return
         endpoint.closed = True
@@ -436,29 +471,31 @@ class Engine:
 
     # -- drivers -------------------------------------------------------------------------------
 
-    async def _open_windows(self):
+    async def _open_windows(self) -> None:
         """Closed loop: each client puts ``window`` messages in flight; each delivery
         (on_message) sends the next."""
-        send, window = self._send, self.config.window
+        send, window = self._send, self.window
         for client in self.sending_clients:
             client.last_progress = monotonic()
             for _ in range(window):
                 send(client, monotonic())
         await Sleep(float("inf"))
 
-    async def _pace(self):
+    async def _pace(self) -> None:
         """Open loop: message i is due at start + i/rate, from client i mod M, for i
         below rate x duration."""
         rate, start = self.config.rate, self.start
+        assert rate is not None and start is not None       # an open loop, started
         while self._paced < self._pace_total:
             self._send_due(monotonic())
             wait = start + self._paced / rate - monotonic()
             await Sleep(wait if wait > 0.001 else 0.001)
         await Sleep(float("inf"))
 
-    def _send_due(self, now):
+    def _send_due(self, now: float) -> None:
         """Send every paced message due by ``now`` that has not gone yet."""
         send, rate, start = self._send, self.config.rate, self.start
+        assert rate is not None and start is not None       # an open loop, started
         clients = self.sending_clients
         count = len(clients)
         i = self._paced
@@ -468,7 +505,7 @@ class Engine:
             i += 1
         self._paced = i
 
-    async def _heartbeats(self):
+    async def _heartbeats(self) -> None:
         """Re-register every device before its KeepAliveIntervel ends, spread evenly."""
         devices = [d for d in self.devices if not d.closed]
         period = min(d.heartbeat_request[0] for d in devices) * 0.8
@@ -486,20 +523,22 @@ class Engine:
 
     # -- the clock ---------------------------------------------------------------------------------
 
-    async def _tick_loop(self):
+    async def _tick_loop(self) -> None:
+        start = self.start
+        assert start is not None
         second = 1
         while True:
-            await Sleep(max(0.0, self.start + second - monotonic()))
+            await Sleep(max(0.0, start + second - monotonic()))
             self._tick(second, 1.0)
             second += 1
 
-    def _tick(self, second, span):
+    def _tick(self, second: int, span: float) -> None:
         """Close one second of the time series (``span`` long: the last may be shorter)."""
         counters = self.counters
         for latencies in counters.latency.values():
             latencies.flush()
         relay_second = counters.latency["relay"].second
-        delivered = self.streams.delivered
+        delivered = self.streams.delivered if self.streams else 0
         errors = counters.errors.total()
         cpu = _cpu_seconds()
         last_sent, last_delivered, last_errors = self._last
@@ -516,7 +555,7 @@ class Engine:
             self.on_tick(dict(entry, worker=self.name, total_sent=self.sent, total_delivered=delivered,
                               total_errors=errors))
 
-    def _sweep_stalled(self):
+    def _sweep_stalled(self) -> None:
         """Closed loop: a client whose messages all vanished for ``timeout`` seconds
         counts them as timed out and opens its window again."""
         now = monotonic()
@@ -527,18 +566,18 @@ class Engine:
                                          f"messages not delivered within {timeout:g} s")
                 client.in_flight = 0
                 client.last_progress = now
-                for _ in range(self.config.window):
+                for _ in range(self.window):
                     self._send(client, monotonic())
 
     # -- the end ---------------------------------------------------------------------------------
 
-    def _first_error(self):
+    def _first_error(self) -> str:
         errors = self.counters.errors
         if not errors.examples:
             return "no reason given"
         return next(iter(errors.examples.values()))
 
-    def _close_all(self):
+    def _close_all(self) -> None:
         for endpoint in self.devices + self.clients:
             if endpoint.sock is None:
                 continue
@@ -547,7 +586,7 @@ class Engine:
                 endpoint.closed = True
             endpoint.close()
 
-    def _result(self, elapsed):
+    def _result(self, elapsed: float) -> dict[str, Any]:
         counters = self.counters
         for latencies in counters.latency.values():
             if latencies.buffer:
@@ -578,16 +617,16 @@ class Engine:
         }
 
 
-def _cpu_seconds():
+def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
 
 
-def _reason(error):
+def _reason(error: TPSError) -> str:
     return reason_of(str(error), error.timed_out)
 
 
-def _describe(error):
+def _describe(error: OSError) -> str:
     if isinstance(error, ConnectionResetError):
         return "reset the connection"
     if isinstance(error, (BrokenPipeError, ConnectionAbortedError)):

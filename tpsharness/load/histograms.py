@@ -9,6 +9,7 @@ records each of those once, with its count.
 
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 
@@ -21,20 +22,20 @@ _SUB_BUCKET_BITS = 11       # 3 significant digits: 2048 sub-buckets, values bel
 _EXACT_BELOW = 1 << _SUB_BUCKET_BITS
 
 
-def new_histogram():
+def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-def encode(histogram):
+def encode(histogram: HdrHistogram) -> str:
     """HdrHistogram's compressed form (base64 text), which merges exactly."""
     return histogram.encode().decode("ascii")
 
 
-def decode(text):
+def decode(text: str | bytes) -> HdrHistogram:
     return HdrHistogram.decode(text.encode("ascii") if isinstance(text, str) else text)
 
 
-def merge(encoded_list):
+def merge(encoded_list: Iterable[str | bytes | None]) -> HdrHistogram:
     """One histogram holding every value of the encoded ones."""
     total = new_histogram()
     for text in encoded_list:
@@ -43,10 +44,10 @@ def merge(encoded_list):
     return total
 
 
-def summary_ms(histogram):
+def summary_ms(histogram: HdrHistogram) -> dict[str, float | None]:
     """count, p50/p90/p99/p99.9 and max, in milliseconds (None without values)."""
     count = histogram.get_total_count()
-    figures = {"count": count}
+    figures: dict[str, float | None] = {"count": count}
     for p in PERCENTILES:
         figures[f"p{p:g}"] = histogram.get_value_at_percentile(p) / 1000 if count else None
     figures["max"] = histogram.get_max_value() / 1000 if count else None
@@ -58,19 +59,19 @@ class Latencies:
 
     __slots__ = ("buffer", "second", "total")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.buffer = array("q")        # microseconds, appended by the hot path (never replaced)
         self.second = new_histogram()   # the values of the last flushed second
         self.total = new_histogram()
 
-    def flush(self):
+    def flush(self) -> HdrHistogram:
         """Record the buffered values; the histogram of this second alone."""
         values = self.buffer[:]
         del self.buffer[:]          # in place: the hot path keeps the buffer's bound append
         self.second = new_histogram()       # cheaper than reset(), a Python loop over the counts
         if not values:
             return self.second
-        folded = {}
+        folded: dict[int, int] = {}
         get = folded.get
         for value, count in Counter(values).items():
             if value >= _EXACT_BELOW:

@@ -1,14 +1,20 @@
 """What a person sees: a live progress line, and the summary at the end."""
 
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .histograms import PHASES, decode, summary_ms
+
+if TYPE_CHECKING:
+    from .result import LoadResult
 
 PLAIN_EVERY = 5         # seconds between progress lines when the output is not a terminal
                         # (and one after the first second: the run has started)
 
 
-def tick_figures(snapshot):
+def tick_figures(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The figures of one second: rate, totals, the second's relay p99, CPU."""
     span = snapshot.get("span") or 1.0
     histogram = decode(snapshot["relay"])
@@ -22,12 +28,12 @@ class Progress:
     """On a terminal one line rewritten each second; otherwise a line after the first
     second and then every 5 s."""
 
-    def __init__(self, stream=None, tty=None):
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.shown = False
 
-    def __call__(self, snapshot):
+    def __call__(self, snapshot: dict[str, Any]) -> None:
         figures = tick_figures(snapshot)
         if not self.tty and figures["second"] % PLAIN_EVERY and figures["second"] != 1:
             return
@@ -42,17 +48,17 @@ class Progress:
         self.stream.flush()
         self.shown = True
 
-    def done(self):
+    def done(self) -> None:
         if self.tty and self.shown:
             self.stream.write("\n")
             self.stream.flush()
 
 
-def _ms(value):
+def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def summary_text(result):
+def summary_text(result: LoadResult) -> str:
     """The end-of-run summary: counts, rates, latencies per phase, errors, thresholds."""
     config = result.config or {}
     counters = result.counters

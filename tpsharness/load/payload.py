@@ -23,16 +23,16 @@ class PayloadMaker:
 
     __slots__ = ("padding", "_pack")
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         self.padding = b"." * (size - HEADER_SIZE)
         self._pack = _FIELDS.pack
 
-    def make(self, sender, pair, sequence, due, flags=0):
+    def make(self, sender: int, pair: int, sequence: int, due: float, flags: int = 0) -> bytes:
         rest = self._pack(sender, pair, sequence, due, flags) + self.padding
         return (crc32(rest)).to_bytes(4, "little") + rest
 
 
-def read(body):
+def read(body: bytes) -> tuple[int, int, int, float, int] | None:
     """(sender, pair, sequence, due, flags), or None for a corrupted payload."""
     if len(body) < HEADER_SIZE or crc32(body[4:]) != int.from_bytes(body[:4], "little"):
         return None

@@ -6,9 +6,14 @@ latency distribution of each phase. Charts are drawn by matplotlib (the ``report
 extra) and embedded as base64 PNG, so the page needs no other file.
 """
 
+from __future__ import annotations
+
 import base64
 import html
 import io
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 from .histograms import PHASES
 from .output import summary_text
@@ -17,21 +22,21 @@ from .result import LoadResult
 _DISTRIBUTION = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0)
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as pyplot
     return pyplot
 
 
-def _png(figure):
+def _png(figure: Any) -> str:          # matplotlib.figure.Figure
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     _pyplot().close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _finished(figure, axes, xlabel, ylabel, title):
+def _finished(figure: Any, axes: Any, xlabel: str, ylabel: str, title: str) -> str:
     """Label, grid and legend a chart the same way as the others; its PNG in base64."""
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
@@ -41,7 +46,7 @@ def _finished(figure, axes, xlabel, ylabel, title):
     return _png(figure)
 
 
-def throughput_chart(result):
+def throughput_chart(result: LoadResult) -> str:
     pyplot = _pyplot()
     rows = list(result.series_rows())
     figure, axes = pyplot.subplots(figsize=(9, 3.2))
@@ -52,7 +57,7 @@ def throughput_chart(result):
     return _finished(figure, axes, "second of the run", "messages per second", "Throughput")
 
 
-def latency_over_time_chart(result):
+def latency_over_time_chart(result: LoadResult) -> str:
     pyplot = _pyplot()
     rows = [row for row in result.series_rows() if row["relay_p50_ms"] is not None]
     figure, axes = pyplot.subplots(figsize=(9, 3.2))
@@ -64,7 +69,7 @@ def latency_over_time_chart(result):
                      "Relay latency percentiles, per second")
 
 
-def distribution_chart(result):
+def distribution_chart(result: LoadResult) -> str:
     """Latency by percentile, HdrHistogram's way: the tail spread out on a log axis."""
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(9, 3.6))
@@ -83,7 +88,7 @@ def distribution_chart(result):
     return _finished(figure, axes, "percentile", "latency (ms)", "Latency distribution")
 
 
-def render(result, sources):
+def render(result: LoadResult, sources: Sequence[str]) -> str:
     charts = [("Throughput over time", throughput_chart(result)),
               ("Relay latency over time", latency_over_time_chart(result)),
               ("Latency distribution", distribution_chart(result))]
@@ -104,7 +109,7 @@ pre {{ background: #f4f4f4; padding: 1em; overflow-x: auto; }} img {{ max-width:
 """
 
 
-def write_report(paths, output):
+def write_report(paths: Sequence[str], output: str) -> str:
     """Merge the result files at ``paths`` into the HTML page ``output``; a one-line summary."""
     results = [LoadResult.read_json(path) for path in paths]
     merged = LoadResult.merged(results)

@@ -9,14 +9,21 @@
               duplicated, reordered, corrupted, rejected: a fraction of sent ('%')
 """
 
+from __future__ import annotations
+
 import operator
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import LoadUsageError
 from .histograms import PHASES
 
-_OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+if TYPE_CHECKING:
+    from .result import LoadResult
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
               "==": operator.eq, "!=": operator.ne}
 _SYNTAX = re.compile(r"^\s*([a-z][a-z0-9.]*)\s*(<=|>=|==|!=|<|>)\s*([0-9]*\.?[0-9]+)\s*(us|ms|s|%|/s)?\s*$")
 _COUNTS = ("sent", "acked", "delivered", "lost", "duplicated", "reordered", "corrupted", "rejected",
@@ -32,12 +39,12 @@ class Threshold:
 
     text: str
     metric: str
-    compare: object
+    compare: Callable[[float, float], bool]
     value: float
-    unit: str
+    unit: str | None
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> Threshold:
         match = _SYNTAX.match(text)
         if not match:
             raise LoadUsageError(f"bad threshold {text!r}: write METRIC OP VALUE, e.g. 'relay.p99<50ms', "
@@ -67,7 +74,7 @@ class Threshold:
                                  f"{'/'.join(PHASES)}.p99 etc., counts {', '.join(_COUNTS)}, COUNT.rate)")
         return cls(text.strip(), metric, _OPERATORS[op], value, unit)
 
-    def observed(self, result):
+    def observed(self, result: LoadResult) -> float | None:
         """The value compared (ms, count, /s or %), or None when nothing was measured."""
         head, _, stat = self.metric.partition(".")
         if head in PHASES:
@@ -81,7 +88,7 @@ class Threshold:
             return count / sent * 100 if sent else None
         return count / result.duration if result.duration else None
 
-    def check(self, result):
+    def check(self, result: LoadResult) -> tuple[bool, str]:
         value = self.observed(result)
         if value is None:
             return False, "nothing measured"
@@ -89,11 +96,11 @@ class Threshold:
         return bool(self.compare(value, self.value)), shown + (self.unit or "")
 
 
-def parse_all(texts):
+def parse_all(texts: Iterable[str] | None) -> list[Threshold]:
     return [Threshold.parse(text) for text in texts or ()]
 
 
-def apply(result, thresholds):
+def apply(result: LoadResult, thresholds: Iterable[Threshold]) -> LoadResult:
     """Check each threshold on ``result``; stored in ``result.thresholds``."""
     result.thresholds = []
     for threshold in thresholds:

@@ -6,11 +6,19 @@ time.time() to start at) or ("stop",); out, ("ready", info), ("tick", snapshot) 
 second, and at the end ("result", part) or ("error", text).
 """
 
+from __future__ import annotations
+
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import execnet
+
+    channel: execnet.Channel      # execnet defines it in the module it runs (remote_exec)
 
 
-def serve(channel):
+def serve(channel: execnet.Channel) -> None:
     setup = channel.receive()
     if setup.get("path"):
         sys.path.insert(0, setup["path"])
@@ -26,7 +34,7 @@ def serve(channel):
     values["address"] = tuple(values["address"])
     control = Control(wait_for_start=True, ready=lambda info: channel.send(("ready", info)))
 
-    def steer(item):            # runs in execnet's receiving thread
+    def steer(item: tuple[Any, ...]) -> None:            # runs in execnet's receiving thread
         if item[0] == "start":
             control.start_at = item[1]
         elif item[0] == "stop":
@@ -44,4 +52,4 @@ def serve(channel):
 
 if __name__ == "__channelexec__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the coordinator handles Ctrl-C
-    serve(channel)  # noqa: F821  (execnet provides it)
+    serve(channel)
