@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 
 from .. import net
 from ..defaults import KEEPALIVE_INTERVAL
-from ..errors import TPSError
+from ..errors import LoadUsageError, TPSError
 from ..protocol import PrivateData, PrivateDataTemplate, RegisterReply, Reply, quote, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait, spawn
 from . import payload as payload_format
@@ -69,6 +69,8 @@ class Engine:
         self.pool = LoadPool(on_close=self._on_close)
         prefix = config.prefix or f"load-{os.urandom(3).hex()}-"
         address = config.address
+        if address is None:         # the CLI and load() put the bundled fake's address here
+            raise LoadUsageError("a load engine needs the TPS address (config.address)")
         self.devices: list[LoadDevice] = []
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
