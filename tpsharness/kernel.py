@@ -170,15 +170,17 @@ class ReadGroup:
         self.waiter = None          # the task in WaitReadable, if any
 
     def add(self, fd):
+        """Read ``fd`` with this group from now on; FdBusy if a task already reads it."""
         scheduler = current_scheduler()
         if scheduler is None:
             raise TaskError("ReadGroup.add needs a running scheduler: call it from a task")
-        scheduler._group_add(self, fd)
+        scheduler.group_add(self, fd)
 
     def discard(self, fd):
+        """Stop reading ``fd`` with this group (it stays open; nothing if not in it)."""
         scheduler = current_scheduler()
         if scheduler is not None:
-            scheduler._group_discard(self, fd)
+            scheduler.group_discard(self, fd)
         self.ready.discard(fd)
 
     def take(self):
@@ -291,6 +293,21 @@ class Scheduler:
         for task in (watch.reader, watch.writer):
             if task is not None:
                 self._wake(task, exc=OSError(errno.EBADF, f"fd {fd} was closed while {task!r} waited on it"))
+
+    def group_add(self, group, fd):
+        """Watch ``fd`` for ``group`` (what ReadGroup.add does on the running scheduler):
+        its readiness goes to the group's ready set; FdBusy if a task reads it."""
+        watch = self._watch(fd, self._read)
+        if watch.reader is not None and watch.reader is not group:
+            raise FdBusy(f"fd {fd}: {watch.reader!r} already reads it")
+        watch.reader = group
+
+    def group_discard(self, group, fd):
+        """Stop reading ``fd`` for ``group`` (ReadGroup.discard); the poller drops it at
+        its next readiness with no reader, or when it is closed (``forget_fd``)."""
+        watch = self._watches.get(fd)
+        if watch is not None and watch.reader is group:
+            watch.reader = None
 
     def close(self):
         """Release the poller. Tasks still alive are killed first."""
@@ -627,17 +644,6 @@ class Scheduler:
         task.waiting_on.waiter = None
         task.waiting_on = None
         self._cancel_task_timer(task)
-
-    def _group_add(self, group, fd):
-        watch = self._watch(fd, self._read)
-        if watch.reader is not None and watch.reader is not group:
-            raise FdBusy(f"fd {fd}: {watch.reader!r} already reads it")
-        watch.reader = group
-
-    def _group_discard(self, group, fd):
-        watch = self._watches.get(fd)
-        if watch is not None and watch.reader is group:
-            watch.reader = None
 
     def _undo_task_wait(self, task):
         target, task.waiting_on = task.waiting_on, None
