@@ -124,3 +124,9 @@ def test_adding_to_a_group_outside_a_task_says_so():
     from tpsharness.errors import TaskError
     with pytest.raises(TaskError, match="call it from a task"):
         ReadGroup().add(0)
+
+
+def test_pooling_an_endpoint_that_is_not_connected_says_so() -> None:
+    device = Device(("127.0.0.1", 6604))        # never connected: no socket to read
+    with pytest.raises(ValueError, match="not connected"):
+        EndpointPool().add(device)

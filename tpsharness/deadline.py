@@ -7,10 +7,13 @@ lets the slack of each layer add up). The kernel takes a Deadline wherever a sys
 call takes a timeout.
 """
 
+from __future__ import annotations
+
 import math
 from time import monotonic
+from typing import TypeAlias
 
-__all__ = ["Deadline", "GRACE", "MAX_TIMEOUT", "validate_timeout"]
+__all__ = ["Deadline", "Timeout", "GRACE", "MAX_TIMEOUT", "validate_timeout"]
 
 # How long past its timeout a check or a blocking Harness call may take at most,
 # whatever the server does: the time to notice the deadline and close the sockets.
@@ -21,7 +24,7 @@ GRACE = 0.5
 MAX_TIMEOUT = 3600.0
 
 
-def validate_timeout(seconds, what="timeout"):
+def validate_timeout(seconds: object, what: str = "timeout") -> float:
     """``seconds`` as a float; ValueError unless it is a finite number above 0 and at
     most MAX_TIMEOUT."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -45,14 +48,14 @@ class Deadline:
 
     __slots__ = ("start", "when")
 
-    def __init__(self, seconds):
+    def __init__(self, seconds: float) -> None:
         if not seconds >= 0:        # also refuses NaN, which would corrupt a timer heap
             raise ValueError(f"a deadline needs seconds >= 0, not {seconds!r}")
         self.start = monotonic()
         self.when = self.start + seconds
 
     @classmethod
-    def at(cls, when, start=None):
+    def at(cls, when: float, start: float | None = None) -> Deadline:
         """The deadline at the instant ``when``; ``start`` (default now) for ``elapsed``."""
         deadline = cls.__new__(cls)
         deadline.start = monotonic() if start is None else start
@@ -60,34 +63,38 @@ class Deadline:
         return deadline
 
     @property
-    def seconds(self):
+    def seconds(self) -> float:
         """The time it allowed when it was made."""
         return self.when - self.start
 
-    def remaining(self):
+    def remaining(self) -> float:
         """Seconds left, 0.0 once it passed."""
         left = self.when - monotonic()
         return left if left > 0.0 else 0.0
 
     @property
-    def expired(self):
+    def expired(self) -> bool:
         return monotonic() >= self.when
 
     @property
-    def elapsed(self):
+    def elapsed(self) -> float:
         """Seconds since it was made."""
         return monotonic() - self.start
 
-    def sooner(self, seconds):
+    def sooner(self, seconds: float | None) -> Deadline:
         """This deadline or one ``seconds`` from now, whichever comes first."""
         now = monotonic()
         if seconds is None or now + seconds >= self.when:
             return self
         return Deadline.at(now + seconds, now)
 
-    def later(self, seconds):
+    def later(self, seconds: float) -> Deadline:
         """The deadline ``seconds`` after this one (the grace of a guard)."""
         return Deadline.at(self.when + seconds, self.start)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Deadline({self.seconds:g} s, {self.remaining():.3f} s left)"
+
+
+Timeout: TypeAlias = float | Deadline | None
+"""What a wait takes as its timeout: seconds from now, an instant, or None (for ever)."""

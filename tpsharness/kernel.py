@@ -14,6 +14,8 @@ allocates no object the garbage collector has to track, which matters with
 100,000 tasks.
 """
 
+from __future__ import annotations
+
 import errno
 import heapq
 import logging
@@ -23,19 +25,40 @@ import selectors
 import threading
 import types
 from collections import deque
+from collections.abc import Callable
 from itertools import count
 from time import monotonic
+from types import TracebackType
+from typing import Any, Protocol
 
-from .deadline import Deadline
+from .deadline import Deadline, Timeout
 from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
-from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, WaitReadable, WaitTask,
-                       WriteWait)
+from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, SystemCall, TaskCoro,
+                       WaitReadable, WaitTask, WriteWait)
 
-__all__ = ["Scheduler", "Task", "ReadGroup", "run", "current_scheduler",
-           "EpollPoller", "SelectorPoller"]
+__all__ = ["Scheduler", "Task", "ReadGroup", "run", "TaskCoro", "Poller", "EpollPoller",
+           "SelectorPoller"]
 
 log = logging.getLogger("tpsharness.kernel")
+
+
+class Poller(Protocol):
+    """A readiness source: what the Scheduler needs of epoll (or of selectors)."""
+
+    READ: int
+    WRITE: int
+    HANGUP: int
+
+    def register(self, fd: int, mask: int, /) -> None: ...
+
+    def modify(self, fd: int, mask: int, /) -> None: ...
+
+    def unregister(self, fd: int) -> None: ...
+
+    def poll(self, timeout: float | None = None, /) -> list[tuple[int, int]]: ...
+
+    def close(self) -> None: ...
 
 
 class EpollPoller:
@@ -45,14 +68,14 @@ class EpollPoller:
     WRITE = getattr(select, "EPOLLOUT", 4)
     HANGUP = getattr(select, "EPOLLERR", 0) | getattr(select, "EPOLLHUP", 0)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._epoll = select.epoll()
         self.register = self._epoll.register
         self.modify = self._epoll.modify
         self.poll = self._epoll.poll
         self.close = self._epoll.close
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         try:
             self._epoll.unregister(fd)
         except OSError:         # already closed: epoll dropped it by itself
@@ -66,33 +89,33 @@ class SelectorPoller:
     WRITE = 4
     HANGUP = 0          # selectors reports an error as both readable and writable
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self.close = self._selector.close
 
-    def register(self, fd, mask):
+    def register(self, fd: int, mask: int) -> None:
         self._selector.register(fd, self._to_selector(mask))
 
-    def modify(self, fd, mask):
+    def modify(self, fd: int, mask: int) -> None:
         self._selector.modify(fd, self._to_selector(mask))
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         try:
             self._selector.unregister(fd)
         except (KeyError, ValueError, OSError):
             pass
 
-    def poll(self, timeout=None):
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
         return [(key.fd, (self.READ if events & selectors.EVENT_READ else 0) |
                  (self.WRITE if events & selectors.EVENT_WRITE else 0))
                 for key, events in self._selector.select(timeout)]
 
-    def _to_selector(self, mask):
+    def _to_selector(self, mask: int) -> int:
         return ((selectors.EVENT_READ if mask & self.READ else 0) |
                 (selectors.EVENT_WRITE if mask & self.WRITE else 0))
 
 
-DefaultPoller = EpollPoller if hasattr(select, "epoll") else SelectorPoller
+DefaultPoller: type[Poller] = EpollPoller if hasattr(select, "epoll") else SelectorPoller
 
 # Task states: where a task is, for repr and for the kernel's own checks.
 READY = "READY"
@@ -104,18 +127,22 @@ ENDED = "ENDED"
 
 LONGEST_POLL = 3600.0          # seconds; a longer wait just polls again
 
-_MISSING = object()
-_RETURNED_NONE = (None, None, False)       # an outcome: (value, exception, killed)
+Outcome = tuple[Any, BaseException | None, bool]     # (value, exception, killed)
+
+_MISSING: Any = object()
+_RETURNED_NONE: Outcome = (None, None, False)
 _TASK_TYPES = frozenset({types.CoroutineType, types.GeneratorType})
 _local = threading.local()     # .scheduler: the Scheduler running in this thread
 
 
-def current_scheduler():
-    """The Scheduler whose loop runs in this thread, or None."""
+def current_scheduler() -> Scheduler | None:
+    """The Scheduler whose loop runs in this thread, or None: the kernel's own link,
+    used by ReadGroup and by the immediate operations of ``syscalls`` (nothing else
+    calls it: other code reaches the kernel through those)."""
     return getattr(_local, "scheduler", None)
 
 
-def _where(coro):
+def _where(coro: object) -> str | None:
     """'file.py:41' of the innermost frame of a suspended task that is ours."""
     where = None
     while coro is not None:
@@ -134,21 +161,23 @@ class Task:
     __slots__ = ("tid", "coro", "daemon", "state", "send_value", "throw_exc",
                  "undo", "waiting_on", "deadline", "timed_call", "waiters", "killed")
 
-    def __init__(self, tid, coro, daemon):
+    def __init__(self, tid: int, coro: TaskCoro, daemon: bool) -> None:
         self.tid = tid
-        self.coro = coro
+        self.coro: TaskCoro | None = coro       # None once it ended
         self.daemon = daemon
         self.state = READY
-        self.send_value = None      # what the next step sends in
-        self.throw_exc = None       # or what it throws in instead
-        self.undo = None            # undo(task) withdraws the current wait
-        self.waiting_on = None      # the _Watch or Task of the current wait
-        self.deadline = None        # when the current wait times out (a key of the timers)
-        self.timed_call = None      # the call that set that deadline
-        self.waiters = None         # tasks in WaitTask on this one
+        self.send_value: Any = None     # what the next step sends in: any call's result
+        self.throw_exc: BaseException | None = None     # or what it throws in instead
+        self.undo: Callable[[Task], None] | None = None     # withdraws the current wait
+        # The _Watch, Task or ReadGroup of the current wait; its undo function knows
+        # which (Any: the kernel dispatches on the wait's state, not on isinstance).
+        self.waiting_on: Any = None
+        self.deadline: float | None = None      # when the wait times out (a key of the timers)
+        self.timed_call: SystemCall[Any] | None = None     # the call that set that deadline
+        self.waiters: list[Task] | None = None  # tasks in WaitTask on this one
         self.killed = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "daemon " if self.daemon else ""
         where = _where(self.coro) if self.coro is not None else None
         at = f" at {where}" if where else ""
@@ -165,27 +194,30 @@ class ReadGroup:
 
     __slots__ = ("ready", "waiter")
 
-    def __init__(self):
-        self.ready = set()          # fds found readable and not yet handed out
-        self.waiter = None          # the task in WaitReadable, if any
+    def __init__(self) -> None:
+        self.ready: set[int] = set()        # fds found readable and not yet handed out
+        self.waiter: Task | None = None     # the task in WaitReadable, if any
 
-    def add(self, fd):
+    def add(self, fd: int) -> None:
+        """Read ``fd`` with this group from now on; FdBusy if a task already reads it."""
         scheduler = current_scheduler()
         if scheduler is None:
             raise TaskError("ReadGroup.add needs a running scheduler: call it from a task")
-        scheduler._group_add(self, fd)
+        scheduler.group_add(self, fd)
 
-    def discard(self, fd):
+    def discard(self, fd: int) -> None:
+        """Stop reading ``fd`` with this group (it stays open; nothing if not in it)."""
         scheduler = current_scheduler()
         if scheduler is not None:
-            scheduler._group_discard(self, fd)
+            scheduler.group_discard(self, fd)
         self.ready.discard(fd)
 
-    def take(self):
+    def take(self) -> set[int]:
+        """The fds found readable since the last take (WaitReadable's result)."""
         ready, self.ready = self.ready, set()
         return ready
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<ReadGroup {len(self.ready)} ready>"
 
 
@@ -194,23 +226,26 @@ class _Watch:
 
     __slots__ = ("mask", "reader", "writer")
 
-    def __init__(self, mask):
+    def __init__(self, mask: int) -> None:
         self.mask = mask
-        self.reader = None
-        self.writer = None
+        # A Task or a ReadGroup (Any: the loop tells them apart by __class__, which
+        # costs less than isinstance on the hottest path and which mypy cannot follow).
+        self.reader: Any = None
+        self.writer: Task | None = None
 
 
 class Scheduler:
     """Runs tasks until none is left; one per thread. ``poller``: the readiness
     source's class (epoll where there is one)."""
 
-    def __init__(self, poller=None):
-        self._tasks = {}                  # tid -> live Task
-        self._outcomes = {}               # tid -> (value, exc, killed), uncollected
-        self._logged = set()              # tids whose uncollected exception was logged
-        self._ready = deque()             # tasks to run, in order
-        self._timers = []                 # heap of deadlines (floats)
-        self._timer_owners = {}           # deadline -> its Task, or a list of tied Tasks
+    def __init__(self, poller: Callable[[], Poller] | None = None) -> None:
+        self._tasks: dict[int, Task] = {}             # tid -> live Task
+        self._outcomes: dict[int, Outcome] = {}       # tid -> outcome, uncollected
+        self._logged: set[int] = set()    # tids whose uncollected exception was logged
+        self._ready: deque[Task] = deque()            # tasks to run, in order
+        self._timers: list[float] = []                # heap of deadlines
+        # deadline -> its Task, or a list of tied Tasks (Any: told apart by __class__)
+        self._timer_owners: dict[float, Any] = {}
         self._cancelled_timers = 0        # deadlines in the heap that no task owns
         self._poller = (poller or DefaultPoller)()
         self._read = self._poller.READ
@@ -218,16 +253,17 @@ class Scheduler:
         # An error or hang-up wakes both sides: the next recv or send reports it.
         self._read_events = self._poller.READ | self._poller.HANGUP
         self._write_events = self._poller.WRITE | self._poller.HANGUP
-        self._watches = {}                # fd -> _Watch
+        self._watches: dict[int, _Watch] = {}         # fd -> _Watch
         self._next_tid = count(1).__next__
-        self._current = None              # the task running now
+        self._current: Task | None = None             # the task running now
         # Bind the undo methods once: a fresh bound method per wait would be garbage.
-        self._undo_sleep = self._undo_sleep
-        self._undo_read_wait = self._undo_read_wait
-        self._undo_write_wait = self._undo_write_wait
-        self._undo_task_wait = self._undo_task_wait
-        self._undo_group_wait = self._undo_group_wait
-        self._handlers = {
+        # (mypy forbids assigning to a method; here the instance caches its own.)
+        self._undo_sleep = self._undo_sleep                 # type: ignore[method-assign]
+        self._undo_read_wait = self._undo_read_wait         # type: ignore[method-assign]
+        self._undo_write_wait = self._undo_write_wait       # type: ignore[method-assign]
+        self._undo_task_wait = self._undo_task_wait         # type: ignore[method-assign]
+        self._undo_group_wait = self._undo_group_wait       # type: ignore[method-assign]
+        self._handlers: dict[type, Callable[[Task, Any], bool]] = {
             GetTid: self._sys_get_tid,
             NewTask: self._sys_new_task,
             KillTask: self._sys_kill_task,
@@ -241,7 +277,7 @@ class Scheduler:
 
     # -- public API -------------------------------------------------------------
 
-    def new(self, coro, daemon=False):
+    def new(self, coro: TaskCoro, daemon: bool = False) -> int:
         """Start ``coro`` (a coroutine or generator) as a task; return its tid."""
         if coro.__class__ not in _TASK_TYPES and not (hasattr(coro, "send") and
                                                       hasattr(coro, "throw")):
@@ -252,14 +288,14 @@ class Scheduler:
         self._ready.append(task)
         return tid
 
-    def run(self):
+    def run(self) -> None:
         """Run until no task is left, then return."""
         try:
             self._loop()
         finally:
             self._log_uncollected()
 
-    def kill(self, tid):
+    def kill(self, tid: int) -> bool:
         """Kill task ``tid`` from synchronous code (a ``finally``, a callback), as KillTask.
 
         True if a live task was killed. Killing the running task takes effect at its
@@ -275,11 +311,11 @@ class Scheduler:
             self._kill(victim)
         return True
 
-    def tasks(self):
+    def tasks(self) -> list[Task]:
         """The live tasks, for diagnostics."""
         return list(self._tasks.values())
 
-    def forget_fd(self, fd):
+    def forget_fd(self, fd: int) -> None:
         """Stop watching ``fd`` (about to be closed); its waiters get EBADF."""
         watch = self._watches.pop(fd, None)
         if watch is None:
@@ -292,12 +328,27 @@ class Scheduler:
             if task is not None:
                 self._wake(task, exc=OSError(errno.EBADF, f"fd {fd} was closed while {task!r} waited on it"))
 
-    def close(self):
+    def group_add(self, group: ReadGroup, fd: int) -> None:
+        """Watch ``fd`` for ``group`` (what ReadGroup.add does on the running scheduler):
+        its readiness goes to the group's ready set; FdBusy if a task reads it."""
+        watch = self._watch(fd, self._read)
+        if watch.reader is not None and watch.reader is not group:
+            raise FdBusy(f"fd {fd}: {watch.reader!r} already reads it")
+        watch.reader = group
+
+    def group_discard(self, group: ReadGroup, fd: int) -> None:
+        """Stop reading ``fd`` for ``group`` (ReadGroup.discard); the poller drops it at
+        its next readiness with no reader, or when it is closed (``forget_fd``)."""
+        watch = self._watches.get(fd)
+        if watch is not None and watch.reader is group:
+            watch.reader = None
+
+    def close(self) -> None:
         """Release the poller. Tasks still alive are killed first."""
         self.kill_all()
         self._poller.close()
 
-    def kill_all(self):
+    def kill_all(self) -> None:
         """Kill every live task, newest first (handlers before their servers)."""
         self._ready.clear()
         previous = current_scheduler()
@@ -309,15 +360,16 @@ class Scheduler:
         finally:
             _local.scheduler = previous
 
-    def __enter__(self):
+    def __enter__(self) -> Scheduler:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
 
     # -- the loop ---------------------------------------------------------------
 
-    def _loop(self, main=None, deadline=None):
+    def _loop(self, main: Task | None = None, deadline: float | None = None) -> bool:
         """Run tasks; return True if ``deadline`` passed, False when done.
 
         Done means no task is left or, when ``main`` is given, that it ended.
@@ -330,7 +382,7 @@ class Scheduler:
             _local.scheduler = previous
             self._current = None
 
-    def _run_phases(self, main, deadline):
+    def _run_phases(self, main: Task | None, deadline: float | None) -> bool:
         ready = self._ready
         popleft = ready.popleft
         append = ready.append
@@ -344,6 +396,8 @@ class Scheduler:
         wake = self._wake
         read, write = self._read, self._write
         read_events, write_events = self._read_events, self._write_events
+        timeout: float | None
+        call: Any       # what a task yielded: any object, dispatched on its class below
 
         while tasks:
             if main is not None and main.state is ENDED:
@@ -423,7 +477,7 @@ class Scheduler:
                 except IndexError:      # a kill took tasks of this batch out of the queue
                     break
                 self._current = task
-                coro = task.coro
+                coro: TaskCoro = task.coro      # type: ignore[assignment]  # a ready task has one
                 while True:
                     try:
                         exc = task.throw_exc
@@ -465,7 +519,7 @@ class Scheduler:
 
     # -- waking, ending, killing ------------------------------------------------
 
-    def _wake(self, task, value=None, exc=None):
+    def _wake(self, task: Task, value: Any = None, exc: BaseException | None = None) -> None:
         undo = task.undo
         if undo is not None:
             task.undo = None
@@ -475,7 +529,7 @@ class Scheduler:
         task.state = READY
         self._ready.append(task)
 
-    def _end(self, task, value, exc):
+    def _end(self, task: Task, value: Any, exc: BaseException | None) -> None:
         del self._tasks[task.tid]
         task.state = ENDED
         task.coro = None
@@ -496,7 +550,7 @@ class Scheduler:
         if task.daemon and exc is not None:
             log.error("daemon task %d crashed", task.tid, exc_info=exc)
 
-    def _kill(self, victim):
+    def _kill(self, victim: Task) -> None:
         """End ``victim`` now: withdraw its wait, run its cleanup, wake its waiters.
 
         Cleanup runs synchronously; a victim that tries to wait again while being
@@ -512,7 +566,7 @@ class Scheduler:
                 self._ready.remove(victim)
             except ValueError:
                 pass
-        coro = victim.coro
+        coro: TaskCoro = victim.coro        # type: ignore[assignment]  # a live task has one
         previous, self._current = self._current, victim
         try:
             coro.throw(KillSignal())
@@ -530,7 +584,7 @@ class Scheduler:
             self._current = previous
         self._end(victim, None, None)
 
-    def _log_uncollected(self):
+    def _log_uncollected(self) -> None:
         for tid, (_, exc, _) in self._outcomes.items():
             if exc is not None and tid not in self._logged:
                 self._logged.add(tid)
@@ -538,7 +592,7 @@ class Scheduler:
 
     # -- timers and fd watches ---------------------------------------------------
 
-    def _set_deadline(self, task, deadline, call):
+    def _set_deadline(self, task: Task, deadline: float, call: SystemCall[Any]) -> None:
         """Time ``task``'s current wait out at the instant ``deadline`` (monotonic)."""
         owner = self._timer_owners.setdefault(deadline, task)
         if owner is not task:           # another task has this very deadline
@@ -550,7 +604,7 @@ class Scheduler:
         task.deadline = deadline
         task.timed_call = call
 
-    def _cancel_task_timer(self, task):
+    def _cancel_task_timer(self, task: Task) -> None:
         """Withdraw ``task``'s deadline; its float stays in the heap until popped."""
         deadline = task.deadline
         if deadline is None:
@@ -565,14 +619,14 @@ class Scheduler:
         self._cancelled_timers += 1
         # Lazy deletion keeps cancel O(1); rebuild when most of the heap is dead.
         if self._cancelled_timers > 1024 and self._cancelled_timers * 2 > len(self._timers):
-            live = []
+            live: list[float] = []
             for deadline, owner in owners.items():
                 live.extend([deadline] * len(owner) if owner.__class__ is list else (deadline,))
             live.sort()                 # a sorted list is a heap
             self._timers[:] = live
             self._cancelled_timers = 0
 
-    def _watch(self, fd, event):
+    def _watch(self, fd: int, event: int) -> _Watch:
         watch = self._watches.get(fd)
         if watch is None:
             try:
@@ -585,7 +639,7 @@ class Scheduler:
             watch.mask |= event
         return watch
 
-    def _drop_interest(self, fd, watch, events):
+    def _drop_interest(self, fd: int, watch: _Watch, events: int) -> None:
         watch.mask &= ~events
         if watch.mask:
             self._poller.modify(fd, watch.mask)
@@ -593,8 +647,13 @@ class Scheduler:
             del self._watches[fd]
             self._poller.unregister(fd)
 
-    def _park(self, task, state, undo, waiting_on, call, timeout):
-        """Suspend ``task`` in ``state``; ``undo(task)`` withdraws the wait."""
+    def _park(self, task: Task, state: str, undo: Callable[[Task], None],
+              waiting_on: _Watch | Task | ReadGroup, call: SystemCall[Any],
+              timeout: Any) -> bool:
+        """Suspend ``task`` in ``state``; ``undo(task)`` withdraws the wait.
+
+        ``timeout`` is a Timeout told apart by its class (Any: mypy cannot narrow on
+        ``__class__``, and isinstance would cost more on this path)."""
         task.state = state
         task.undo = undo
         task.waiting_on = waiting_on
@@ -610,36 +669,25 @@ class Scheduler:
                 raise ValueError(f"{call!r}: timeout must be a number >= 0 or a Deadline")
         return False
 
-    def _undo_sleep(self, task):
+    def _undo_sleep(self, task: Task) -> None:
         self._cancel_task_timer(task)
 
-    def _undo_read_wait(self, task):
+    def _undo_read_wait(self, task: Task) -> None:
         task.waiting_on.reader = None
         task.waiting_on = None
         self._cancel_task_timer(task)
 
-    def _undo_write_wait(self, task):
+    def _undo_write_wait(self, task: Task) -> None:
         task.waiting_on.writer = None
         task.waiting_on = None
         self._cancel_task_timer(task)
 
-    def _undo_group_wait(self, task):
+    def _undo_group_wait(self, task: Task) -> None:
         task.waiting_on.waiter = None
         task.waiting_on = None
         self._cancel_task_timer(task)
 
-    def _group_add(self, group, fd):
-        watch = self._watch(fd, self._read)
-        if watch.reader is not None and watch.reader is not group:
-            raise FdBusy(f"fd {fd}: {watch.reader!r} already reads it")
-        watch.reader = group
-
-    def _group_discard(self, group, fd):
-        watch = self._watches.get(fd)
-        if watch is not None and watch.reader is group:
-            watch.reader = None
-
-    def _undo_task_wait(self, task):
+    def _undo_task_wait(self, task: Task) -> None:
         target, task.waiting_on = task.waiting_on, None
         if target.waiters:
             target.waiters.remove(task)
@@ -647,19 +695,19 @@ class Scheduler:
 
     # -- system calls: each returns True to resume the caller at once ------------
 
-    def _sys_get_tid(self, task, call):
+    def _sys_get_tid(self, task: Task, call: GetTid) -> bool:
         task.send_value = task.tid
         return True
 
-    def _sys_new_task(self, task, call):
+    def _sys_new_task(self, task: Task, call: NewTask) -> bool:
         task.send_value = self.new(call.coro, call.daemon)
         return True
 
-    def _sys_kill_task(self, task, call):
+    def _sys_kill_task(self, task: Task, call: KillTask) -> bool:
         task.send_value = self.kill(call.tid)
         return True
 
-    def _sys_wait_task(self, task, call):
+    def _sys_wait_task(self, task: Task, call: WaitTask) -> bool:
         target = self._tasks.get(call.tid)
         if target is None:
             outcome = self._outcomes.pop(call.tid, _MISSING)
@@ -683,7 +731,7 @@ class Scheduler:
         target.waiters.append(task)
         return self._park(task, TASK_WAIT, self._undo_task_wait, target, call, call.timeout)
 
-    def _sys_read_wait(self, task, call):
+    def _sys_read_wait(self, task: Task, call: ReadWait) -> bool:
         fd = call.fileobj if call.fileobj.__class__ is int else _fileno(call)
         watch = self._watches.get(fd)
         if watch is None or not watch.mask & self._read:
@@ -698,7 +746,7 @@ class Scheduler:
         task.waiting_on = watch
         return False
 
-    def _sys_write_wait(self, task, call):
+    def _sys_write_wait(self, task: Task, call: WriteWait) -> bool:
         fd = call.fileobj if call.fileobj.__class__ is int else _fileno(call)
         watch = self._watch(fd, self._write)
         if watch.writer is not None:
@@ -706,7 +754,7 @@ class Scheduler:
         watch.writer = task
         return self._park(task, WRITE_WAIT, self._undo_write_wait, watch, call, call.timeout)
 
-    def _sys_wait_readable(self, task, call):
+    def _sys_wait_readable(self, task: Task, call: WaitReadable) -> bool:
         group = call.group
         if group.waiter is not None:
             raise FdBusy(f"{group.waiter!r} already waits on this ReadGroup")
@@ -716,12 +764,12 @@ class Scheduler:
         group.waiter = task
         return self._park(task, READ_WAIT, self._undo_group_wait, group, call, call.timeout)
 
-    def _sys_yield(self, task, call):
+    def _sys_yield(self, task: Task, call: None) -> bool:
         task.send_value = None
         self._ready.append(task)
         return False
 
-    def _sys_sleep(self, task, call):
+    def _sys_sleep(self, task: Task, call: Sleep) -> bool:
         seconds = call.seconds
         try:
             later = seconds > 0
@@ -739,22 +787,23 @@ class Scheduler:
         return False
 
 
-def _timed_out(call):
+def _timed_out(call: Any) -> str:
+    """Why a timed wait ended (``call``: the wait's system call, any with a timeout)."""
     timeout = call.timeout
     if timeout.__class__ is Deadline:
         return f"{call!r} timed out: its deadline of {timeout.seconds:g} s passed"
     return f"{call!r} timed out after {timeout} s"
 
 
-def _fileno(call):
+def _fileno(call: ReadWait | WriteWait) -> int:
     """The fd a ReadWait or WriteWait names through an object's fileno()."""
-    try:
-        return call.fileobj.fileno()
-    except AttributeError:
-        raise TypeError(f"{call!r}: needs a file descriptor or an object with fileno()") from None
+    fileno = getattr(call.fileobj, "fileno", None)
+    if fileno is None:
+        raise TypeError(f"{call!r}: needs a file descriptor or an object with fileno()")
+    return fileno()
 
 
-def run(coro, timeout=None):
+def run(coro: TaskCoro, timeout: Timeout = None) -> Any:
     """Run ``coro`` as the main task on a fresh Scheduler; return its result.
 
     Raises what the main task raised. Tasks still alive when it ends are killed
@@ -765,11 +814,9 @@ def run(coro, timeout=None):
     try:
         tid = scheduler.new(coro)
         main = scheduler._tasks[tid]
-        if timeout is None or timeout.__class__ is Deadline:
-            deadline = timeout
-        else:
-            deadline = Deadline(timeout)
-        if scheduler._loop(main, None if deadline is None else deadline.when):
+        deadline = timeout if timeout is None or isinstance(timeout, Deadline) else Deadline(timeout)
+        timed_out = scheduler._loop(main, None if deadline is None else deadline.when)
+        if timed_out and deadline is not None:      # it can time out only with a deadline
             alive = ", ".join(repr(t) for t in scheduler.tasks())
             scheduler.kill_all()
             raise TimeoutError(f"run() gave up after {deadline.seconds:g} s; killed: {alive}")

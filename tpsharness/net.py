@@ -11,15 +11,19 @@ Errors are the usual OSError subclasses (ConnectionRefusedError,
 ConnectionResetError, ...) and TimeoutError, with the peer address in the message.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import socket
 import struct
 import types
+from collections.abc import Generator
+from typing import Any, TypeAlias
 
-from .deadline import Deadline
-from .syscalls import forget_fd
-from .syscalls import ReadWait, WriteWait
+from .deadline import Deadline, Timeout
+from .defaults import HOST
+from .syscalls import ReadWait, WriteWait, forget_fd
 
 __all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "checked_address",
            "RECV_SIZE"]
@@ -28,8 +32,11 @@ __all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "ch
 # here recv(65536) costs 0.65 us more per call than recv(16384), recv(262144) 12 us.
 RECV_SIZE = 16 * 1024
 
+Address: TypeAlias = tuple[str, int]
+"""A (host, port) pair (an IPv6 peer's address has two more items: flowinfo, scope)."""
 
-def format_address(address):
+
+def format_address(address: object) -> str:
     """'127.0.0.1:6604' for a (host, port) pair; IPv6 hosts in brackets."""
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
@@ -37,7 +44,7 @@ def format_address(address):
     return str(address)
 
 
-def checked_address(address):
+def checked_address(address: Any) -> tuple[str, int]:      # any value: this checks it
     """``address`` as a (host, port) tuple; ValueError unless host is a non-empty string
     and port a whole number 1-65535 (the socket layer would wrap 70000 to 4464)."""
     try:
@@ -53,7 +60,8 @@ def checked_address(address):
     return host, port
 
 
-def parse_address(text, default_port, *, allow_any_port=False):
+def parse_address(text: str, default_port: int, *,
+                  allow_any_port: bool = False) -> tuple[str, int]:
     """'host', 'host:port', '[v6]:port' or a bare IPv6 address as (host, port).
 
     ValueError naming the text otherwise; port 0 only with ``allow_any_port`` (to listen).
@@ -78,9 +86,12 @@ def parse_address(text, default_port, *, allow_any_port=False):
     return host, int(port_text)
 
 
-def _deadline(timeout, deadline):
+def _deadline(timeout: Any, deadline: Deadline | None) -> Deadline | None:
     """The one Deadline a wait runs to: ``deadline`` if given (or ``timeout`` if that
-    is a Deadline), else ``timeout`` seconds from now; None waits for ever."""
+    is a Deadline), else ``timeout`` seconds from now; None waits for ever.
+
+    ``timeout`` is a Timeout told apart by ``__class__`` (Any: mypy cannot follow that,
+    and isinstance would cost more on every wait)."""
     if deadline is not None:
         return deadline if timeout is None or timeout.__class__ is Deadline else deadline.sooner(timeout)
     if timeout is None or timeout.__class__ is Deadline:
@@ -88,7 +99,7 @@ def _deadline(timeout, deadline):
     return Deadline(timeout)
 
 
-def _with_peer(error, action):
+def _with_peer(error: OSError, action: str) -> OSError:
     """The same OSError type, its message naming what we were doing and with whom."""
     code = error.errno
     reason = os.strerror(code) if code else (str(error) or type(error).__name__)
@@ -101,7 +112,7 @@ class Socket:
 
     __slots__ = ("sock", "fd", "address", "_sent_since_recv")
 
-    def __init__(self, sock, address=None):
+    def __init__(self, sock: socket.socket, address: tuple[Any, ...] | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
@@ -109,15 +120,15 @@ class Socket:
         self._sent_since_recv = False
 
     @property
-    def peer(self):
+    def peer(self) -> str:
         """'host:port' of the other end, for messages (formatted only when needed)."""
         return format_address(self.address) if self.address is not None else "?"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Socket fd={self.fd} peer={self.peer}>"
 
     @types.coroutine
-    def accept(self, timeout=None):
+    def accept(self, timeout: Timeout = None) -> Generator[ReadWait, None, tuple[Socket, tuple[Any, ...]]]:
         """Accept one connection: (Socket, address). TCP_NODELAY is set on it."""
         while True:
             try:
@@ -130,7 +141,8 @@ class Socket:
             return Socket(conn, address), address
 
     @types.coroutine
-    def recv(self, size=RECV_SIZE, timeout=None, *, deadline=None):
+    def recv(self, size: int = RECV_SIZE, timeout: Timeout = None, *,
+             deadline: Deadline | None = None) -> Generator[ReadWait, None, bytes]:
         """Up to ``size`` bytes; b"" when the peer closed its side.
 
         Waits until ``deadline`` (a Deadline) or ``timeout`` seconds, whichever is
@@ -150,6 +162,7 @@ class Socket:
             try:
                 yield ReadWait(self.fd, deadline)
             except TimeoutError:
+                assert deadline is not None     # only a wait with a deadline times out
                 raise TimeoutError(f"recv from {self.peer}: nothing arrived within "
                                    f"{deadline.seconds:g} s") from None
             try:
@@ -160,7 +173,8 @@ class Socket:
                 raise _with_peer(error, f"recv from {self.peer}") from None
 
     @types.coroutine
-    def sendall(self, data, timeout=None, *, deadline=None):
+    def sendall(self, data: bytes | bytearray | memoryview, timeout: Timeout = None, *,
+                deadline: Deadline | None = None) -> Generator[WriteWait, None, None]:
         """Send all of ``data``; the deadline (or timeout) covers the whole of it."""
         sent = self.send_nowait(data)
         if sent == len(data):
@@ -171,11 +185,12 @@ class Socket:
             try:
                 yield WriteWait(self.fd, deadline)
             except TimeoutError:
+                assert deadline is not None     # only a wait with a deadline times out
                 raise TimeoutError(f"send to {self.peer}: {len(view)} of {len(data)} bytes "
                                    f"still unsent after {deadline.seconds:g} s") from None
             view = view[self.send_nowait(view):]
 
-    def recv_nowait(self, size=RECV_SIZE):
+    def recv_nowait(self, size: int = RECV_SIZE) -> bytes | None:
         """What has arrived (b"" when the peer closed), or None if nothing has yet."""
         try:
             return self.sock.recv(size)
@@ -184,7 +199,7 @@ class Socket:
         except OSError as error:
             raise _with_peer(error, f"recv from {self.peer}") from None
 
-    def send_nowait(self, data):
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the socket takes now, without waiting; the count sent (maybe 0)."""
         self._sent_since_recv = True
         try:
@@ -194,14 +209,14 @@ class Socket:
         except OSError as error:
             raise _with_peer(error, f"send to {self.peer}") from None
 
-    def shutdown_write(self):
+    def shutdown_write(self) -> None:
         """Half-close: send FIN, keep reading."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
-    def close(self):
+    def close(self) -> None:
         """Close now (synchronous, so a killed task's ``finally`` can call it)."""
         if self.fd >= 0:
             forget_fd(self.fd)
@@ -209,10 +224,10 @@ class Socket:
             self.sock.close()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self.fd < 0
 
-    def reset(self):
+    def reset(self) -> None:
         """Close with RST instead of FIN (SO_LINGER 0): for fault injection."""
         if self.fd >= 0:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -220,7 +235,8 @@ class Socket:
 
 
 @types.coroutine
-def connect(address, timeout=None, *, deadline=None, family=0):
+def connect(address: Address, timeout: Timeout = None, *, deadline: Deadline | None = None,
+            family: int = 0) -> Generator[WriteWait, None, Socket]:
     """Connect to (host, port); a Socket with TCP_NODELAY set.
 
     Name resolution uses getaddrinfo (blocking; instant for addresses and
@@ -237,7 +253,8 @@ def connect(address, timeout=None, *, deadline=None, family=0):
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as error:
-        wanted = {socket.AF_INET: "IPv4 ", socket.AF_INET6: "IPv6 "}.get(family, "")
+        families: dict[int, str] = {socket.AF_INET: "IPv4 ", socket.AF_INET6: "IPv6 "}
+        wanted = families.get(family, "")
         raise socket.gaierror(error.errno, f"connect to {label}: cannot resolve "
                                            f"{host!r} to an {wanted}address: {error.strerror}"
                               if wanted else f"connect to {label}: cannot resolve "
@@ -261,12 +278,13 @@ def connect(address, timeout=None, *, deadline=None, family=0):
     raise type(last)(code, message) if code else type(last)(message)
 
 
-def _reason(error):
+def _reason(error: OSError) -> str:
     return os.strerror(error.errno) if error.errno else str(error).rpartition(": ")[2]
 
 
 @types.coroutine
-def _connect_one(family, kind, proto, sockaddr, deadline, label):
+def _connect_one(family: int, kind: int, proto: int, sockaddr: Any, deadline: Deadline | None,
+                 label: str) -> Generator[WriteWait, None, socket.socket]:
     """One non-blocking connect to ``sockaddr``: the connected socket.socket."""
     sock = socket.socket(family, kind, proto)
     try:
@@ -277,6 +295,7 @@ def _connect_one(family, kind, proto, sockaddr, deadline, label):
             try:
                 yield WriteWait(sock.fileno(), deadline)
             except TimeoutError:
+                assert deadline is not None     # only a wait with a deadline times out
                 raise TimeoutError(f"connect to {label}: no answer within "
                                    f"{deadline.seconds:g} s") from None
             finally:
@@ -299,7 +318,7 @@ _ERRNO_TYPES = {
 }
 
 
-def listen(host="127.0.0.1", port=0, backlog=1024):
+def listen(host: str = HOST, port: int = 0, backlog: int = 1024) -> Socket:
     """A listening Socket on (host, port); port 0 picks a free one (see .address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

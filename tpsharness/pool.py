@@ -6,33 +6,53 @@ A pooled endpoint's connection is read by the pool, not by the endpoint (its own
 ``on_close(endpoint, reason)``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .errors import ProtocolError
 from .kernel import ReadGroup
 from .syscalls import WaitReadable
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+    from .protocol import PrivateData
+
+OnMessage = Callable[["Endpoint", "PrivateData"], object]
+"""``on_message(endpoint, message)``: a relayed private data for a pooled endpoint."""
+OnClose = Callable[["Endpoint", str], object]
+"""``on_close(endpoint, reason)``: the TPS closed (or broke) a pooled connection."""
 
 
 class EndpointPool:
     """Devices (or clients), connected and registered, whose data one task reads."""
 
-    def __init__(self, on_message=None, on_close=None):
+    def __init__(self, on_message: OnMessage | None = None, on_close: OnClose | None = None) -> None:
         self.on_message = on_message
         self.on_close = on_close
         self._group = ReadGroup()
-        self._endpoints = {}        # fd -> endpoint
+        self._endpoints: dict[int, Endpoint] = {}        # fd -> endpoint
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._endpoints)
 
-    def add(self, endpoint):
-        """Read ``endpoint`` from now on (call from a task of the pool's scheduler)."""
-        self._group.add(endpoint.sock.fd)
-        self._endpoints[endpoint.sock.fd] = endpoint
+    def add(self, endpoint: Endpoint) -> None:
+        """Read ``endpoint`` from now on (call from a task of the pool's scheduler);
+        ValueError if it is not connected."""
+        sock = endpoint.sock
+        if sock is None:
+            raise ValueError(f"{endpoint!r} is not connected: connect it before pooling it")
+        self._group.add(sock.fd)
+        self._endpoints[sock.fd] = endpoint
 
-    def discard(self, endpoint):
-        if self._endpoints.pop(endpoint.sock.fd, None) is not None:
-            self._group.discard(endpoint.sock.fd)
+    def discard(self, endpoint: Endpoint) -> None:
+        """Stop reading ``endpoint`` (its connection stays open)."""
+        sock = endpoint.sock
+        if sock is not None and self._endpoints.pop(sock.fd, None) is not None:
+            self._group.discard(sock.fd)
 
-    async def run(self):
+    async def run(self) -> None:
         """Read every pooled connection until the pool is empty (or the task is killed)."""
         while self._endpoints:
             for fd in await WaitReadable(self._group):
@@ -40,9 +60,11 @@ class EndpointPool:
                 if endpoint is not None:
                     self._read(endpoint)
 
-    def _read(self, endpoint):
+    def _read(self, endpoint: Endpoint) -> None:
+        sock = endpoint.sock
+        assert sock is not None, "add() pools connected endpoints only"
         try:
-            data = endpoint.sock.recv_nowait()
+            data = sock.recv_nowait()
         except OSError as error:
             return self._lost(endpoint, f"TPS {endpoint.label} reset the connection ({error.strerror})")
         if data is None:
@@ -58,7 +80,7 @@ class EndpointPool:
                 self.on_message(endpoint, message)
         return None
 
-    def _lost(self, endpoint, reason):
+    def _lost(self, endpoint: Endpoint, reason: str) -> None:
         self.discard(endpoint)
         endpoint.close()
         if self.on_close is not None:

@@ -11,24 +11,31 @@ A local misuse (a builder given a header value with CR/LF) raises ValueError; a
 peer's bytes that cannot be read raise ProtocolError, which quotes them.
 """
 
+from __future__ import annotations
+
+import enum
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
 
 import h11
 
+from .defaults import AUTH_CODE, HOST, KEEPALIVE_INTERVAL, PORT
 from .errors import MessageTooLarge, ProtocolError
 
 __all__ = [
-    "DEFAULT_PORT", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
-    "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply",
+    "DEFAULT_PORT", "DEFAULT_HOST_HEADER", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
+    "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply", "Message",
     "register_request", "private_data_request", "PrivateDataTemplate",
     "register_reply", "reply", "Reader", "StrictReader", "quote", "quote_text",
 ]
 
 # -- wire constants ------------------------------------------------------------------
 
-DEFAULT_PORT = 6604
+DEFAULT_PORT = PORT
+DEFAULT_HOST_HEADER = f"{HOST}:{PORT}"  # the Host header builders send when not told
 MAX_HEADER = 16 * 1024                  # a header block longer than this is refused
 DEFAULT_MAX_BODY = 1024 * 1024          # bodies longer than this are refused
 MAX_LENGTH_DIGITS = 18                  # a longer Content-Length exceeds any body limit
@@ -48,20 +55,22 @@ _FIELD_REPLY = "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n\r\n"
 _STRICT_REPLY = "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
 
 
-class _NeedData:
-    __slots__ = ()
+class _NeedData(enum.Enum):
+    """The type of NEED_DATA (an enum, so that ``message is NEED_DATA`` narrows for mypy)."""
 
-    def __repr__(self):
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
         return "NEED_DATA"
 
 
-NEED_DATA = _NeedData()
+NEED_DATA: Final = _NeedData.NEED_DATA
 """What ``next()`` returns when the buffered bytes do not yet hold a whole message."""
 _FILLER = (13, 10, 0)       # stray CR, LF, and the NUL older builds put after replies
 _REQUEST_FILLER = (13, 10)  # the CRLF field devices send after a request's body
 
 
-def quote(data, limit=80):
+def quote(data: bytes | bytearray | memoryview, limit: int = 80) -> str:
     """The first ``limit`` bytes of ``data`` as a Python literal, for error messages."""
     data = bytes(data)
     if len(data) <= limit:
@@ -69,7 +78,7 @@ def quote(data, limit=80):
     return f"{data[:limit]!r}... ({len(data)} bytes)"
 
 
-def quote_text(value, limit=80):
+def quote_text(value: object, limit: int = 80) -> str:
     """``value`` (a peer's field: text, or any JSON value) as a Python literal cut to
     about ``limit`` characters: a reason stays short however long the peer made it."""
     if not isinstance(value, str):
@@ -88,11 +97,11 @@ class RegisterRequest:
 
     serial: str
     terminal_type: str = "Camera"
-    auth_code: str = "0000"
+    auth_code: str = AUTH_CODE
     cseq: str = "1"
     raw: bytes = field(default=b"", repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.serial, str) or not self.serial:
             raise ValueError(f"a serial must be a non-empty string, not {self.serial!r}")
 
@@ -123,7 +132,7 @@ class Reply:
 
     status: int
     reason: str
-    headers: dict = field(default_factory=dict, compare=False)
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
     body: bytes = b""
     raw: bytes = field(default=b"", repr=False, compare=False)
 
@@ -138,25 +147,30 @@ class RegisterReply:
     utc_time: str
     status: int = 200
     reason: str = "OK"
-    headers: dict = field(default_factory=dict, repr=False, compare=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     raw: bytes = field(default=b"", repr=False, compare=False)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.status == 200 and self.error_num == "200"
+
+
+Message: TypeAlias = RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply
+"""Whatever a reader returns for one whole message."""
 
 
 # -- builders ----------------------------------------------------------------------------
 
-def _header_value(name, value):
+def _header_value(name: str, value: object) -> str:
     value = str(value)
     if "\r" in value or "\n" in value:
         raise ValueError(f"{name} must not contain CR or LF: {value!r}")
     return value
 
 
-def register_body(serial, *, cseq="1", auth_code="0000", terminal_type="Camera",
-                  message_type=REGISTER_REQ, version="1.0"):
+def register_body(serial: str, *, cseq: str | int = "1", auth_code: str = AUTH_CODE,
+                  terminal_type: str = "Camera", message_type: str = REGISTER_REQ,
+                  version: str = "1.0") -> bytes:
     """The register JSON, in the field devices' exact layout."""
     return json.dumps({"TransProxy": {
         "Header": {"CSeq": str(cseq), "MessageType": message_type,
@@ -164,8 +178,9 @@ def register_body(serial, *, cseq="1", auth_code="0000", terminal_type="Camera",
         "Body": {"AuthCode": auth_code, "SerialNumber": serial}}}).encode()
 
 
-def register_request(serial, *, host="127.0.0.1:6604", cseq="1", auth_code="0000",
-                     terminal_type="Camera", trailing_crlf=False, body=None):
+def register_request(serial: str, *, host: str = DEFAULT_HOST_HEADER, cseq: str | int = "1",
+                     auth_code: str = AUTH_CODE, terminal_type: str = "Camera",
+                     trailing_crlf: bool = False, body: bytes | None = None) -> bytes:
     """POST /TransProxy registering ``serial``; ``body`` overrides the JSON (for tests)."""
     if body is None:
         body = register_body(serial, cseq=cseq, auth_code=auth_code, terminal_type=terminal_type)
@@ -180,7 +195,8 @@ class PrivateDataTemplate:
 
     __slots__ = ("_prefix",)
 
-    def __init__(self, src, dest, *, host="127.0.0.1:6604", auth_code="0000"):
+    def __init__(self, src: str, dest: str, *, host: str = DEFAULT_HOST_HEADER,
+                 auth_code: str = AUTH_CODE) -> None:
         self._prefix = (
             f"POST {PRIVATE_DATA_PATH} HTTP/1.1\r\nHost: {_header_value('Host', host)}\r\n"
             f"AuthCode: {_header_value('AuthCode', auth_code)}\r\n"
@@ -188,17 +204,19 @@ class PrivateDataTemplate:
             f"DestUuid: {_header_value('DestUuid', dest)}\r\n"
             f"Connection: keep-alive\r\nContent-Length: ").encode()
 
-    def build(self, payload):
+    def build(self, payload: bytes) -> bytes:
         return b"%s%d\r\n\r\n%s" % (self._prefix, len(payload), payload)
 
 
-def private_data_request(src, dest, payload, *, host="127.0.0.1:6604", auth_code="0000"):
+def private_data_request(src: str, dest: str, payload: bytes | bytearray | memoryview, *,
+                         host: str = DEFAULT_HOST_HEADER, auth_code: str = AUTH_CODE) -> bytes:
     """POST /PrivateData carrying ``payload`` (any bytes) from ``src`` to ``dest``."""
     return PrivateDataTemplate(src, dest, host=host, auth_code=auth_code).build(bytes(payload))
 
 
-def register_reply(*, utc_time, keepalive_interval=120, error_num="200",
-                   error_string="Success OK", status=200):
+def register_reply(*, utc_time: object, keepalive_interval: int | str = KEEPALIVE_INTERVAL,
+                   error_num: int | str = "200", error_string: str = "Success OK",
+                   status: int = 200) -> bytes:
     """The field server's register reply: pretty JSON, sorted keys, 3-space indent,
     "KeepAliveIntervel" misspelled as on the wire, correct Content-Length."""
     body = json.dumps({"TransProxy": {
@@ -212,7 +230,7 @@ def register_reply(*, utc_time, keepalive_interval=120, error_num="200",
 
 
 @functools.lru_cache(maxsize=64)      # a server sends the same few replies all day
-def reply(status, *, nul=False, strict=False):
+def reply(status: int, *, nul: bool = False, strict: bool = False) -> bytes:
     """A PrivateData-style reply: field form (no Content-Length, optionally the older
     builds' trailing NUL) or strict form (Content-Length: 0)."""
     template = _STRICT_REPLY if strict else _FIELD_REPLY
@@ -222,7 +240,7 @@ def reply(status, *, nul=False, strict=False):
 
 # -- classification: framed HTTP -> typed messages ----------------------------------------
 
-def _json_strings(body, *path, numbers_as_text=False):
+def _json_strings(body: bytes, *path: str, numbers_as_text: bool = False) -> dict[str, Any] | None:
     """body's JSON object at ``path`` (a dict), or None. ``numbers_as_text``: JSON
     numbers come back as their decimal text (``4242`` -> ``"4242"``), as field
     servers read a device simulator's numeric SerialNumber."""
@@ -240,7 +258,8 @@ def _json_strings(body, *path, numbers_as_text=False):
     return node if isinstance(node, dict) else None
 
 
-def classify_request(method, target, headers, body, raw):
+def classify_request(method: str | None, target: str, headers: dict[str, str], body: bytes,
+                     raw: bytes) -> RegisterRequest | PrivateData | BadRequest:
     """A framed request as RegisterRequest, PrivateData or BadRequest.
 
     A register's fields may be JSON strings or numbers (their decimal text); a reason
@@ -279,7 +298,8 @@ def classify_request(method, target, headers, body, raw):
     return BadRequest(f"unknown path {quote_text(target)}", raw)
 
 
-def classify_reply(status, reason, headers, body, raw):
+def classify_reply(status: int, reason: str, headers: dict[str, str], body: bytes,
+                   raw: bytes) -> RegisterReply | Reply:
     """A framed reply as RegisterReply (when its body is the register JSON) or Reply."""
     if body:
         header = _json_strings(body, "TransProxy", "Header")
@@ -298,7 +318,11 @@ class _MessageReader:
 
     __slots__ = ()
 
-    def __iter__(self):
+    def next(self) -> Message | _NeedData:
+        """The next whole message, or NEED_DATA."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Message]:
         while True:
             message = self.next()
             if message is NEED_DATA:
@@ -321,23 +345,24 @@ class Reader(_MessageReader):
 
     __slots__ = ("_buf", "_max_body", "_max_header", "_head", "_filler", "_requests_only")
 
-    def __init__(self, *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER, requests_only=False):
+    def __init__(self, *, max_body: int = DEFAULT_MAX_BODY, max_header: int = MAX_HEADER,
+                 requests_only: bool = False) -> None:
         self._buf = bytearray()
         self._max_body = max_body
         self._max_header = max_header
-        self._head = None           # (start, body_start, body_length, parsed head) being read
+        self._head: tuple[int, int, Head] | None = None     # (start, body_start, head) being read
         self._requests_only = requests_only
         self._filler = _REQUEST_FILLER if requests_only else _FILLER
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held and not yet returned as a message."""
         return len(self._buf)
 
-    def feed(self, data):
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
-    def next(self):
+    def next(self) -> Message | _NeedData:
         """The next whole message, or NEED_DATA."""
         buf = self._buf
         if self._head is None:
@@ -388,7 +413,7 @@ class Reader(_MessageReader):
         # The parsed head is shared through the cache: a reply gets its own headers.
         return classify_reply(first, second, dict(headers), body, raw)
 
-    def eof(self):
+    def eof(self) -> None:
         """The peer closed: raise ProtocolError if a partial message is buffered."""
         start = self._skip_filler(self._buf, self._filler)
         if start < len(self._buf):
@@ -396,7 +421,7 @@ class Reader(_MessageReader):
                                 f"{quote(self._buf[start:])}", self._buf[start:])
 
     @staticmethod
-    def _skip_filler(buf, filler=_FILLER):
+    def _skip_filler(buf: bytearray, filler: tuple[int, ...] = _FILLER) -> int:
         """Offset of the first byte that is not filler (a stray CR, LF or NUL)."""
         start = 0
         size = len(buf)
@@ -411,10 +436,13 @@ class Reader(_MessageReader):
 # it when full; a parsed head is never changed once made.
 HEAD_CACHE_SIZE = 1024
 HEAD_CACHE_BLOCK = 512
-_HEAD_CACHE = {}
+# (kind, method or status, target or reason, Content-Length, headers): the second item
+# is a str (None: not HTTP) for kind "request", an int for "reply".
+Head: TypeAlias = tuple[str, Any, str, int, dict[str, str]]
+_HEAD_CACHE: dict[bytes, Head] = {}
 
 
-def _parse_head(block):
+def _parse_head(block: bytes) -> Head:
     """(kind, method or status, target or reason, Content-Length, headers) of a header
     block; ProtocolError for one that is not HTTP-shaped."""
     text = block.decode("latin-1")
@@ -422,7 +450,7 @@ def _parse_head(block):
     first = text if eol < 0 else text[:eol]
     if not first.isascii():
         raise ProtocolError(f"start line is not ASCII: {quote(first.encode('latin-1'))}", block)
-    headers = {}
+    headers: dict[str, str] = {}
     if eol >= 0:
         for line in text[eol + 2:].split("\r\n"):
             name, colon, value = line.partition(":")
@@ -434,17 +462,17 @@ def _parse_head(block):
             if key in headers and key == "content-length" and headers[key] != value:
                 raise ProtocolError(f"conflicting Content-Length headers in {quote(block)}", block)
             headers[key] = value
-    length = headers.get("content-length")
-    if length is None:
+    length_text = headers.get("content-length")
+    if length_text is None:
         length = 0
-    elif length.isdigit() and length.isascii():
-        digits = length.lstrip("0")
+    elif length_text.isdigit() and length_text.isascii():
+        digits = length_text.lstrip("0")
         if len(digits) > MAX_LENGTH_DIGITS:     # int() of 4,301+ digits raises ValueError
             raise MessageTooLarge(f"Content-Length of {len(digits)} digits exceeds any body "
                                   f"limit in {quote(block)}", block)
-        length = int(length)
+        length = int(length_text)
     else:
-        raise ProtocolError(f"Content-Length {quote_text(length)} is not a number in "
+        raise ProtocolError(f"Content-Length {quote_text(length_text)} is not a number in "
                             f"{quote(block)}", block)
     if first.startswith("HTTP/"):
         version, _, rest = first.partition(" ")
@@ -472,27 +500,28 @@ class StrictReader(_MessageReader):
     Content-Length) is a ProtocolError here, which is the point of this mode.
     """
 
-    def __init__(self, role="server", *, max_body=DEFAULT_MAX_BODY, max_header=MAX_HEADER):
+    def __init__(self, role: str = "server", *, max_body: int = DEFAULT_MAX_BODY,
+                 max_header: int = MAX_HEADER) -> None:
         if role not in ("server", "client", "peer"):
             raise ValueError(f"role must be 'server', 'client' or 'peer', not {role!r}")
         self._role = role
         self._max_body = max_body
         self._max_header = max_header
         self._pending = b""
-        self._conn = None
-        self._event = None
+        self._conn: h11.Connection | None = None
+        self._event: h11.Request | h11.Response | None = None
         self._body = bytearray()
         self._raw = bytearray()
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held and not yet returned as a message."""
         return len(self._raw) + len(self._pending)
 
-    def feed(self, data):
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._pending += bytes(data)
 
-    def _reads_replies(self):
+    def _reads_replies(self) -> bool | None:
         """Whether the next message is a reply (None: too few bytes to tell yet)."""
         if self._role != "peer":
             return self._role == "client"
@@ -501,7 +530,7 @@ class StrictReader(_MessageReader):
             return True if len(start) == 5 else None
         return False
 
-    def _new_connection(self, replies):
+    def _new_connection(self, replies: bool) -> h11.Connection:
         if not replies:
             return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header)
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header)
@@ -509,7 +538,7 @@ class StrictReader(_MessageReader):
         conn.send(h11.EndOfMessage())
         return conn
 
-    def next(self):
+    def next(self) -> Message | _NeedData:
         if self._conn is None:
             if not self._pending:
                 return NEED_DATA
@@ -542,7 +571,7 @@ class StrictReader(_MessageReader):
                 raise ProtocolError(f"connection closed before the message ended: "
                                     f"{quote(self._raw)}", self._raw)
 
-    def _check_head(self, event):
+    def _check_head(self, event: h11.Request | h11.Response) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
         if isinstance(event, h11.Response):
             framed = "content-length" in headers or "transfer-encoding" in headers
@@ -555,8 +584,9 @@ class StrictReader(_MessageReader):
             raise MessageTooLarge(f"body of {length if len(length) <= 20 else length[:20] + '...'} bytes exceeds the limit of "
                                   f"{self._max_body}", self._raw[:200])
 
-    def _finish(self, conn):
+    def _finish(self, conn: h11.Connection) -> Message:
         event = self._event
+        assert event is not None, "EndOfMessage comes after the message's head"
         data, _closed = conn.trailing_data
         body = bytes(self._body)
         consumed = len(self._raw) - len(data)
@@ -572,7 +602,7 @@ class StrictReader(_MessageReader):
                                     headers, body, raw)
         return classify_reply(event.status_code, event.reason.decode("latin-1"), headers, body, raw)
 
-    def eof(self):
+    def eof(self) -> None:
         if self._pending or self._raw:
             leftover = bytes(self._raw) + self._pending
             raise ProtocolError(f"connection closed in the middle of a message: {quote(leftover)}",
