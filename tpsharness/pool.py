@@ -9,7 +9,7 @@ A pooled endpoint's connection is read by the pool, not by the endpoint (its own
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .errors import ProtocolError
 from .kernel import ReadGroup
@@ -19,25 +19,29 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint
     from .protocol import PrivateData
 
-OnMessage = Callable[["Endpoint", "PrivateData"], object]
+E = TypeVar("E", bound="Endpoint")
+"""The kind of endpoint a pool holds (the load engine pools its own subclasses)."""
+
+OnMessage = Callable[[E, "PrivateData"], object]
 """``on_message(endpoint, message)``: a relayed private data for a pooled endpoint."""
-OnClose = Callable[["Endpoint", str], object]
+OnClose = Callable[[E, str], object]
 """``on_close(endpoint, reason)``: the TPS closed (or broke) a pooled connection."""
 
 
-class EndpointPool:
+class EndpointPool(Generic[E]):
     """Devices (or clients), connected and registered, whose data one task reads."""
 
-    def __init__(self, on_message: OnMessage | None = None, on_close: OnClose | None = None) -> None:
+    def __init__(self, on_message: OnMessage[E] | None = None,
+                 on_close: OnClose[E] | None = None) -> None:
         self.on_message = on_message
         self.on_close = on_close
         self._group = ReadGroup()
-        self._endpoints: dict[int, Endpoint] = {}        # fd -> endpoint
+        self._endpoints: dict[int, E] = {}        # fd -> endpoint
 
     def __len__(self) -> int:
         return len(self._endpoints)
 
-    def add(self, endpoint: Endpoint) -> None:
+    def add(self, endpoint: E) -> None:
         """Read ``endpoint`` from now on (call from a task of the pool's scheduler);
         ValueError if it is not connected."""
         sock = endpoint.sock
@@ -46,7 +50,7 @@ class EndpointPool:
         self._group.add(sock.fd)
         self._endpoints[sock.fd] = endpoint
 
-    def discard(self, endpoint: Endpoint) -> None:
+    def discard(self, endpoint: E) -> None:
         """Stop reading ``endpoint`` (its connection stays open)."""
         sock = endpoint.sock
         if sock is not None and self._endpoints.pop(sock.fd, None) is not None:
@@ -60,7 +64,7 @@ class EndpointPool:
                 if endpoint is not None:
                     self._read(endpoint)
 
-    def _read(self, endpoint: Endpoint) -> None:
+    def _read(self, endpoint: E) -> None:
         sock = endpoint.sock
         assert sock is not None, "add() pools connected endpoints only"
         try:
@@ -80,7 +84,7 @@ class EndpointPool:
                 self.on_message(endpoint, message)
         return None
 
-    def _lost(self, endpoint: Endpoint, reason: str) -> None:
+    def _lost(self, endpoint: E, reason: str) -> None:
         self.discard(endpoint)
         endpoint.close()
         if self.on_close is not None:

@@ -113,7 +113,7 @@ def _no_reader(endpoint: LoadDevice | LoadClient, data: bytes) -> None:
     raise RuntimeError("LoadPool.run() before its on_read was set")
 
 
-class LoadPool(EndpointPool):
+class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
     """An EndpointPool whose reads go whole to ``on_read(endpoint, data)``: the
     engine frames and accounts each read in one call (acks counted in a batch,
     relays framed by their known header), straight from the socket."""
@@ -133,8 +133,10 @@ class LoadPool(EndpointPool):
                 endpoint = endpoints.get(fd)
                 if endpoint is None:
                     continue
+                sock = endpoint.sock
+                assert sock is not None, "add() pools connected endpoints only"
                 try:
-                    data = endpoint.sock.sock.recv(RECV_SIZE)
+                    data = sock.sock.recv(RECV_SIZE)
                 except BlockingIOError:
                     continue
                 except OSError as error:

@@ -151,8 +151,10 @@ class Engine:
 
     async def _probe(self) -> str:
         """Whether the TPS still accepts connections, said after the reason for stopping."""
+        address = self.config.address
+        assert address is not None, "__init__ refused a config without one"
         try:
-            sock = await net.connect(self.config.address, timeout=min(1.0, self.config.timeout))
+            sock = await net.connect(address, timeout=min(1.0, self.config.timeout))
         except (OSError, TimeoutError) as error:
             return f"; it no longer accepts connections ({error})"
         sock.close()
