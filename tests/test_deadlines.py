@@ -1,6 +1,7 @@
 """Every deadline holds: one absolute Deadline from the check down to the kernel."""
 
 import math
+import re
 import socket
 import time
 
@@ -60,7 +61,11 @@ def test_the_kernel_times_a_wait_out_at_the_deadline_passed_down():
 def test_a_check_that_took_longer_than_its_timeout_is_not_ok(fake):
     result = check(*fake.address, timeout=0.001)
     assert not result.ok, result.message
-    assert "the check's deadline of 1.0 ms passed after" in result.message
+    # Which way 1 ms runs out depends on where the clock is: inside a wait (that wait
+    # times out) or between waits (the stage that ended late fails). Both say so.
+    assert re.search(r"the check's deadline of 1\.0 ms passed after| within \d", result.message), \
+        result.message
+    assert result.timings["total"] < 1000
     assert result.message.startswith(f"{result.stage}: ")
 
 
