@@ -109,6 +109,9 @@ MAX_UNREAD = 4096
 MAX_UNREAD_BYTES = 16 * 1024 * 1024
 _CHECK_UNREAD_FROM = 32             # below this many queued, the bounds are not summed
 
+Payload = bytes | bytearray | memoryview
+"""What private data may carry: any bytes-like object."""
+
 Message = PrivateData | RegisterRequest | BadRequest | Reply | RegisterReply
 """What a reader frames: a relayed request, a reply, or a request where a reply belongs."""
 
@@ -304,7 +307,7 @@ class Endpoint:
         raise error_type(f"TPS {self.label} {sent} where the {what} belongs after "
                          f"{format_ms(elapsed)}", elapsed)
 
-    async def send(self, dest: str, payload: bytes, *, timeout: float | None = None,
+    async def send(self, dest: str, payload: Payload, *, timeout: float | None = None,
                    deadline: Deadline | None = None) -> Reply | RegisterReply:
         """POST /PrivateData ``payload`` to ``dest`` as this endpoint's uuid; the ack Reply.
 
