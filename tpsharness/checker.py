@@ -96,7 +96,7 @@ async def check_async(host: str, port: int, *, uuid: str | None = None, auth_cod
     """
     address = checked_address((host, port))
     uuid = uuid or new_uuid()
-    payload = payload if payload is not None else os.urandom(8).hex().encode()
+    payload = bytes(payload) if payload is not None else os.urandom(8).hex().encode()
     transcript = Transcript()
     if deadline is None:
         deadline = Deadline(timeout)
@@ -162,7 +162,7 @@ async def check_async(host: str, port: int, *, uuid: str | None = None, auth_cod
                               f"{len(payload)} bytes in {total_ms:.1f} ms")
 
 
-def _describe_mismatch(sent: Payload, received: bytes) -> str:
+def _describe_mismatch(sent: bytes, received: bytes) -> str:
     if len(sent) != len(received):
         return f"{len(received)} bytes ({quote(received, 40)}) instead of the {len(sent)} sent ({quote(sent, 40)})"
     first = next(i for i, (a, b) in enumerate(zip(sent, received)) if a != b)

@@ -35,7 +35,7 @@ from .thresholds import Range
 class _Parser(argparse.ArgumentParser):
     """argparse, but every way out is exit status 3 (UNKNOWN), not 0 or 2."""
 
-    commands: dict[str, _Parser]      # the top parser's: name -> a subcommand's parser
+    commands: dict[str, argparse.ArgumentParser]    # the top parser's: name -> a subcommand's
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -114,7 +114,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> _Parser:
     parser = _Parser(prog="tpsharness", description="Test harness for TPS (TransProxy Server) relays.")
     parser.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser)
     check = commands.add_parser(
         "check", help="register a device, relay private data to it, report (Nagios style)",
         description="Register a simulated device on the TPS, send it private data from a simulated "

@@ -259,9 +259,9 @@ class Endpoint:
                 data = await sock.recv(net.RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 elapsed = monotonic() - started
-                partial = self._reader.buffered
-                if partial:
-                    sent = f"sent only {partial} bytes of a {what}, then nothing,"
+                buffered = self._reader.buffered
+                if buffered:
+                    sent = f"sent only {buffered} bytes of a {what}, then nothing,"
                 elif received:
                     sent = f"sent {format_size(received)} but no {what}"
                 else:
@@ -307,7 +307,7 @@ class Endpoint:
         raise error_type(f"TPS {self.label} {sent} where the {what} belongs after "
                          f"{format_ms(elapsed)}", elapsed)
 
-    async def send(self, dest: str, payload: Payload, *, timeout: float | None = None,
+    async def send(self, dest: str, payload: bytes, *, timeout: float | None = None,
                    deadline: Deadline | None = None) -> Reply | RegisterReply:
         """POST /PrivateData ``payload`` to ``dest`` as this endpoint's uuid; the ack Reply.
 
