@@ -2,15 +2,19 @@
 device receives exactly that payload, all within a deadline (docs/protocol.md section 6).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, fields
 from time import monotonic
+from typing import Any
 
 from . import kernel
 from .client import Client
 from .device import Device
 from .ids import new_uuid
-from .endpoint import Transcript, format_ms
+from .endpoint import Payload, Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import ConnectError, ReceiptError, RegisterError, SendError, TPSError
@@ -39,25 +43,25 @@ class CheckResult:
     port: int
     uuid: str
     payload_size: int
-    timings: dict = field(default_factory=dict)
-    transcript: Transcript = field(default=None, repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+    transcript: Transcript | None = field(default=None, repr=False)
     embedded: bool = False
 
     @property
-    def address(self):
+    def address(self) -> tuple[str, int]:
         """``(host, port)``, as every other API takes an address."""
         return self.host, self.port
 
-    def to_dict(self, transcript=False):
+    def to_dict(self, transcript: bool = False) -> dict[str, object]:
         """The fields by their names, for JSON; ``transcript`` (a list of entries) only
         when asked, since it can be large."""
-        data = {name: getattr(self, name) for name in RESULT_FIELDS}
+        data: dict[str, object] = {name: getattr(self, name) for name in RESULT_FIELDS}
         data["timings"] = dict(self.timings)
         if transcript:
             data["transcript"] = self.transcript.as_list() if self.transcript is not None else []
         return data
 
-    def as_legacy_dict(self):
+    def as_legacy_dict(self) -> dict[str, int | str]:
         """The legacy monitoring plugin's dict: status 0 ok / 1 failed; target 1 when the
         payload reached the device, else 0; errors the failure sentence ('' when ok)."""
         return {"status": 0 if self.ok else 1, "target": 1 if self.ok else 0,
@@ -74,14 +78,16 @@ class CheckProgress:
 
     __slots__ = ("stage", "timings", "uuid")
 
-    def __init__(self):
-        self.stage = STAGES[0]
-        self.timings = {}
+    def __init__(self) -> None:
+        self.stage: str = STAGES[0]
+        self.timings: dict[str, float] = {}
         self.uuid = ""
 
 
-async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=None, timeout=TIMEOUT,
-                      strict=False, family=0, deadline=None, progress=None):
+async def check_async(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
+                      payload: Payload | None = None, timeout: float = TIMEOUT, strict: bool = False,
+                      family: int = 0, deadline: Deadline | None = None,
+                      progress: CheckProgress | None = None) -> CheckResult:
     """The check as a coroutine, to run on a Scheduler beside other tasks.
 
     Every stage waits until the one ``deadline`` (default: ``timeout`` seconds from
@@ -90,7 +96,7 @@ async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=Non
     """
     address = checked_address((host, port))
     uuid = uuid or new_uuid()
-    payload = payload if payload is not None else os.urandom(8).hex().encode()
+    payload = bytes(payload) if payload is not None else os.urandom(8).hex().encode()
     transcript = Transcript()
     if deadline is None:
         deadline = Deadline(timeout)
@@ -104,12 +110,12 @@ async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=Non
     client = Client(address, auth_code=auth_code, timeout=timeout, transcript=transcript,
                     strict=strict, family=family)
 
-    def result(ok, stage, message):
+    def result(ok: bool, stage: str | None, message: str) -> CheckResult:
         timings["total"] = round((monotonic() - started) * 1000, 3)
         return CheckResult(ok, stage, message, address[0], address[1], uuid, len(payload), timings,
                            transcript)
 
-    def in_time(error_type, done):
+    def in_time(error_type: type[TPSError], done: str) -> None:
         """The stage ended: its failure if the deadline passed meanwhile."""
         if deadline.expired:
             elapsed = deadline.elapsed
@@ -117,7 +123,7 @@ async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=Non
                              f"{format_ms(deadline.seconds)} passed after {format_ms(elapsed)}",
                              elapsed, timed_out=True)
 
-    def ms_since(mark):
+    def ms_since(mark: float) -> float:
         return round((monotonic() - mark) * 1000, 3)
 
     label = format_address(address)
@@ -156,7 +162,7 @@ async def check_async(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=Non
                               f"{len(payload)} bytes in {total_ms:.1f} ms")
 
 
-def _describe_mismatch(sent, received):
+def _describe_mismatch(sent: bytes, received: bytes) -> str:
     if len(sent) != len(received):
         return f"{len(received)} bytes ({quote(received, 40)}) instead of the {len(sent)} sent ({quote(sent, 40)})"
     first = next(i for i, (a, b) in enumerate(zip(sent, received)) if a != b)
@@ -164,8 +170,9 @@ def _describe_mismatch(sent, received):
             f"({quote(received, 40)} instead of {quote(sent, 40)})")
 
 
-def check(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=None, timeout=TIMEOUT, strict=False,
-          family=0):
+def check(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
+          payload: Payload | None = None, timeout: float = TIMEOUT, strict: bool = False,
+          family: int = 0) -> CheckResult:
     """Check the TPS at host:port once; a CheckResult (it never raises for a TPS failure).
 
     Returns within ``timeout`` + GRACE (0.5 s) whatever the server does. ValueError
@@ -189,7 +196,7 @@ def check(host, port, *, uuid=None, auth_code=AUTH_CODE, payload=None, timeout=T
 MAX_FIELD = 1024        # characters in a uuid or auth code: they travel in header blocks
 
 
-def validate_field(what, value, *, allow_none=False):
+def validate_field(what: str, value: object, *, allow_none: bool = False) -> None:
     """ValueError unless ``value`` can travel as a header value and a JSON string: a
     non-empty str of printable ASCII (CR and LF would split the message), at most
     MAX_FIELD characters."""
@@ -204,7 +211,7 @@ def validate_field(what, value, *, allow_none=False):
         raise ValueError(f"the {what} must be printable ASCII, not {value!r} (it holds {bad!r})")
 
 
-def validate_payload(payload):
+def validate_payload(payload: object) -> None:
     """ValueError unless ``payload`` is bytes a device can receive (at most the
     reader's DEFAULT_MAX_BODY: a longer relay would fail on our side, not the TPS's)."""
     if payload is None:
@@ -215,7 +222,8 @@ def validate_payload(payload):
         raise ValueError(f"the payload must be at most {DEFAULT_MAX_BODY} bytes, not {len(payload)}")
 
 
-def run_bounded(coro, address, timeout, progress=None):
+def run_bounded(coro: Coroutine[Any, Any, CheckResult], address: tuple[str, int],
+                timeout: Deadline | float, progress: CheckProgress | None = None) -> CheckResult:
     """Run a check coroutine on the kernel; past its deadline + GRACE, a failed result.
 
     ``timeout`` is the check's Deadline (or its seconds). Every wait inside has that

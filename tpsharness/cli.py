@@ -4,16 +4,21 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
 --version and internal errors too, as the plugin guidelines ask).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import socket
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from . import __version__
-from .checker import CheckProgress, check_async, run_bounded, validate_field, validate_payload
+from .checker import (CheckProgress, CheckResult, check_async, run_bounded, validate_field,
+                      validate_payload)
 from .defaults import AUTH_CODE, HOST, PORT, TIMEOUT
 from .errors import UsageError
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
@@ -30,19 +35,21 @@ from .thresholds import Range
 class _Parser(argparse.ArgumentParser):
     """argparse, but every way out is exit status 3 (UNKNOWN), not 0 or 2."""
 
-    def exit(self, status=0, message=None):
+    commands: dict[str, argparse.ArgumentParser]    # the top parser's: name -> a subcommand's
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             self._print_message(message, sys.stderr)
         sys.exit(UNKNOWN)
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
 
 
 
 
-def _seconds(text):
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -53,8 +60,8 @@ def _seconds(text):
         raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None
 
 
-def _field(what):
-    def parse(text):
+def _field(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
         try:
             validate_field(what, text)
         except ValueError as error:
@@ -64,7 +71,7 @@ def _field(what):
     return parse
 
 
-def _payload(text):
+def _payload(text: str) -> bytes:
     data = os.fsencode(text)    # the bytes given, even when they are not UTF-8
     try:
         validate_payload(data)
@@ -73,14 +80,14 @@ def _payload(text):
     return data
 
 
-def _range(text):
+def _range(text: str) -> Range:
     try:
         return Range.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _add_target(parser):
+def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("host", nargs="?", metavar="HOST", help="the TPS to check (default: the "
                         "bundled fake TPS, started in-process)")
     parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help=f"its port (default {PORT})")
@@ -104,10 +111,11 @@ def _add_target(parser):
                         help="connect over IPv6 only")
 
 
-def build_parser():
+def build_parser() -> _Parser:
     parser = _Parser(prog="tpsharness", description="Test harness for TPS (TransProxy Server) relays.")
     parser.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser)
     check = commands.add_parser(
         "check", help="register a device, relay private data to it, report (Nagios style)",
         description="Register a simulated device on the TPS, send it private data from a simulated "
@@ -155,7 +163,7 @@ def build_parser():
     return parser
 
 
-def _listen_address(text):
+def _listen_address(text: str) -> tuple[str, int]:
     try:
         return parse_address(text, 9115, allow_any_port=True)
     except ValueError as error:
@@ -164,7 +172,7 @@ def _listen_address(text):
 
 
 
-def cmd_exporter(args):
+def cmd_exporter(args: argparse.Namespace) -> int:
     try:
         from .exporter import serve
     except ImportError as error:
@@ -173,7 +181,7 @@ def cmd_exporter(args):
     return serve(args.listen, max_timeout=args.max_timeout, max_concurrent=args.max_concurrent)
 
 
-def target(args):
+def target(args: argparse.Namespace) -> tuple[str, int] | None:
     """(host, port), or None for the embedded fake TPS; UsageError for conflicts."""
     host, port = args.host, args.port
     if args.hostname is not None:
@@ -191,7 +199,7 @@ def target(args):
     return host, port or PORT
 
 
-def run_check(args):
+def run_check(args: argparse.Namespace) -> CheckResult:
     """Run the check the arguments describe; a CheckResult."""
     address = target(args)
     deadline = Deadline(args.timeout)
@@ -204,7 +212,7 @@ def run_check(args):
     return run_bounded(_check_embedded(options), (HOST, 0), deadline, progress)
 
 
-async def _check_embedded(options):
+async def _check_embedded(options: dict[str, Any]) -> CheckResult:
     from fake_tps.server import FakeTPS        # only the embedded mode needs it
 
     server = FakeTPS(host="::1" if options["family"] == socket.AF_INET6 else HOST,
@@ -218,7 +226,7 @@ async def _check_embedded(options):
         server.close()      # serve() is killed with the other tasks when we return
 
 
-def cmd_check(args):
+def cmd_check(args: argparse.Namespace) -> int:
     result = run_check(args)
     state, reason = state_of(result, args.warning, args.critical)
     if args.json:
@@ -233,7 +241,7 @@ def cmd_check(args):
     return state
 
 
-def cmd_record(args):
+def cmd_record(args: argparse.Namespace) -> int:
     address = target(args)
     to_stdout = args.output == "-"
     output = Path(args.output)
@@ -274,7 +282,7 @@ def cmd_record(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:          # argparse would blame the top-level command; the subcommand's usage helps

@@ -11,17 +11,21 @@ the stage the caller names, with the time spent.
 One task at a time may use an endpoint (two readers of one socket is FdBusy).
 """
 
+from __future__ import annotations
+
 import os
 import socket
+from collections.abc import Coroutine, Iterator
 from time import monotonic
+from typing import Any, Literal, overload
 
 from . import net
 from .deadline import Deadline
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
-                     SendError, UnknownDestination, UnreadOverflow)
-from .protocol import (BadRequest, PrivateData, PrivateDataTemplate, Reader, RegisterReply, Reply,
-                       StrictReader, quote)
+                     SendError, TPSError, UnknownDestination, UnreadOverflow)
+from .protocol import (BadRequest, PrivateData, PrivateDataTemplate, Reader, RegisterReply,
+                       RegisterRequest, Reply, StrictReader, quote)
 from .syscalls import Sleep
 
 # A transcript keeps this much of what each actor sent and received, per direction,
@@ -30,7 +34,7 @@ TRANSCRIPT_BYTES = 256 * 1024
 TRANSCRIPT_ENTRIES = 4096
 
 
-def format_size(size):
+def format_size(size: int) -> str:
     """A byte count as messages show it: '812 bytes', '1.2 MB'."""
     if size < 1000:
         return f"{size} bytes"
@@ -47,13 +51,15 @@ class Transcript:
     grows, and the lines say so where the cut was made.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.start = monotonic()
-        self.entries = []           # (ms since start, actor, "sent" | "received", bytes)
-        self._kept = {}             # (actor, direction) -> [bytes kept, entries kept]
-        self.not_kept = {}          # (actor, direction) -> bytes that arrived past the bound
+        # (ms since start, actor, "sent" | "received" | ..., bytes), or for the place a
+        # bound was reached (ms, actor, "cut", the direction cut: a str)
+        self.entries: list[tuple[float, str, str, bytes | str]] = []
+        self._kept: dict[tuple[str, str], list[int]] = {}   # -> [bytes kept, entries kept]
+        self.not_kept: dict[tuple[str, str], int] = {}      # -> bytes that arrived past the bound
 
-    def record(self, actor, direction, data):
+    def record(self, actor: str, direction: str, data: bytes | bytearray | memoryview) -> None:
         key = (actor, direction)
         kept = self._kept.get(key)
         if kept is None:
@@ -75,23 +81,23 @@ class Transcript:
         kept[1] += 1
         self.entries.append((ms, actor, direction, bytes(data)))
 
-    def _cut_note(self, actor, direction):
+    def _cut_note(self, actor: str, direction: str) -> str:
         more = self.not_kept.get((actor, direction), 0)
         return (f"... {format_size(more)} more {direction} not kept (a transcript keeps "
                 f"{format_size(TRANSCRIPT_BYTES)} per direction)")
 
-    def lines(self, limit=300):
+    def lines(self, limit: int = 300) -> Iterator[str]:
         arrow = {"sent": ">>", "received": "<<", "closed": "--", "cut": ".."}
         for ms, actor, direction, data in self.entries:
-            if direction == "cut":
+            if isinstance(data, str):       # a "cut" entry: data is the direction cut
                 shown = self._cut_note(actor, data)
             else:
                 shown = quote(data, limit) if data else ""
             yield f"{ms:9.3f} ms {actor:6} {arrow.get(direction, direction)} {shown}".rstrip()
 
-    def as_list(self):
+    def as_list(self) -> list[dict[str, float | str]]:
         return [{"ms": ms, "actor": actor, "direction": direction,
-                 "data": self._cut_note(actor, data) if direction == "cut" else data.decode("latin-1")}
+                 "data": self._cut_note(actor, data) if isinstance(data, str) else data.decode("latin-1")}
                 for ms, actor, direction, data in self.entries]
 
 
@@ -103,15 +109,19 @@ MAX_UNREAD = 4096
 MAX_UNREAD_BYTES = 16 * 1024 * 1024
 _CHECK_UNREAD_FROM = 32             # below this many queued, the bounds are not summed
 
-_REPLY_TYPES = (Reply, RegisterReply)
+Payload = bytes | bytearray | memoryview
+"""What private data may carry: any bytes-like object."""
+
+Message = PrivateData | RegisterRequest | BadRequest | Reply | RegisterReply
+"""What a reader frames: a relayed request, a reply, or a request where a reply belongs."""
 
 
-def format_ms(seconds):
+def format_ms(seconds: float) -> str:
     """Seconds as failure messages show them: '3.1 ms'."""
     return f"{seconds * 1000:.1f} ms"
 
 
-def start_line(message):
+def start_line(message: object) -> str:
     """The first line of a message as it arrived, for messages: 'POST /TransProxy HTTP/1.1'."""
     raw = getattr(message, "raw", b"") or b""
     line = bytes(raw).split(b"\r\n", 1)[0].decode("latin-1")
@@ -130,39 +140,42 @@ class Endpoint:
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
                  "strict", "sock", "_reader", "_replies", "_requests", "name", "family")
 
-    def __init__(self, address, uuid, *, auth_code=AUTH_CODE, timeout=TIMEOUT, transcript=None,
-                 strict=False, family=0):
+    def __init__(self, address: tuple[str, int], uuid: str, *, auth_code: str = AUTH_CODE,
+                 timeout: float = TIMEOUT, transcript: Transcript | None = None,
+                 strict: bool = False, family: int = 0) -> None:
         self.uuid = uuid
         self.name = self.actor          # who this is in transcripts
         self.auth_code = auth_code
-        self._templates = {}
-        self.address = net.checked_address(address)
-        self.label = net.format_address(self.address)
+        self._templates: dict[str, PrivateDataTemplate] = {}
+        self.address: tuple[str, int] = net.checked_address(address)
+        self.label: str = net.format_address(self.address)
         self.timeout = timeout
         self.transcript = transcript
         self.strict = strict
         self.family = family            # socket.AF_INET / AF_INET6 to use only that; 0 either
-        self.sock = None
-        self._reader = StrictReader("peer") if strict else Reader()
-        self._replies = []          # arrived and not yet asked for; lists, since a deque
-        self._requests = []         # costs 600 bytes and 10,000 devices hold two each
+        self.sock: net.Socket | None = None
+        self._reader: Reader | StrictReader = StrictReader("peer") if strict else Reader()
+        self._replies: list[Message] = []       # arrived and not yet asked for; lists, since a
+        self._requests: list[PrivateData] = []  # deque costs 600 bytes and 10,000 devices hold two each
 
     @property
-    def host_header(self):
+    def host_header(self) -> str:
         return self.label
 
-    def _deadline(self, timeout, deadline):
+    def _deadline(self, timeout: float | None, deadline: Deadline | None) -> Deadline:
         """The Deadline a call waits to: ``deadline`` and ``timeout`` seconds, the sooner;
         the endpoint's own timeout when neither is given."""
         if deadline is not None:
             return deadline if timeout is None else deadline.sooner(timeout)
         return Deadline(self.timeout if timeout is None else timeout)
 
-    async def connect(self, timeout=None, *, deadline=None):
+    async def connect(self, timeout: float | None = None, *,
+                      deadline: Deadline | None = None) -> float:
         """Open the connection; ConnectError says why not (refused, unresolved, silence)."""
         start = monotonic()
         deadline = self._deadline(timeout, deadline)
         timed_out = False
+        reason: str | None
         try:
             self.sock = await net.connect(self.address, deadline=deadline, family=self.family)
         except ConnectionRefusedError as error:
@@ -172,7 +185,7 @@ class Endpoint:
         except ConnectionResetError as error:
             reason = _describe(error, self.label)
         except socket.gaierror as error:
-            reason = f"cannot resolve {self.address[0]!r} ({error.strerror.rpartition(': ')[2]})"
+            reason = f"cannot resolve {self.address[0]!r} ({(error.strerror or str(error)).rpartition(': ')[2]})"
         except TimeoutError:
             reason = f"TPS {self.label} did not accept the connection within {format_ms(monotonic() - start)}"
             timed_out = True
@@ -187,7 +200,8 @@ class Endpoint:
             self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
 
-    async def _send(self, data, error_type, started, deadline):
+    async def _send(self, data: bytes, error_type: type[TPSError], started: float,
+                    deadline: Deadline) -> None:
         if self.sock is None:
             raise error_type(f"not connected to {self.label}", 0.0)
         try:
@@ -203,7 +217,16 @@ class Endpoint:
         if self.transcript is not None:
             self.transcript.record(self.name, "sent", data)
 
-    async def _next(self, want_request, error_type, what, started, deadline):
+    @overload
+    async def _next(self, want_request: Literal[True], error_type: type[TPSError], what: str,
+                    started: float, deadline: Deadline) -> PrivateData: ...
+
+    @overload
+    async def _next(self, want_request: Literal[False], error_type: type[TPSError], what: str,
+                    started: float, deadline: Deadline) -> Reply | RegisterReply: ...
+
+    async def _next(self, want_request: bool, error_type: type[TPSError], what: str,
+                    started: float, deadline: Deadline) -> PrivateData | Reply | RegisterReply:
         """The next relayed request (or reply), sorting what arrives meanwhile.
 
         The stage's ``error_type`` when ``deadline`` passes (even while bytes keep
@@ -212,7 +235,10 @@ class Endpoint:
         Between reads that leave it waiting it lets the other tasks run. One frame:
         thousands of devices wait here.
         """
-        queue = self._requests if want_request else self._replies
+        sock = self.sock
+        if sock is None:
+            raise error_type(f"not connected to {self.label}", 0.0)
+        queue: list[PrivateData] | list[Message] = self._requests if want_request else self._replies
         received = 0
         requests_before = len(self._requests)
         while not queue:
@@ -230,12 +256,12 @@ class Endpoint:
                                      f"{what} within {format_ms(elapsed)}", elapsed, timed_out=True)
                 await _YIELD
             try:
-                data = await self.sock.recv(net.RECV_SIZE, deadline=deadline)
+                data = await sock.recv(net.RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 elapsed = monotonic() - started
-                partial = self._reader.buffered
-                if partial:
-                    sent = f"sent only {partial} bytes of a {what}, then nothing,"
+                buffered = self._reader.buffered
+                if buffered:
+                    sent = f"sent only {buffered} bytes of a {what}, then nothing,"
                 elif received:
                     sent = f"sent {format_size(received)} but no {what}"
                 else:
@@ -268,8 +294,10 @@ class Endpoint:
                 elapsed = monotonic() - started
                 raise error_type(f"TPS {self.label} answered bytes that are not a TPS message "
                                  f"({error}) after {format_ms(elapsed)}", elapsed) from None
-        message = queue.pop(0)
-        if want_request or message.__class__ in _REPLY_TYPES:
+        if want_request:
+            return self._requests.pop(0)
+        message = self._replies.pop(0)
+        if message.__class__ is Reply or message.__class__ is RegisterReply:
             return message
         elapsed = monotonic() - started
         if message.__class__ is BadRequest:        # framed, but neither a reply nor a request
@@ -279,7 +307,8 @@ class Endpoint:
         raise error_type(f"TPS {self.label} {sent} where the {what} belongs after "
                          f"{format_ms(elapsed)}", elapsed)
 
-    async def send(self, dest, payload, *, timeout=None, deadline=None):
+    async def send(self, dest: str, payload: bytes, *, timeout: float | None = None,
+                   deadline: Deadline | None = None) -> Reply | RegisterReply:
         """POST /PrivateData ``payload`` to ``dest`` as this endpoint's uuid; the ack Reply.
 
         UnknownDestination for 404, Rejected for 400 or another status, SendError for
@@ -304,7 +333,8 @@ class Endpoint:
                                      f"registered, after {format_ms(elapsed)}", elapsed)
         raise Rejected(f"TPS {self.label} answered {reason} after {format_ms(elapsed)}", elapsed)
 
-    def receive(self, timeout=None, *, deadline=None):
+    def receive(self, timeout: float | None = None, *,
+                deadline: Deadline | None = None) -> Coroutine[Any, Any, PrivateData]:
         """Await the next private data relayed to this endpoint (a PrivateData).
 
         A plain function returning the coroutine: one frame fewer per waiting device.
@@ -312,7 +342,7 @@ class Endpoint:
         return self._next(True, ReceiptError, "private data", monotonic(),
                           self._deadline(timeout, deadline))
 
-    def _take(self, data):
+    def _take(self, data: bytes) -> None:
         """Feed what arrived to the reader; queue each whole message as a relayed
         request or a reply. A request where only a reply can be (anything but private
         data, or our own private data sent back) is queued with the replies, in its
@@ -321,11 +351,14 @@ class Endpoint:
         self._reader.feed(data)
         requests, replies = self._requests, self._replies
         for message in self._reader:
-            (requests if message.__class__ is PrivateData else replies).append(message)
+            if message.__class__ is PrivateData:
+                requests.append(message)
+            else:
+                replies.append(message)
         if len(requests) > _CHECK_UNREAD_FROM or len(replies) > _CHECK_UNREAD_FROM:
             self._check_unread()
 
-    def _own_request_since(self, index):
+    def _own_request_since(self, index: int) -> PrivateData | None:
         """Our own private data among the requests queued from ``index`` on, taken out;
         None if there is none. (A TPS relays to our own connection only after the ack.)"""
         uuid = self.uuid
@@ -334,7 +367,7 @@ class Endpoint:
                 return self._requests.pop(position)
         return None
 
-    def _check_unread(self):
+    def _check_unread(self) -> None:
         count = len(self._requests) + len(self._replies)
         size = sum(len(m.raw) for m in self._requests) + sum(len(m.raw) for m in self._replies)
         if count > MAX_UNREAD or size > MAX_UNREAD_BYTES:
@@ -344,7 +377,7 @@ class Endpoint:
                                  f"more than an endpoint keeps ({MAX_UNREAD} messages, "
                                  f"{format_size(MAX_UNREAD_BYTES)})")
 
-    def deliver(self, data):
+    def deliver(self, data: bytes) -> list[PrivateData]:
         """For a pool that reads this endpoint's socket: frame ``data`` and return the
         relayed requests in it. Replies are dropped: a pooled endpoint awaits none.
         ProtocolError for bytes that are not TPS messages."""
@@ -353,30 +386,37 @@ class Endpoint:
         requests, self._requests = self._requests, []
         return requests
 
-    async def send_raw(self, data, timeout=None, *, deadline=None):
+    async def send_raw(self, data: bytes, timeout: float | None = None, *,
+                       deadline: Deadline | None = None) -> None:
         """Write exact bytes in one send (scenarios, conformance tests)."""
         await self._send(data, SendError, monotonic(), self._deadline(timeout, deadline))
 
-    def next_reply(self, timeout=None, *, deadline=None, stage="send"):
+    def next_reply(self, timeout: float | None = None, *, deadline: Deadline | None = None,
+                   stage: str = "send") -> Coroutine[Any, Any, Reply | RegisterReply]:
         """Await the next reply (Reply or RegisterReply) on this connection; the
         failure is blamed on ``stage`` ("send" or "register")."""
+        error_type: type[TPSError]
         if stage == "register":
             error_type, what = RegisterError, "register reply"
         else:
             error_type, what = SendError, "reply"
         return self._next(False, error_type, what, monotonic(), self._deadline(timeout, deadline))
 
-    async def wait_closed(self, timeout=None, *, deadline=None):
+    async def wait_closed(self, timeout: float | None = None, *,
+                          deadline: Deadline | None = None) -> bool:
         """True if the TPS closes (FIN or RST) within ``timeout``; what arrives first is
         kept for next_reply/receive. ``unread`` tells how much did. Bytes past what
         can be framed or kept are read and dropped: the close is what was asked about."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectError(f"not connected to {self.label}", 0.0)
         deadline = self._deadline(timeout, deadline)
         discard = False
         while True:
             if deadline.expired:
                 return False
             try:
-                data = await self.sock.recv(net.RECV_SIZE, deadline=deadline)
+                data = await sock.recv(net.RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 return False
             except OSError:
@@ -393,11 +433,11 @@ class Endpoint:
             await _YIELD
 
     @property
-    def unread(self):
+    def unread(self) -> int:
         """Messages that arrived and were not asked for yet."""
         return len(self._replies) + len(self._requests)
 
-    def close(self):
+    def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
 
@@ -408,15 +448,17 @@ class Raw(Endpoint):
     actor = "raw"
     __slots__ = ()
 
-    def __init__(self, address, *, timeout=TIMEOUT, transcript=None, strict=False, family=0):
-        super().__init__(address, None, timeout=timeout, transcript=transcript, strict=strict,
+    def __init__(self, address: tuple[str, int], *, timeout: float = TIMEOUT,
+                 transcript: Transcript | None = None, strict: bool = False,
+                 family: int = 0) -> None:
+        super().__init__(address, "", timeout=timeout, transcript=transcript, strict=strict,
                          family=family)
 
 
 _YIELD = Sleep(0)       # let the other ready tasks run (one shared, immutable call)
 
 
-def _describe(error, label):
+def _describe(error: OSError, label: str) -> str:
     """What a socket error means, said of the TPS at ``label``."""
     if isinstance(error, ConnectionResetError):
         return f"TPS {label} reset the connection"

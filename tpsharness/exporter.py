@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -29,13 +29,20 @@ from .checker import STAGES, CheckResult, check
 from .defaults import HOST, PORT, TIMEOUT
 from .net import format_address, parse_address
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 DEFAULT_LISTEN = (HOST, 9115)     # blackbox_exporter's port, on loopback
 DEFAULT_PROBE_TIMEOUT = TIMEOUT
 MAX_PROBE_TIMEOUT = 60.0              # no scrape may hold a probe longer than this
 SCRAPE_TIMEOUT_OFFSET = 0.5           # leave Prometheus this much of its own timeout
 DEFAULT_MAX_CONCURRENT = 8
 
-Checker = Callable[..., CheckResult]
+
+class Checker(Protocol):
+    """What runs a probe's check: ``check`` itself, or a stand-in in tests."""
+
+    def __call__(self, host: str, port: int, *, timeout: float) -> CheckResult: ...
 
 
 from .errors import BadProbe  # noqa: E402  (defined with every error)
@@ -133,7 +140,7 @@ class Exporter:
         registry.register(ProbeResultCollector(result))
         return generate_latest(registry)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
@@ -149,8 +156,8 @@ class Exporter:
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /probe?target=HOST:PORT or /metrics\n"]
 
-    def _serve_probe(self, environ: dict[str, Any],
-                     start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _serve_probe(self, environ: WSGIEnvironment,
+                     start_response: StartResponse) -> Iterable[bytes]:
         query = parse_qs(environ.get("QUERY_STRING", ""))
         if not self._slots.acquire(blocking=False):
             self.rejected.labels("busy").inc()
@@ -205,14 +212,14 @@ def serve(listen: tuple[str, int] = DEFAULT_LISTEN, *, max_timeout: float = MAX_
         return 2
     stop = threading.Event()
 
-    def request_stop(*_: Any) -> None:
+    def request_stop(*_: object) -> None:
         if not stop.is_set():
             stop.set()
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = server.socket.getsockname()[:2]      # server_address, as a tuple
     shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
     print(f"tpsharness exporter listening on http://{shown}:{bound_port}/ "
           f"(/probe?target=HOST:PORT, /metrics)", flush=True)
