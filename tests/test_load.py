@@ -82,9 +82,9 @@ def test_a_device_frames_known_relays_split_or_coalesced_anywhere(cut):
     got = []
     for piece in (stream[:cut], stream[cut:cut + 150], stream[cut + 150:]):
         if piece:
-            got += _relays(device.deliver(piece))
+            got += _relays(device.messages(piece))
     assert got == expected
-    assert device.deliver(builds[0](bodies[0]) * 3) == [("app-1", bodies[0])] * 3   # framed fast again
+    assert device.messages(builds[0](bodies[0]) * 3) == [("app-1", bodies[0])] * 3   # framed fast again
 
 
 def test_a_client_counts_whole_acks_in_a_batch_and_parses_anything_else():
@@ -94,9 +94,9 @@ def test_a_client_counts_whole_acks_in_a_batch_and_parses_anything_else():
     ack = reply(200)
     assert client.whole_acks(ack * 3) == 3
     assert client.whole_acks(reply(404)) == 0 and client.whole_acks(ack + ack[:5]) == 0
-    assert [m.status for m in client.deliver(ack[:7])] == []            # a split ack is buffered:
+    assert [m.status for m in client.messages(ack[:7])] == []            # a split ack is buffered:
     assert client.whole_acks(ack) == 0                                  # its rest is not a whole ack
-    assert [m.status for m in client.deliver(ack[7:] + ack)] == [200, 200]
+    assert [m.status for m in client.messages(ack[7:] + ack)] == [200, 200]
 
 
 def test_buffered_latencies_land_in_the_histogram_as_if_recorded_one_by_one():

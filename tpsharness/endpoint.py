@@ -24,8 +24,8 @@ from .deadline import Deadline
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
                      SendError, TPSError, UnknownDestination, UnreadOverflow)
-from .protocol import (BadRequest, PrivateData, PrivateDataTemplate, Reader, RegisterReply,
-                       RegisterRequest, Reply, StrictReader, quote)
+from .protocol import (BadRequest, Message, PrivateData, PrivateDataTemplate, Reader, RegisterReply,
+                       Reply, StrictReader, quote)
 from .syscalls import Sleep
 
 # A transcript keeps this much of what each actor sent and received, per direction,
@@ -111,9 +111,6 @@ _CHECK_UNREAD_FROM = 32             # below this many queued, the bounds are not
 
 Payload = bytes | bytearray | memoryview
 """What private data may carry: any bytes-like object."""
-
-Message = PrivateData | RegisterRequest | BadRequest | Reply | RegisterReply
-"""What a reader frames: a relayed request, a reply, or a request where a reply belongs."""
 
 
 def format_ms(seconds: float) -> str:

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeAlias
 
 from ..client import Client
 from ..device import Device
 from ..errors import ProtocolError
 from ..net import RECV_SIZE
 from ..pool import EndpointPool
-from ..protocol import Reply, reply
+from ..protocol import Message, Reply, reply
 from ..syscalls import WaitReadable
-
-if TYPE_CHECKING:
-    from ..protocol import BadRequest, PrivateData, RegisterReply, RegisterRequest
-
-Message: TypeAlias = "RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply"
-
 
 _END_OF_HEAD = b"\r\n\r\n"
 
@@ -32,8 +25,9 @@ class LoadDevice(Device):
     heartbeat_request: tuple[float, bytes]      # (KeepAliveIntervel, the re-register request)
     relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length)
 
-    def deliver(self, data: bytes) -> list[tuple[str, bytes] | Message]:
-        """The messages in ``data``: a relayed request whose header block is one of
+    def messages(self, data: bytes) -> list[tuple[str, bytes] | Message]:
+        """The messages in ``data`` (load's framing; a pooled Endpoint's ``deliver``
+        returns only requests): a relayed request whose header block is one of
         ``relay_heads`` as ``(src, body)`` (see ``frame``), anything else typed."""
         messages: list[tuple[str, bytes] | Message] = []
         rest = self.frame(data, lambda device, src, body, now: messages.append((src, body)), 0.0)
@@ -90,7 +84,7 @@ class LoadClient(Client):
     closed: bool
     count: int                          # messages sent (every n-th asks for a reply)
 
-    def deliver(self, data: bytes) -> list[Message]:
+    def messages(self, data: bytes) -> list[Message]:
         """The messages in ``data``; a read of nothing but whole field acks (the usual
         case) is counted without parsing them one by one."""
         acks = self.whole_acks(data)

@@ -362,7 +362,7 @@ class Engine:
                     if due_times:
                         ack_append(int((now - due_times.popleft()) * 1e6))
                 return
-            for message in client.deliver(data):
+            for message in client.messages(data):
                 on_client_message(client, message, now)
 
         def relayed(endpoint: LoadDevice, src: str, body: bytes, now: float) -> None:
