@@ -157,3 +157,13 @@ def test_the_schema_states_the_bounds_and_the_fake_options():
     fake = schema["properties"]["fake"]
     assert fake["additionalProperties"] is False and set(fake["properties"]) == set(FAKE_OPTIONS)
     assert "host" not in fake["properties"] and "port" not in fake["properties"]
+
+
+def test_a_placeholder_naming_a_raw_connection_is_an_error_not_an_empty_uuid():
+    """A raw connection has no uuid (None, or "" once typed as str): ${raw} must not
+    silently become an empty string in what the scenario sends."""
+    from tpsharness.scenario import Scenario, play
+    data = validate({"actors": {"r": {"kind": "raw"}},
+                     "steps": [{"do": "send_raw", "actor": "r", "data": "to ${r}"}]})
+    with pytest.raises(ScenarioError, match=r"\$\{r\} names no device or client"):
+        play(Scenario("<placeholder>", data), ("127.0.0.1", 9), timeout=1)

@@ -13,17 +13,30 @@ by checking that it still accepts connections: the test during which it stopped
 fails saying so, and every later test that needs it is skipped.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import socket
 import time
+from collections.abc import Generator, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .defaults import TIMEOUT
 from .errors import ScenarioError
 from .harness import Harness
-from .scenario import ScenarioFailure, load, play
+from .scenario import Scenario, ScenarioFailure, load, play
+
+if TYPE_CHECKING:
+    from pluggy import Result
+    # pytest exports neither name; its own Node.repr_failure is annotated with them
+    from _pytest._code.code import TerminalRepr, TracebackStyle
+
+    from fake_tps.server import FakeTPS
 
 DEFAULT_TIMEOUT = TIMEOUT
 MAX_TIMEOUT = 600.0         # seconds; a larger --tps-timeout is a typo, not a wish
@@ -33,7 +46,7 @@ DESTRUCTIVE_HELP = "may kill the TPS under test; against a real TPS it runs only
                    "--tps-destructive (or TPS_DESTRUCTIVE=1), after every other test"
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tpsharness", "TPS (TransProxy Server) under test")
     group.addoption("--tps", metavar="HOST:PORT", default=None,
                     help="the TPS to test (env TPS_ADDRESS); default: the bundled fake TPS")
@@ -45,7 +58,7 @@ def pytest_addoption(parser):
                          "every other test (env TPS_DESTRUCTIVE=1; always on with the bundled fake)")
 
 
-def parse_address(text):
+def parse_address(text: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' as (host, port); pytest.UsageError otherwise."""
     host, colon, port = text.strip().rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -54,7 +67,7 @@ def parse_address(text):
     return host, int(port)
 
 
-def parse_timeout(text, source):
+def parse_timeout(text: str, source: str) -> float:
     """Seconds for --tps-timeout / TPS_TIMEOUT: finite, > 0, at most MAX_TIMEOUT."""
     try:
         seconds = float(text)
@@ -66,7 +79,7 @@ def parse_timeout(text, source):
     return seconds
 
 
-def parse_flag(text, source):
+def parse_flag(text: str, source: str) -> bool:
     """'1' or '0' (or empty) for an environment switch; pytest.UsageError otherwise."""
     if text.strip() not in ("", "0", "1"):
         raise pytest.UsageError(f"{source} must be 1 or 0, got {text!r}")
@@ -82,12 +95,12 @@ class TPSSession:
     the test).
     """
 
-    def __init__(self, config):
+    def __init__(self, config: pytest.Config) -> None:
         option = config.getoption("tps") or os.environ.get("TPS_ADDRESS")
-        self.real_address = parse_address(option) if option else None
+        self.real_address: tuple[str, int] | None = parse_address(option) if option else None
         timeout = config.getoption("tps_timeout")
         if timeout is not None:
-            self.timeout = parse_timeout(timeout, "--tps-timeout")
+            self.timeout: float = parse_timeout(timeout, "--tps-timeout")
         elif os.environ.get("TPS_TIMEOUT"):
             self.timeout = parse_timeout(os.environ["TPS_TIMEOUT"], "TPS_TIMEOUT")
         else:
@@ -95,17 +108,17 @@ class TPSSession:
         destructive = config.getoption("tps_destructive")
         if destructive is None:
             destructive = parse_flag(os.environ.get("TPS_DESTRUCTIVE", ""), "TPS_DESTRUCTIVE")
-        self.destructive = destructive or self.is_fake
-        self.fake = None
-        self._running = None
+        self.destructive: bool = destructive or self.is_fake
+        self.fake: FakeTPS | None = None
+        self._running: AbstractContextManager[FakeTPS] | None = None
         self.state = "unknown"
-        self.died_during = None
+        self.died_during: str | None = None
 
     @property
-    def is_fake(self):
+    def is_fake(self) -> bool:
         return self.real_address is None
 
-    def address(self):
+    def address(self) -> tuple[str, int]:
         """The server's (host, port); starts the bundled fake on first use."""
         if self.real_address is not None:
             return self.real_address
@@ -116,7 +129,7 @@ class TPSSession:
             self._running.__enter__()
         return self.fake.address
 
-    def accepts(self):
+    def accepts(self) -> str | None:
         """None if the TPS accepts a connection now, else why not. Two tries, so a
         momentarily full accept queue is not taken for a dead server."""
         for attempt in range(2):
@@ -129,33 +142,33 @@ class TPSSession:
                     time.sleep(0.1)
         return reason
 
-    def close(self):
+    def close(self) -> None:
         if self._running is not None:
             self._running.__exit__(None, None, None)
             self._running = None
 
 
-def _session(config):
+def _session(config: pytest.Config) -> TPSSession:
     return config.stash[_SESSION_KEY]
 
 
-_SESSION_KEY = pytest.StashKey()
+_SESSION_KEY: pytest.StashKey[TPSSession] = pytest.StashKey()
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION_KEY] = TPSSession(config)
     config.addinivalue_line("markers", "tps_fake_only: needs the bundled fake TPS; skipped with --tps")
     config.addinivalue_line("markers", f"destructive: {DESTRUCTIVE_HELP}")
 
 
-def pytest_unconfigure(config):
+def pytest_unconfigure(config: pytest.Config) -> None:
     if _SESSION_KEY in config.stash:
         config.stash[_SESSION_KEY].close()
 
 
-def pytest_report_header(config):
+def pytest_report_header(config: pytest.Config) -> str:
     session = _session(config)
-    if session.is_fake:
+    if session.real_address is None:        # the bundled fake
         return "tps: the bundled fake TPS (give --tps HOST:PORT to test a real one)"
     host, port = session.real_address
     destructive = "destructive tests run last" if session.destructive else \
@@ -163,13 +176,13 @@ def pytest_report_header(config):
     return f"tps: {host}:{port} (timeout {session.timeout:g} s; {destructive})"
 
 
-def _is_destructive(item):
+def _is_destructive(item: pytest.Item) -> bool:
     if isinstance(item, ScenarioItem):
         return item.scenario_destructive()
     return item.get_closest_marker("destructive") is not None
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Destructive tests last (when they run at all), so that a server they kill has
     already answered everything else."""
     session = _session(config)
@@ -184,7 +197,7 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if id(item) not in chosen] + destructive
 
 
-def _uses_session_tps(item):
+def _uses_session_tps(item: pytest.Item) -> bool:
     """Does ``item`` talk to the session's TPS (the one that can die for everyone)?"""
     if isinstance(item, ScenarioItem):
         return item.uses_session_tps()
@@ -192,7 +205,7 @@ def _uses_session_tps(item):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
+def pytest_runtest_setup(item: pytest.Item) -> None:
     session = _session(item.config)
     if item.get_closest_marker("tps_fake_only") and not session.is_fake:
         pytest.skip("needs the bundled fake TPS (the test sets its options or reads its state)")
@@ -208,7 +221,7 @@ def pytest_runtest_setup(item):
 # -- fixtures ---------------------------------------------------------------------------------
 
 @pytest.fixture
-def tps_address(request):
+def tps_address(request: pytest.FixtureRequest) -> tuple[str, int]:
     """(host, port) of the TPS under test; the bundled fake is cleared first."""
     session = _session(request.config)
     address = session.address()
@@ -219,7 +232,7 @@ def tps_address(request):
 
 
 @pytest.fixture
-def fake_tps(request):
+def fake_tps(request: pytest.FixtureRequest) -> Iterator[FakeTPS]:
     """A fresh fake TPS for this test alone, serving on a thread: configure faults with
     ``fake_tps.configure(faults=[...])``, read ``registered()`` and ``stats``."""
     from fake_tps.server import FakeTPS
@@ -230,7 +243,7 @@ def fake_tps(request):
 
 
 @pytest.fixture
-def tps(request, tps_address):
+def tps(request: pytest.FixtureRequest, tps_address: tuple[str, int]) -> Iterator[Harness]:
     """A Harness of simulated devices and clients against the TPS under test, with a
     blocking API: ``tps.device()``, ``tps.client()``, ``tps.raw()``, ``tps.check()``.
     Everything it opened is closed at teardown, even when the test fails."""
@@ -239,11 +252,13 @@ def tps(request, tps_address):
     harness.close()
 
 
-_EVENTS_KEY = pytest.StashKey()
+# the fake TPS a test used, and its event number when the test began
+_EVENTS_KEY: pytest.StashKey[tuple[FakeTPS, int]] = pytest.StashKey()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, Result[pytest.TestReport], None]:
     """Show what the fake TPS saw (protocol errors, drops) beside a test's outcome, and
     fail the test during which the session's TPS stopped accepting connections."""
     if call.when == "call" and _EVENTS_KEY in item.stash:
@@ -273,7 +288,7 @@ def pytest_runtest_makereport(item, call):
 
 # -- scenario files ---------------------------------------------------------------------------
 
-def pytest_collect_file(file_path, parent):
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
     """``test_*.tps.json`` files, wherever pytest looks: the plugin's own naming
     convention (as tavern's test_*.tavern.yaml), so no other JSON is ever taken."""
     if file_path.name.startswith("test_") and file_path.name.endswith(SCENARIO_SUFFIX):
@@ -284,36 +299,36 @@ def pytest_collect_file(file_path, parent):
 class ScenarioFile(pytest.File):
     """A scenario file: one test item, named after the file."""
 
-    def collect(self):
+    def collect(self) -> Iterator[ScenarioItem]:
         yield ScenarioItem.from_parent(self, name=self.path.name.removesuffix(SCENARIO_SUFFIX))
 
 
 class ScenarioItem(pytest.Item):
     """Replays one scenario against the TPS under test (or a fake set up as it asks)."""
 
-    _scenario = None
+    _scenario: Scenario | None = None
 
-    def scenario(self):
+    def scenario(self) -> Scenario:
         """The loaded scenario (ScenarioError if the file is malformed)."""
         if self._scenario is None:
             self._scenario = load(self.path)
         return self._scenario
 
-    def _peek(self):
+    def _peek(self) -> Scenario | None:
         try:
             return self.scenario()
         except ScenarioError:
             return None         # runtest reports it
 
-    def scenario_destructive(self):
+    def scenario_destructive(self) -> bool:
         scenario = self._peek()
         return scenario is not None and scenario.destructive
 
-    def uses_session_tps(self):
+    def uses_session_tps(self) -> bool:
         scenario = self._peek()
         return scenario is not None and scenario.fake_options is None
 
-    def runtest(self):
+    def runtest(self) -> None:
         scenario = self.scenario()
         session = _session(self.config)
         if scenario.fake_options is not None:
@@ -334,10 +349,11 @@ class ScenarioItem(pytest.Item):
             self.stash[_EVENTS_KEY] = (session.fake, session.fake.event_seq)
         play(scenario, address, timeout=session.timeout)
 
-    def repr_failure(self, excinfo):
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: TracebackStyle | None = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, (ScenarioFailure, ScenarioError)):
             return str(excinfo.value)
-        return super().repr_failure(excinfo)
+        return super().repr_failure(excinfo, style)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"scenario {self.name}"     # a line, so skips can point here

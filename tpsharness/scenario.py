@@ -11,24 +11,34 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar, cast
 
 from . import kernel
-from .endpoint import Raw, Transcript
+from .endpoint import Endpoint, Raw, Transcript
 from .client import Client
 from .deadline import GRACE, Deadline
 from .device import Device
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import ScenarioError, ScenarioFailure, TPSError
 from .ids import CLIENT_PREFIX, new_uuid
-from .protocol import PrivateDataTemplate, RegisterReply, quote
+from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote
 from .syscalls import Sleep
 
-ACTOR_KINDS = {"device": Device, "client": Client, "raw": Raw}
-ACTOR_FIELDS = {"kind": str, "uuid": str, "auth_code": str, "note": str}
+# A parsed scenario file, and one of its steps: JSON objects, whose values validate()
+# has checked against the tables below.
+ScenarioData = dict[str, Any]
+Step = dict[str, Any]
+# What a JSON field must be: a type, or one of several ((int, float) is any number).
+FieldKind = type | tuple[type, ...]
+_Default = TypeVar("_Default", bytes, None)
+
+ACTOR_KINDS: dict[str, type[Endpoint]] = {"device": Device, "client": Client, "raw": Raw}
+ACTOR_FIELDS: dict[str, FieldKind] = {"kind": str, "uuid": str, "auth_code": str, "note": str}
 
 # Each step: the actor kinds it applies to (None: no actor), required fields, optional ones.
-STEPS = {
+STEPS: dict[str, tuple[set[str] | None, dict[str, FieldKind], dict[str, FieldKind]]] = {
     "connect": ({"device", "client", "raw"}, {}, {}),
     "register": ({"device"}, {}, {"serial": str, "trailing_crlf": bool, "auth_code": str,
                                   "times": int, "split_at": int, "pause": (int, float)}),
@@ -46,9 +56,9 @@ STEPS = {
     "wait": (None, {"seconds": (int, float)}, {}),
     "check_alive": (None, {}, {}),
 }
-COMMON_STEP_FIELDS = {"do": str, "actor": str, "note": str}
-TOP_FIELDS = {"description": str, "actors": dict, "steps": list, "fake": dict, "recorded": dict,
-              "destructive": bool}
+COMMON_STEP_FIELDS: dict[str, FieldKind] = {"do": str, "actor": str, "note": str}
+TOP_FIELDS: dict[str, type] = {"description": str, "actors": dict, "steps": list, "fake": dict,
+                               "recorded": dict, "destructive": bool}
 # Register reply fields a scenario may check, by their wire names.
 REPLY_FIELDS = {"ErrorNum": "error_num", "ErrorString": "error_string",
                 "KeepAliveIntervel": "keepalive_interval", "UtcTime": "utc_time"}
@@ -59,11 +69,12 @@ MAX_SECONDS = 60
 MAX_TIMES = 1000
 MAX_WRITE = 16 * 1024 * 1024        # bytes one step may write (times x payload)
 MAX_FILE = 4 * 1024 * 1024          # bytes of a scenario file
-FIELD_BOUNDS = {"times": (1, MAX_TIMES), "split_at": (0, MAX_WRITE), "pause": (0, MAX_SECONDS),
-                "within": (0, MAX_SECONDS), "for": (0, MAX_SECONDS), "seconds": (0, MAX_SECONDS)}
+FIELD_BOUNDS: dict[str, tuple[float, float]] = {
+    "times": (1, MAX_TIMES), "split_at": (0, MAX_WRITE), "pause": (0, MAX_SECONDS),
+    "within": (0, MAX_SECONDS), "for": (0, MAX_SECONDS), "seconds": (0, MAX_SECONDS)}
 # The FakeTPS options a scenario's "fake" object may set: its behaviour, never where it
 # binds (the fake always serves on a free loopback port). name: (type, least, most).
-FAKE_OPTIONS = {
+FAKE_OPTIONS: dict[str, tuple[FieldKind, float | None, float | None]] = {
     "keepalive_interval": (int, 1, 86400),
     "idle_timeout": ((int, float), 0.001, 3600),
     "bad_request_idle_timeout": ((int, float), 0.001, 3600),
@@ -83,46 +94,46 @@ class Scenario:
     """A validated scenario: ``path`` for messages, the parsed ``data``."""
 
     path: str
-    data: dict
+    data: ScenarioData
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self.path.rsplit("/", 1)[-1].removesuffix(".json").removesuffix(".tps")
 
     @property
-    def fake_options(self):
+    def fake_options(self) -> dict[str, Any] | None:
         return self.data.get("fake")
 
     @property
-    def destructive(self):
+    def destructive(self) -> bool:
         """True when the scenario may kill the TPS it runs against."""
         return self.data.get("destructive", False)
 
 
 # -- loading and validation ---------------------------------------------------------------
 
-def _type_name(expected):
-    names = {str: "a string", int: "a number", float: "a number", bool: "true or false",
-             dict: "an object", list: "a list"}
+def _type_name(expected: FieldKind) -> str:
+    names: dict[type, str] = {str: "a string", int: "a number", float: "a number",
+                              bool: "true or false", dict: "an object", list: "a list"}
     if isinstance(expected, tuple):
         return names[expected[0]]
     return names[expected]
 
 
-def _check_type(value, expected):
+def _check_type(value: object, expected: FieldKind) -> bool:
     if isinstance(value, bool):         # JSON true is not a number here
         return expected is bool
     return isinstance(value, expected)
 
 
-def _short(value, limit=60):
+def _short(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters: errors quote what the file says,
     never megabytes of it."""
     text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 60 else "a huge number"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _out_of_bounds(value, least, most):
+def _out_of_bounds(value: float, least: float, most: float) -> str | None:
     """Why ``value`` is outside [least, most], or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, not {_short(value)}"
@@ -133,7 +144,7 @@ def _out_of_bounds(value, least, most):
     return None
 
 
-def _validate_fake(options, fail):
+def _validate_fake(options: dict[str, Any], fail: Callable[[str, str], NoReturn]) -> None:
     """The 'fake' object: behaviour options of FakeTPS only, each of its type and bounds."""
     from fake_tps.server import FAULTS
     where = "'fake'"
@@ -144,7 +155,7 @@ def _validate_fake(options, fail):
         kind, least, most = FAKE_OPTIONS[key]
         if not _check_type(value, kind):
             fail(where, f"{key!r} must be {_type_name(kind)}, not {_short(value)}")
-        if least is not None:
+        if least is not None and most is not None:     # both, or neither
             problem = _out_of_bounds(value, least, most)
             if problem:
                 fail(where, f"{key!r} {problem}")
@@ -155,9 +166,9 @@ def _validate_fake(options, fail):
                                "python -m fake_tps --help and in docs/protocol.md section 4)")
 
 
-def validate(data, path="<scenario>"):
+def validate(data: object, path: str = "<scenario>") -> ScenarioData:
     """Raise ScenarioError naming ``path`` and the step for anything malformed."""
-    def fail(where, message):
+    def fail(where: str, message: str) -> NoReturn:
         raise ScenarioError(f"{path}: {where}: {message}")
 
     if not isinstance(data, dict):
@@ -191,9 +202,8 @@ def validate(data, path="<scenario>"):
         if not isinstance(step, dict):
             fail(f"step {number}", "must be an object with 'do'")
         do = step.get("do")
-        known = isinstance(do, str) and do in STEPS
         where = f"step {number} ({do})" if isinstance(do, str) and len(do) <= 40 else f"step {number}"
-        if not known:
+        if not isinstance(do, str) or do not in STEPS:
             fail(where, f"unknown step {_short(do)} (known: {', '.join(STEPS)})")
         kinds, required, optional = STEPS[do]
         allowed = {**COMMON_STEP_FIELDS, **required, **optional}
@@ -253,7 +263,7 @@ def validate(data, path="<scenario>"):
     return data
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate the scenario file at ``path``: anything wrong with it is a
     ScenarioError naming the file, never another exception."""
     path = str(path)
@@ -275,26 +285,29 @@ def load(path):
     return Scenario(path, validate(data, path))
 
 
-def json_schema():
+def json_schema() -> dict[str, Any]:
     """The scenario format as a JSON Schema (draft 2020-12), made from STEPS,
     FIELD_BOUNDS and FAKE_OPTIONS: the same rules and bounds the loader enforces."""
-    def schema_of(kind, bounds=None):
+    def schema_of(kind: FieldKind, bounds: tuple[float | None, float | None] | None = None
+                  ) -> dict[str, Any]:
+        schema: dict[str, Any]
         if kind == (int, float):
             schema = {"type": "number"}
         elif kind is int:
             schema = {"type": "integer"}
         else:
-            schema = {"type": {str: "string", bool: "boolean", dict: "object", list: "array"}[kind]}
+            names: dict[type, str] = {str: "string", bool: "boolean", dict: "object", list: "array"}
+            schema = {"type": names[cast(type, kind)]}     # (int, float) is the only tuple kind
         if bounds is not None and bounds[0] is not None:
             schema.update(minimum=bounds[0], maximum=bounds[1])
         return schema
 
-    def field_schema(name, kind):
+    def field_schema(name: str, kind: FieldKind) -> dict[str, Any]:
         return schema_of(kind, FIELD_BOUNDS.get(name))
 
     step_schemas = []
     for do, (kinds, required, optional) in STEPS.items():
-        properties = {"do": {"const": do}, "note": {"type": "string"}}
+        properties: dict[str, dict[str, Any]] = {"do": {"const": do}, "note": {"type": "string"}}
         if kinds is not None:
             properties["actor"] = {"type": "string"}
         properties.update({k: field_schema(k, v) for k, v in {**required, **optional}.items()})
@@ -328,7 +341,7 @@ def json_schema():
 
 # -- playing ------------------------------------------------------------------------------
 
-def _bytes(step, text_key, hex_key, default=b""):
+def _bytes(step: Step, text_key: str, hex_key: str, default: _Default) -> bytes | _Default:
     if hex_key in step:
         return bytes.fromhex(step[hex_key])
     if text_key in step:
@@ -340,45 +353,49 @@ class _Player:
     """Runs the steps of one scenario against ``address``; ``recording`` writes down
     what arrives instead of checking it."""
 
-    def __init__(self, scenario, address, timeout, recording=False, *, strict=False, family=0,
-                 deadline=None):
+    def __init__(self, scenario: Scenario, address: tuple[str, int], timeout: float,
+                 recording: bool = False, *, strict: bool = False, family: int = 0,
+                 deadline: Deadline | None = None) -> None:
         self.scenario = scenario
-        self.address = tuple(address)
+        # a [host, port] list (as JSON gives) becomes the tuple the endpoints take
+        self.address = cast("tuple[str, int]", tuple(address))
         self.timeout = timeout
         self.recording = recording
         self.deadline = deadline    # a Deadline every wait keeps to (recording), or None
-        self.wrote = {}             # actor -> the last step that wrote ("register", "send", ...)
+        self.wrote: dict[str, str] = {}     # actor -> the last step that wrote ("register", ...)
         self.transcript = Transcript()
-        self.actors = {}
-        self.recorded = []
+        self.actors: dict[str, Endpoint] = {}
+        self.recorded: list[Step] = []
         self.stopped = False        # recording: a refusal ended what the template could do
         self.number = 0             # the step being played, from 1
         for name, spec in scenario.data["actors"].items():
-            kind = ACTOR_KINDS[spec["kind"]]
-            options = dict(timeout=timeout, transcript=self.transcript, strict=strict, family=family)
+            endpoint: Endpoint
             if spec["kind"] in ("device", "client"):
+                kind = Device if spec["kind"] == "device" else Client
                 fresh = new_uuid() if spec["kind"] == "device" else new_uuid(CLIENT_PREFIX)
                 uuid = self._expand(spec["uuid"]) if "uuid" in spec else fresh
                 endpoint = kind(self.address, uuid, auth_code=spec.get("auth_code", AUTH_CODE),
-                                **options)
+                                timeout=timeout, transcript=self.transcript, strict=strict,
+                                family=family)
             else:
-                endpoint = kind(self.address, **options)
+                endpoint = Raw(self.address, timeout=timeout, transcript=self.transcript,
+                               strict=strict, family=family)
             endpoint.name = name
             self.actors[name] = endpoint
 
-    def _expand(self, text):
-        def uuid_of(match):
+    def _expand(self, text: str) -> str:
+        def uuid_of(match: re.Match[str]) -> str:
             actor = self.actors.get(match.group(1))
-            if actor is None or actor.uuid is None:
+            if actor is None or not actor.uuid:     # a raw connection has no uuid
                 raise ScenarioError(f"{self.scenario.path}: ${{{match.group(1)}}} names no device or client")
             return actor.uuid
         return _PLACEHOLDER.sub(uuid_of, text)
 
-    def _uuid(self, name_or_uuid):
+    def _uuid(self, name_or_uuid: str) -> str:
         actor = self.actors.get(name_or_uuid)
         return actor.uuid if actor is not None and actor.uuid else self._expand(name_or_uuid)
 
-    async def play(self):
+    async def play(self) -> None:
         try:
             for self.number, step in enumerate(self.scenario.data["steps"], 1):
                 outcome = await self._step(step)
@@ -391,16 +408,28 @@ class _Player:
             for endpoint in self.actors.values():
                 endpoint.close()
 
-    def fail(self, step, expected, arrived):
+    def fail(self, step: Step, expected: str, arrived: str) -> NoReturn:
         actor = f"{step['actor']}: " if "actor" in step else ""
         lines = [f"{self.scenario.path}: step {self.number} ({actor}{step['do']})",
                  f"  expected: {expected}", f"  arrived:  {arrived}", "  transcript:"]
         lines += [f"    {line}" for line in self.transcript.lines(200)] or ["    (nothing on the wire)"]
         raise ScenarioFailure("\n".join(lines), expected=str(expected), arrived=str(arrived))
 
-    async def _step(self, step):
+    async def _step(self, step: Step) -> Step:
         do = step["do"]
-        endpoint = self.actors.get(step.get("actor"))
+        if do == "wait":
+            await Sleep(step["seconds"])
+            return dict(step)
+        if do == "check_alive":
+            probe = Raw(self.address, timeout=min(self.timeout, 2.0))
+            try:
+                await probe.connect()
+            except TPSError as error:
+                self.fail(step, "the TPS still accepting connections", f"it is not ({error})")
+            finally:
+                probe.close()
+            return dict(step)
+        endpoint = self.actors[step["actor"]]      # validate(): every other step has one
         if do == "connect":
             try:
                 await endpoint.connect(deadline=self.deadline)
@@ -408,7 +437,8 @@ class _Player:
                 self.fail(step, "a connection", str(error))
         elif do in ("register", "heartbeat"):
             serial = self._expand(step["serial"]) if "serial" in step else None
-            await self._write(step, endpoint, endpoint.register_request(
+            device = cast(Device, endpoint)     # validate(): only a device registers
+            await self._write(step, endpoint, device.register_request(
                 serial, auth_code=step.get("auth_code"), trailing_crlf=step.get("trailing_crlf", False)))
         elif do == "send":
             payload = _bytes(step, "payload", "payload_hex", b"tpsharness")
@@ -429,31 +459,21 @@ class _Player:
             return await self._expect_nothing(step, endpoint)
         elif do == "close":
             self._close(endpoint)
-        elif do == "wait":
-            await Sleep(step["seconds"])
-        elif do == "check_alive":
-            probe = Raw(self.address, timeout=min(self.timeout, 2.0))
-            try:
-                await probe.connect()
-            except TPSError as error:
-                self.fail(step, "the TPS still accepting connections", f"it is not ({error})")
-            finally:
-                probe.close()
         return dict(step)
 
-    def _close(self, endpoint):
+    def _close(self, endpoint: Endpoint) -> None:
         """The actor closes its connection (FIN); a later connect opens a new one."""
         if self.transcript is not None:
             self.transcript.record(endpoint.name, "hung up", b"")
         endpoint.close()
 
-    async def _write(self, step, endpoint, data):
+    async def _write(self, step: Step, endpoint: Endpoint, data: bytes) -> None:
         """One write, or ``times`` copies in one write (pipelined), or two writes
         split at ``split_at`` with a ``pause`` between (a split request)."""
         data = data * step.get("times", 1)
         split = step.get("split_at")
         pieces = [data] if split is None else [data[:split], data[split:]]
-        self.wrote[step.get("actor")] = step["do"]
+        self.wrote[step["actor"]] = step["do"]
         try:
             for number, piece in enumerate(pieces):
                 if number:
@@ -462,7 +482,7 @@ class _Player:
         except TPSError as error:
             self.fail(step, f"to send {len(data)} bytes", str(error))
 
-    async def _expect_reply(self, step, endpoint):
+    async def _expect_reply(self, step: Step, endpoint: Endpoint) -> Step:
         within = step.get("within", DEFAULT_WITHIN)
         try:
             stage = "register" if self.wrote.get(step["actor"]) in ("register", "heartbeat") else "send"
@@ -472,7 +492,7 @@ class _Player:
                 return self._record_absence(step, endpoint, error, within)
             self.fail(step, self._describe_expected_reply(step), str(error))
         if self.recording:
-            outcome = {"do": "expect_reply", "actor": step["actor"], "status": reply.status}
+            outcome: Step = {"do": "expect_reply", "actor": step["actor"], "status": reply.status}
             if isinstance(reply, RegisterReply):
                 outcome["fields"] = {"MessageType": "MSG_TRANSPROXY_REGISTER_RSP",
                                      "ErrorNum": reply.error_num, "ErrorString": reply.error_string}
@@ -505,13 +525,13 @@ class _Player:
         return dict(step)
 
     @staticmethod
-    def _describe_expected_reply(step):
+    def _describe_expected_reply(step: Step) -> str:
         parts = [f"status {step['status']}"] if "status" in step else []
         parts += [f"{k} {v!r}" for k, v in step.get("fields", {}).items()]
         parts += [f"header {k}: {v!r}" for k, v in step.get("headers", {}).items()]
         return f"a reply{' with ' + ', '.join(parts) if parts else ''} within {step.get('within', DEFAULT_WITHIN):g} s"
 
-    async def _expect_receipt(self, step, endpoint):
+    async def _expect_receipt(self, step: Step, endpoint: Endpoint) -> Step:
         within = step.get("within", DEFAULT_WITHIN)
         expected = _bytes(step, "payload", "payload_hex", None)
         try:
@@ -522,7 +542,7 @@ class _Player:
             self.fail(step, f"private data {quote(expected, 60) if expected is not None else ''} "
                             f"within {within:g} s", str(error))
         if self.recording:
-            outcome = {"do": "expect_receipt", "actor": step["actor"]}
+            outcome: Step = {"do": "expect_receipt", "actor": step["actor"]}
             try:
                 outcome["payload"] = message.body.decode("utf-8")
             except UnicodeDecodeError:
@@ -534,7 +554,7 @@ class _Player:
             self.fail(step, f"private data from {self._uuid(step['from'])!r}", f"from {message.src!r}")
         return dict(step)
 
-    async def _expect_close(self, step, endpoint):
+    async def _expect_close(self, step: Step, endpoint: Endpoint) -> Step:
         within = step.get("within", DEFAULT_WITHIN)
         before = endpoint.unread
         closed = await endpoint.wait_closed(within)
@@ -544,7 +564,7 @@ class _Player:
             self.fail(step, "a close with no bytes first", f"{endpoint.unread - before} message(s) first")
         return dict(step)
 
-    async def _expect_nothing(self, step, endpoint):
+    async def _expect_nothing(self, step: Step, endpoint: Endpoint) -> Step:
         seconds = step.get("for", 0.3)
         before = endpoint.unread
         closed = await endpoint.wait_closed(seconds)
@@ -554,7 +574,7 @@ class _Player:
             self.fail(step, f"nothing for {seconds:g} s", "the TPS closed the connection")
         return dict(step)
 
-    def _record_absence(self, step, endpoint, error, within):
+    def _record_absence(self, step: Step, endpoint: Endpoint, error: TPSError, within: float) -> Step:
         if error.timed_out:
             return {"do": "expect_nothing", "actor": step["actor"], "for": within,
                     "note": f"recorded: {error}"}
@@ -562,7 +582,7 @@ class _Player:
                 "note": f"recorded: {error}"}
 
 
-def _refusal(reply, stage):
+def _refusal(reply: Reply | RegisterReply, stage: str) -> str:
     """What a recorded reply refused, in words ('' when it accepted)."""
     if stage == "register":
         if not isinstance(reply, RegisterReply):
@@ -574,14 +594,14 @@ def _refusal(reply, stage):
     return "" if reply.status == 200 else f"answered {reply.status} {reply.reason}".rstrip()
 
 
-def play(scenario, address, *, timeout=TIMEOUT):
+def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEOUT) -> Transcript:
     """Run ``scenario`` against the TPS at ``address``; ScenarioFailure if a step fails."""
     player = _Player(scenario, address, timeout)
     kernel.run(player.play(), timeout=_budget(scenario, timeout))
     return player.transcript
 
 
-def _budget(scenario, timeout):
+def _budget(scenario: Scenario, timeout: float) -> float:
     """The most a scenario may take: each step's own bound, plus slack."""
     total = 5.0
     for step in scenario.data["steps"]:
@@ -592,7 +612,7 @@ def _budget(scenario, timeout):
 
 # -- recording --------------------------------------------------------------------------------
 
-CHECK_TEMPLATE = {
+CHECK_TEMPLATE: ScenarioData = {
     "actors": {"device": {"kind": "device"}, "client": {"kind": "client"}},
     "steps": [
         {"do": "connect", "actor": "device"},
@@ -604,11 +624,13 @@ CHECK_TEMPLATE = {
         {"do": "expect_receipt", "actor": "device"},
     ],
 }
-TEMPLATES = {"check": CHECK_TEMPLATE}
+TEMPLATES: dict[str, ScenarioData] = {"check": CHECK_TEMPLATE}
 
 
-def record(template_name, address, *, timeout=TIMEOUT, uuid=None, payload=None, description=None,
-           auth_code=AUTH_CODE, strict=False, family=0):
+def record(template_name: str, address: tuple[str, int], *, timeout: float = TIMEOUT,
+           uuid: str | None = None, payload: str | bytes | None = None,
+           description: str | None = None, auth_code: str = AUTH_CODE, strict: bool = False,
+           family: int = 0) -> ScenarioData:
     """Run a template's steps against ``address`` and return a scenario (a dict) that
     expects exactly what happened: a field incident becomes a regression test.
 
@@ -639,7 +661,7 @@ def record(template_name, address, *, timeout=TIMEOUT, uuid=None, payload=None, 
                      deadline=deadline)
     kernel.run(player.play(), timeout=deadline.later(GRACE))
     host, port = address
-    recorded = {
+    recorded: ScenarioData = {
         "description": description or f"Recorded from {host}:{port} with tpsharness record "
                                       f"--scenario {template_name}",
         "recorded": {"scenario": template_name, "target": f"{host}:{port}",

@@ -9,17 +9,19 @@ import os
 import pytest
 
 from tpsharness.errors import TPSError
+from tpsharness.harness import Harness, RawHandle
 from tpsharness.ids import new_uuid
-from tpsharness.protocol import private_data_request, register_request
+from tpsharness.protocol import RegisterReply, Reply, private_data_request, register_request
 
 
-def _serial(tag):
+def _serial(tag: str) -> str:
     return new_uuid(f"tpsharness-{tag}-")
 
 
-def _replies(raw, count, timeout=1.0):
+def _replies(raw: RawHandle, count: int,
+             timeout: float = 1.0) -> list[Reply | RegisterReply]:
     """Up to ``count`` replies, stopping at the first silence."""
-    replies = []
+    replies: list[Reply | RegisterReply] = []
     for _ in range(count):
         try:
             replies.append(raw.next_reply(timeout=timeout))
@@ -28,7 +30,7 @@ def _replies(raw, count, timeout=1.0):
     return replies
 
 
-def test_pipelined_registers_get_one_reply_each(tps):
+def test_pipelined_registers_get_one_reply_each(tps: Harness) -> None:
     raw = tps.raw()
     serial = _serial("pipe")
     raw.send_raw(register_request(serial) + register_request(serial))
@@ -40,7 +42,7 @@ def test_pipelined_registers_get_one_reply_each(tps):
     assert statuses == [200, 200], f"two pipelined registers got {statuses}"
 
 
-def test_pipelined_private_data_get_one_ack_each(tps):
+def test_pipelined_private_data_get_one_ack_each(tps: Harness) -> None:
     device = tps.device()
     raw = tps.raw()
     raw.send_raw(private_data_request("tpsharness-app-p", device.uuid, b"one")
@@ -54,7 +56,7 @@ def test_pipelined_private_data_get_one_ack_each(tps):
     assert statuses == [200, 200], f"two pipelined private data got {statuses}"
 
 
-def test_a_register_split_across_segments_registers_once(tps):
+def test_a_register_split_across_segments_registers_once(tps: Harness) -> None:
     raw = tps.raw()
     serial = _serial("split")
     request = register_request(serial)
@@ -71,7 +73,7 @@ def test_a_register_split_across_segments_registers_once(tps):
     client.send(serial, b"after a split register")
 
 
-def test_a_64_kib_payload_arrives_whole(tps):
+def test_a_64_kib_payload_arrives_whole(tps: Harness) -> None:
     device = tps.device()
     payload = os.urandom(32 * 1024).hex().encode()      # 64 KiB of text
     raw = tps.raw()
@@ -90,7 +92,7 @@ def test_a_64_kib_payload_arrives_whole(tps):
 
 
 @pytest.mark.destructive
-def test_the_server_survives_a_200_kib_burst(tps):
+def test_the_server_survives_a_200_kib_burst(tps: Harness) -> None:
     device = tps.device()
     burst = private_data_request("tpsharness-app-burst", device.uuid, b"b" * (200 * 1024))
     raw = tps.raw()
@@ -109,7 +111,7 @@ UNRECOGNISED = {
 
 
 @pytest.mark.parametrize("name", list(UNRECOGNISED))
-def test_unrecognised_input_gets_400_and_the_connection_stays_usable(tps, name):
+def test_unrecognised_input_gets_400_and_the_connection_stays_usable(tps: Harness, name: str) -> None:
     """docs/protocol.md section 3: 400, what was read is discarded, the connection stays
     (its idle timeout drops to 5 s, so the next request follows at once)."""
     device = tps.device()

@@ -2,15 +2,16 @@
 
 from tpsharness.client import Client
 from tpsharness.device import Device
+from tpsharness.harness import Harness
 from tpsharness.syscalls import NewTask, WaitTask
 
 
-def test_200_devices_registered_at_once_each_receive_their_data(tps):
-    async def connect_and_register(device):
+def test_200_devices_registered_at_once_each_receive_their_data(tps: Harness) -> None:
+    async def connect_and_register(device: Device) -> None:
         await device.connect()
         await device.register()
 
-    async def main():
+    async def main() -> list[bytes]:
         devices = [Device(tps.address, timeout=tps.timeout) for _ in range(200)]
         try:
             for tid in [await NewTask(connect_and_register(d)) for d in devices]:

@@ -5,10 +5,11 @@ import time
 
 import pytest
 
+from tpsharness.harness import Harness
 from tpsharness.protocol import RegisterReply, private_data_request, register_request
 
 
-def test_register_reply_has_the_register_fields(tps):
+def test_register_reply_has_the_register_fields(tps: Harness) -> None:
     device = tps.device(register=False)
     reply = device.register()
     assert isinstance(reply, RegisterReply) and reply.status == 200
@@ -19,7 +20,7 @@ def test_register_reply_has_the_register_fields(tps):
         f"UtcTime {reply.utc_time!r} is more than an hour from this machine's clock"
 
 
-def test_register_reply_content_length_counts_the_body(tps):
+def test_register_reply_content_length_counts_the_body(tps: Harness) -> None:
     raw = tps.raw()
     raw.send_raw(register_request("tpsharness-cl-" + str(time.monotonic_ns())))
     reply = raw.next_reply()
@@ -29,7 +30,7 @@ def test_register_reply_content_length_counts_the_body(tps):
     assert lengths == [str(len(body)).encode()], f"Content-Length {lengths} for a {len(body)}-byte body"
 
 
-def test_heartbeat_is_answered_and_keeps_the_connection(tps):
+def test_heartbeat_is_answered_and_keeps_the_connection(tps: Harness) -> None:
     device = tps.device()
     again = device.heartbeat()
     assert again.ok
@@ -38,7 +39,7 @@ def test_heartbeat_is_answered_and_keeps_the_connection(tps):
     assert device.receive().body == b"after the heartbeat"
 
 
-def test_newer_registration_closes_the_older_connection(tps):
+def test_newer_registration_closes_the_older_connection(tps: Harness) -> None:
     old = tps.device()
     new = tps.device(uuid=old.uuid)
     assert old.closed_by_server(timeout=3), "the older connection stayed open"
@@ -47,7 +48,7 @@ def test_newer_registration_closes_the_older_connection(tps):
     assert new.receive().body == b"to the newer connection"
 
 
-def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
+def test_a_client_taking_a_devices_uuid_closes_the_device(tps: Harness) -> None:
     """docs/protocol.md section 1: only a PrivateData whose DestUuid is found claims
     its SrcUuid, so the takeover is sent to a registered destination."""
     device = tps.device()
@@ -59,7 +60,7 @@ def test_a_client_taking_a_devices_uuid_closes_the_device(tps):
     assert destination.receive().body == b"taking the uuid"
 
 
-def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
+def test_a_second_serial_held_by_another_connection_is_taken_over(tps: Harness) -> None:
     """docs/protocol.md section 1: the holder is closed and the first serial stays."""
     first = tps.device()
     holder = tps.device()
@@ -73,7 +74,7 @@ def test_a_second_serial_held_by_another_connection_is_taken_over(tps):
         assert first.receive().body == f"to {serial}".encode(), f"private data for {serial} went astray"
 
 
-def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
+def test_a_register_with_numeric_fields_registers_the_numbers_text(tps: Harness) -> None:
     """docs/protocol.md section 1: the field project's device simulator sends its
     SerialNumber and AuthCode as JSON numbers; the number's decimal text is the serial."""
     number = int.from_bytes(os.urandom(6), "big") + 10 ** 15     # unique on a shared server
@@ -89,7 +90,7 @@ def test_a_register_with_numeric_fields_registers_the_numbers_text(tps):
 
 
 @pytest.mark.destructive
-def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
+def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps: Harness) -> None:
     """The field server closed such a connection, kept a dangling entry for the first
     serial, and crashed (SIGSEGV) on the next private data for it."""
     device = tps.device()
@@ -104,7 +105,7 @@ def test_a_second_serial_on_one_connection_does_not_kill_the_server(tps):
     assert tps.alive(), "the TPS died after private data to a serial whose connection re-registered"
 
 
-def test_a_register_without_a_serial_is_refused(tps):
+def test_a_register_without_a_serial_is_refused(tps: Harness) -> None:
     device = tps.device(register=False)
     raw_body = (b'{"TransProxy": {"Header": {"CSeq": "1", "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
                 b'"TerminalType": "Camera", "Version": "1.0"}, "Body": {"AuthCode": "0000"}}}')
