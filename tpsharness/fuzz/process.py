@@ -19,7 +19,7 @@ START_TIMEOUT = 10.0
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """In the child (Linux): SIGTERM when the fuzzer dies, even by SIGKILL, so that a
     killed run leaves no server behind."""
     if sys.platform.startswith("linux"):
@@ -36,7 +36,7 @@ class ServerStartError(Exception):
     """The server command died at start or never listened; the message quotes its output."""
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -45,7 +45,8 @@ def free_port():
 class ServerProcess:
     """``command`` (a string; ``{port}`` filled in) listening on ``host``:``port``."""
 
-    def __init__(self, command, host="127.0.0.1", port=None, start_timeout=START_TIMEOUT):
+    def __init__(self, command: str, host: str = "127.0.0.1", port: int | None = None,
+                 start_timeout: float = START_TIMEOUT) -> None:
         if "{port}" not in command and port is None:
             raise ValueError("the server command needs {port}, or give HOST PORT it listens on")
         self.host = host
@@ -54,15 +55,15 @@ class ServerProcess:
         if not self.argv:
             raise ValueError("the server command is empty")
         self.start_timeout = start_timeout
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._output = tempfile.TemporaryFile()
 
     @property
-    def address(self):
+    def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def start(self):
+    def start(self) -> None:
         """Start the command and wait until it accepts connections."""
         self._output.seek(0)
         self._output.truncate()
@@ -85,15 +86,15 @@ class ServerProcess:
                                        f"within {self.start_timeout:g} s{self._last_output()}")
             time.sleep(0.02)
 
-    def restart(self):
+    def restart(self) -> None:
         self.stop()
         self.restarts += 1
         self.start()
 
-    def alive(self):
+    def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self):
+    def stop(self) -> None:
         """SIGTERM, then SIGKILL after 3 s; the whole process group."""
         if self.process is None:
             return
@@ -110,18 +111,18 @@ class ServerProcess:
                     continue
         self.process = None
 
-    def close(self):
+    def close(self) -> None:
         self.stop()
         self._output.close()
 
-    def _accepts(self):
+    def _accepts(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5):
                 return True
         except OSError:
             return False
 
-    def _last_output(self):
+    def _last_output(self) -> str:
         self._output.seek(0)
         text = self._output.read().decode("utf-8", "replace").strip()
         if not text:
