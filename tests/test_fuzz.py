@@ -243,3 +243,31 @@ def test_bytes_from_the_model_that_the_server_never_sent_are_a_difference_not_an
     found = first_difference([{"raw": Seen([Garbage(b"\x16\x03")])}], [{"raw": Seen()}], "raw")
     assert found == (0, "raw", "wrong status", "bytes that are not a TPS message: b'\\x16\\x03'",
                      "nothing", "garbage:none")
+
+
+def test_a_restart_after_the_first_swaps_to_a_spare_server_already_listening() -> None:
+    import socket
+    server = ServerProcess(FAKE)
+    server.start()
+    try:
+        first = server.address
+        server.restart()            # the first restart: same port, and a spare starts
+        assert server.address == first and server.alive()
+        spare = server.spare_address
+        assert spare is not None and spare != first
+
+        def spare_listens() -> bool:
+            try:
+                socket.create_connection(spare, timeout=1).close()
+                return True
+            except OSError:
+                return False
+        assert wait_until(spare_listens, timeout=20)
+        spare_process = server._spare[0] if server._spare else None
+        server.restart()
+        assert server.address == spare and server.process is spare_process and server.alive()
+        assert server.spare_address not in (None, spare, first)
+        next_spare = server._spare[0] if server._spare else None
+    finally:
+        server.close()
+    assert next_spare is not None and next_spare.poll() is not None     # close stops the spare too

@@ -207,13 +207,14 @@ class Fuzzer:
     def _execute(self, program: Program, settle: ServerSettle) -> Outcome:
         prefix = f"fz{self.rng.getrandbits(32):08x}"
         budget = 10.0 + len(program.steps) * (settle.timeout * 2 + 2.0)
-        outcome = differential(program, self.options.target, self.options.model, settle, prefix, budget)
+        server = self.options.server
+        target = server.address if server is not None else self.options.target     # a restart may move it
+        outcome = differential(program, target, self.options.model, settle, prefix, budget)
         self.report.programs += 1
         self.report.steps += outcome.steps_run
         self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
         crashed = outcome.difference is not None and outcome.difference.cls == "crash"
         self.report.crashes += crashed
-        server = self.options.server
         if server is not None and (crashed or not server.alive()):
             try:
                 server.restart()
