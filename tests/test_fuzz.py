@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ from conftest import wait_until
 from fake_tps.server import FakeTPS
 from tpsharness.fuzz.fixture import scenario_of, write
 from tpsharness.fuzz.process import ServerProcess
-from tpsharness.fuzz.runner import Fuzzer, Options
+from tpsharness.fuzz.programs import Step
+from tpsharness.fuzz.runner import Finding, Fuzzer, Options, Report
 from tpsharness.scenario import ScenarioFailure, load, play
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
@@ -24,12 +26,12 @@ PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "
            "die-on-dangling-entry"]
 
 
-def fuzz_cli(*args, timeout=120):
+def fuzz_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
-def run_against(command, **options):
+def run_against(command: str, **options: Any) -> Report:
     server = ServerProcess(command)
     server.start()
     try:
@@ -39,11 +41,11 @@ def run_against(command, **options):
         server.close()
 
 
-def ran_steps(finding):
+def ran_steps(finding: Finding) -> list[Step]:
     return [step for step, ran in finding.listing() if ran]
 
 
-def test_the_fake_against_the_model_finds_nothing():
+def test_the_fake_against_the_model_finds_nothing() -> None:
     report = run_against(FAKE, budget=60, max_programs=80, seed=3)
     assert report.programs == 80 and report.steps > 80
     assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
@@ -52,7 +54,7 @@ def test_the_fake_against_the_model_finds_nothing():
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("fault", PLANTED)
-def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_it(fault, tmp_path):
+def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_it(fault: str, tmp_path: Path) -> None:
     report = run_against(f"{FAKE} --fault {fault}", budget=100, max_findings=1, seed=1)
     assert report.findings, f"{fault} not found in {report.programs} programs"
     (signature, finding), = report.findings.items()
@@ -70,7 +72,7 @@ def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_
         play(scenario, model.address, timeout=2)
 
 
-def test_a_crash_without_a_server_command_ends_the_run_and_is_written_as_found(tmp_path):
+def test_a_crash_without_a_server_command_ends_the_run_and_is_written_as_found(tmp_path: Path) -> None:
     server = ServerProcess(f"{FAKE} --fault die-on-dangling-entry")
     server.start()
     try:
@@ -84,7 +86,7 @@ def test_a_crash_without_a_server_command_ends_the_run_and_is_written_as_found(t
     assert steps[-1] == {"do": "check_alive"}
 
 
-def test_a_field_server_against_the_strict_model_shows_the_framing_in_three_steps():
+def test_a_field_server_against_the_strict_model_shows_the_framing_in_three_steps() -> None:
     report = run_against(f"{FAKE} --fault one-read-one-message", budget=60, max_findings=1, seed=2)
     (signature, finding), = report.findings.items()
     assert signature.startswith(("wrong-status/", "no-answer/", "missing-relay/", "extra-relay/",
@@ -94,13 +96,13 @@ def test_a_field_server_against_the_strict_model_shows_the_framing_in_three_step
     assert any(step.get("variant") in ("split", "pipelined") or step.do == "send_raw" for step in steps)
 
 
-def test_the_field_model_finds_nothing_on_a_field_server():
+def test_the_field_model_finds_nothing_on_a_field_server() -> None:
     report = run_against(f"{FAKE} --fault one-read-one-message", model="field", budget=60,
                          max_programs=80, seed=2)
     assert report.findings == {}, [f.difference.describe() for f in report.findings.values()]
 
 
-def test_ignore_silences_a_known_signature():
+def test_ignore_silences_a_known_signature() -> None:
     first = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1)
     (signature, _), = first.findings.items()
     again = run_against(f"{FAKE} --fault takeover-closes-newer", budget=60, max_findings=1, seed=1,
@@ -108,7 +110,7 @@ def test_ignore_silences_a_known_signature():
     assert signature not in again.findings
 
 
-def test_the_self_test_command_exits_0_with_a_json_summary():
+def test_the_self_test_command_exits_0_with_a_json_summary() -> None:
     result = fuzz_cli("--max-programs", "20", "--seed", "1", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -116,7 +118,7 @@ def test_the_self_test_command_exits_0_with_a_json_summary():
 
 
 @pytest.mark.timeout(150)
-def test_the_command_exits_1_and_writes_the_finding(tmp_path):
+def test_the_command_exits_1_and_writes_the_finding(tmp_path: Path) -> None:
     result = fuzz_cli("--server-cmd", f"{FAKE} --fault takeover-closes-newer", "--max-findings", "1",
                       "--seed", "1", "--settle", "0.1", "--budget", "100", "-o", str(tmp_path),
                       timeout=140)
@@ -135,27 +137,27 @@ def test_the_command_exits_1_and_writes_the_finding(tmp_path):
     (["--max-steps", "0"], "must be at least 1"),
     (["127.0.0.1", "70000"], "port must be 1-65535"),
 ])
-def test_usage_errors_exit_3(args, message):
+def test_usage_errors_exit_3(args: list[str], message: str) -> None:
     result = fuzz_cli(*args)
     assert result.returncode == 3, result.stdout + result.stderr
     assert message in result.stderr
 
 
-def test_a_server_command_that_never_listens_fails_with_its_output():
+def test_a_server_command_that_never_listens_fails_with_its_output() -> None:
     command = f"{sys.executable} -c \"print('warming up', flush=True); import time; time.sleep(30)\" {{port}}"
     result = fuzz_cli("--server-cmd", command, "--start-timeout", "1", timeout=30)
     assert result.returncode == 2
     assert "did not listen on 127.0.0.1:" in result.stderr and "warming up" in result.stderr
 
 
-def test_a_server_command_that_dies_at_start_fails_with_its_output():
+def test_a_server_command_that_dies_at_start_fails_with_its_output() -> None:
     command = f"{sys.executable} -c \"import sys; print('no licence'); sys.exit(4)\" {{port}}"
     result = fuzz_cli("--server-cmd", command, timeout=30)
     assert result.returncode == 2
     assert "exited with status 4" in result.stderr and "no licence" in result.stderr
 
 
-def test_a_target_that_refuses_fails_the_run():
+def test_a_target_that_refuses_fails_the_run() -> None:
     server = ServerProcess(FAKE)
     port = server.port
     server.close()
@@ -164,7 +166,7 @@ def test_a_target_that_refuses_fails_the_run():
     assert f"cannot connect to the TPS at 127.0.0.1:{port}" in result.stderr
 
 
-def test_a_server_that_will_not_restart_after_a_crash_fails_the_run(tmp_path):
+def test_a_server_that_will_not_restart_after_a_crash_fails_the_run(tmp_path: Path) -> None:
     script = tmp_path / "once.py"
     script.write_text(
         "import os, runpy, sys\n"
@@ -182,7 +184,7 @@ def test_a_server_that_will_not_restart_after_a_crash_fails_the_run(tmp_path):
 
 
 @pytest.mark.timeout(150)
-def test_the_fuzz_benchmark_runs_and_prints_its_figures():
+def test_the_fuzz_benchmark_runs_and_prints_its_figures() -> None:
     bench = Path(__file__).parent / "bench" / "bench_fuzz.py"
     done = subprocess.run([sys.executable, str(bench), "--quick", "--skip-load"], capture_output=True,
                           text=True, timeout=140)
@@ -191,13 +193,13 @@ def test_the_fuzz_benchmark_runs_and_prints_its_figures():
     assert re.search(r"^find takeover-closes-newer +median first seen", done.stdout, re.M), done.stdout
 
 
-def test_a_seed_and_a_program_count_make_a_run_repeat_exactly():
+def test_a_seed_and_a_program_count_make_a_run_repeat_exactly() -> None:
     runs = [run_against(FAKE, budget=60, max_programs=40, seed=seed) for seed in (5, 5, 6)]
     assert runs[0].digest == runs[1].digest and runs[0].steps == runs[1].steps
     assert runs[2].digest != runs[0].digest
 
 
-def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path):
+def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path: Path) -> None:
     pid_file = tmp_path / "server.pid"
     script = tmp_path / "server.py"
     script.write_text(
@@ -218,7 +220,7 @@ def test_a_killed_fuzzer_leaves_no_server_behind(tmp_path):
                       Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z", timeout=10)
 
 
-def test_the_scenario_close_step_hangs_up_and_a_later_connect_opens_a_new_connection(fake):
+def test_the_scenario_close_step_hangs_up_and_a_later_connect_opens_a_new_connection(fake: FakeTPS) -> None:
     from tpsharness.scenario import Scenario, validate
     data = validate({"actors": {"cam": {"kind": "device"}, "app": {"kind": "client"}}, "steps": [
         {"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
@@ -233,3 +235,47 @@ def test_the_scenario_close_step_hangs_up_and_a_later_connect_opens_a_new_connec
         {"do": "expect_receipt", "actor": "cam", "payload": "again"}]})
     transcript = play(Scenario("<close>", data), fake.address, timeout=2)
     assert any(direction == "hung up" for _, _, direction, _ in transcript.entries)
+
+
+def test_bytes_from_the_model_that_the_server_never_sent_are_a_difference_not_an_error() -> None:
+    from tpsharness.fuzz.compare import first_difference
+    from tpsharness.fuzz.observations import Garbage, Seen
+    found = first_difference([{"raw": Seen([Garbage(b"\x16\x03")])}], [{"raw": Seen()}], "raw")
+    assert found == (0, "raw", "wrong status", "bytes that are not a TPS message: b'\\x16\\x03'",
+                     "nothing", "garbage:none")
+
+
+def test_a_restart_after_the_first_swaps_to_a_spare_server_already_listening() -> None:
+    import socket
+    server = ServerProcess(FAKE)
+    server.start()
+    try:
+        first = server.address
+        server.restart()            # the first restart: same port, and a spare starts
+        assert server.address == first and server.alive()
+        spare = server.spare_address
+        assert spare is not None and spare != first
+
+        def spare_listens() -> bool:
+            try:
+                socket.create_connection(spare, timeout=1).close()
+                return True
+            except OSError:
+                return False
+        assert wait_until(spare_listens, timeout=20)
+        spare_process = server._spare[0] if server._spare else None
+        server.restart()
+        assert server.address == spare and server.process is spare_process and server.alive()
+        assert server.spare_address not in (None, spare, first)
+        next_spare = server._spare[0] if server._spare else None
+    finally:
+        server.close()
+    assert next_spare is not None and next_spare.poll() is not None     # close stops the spare too
+
+
+def test_a_request_a_server_sends_an_actor_is_seen_as_garbage_not_an_error() -> None:
+    from tpsharness.fuzz.observations import Garbage, Inbox
+    from tpsharness.protocol import register_request
+    inbox = Inbox()
+    inbox.feed(register_request("cam-1"))
+    assert inbox.seen.messages and isinstance(inbox.seen.messages[0], Garbage)

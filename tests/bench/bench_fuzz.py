@@ -16,11 +16,12 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 from _common import best_of  # noqa: F401  (puts the worktree on sys.path)
 
 from tpsharness.fuzz.process import ServerProcess
-from tpsharness.fuzz.runner import Fuzzer, Options
+from tpsharness.fuzz.runner import Fuzzer, Options, Report
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -29,7 +30,7 @@ PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "
            "die-on-dangling-entry"]
 
 
-def fuzz(command, **options):
+def fuzz(command: str, **options: Any) -> Report:
     server = ServerProcess(command)
     server.start()
     try:
@@ -38,12 +39,12 @@ def fuzz(command, **options):
         server.close()
 
 
-def spinners(count):
+def spinners(count: int) -> list[subprocess.Popen[bytes]]:
     """``count`` processes that keep a core busy each."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
-def self_test(seconds, label, seed):
+def self_test(seconds: float, label: str, seed: int) -> Report:
     report = fuzz(FAKE, budget=seconds, seed=seed)
     print(f"self-test {label:16} {report.programs:6} programs {report.steps:7} steps in "
           f"{report.elapsed:5.1f} s: {report.steps_per_second:6.0f} steps/s (each also run on the model), "
@@ -53,7 +54,7 @@ def self_test(seconds, label, seed):
     return report
 
 
-def time_to_find(fault, seeds, budget):
+def time_to_find(fault: str, seeds: int, budget: float) -> None:
     seen, done, lengths, missed = [], [], [], 0
     for seed in range(1, seeds + 1):
         report = fuzz(f"{FAKE} --fault {fault}", budget=budget, seed=seed, max_findings=1)
@@ -72,7 +73,7 @@ def time_to_find(fault, seeds, budget):
           f"{min(lengths)}-{max(lengths)} steps, {missed} of {seeds} runs missed it", flush=True)
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each self-test run")
     parser.add_argument("--seeds", type=int, default=5, help="runs per planted fault")

@@ -4,17 +4,26 @@ Exit status: 0 nothing found, 1 something found, 2 the run failed (a server comm
 that never listens, a server that cannot be reached), 3 usage error.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from ..argtypes import port as _port, positive_int as _positive_int
+
+if TYPE_CHECKING:
+    from .process import ServerProcess
+    from .runner import Report
+
+Address = tuple[str, int]
 
 FOUND, NOTHING, FAILED, USAGE = 1, 0, 2, 3
 SELF_TEST_COMMAND = "{python} -m fake_tps --port {port}"
 
 
-def _positive_seconds(text):
+def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -24,7 +33,7 @@ def _positive_seconds(text):
     return value
 
 
-def add_parser(commands):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``fuzz`` to the subcommands of tpsharness's parser."""
     from .model import MODELS
 
@@ -63,7 +72,7 @@ def add_parser(commands):
     return parser
 
 
-def cmd_fuzz(args):
+def cmd_fuzz(args: argparse.Namespace) -> int:
     """Run the fuzzer the arguments describe; the exit status."""
     try:
         import hypothesis   # noqa: F401  (an optional extra: say so plainly)
@@ -80,7 +89,8 @@ def cmd_fuzz(args):
         command = SELF_TEST_COMMAND.replace("{python}", sys.executable)
         if args.model == "field":
             command += " --fault one-read-one-message"
-    server = None
+    server: ServerProcess | None = None
+    target: Address
     try:
         if command is not None:
             try:
@@ -108,7 +118,7 @@ def cmd_fuzz(args):
     finally:
         if server is not None:
             server.close()
-    paths = {}
+    paths: dict[str, str] = {}
     if args.output:
         from .fixture import write
         for signature, finding in report.findings.items():
@@ -120,7 +130,7 @@ def cmd_fuzz(args):
     return FOUND if report.findings else NOTHING
 
 
-def _reachable(target):
+def _reachable(target: Address) -> None:
     """OSError naming the target unless it accepts a connection."""
     import socket
 
@@ -132,16 +142,16 @@ def _reachable(target):
                       f"{error.strerror or error}") from None
 
 
-def _usage(message):
+def _usage(message: str) -> int:
     print(f"tpsharness fuzz: error: {message}", file=sys.stderr)
     return USAGE
 
 
-def _progress_printer(stream=None):
+def _progress_printer(stream: TextIO | None = None) -> Callable[[Report], None]:
     stream = stream or sys.stderr
     live = stream.isatty()
 
-    def show(report):
+    def show(report: Report) -> None:
         line = (f"fuzz: {report.elapsed:5.0f} s  {report.programs} programs  {report.steps} steps  "
                 f"{report.steps_per_second:.0f} steps/s  {len(report.findings)} findings")
         if live:
@@ -151,7 +161,8 @@ def _progress_printer(stream=None):
     return show
 
 
-def summary(report, target, model, paths=None):
+def summary(report: Report, target: Address, model: str,
+            paths: dict[str, str] | None = None) -> dict[str, Any]:
     """The run as a JSON-able dict."""
     paths = paths or {}
     return {
@@ -169,7 +180,8 @@ def summary(report, target, model, paths=None):
     }
 
 
-def print_summary(report, target, model, paths=None, self_test=False, stream=None):
+def print_summary(report: Report, target: Address, model: str, paths: dict[str, str] | None = None,
+                  self_test: bool = False, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     paths = paths or {}
     if sys.stderr.isatty():

@@ -6,11 +6,20 @@ a split write...). Its signature is ``class/step kind/feature[/detail]``: findin
 are deduplicated by it, ``--ignore`` names it, and the fixture file is named after it.
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .observations import Garbage, Relay, Reply, Seen
-from .programs import SELF, UNKNOWN
+from .programs import SELF, UNKNOWN, Step
+
+if TYPE_CHECKING:
+    from .executor import Run
+
+Point = dict[str, Seen]            # actor -> what it saw at one observation point
+Found = tuple[int, str, str, str, str, str]     # point number, actor, class, expected, got, detail
 
 CLASSES = ("crash", "no answer", "wrong status", "missing relay", "corrupted relay", "extra relay",
            "missing close", "unexpected close")
@@ -24,18 +33,18 @@ class Difference:
     step: int                   # index into the program's steps
     do: str
     feature: str
-    actor: str                  # whose connection showed it (None for a crash)
+    actor: str | None           # whose connection showed it (None for a crash)
     expected: str               # what the model did there
     got: str                    # what the server did
     detail: str = ""            # in the signature too (the two statuses, for wrong status)
     point: int = 0              # which write of the step (1 for the second half of a split)
 
     @property
-    def signature(self):
+    def signature(self) -> str:
         parts = [self.cls.replace(" ", "-"), self.do, self.feature or "-"]
         return "/".join(parts + ([self.detail] if self.detail else []))
 
-    def describe(self):
+    def describe(self) -> str:
         where = f"step {self.step + 1} ({self.do}, {self.feature})"
         if self.cls == "crash":
             return f"crash after {where}: {self.got}"
@@ -43,12 +52,13 @@ class Difference:
                 f"on {self.actor}'s connection the model showed {self.expected}, the server {self.got}")
 
 
-def slug(signature):
+def slug(signature: str) -> str:
     """A file-name-safe form of a signature: ``wrong_status_register_first_split_200_400``."""
     return re.sub(r"[^a-z0-9]+", "_", signature.lower()).strip("_")
 
 
-def first_difference(model_points, server_points, acting):
+def first_difference(model_points: Sequence[Point], server_points: Sequence[Point],
+                     acting: str | None) -> Found | None:
     """The first difference between two lists of points, or None: per point, the acting
     actor's connection first, then the others by class order."""
     for number, (expected, got) in enumerate(zip(model_points, server_points)):
@@ -63,7 +73,7 @@ def first_difference(model_points, server_points, acting):
     return None
 
 
-def _compare_seen(expected, got):
+def _compare_seen(expected: Seen, got: Seen) -> tuple[str, str, str, str] | None:
     """(class, expected text, got text, detail) for the first difference, or None."""
     for index in range(max(len(expected.messages), len(got.messages))):
         want = expected.messages[index] if index < len(expected.messages) else None
@@ -84,7 +94,7 @@ def _compare_seen(expected, got):
             return "wrong status", wanted, saw, f"{_code(want)}:{_code(have)}"
         if isinstance(have, Relay):
             return "extra relay", wanted, saw, ""
-        return "wrong status", wanted, saw, f"none:{_code(have)}"
+        return "wrong status", wanted, saw, f"{_code(want)}:{_code(have)}"
     if expected.tail != got.tail:
         return ("corrupted relay", f"{len(expected.tail)} bytes of an incomplete message",
                 f"{len(got.tail)} bytes of one", "")
@@ -95,15 +105,19 @@ def _compare_seen(expected, got):
     return None
 
 
-def _code(message):
+def _code(message: Reply | Relay | Garbage | None) -> str:
     if isinstance(message, Garbage):
         return "garbage"
+    if isinstance(message, Relay):
+        return "relay"
+    if message is None:         # the model said something the server did not
+        return "none"
     if message.error_num is not None and message.error_num != "200":
         return f"{message.status}-{message.error_num}"
     return str(message.status)
 
 
-def _relay_bytes(relay):
+def _relay_bytes(relay: Relay) -> str:
     return f"relay {relay.raw[:120]!r}{'...' if len(relay.raw) > 120 else ''} ({len(relay.raw)} B)"
 
 
@@ -112,13 +126,13 @@ def _relay_bytes(relay):
 class Holders:
     """Which actor holds which uuid, as the model's answers show (for signatures)."""
 
-    def __init__(self):
-        self.holder = {}            # uuid -> actor
+    def __init__(self) -> None:
+        self.holder: dict[str, str] = {}            # uuid -> actor
 
-    def held_by(self, actor):
+    def held_by(self, actor: str | None) -> list[str]:
         return [uuid for uuid, who in self.holder.items() if who == actor]
 
-    def update(self, run, step, points):
+    def update(self, run: Run, step: Step, points: Sequence[Point]) -> None:
         """Learn from a step's points: a 200 to a register or send claims a uuid; a close
         frees an actor's uuids."""
         for point in points:
@@ -127,9 +141,9 @@ class Holders:
                     self._forget(actor)
             if step.actor is None:
                 continue
-            seen = point.get(step.actor)
-            if seen is None or not any(isinstance(m, Reply) and m.status == 200 and
-                                       m.error_num in (None, "200") for m in seen.messages):
+            answer = point.get(step.actor)
+            if answer is None or not any(isinstance(m, Reply) and m.status == 200 and
+                                         m.error_num in (None, "200") for m in answer.messages):
                 continue
             if step.do == "register":
                 serial = run.uuid_of(step.actor) if step.get("serial") is None else \
@@ -140,12 +154,12 @@ class Holders:
         if step.do == "close":
             self._forget(step.actor)
 
-    def _forget(self, actor):
+    def _forget(self, actor: str | None) -> None:
         for uuid in self.held_by(actor):
             del self.holder[uuid]
 
 
-def feature(run, holders, step, kinds):
+def feature(run: Run, holders: Holders, step: Step, kinds: Mapping[str, str]) -> str:
     """The abstract state of ``step`` that a signature names."""
     variant = step.get("variant")
     suffix = f"+{variant}" if variant not in (None, "plain") else ""

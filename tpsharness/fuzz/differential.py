@@ -6,15 +6,23 @@ the server's run waits for that much at each point and stops at the first
 difference. A refused probe at the end, or at a difference, makes it a crash.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import kernel, net
 from ..syscalls import NewTask
-from .compare import Difference, Holders, feature, first_difference
-from .executor import ModelSettle, Run, ServerDown
+from .compare import Difference, Holders, Point, feature, first_difference
+from .executor import ModelSettle, Run, ServerDown, ServerSettle
 from .observations import Seen
 from .model import make_model
-from .programs import CAST, Uuids
+from .programs import CAST, Program, Uuids
+
+if TYPE_CHECKING:
+    from fake_tps.server import FakeTPS
+
+Address = tuple[str, int]
 
 PROBE_TIMEOUT = 2.0
 
@@ -23,18 +31,19 @@ PROBE_TIMEOUT = 2.0
 class Outcome:
     """What one differential run saw."""
 
-    program: object
+    program: Program
     uuids: Uuids
     host: str
-    model_points: dict = field(default_factory=dict)     # step index -> points (run steps only)
-    server_points: dict = field(default_factory=dict)
-    features: dict = field(default_factory=dict)
-    connects: set = field(default_factory=set)          # steps that opened their actor's connection
-    difference: Difference = None
+    model_points: dict[int, list[Point]] = field(default_factory=dict)  # step index -> points (run steps only)
+    server_points: dict[int, list[Point]] = field(default_factory=dict)
+    features: dict[int, str] = field(default_factory=dict)
+    connects: set[int] = field(default_factory=set)     # steps that opened their actor's connection
+    difference: Difference | None = None
     steps_run: int = 0          # steps the server ran (the model ran len(model_points))
 
 
-def differential(program, address, model_name, settle, prefix, timeout):
+def differential(program: Program, address: Address, model_name: str, settle: ServerSettle,
+                 prefix: str, timeout: float) -> Outcome:
     """Run ``program`` on a fresh model, then on the server at ``address``; an Outcome.
 
     Each run has a kernel of its own (the model's ends with it), bounded by ``timeout``.
@@ -51,7 +60,8 @@ def differential(program, address, model_name, settle, prefix, timeout):
     return outcome
 
 
-async def _run_server(program, address, settle, outcome):
+async def _run_server(program: Program, address: Address, settle: ServerSettle,
+                      outcome: Outcome) -> Outcome:
     uuids, host = outcome.uuids, outcome.host
     run = Run(program, address, uuids, host, settle)
     last = None
@@ -97,7 +107,8 @@ async def _run_server(program, address, settle, outcome):
     return outcome
 
 
-async def _run_model(program, model, uuids, host, outcome):
+async def _run_model(program: Program, model: FakeTPS, uuids: Uuids, host: str,
+                     outcome: Outcome) -> None:
     await NewTask(model.serve(), daemon=True)
     run = Run(program, model.address, uuids, host, ModelSettle(model))
     holders = Holders()
@@ -115,13 +126,13 @@ async def _run_model(program, model, uuids, host, outcome):
         run.close()
 
 
-def _crash(outcome, index, how):
+def _crash(outcome: Outcome, index: int, how: str) -> Difference:
     step = outcome.program.steps[index]
     return Difference("crash", index, step.do, outcome.features.get(index, ""), None,
                       "the server still accepting connections", how)
 
 
-async def _refused(address):
+async def _refused(address: Address) -> str | None:
     """None if the server accepts a connection, else why not."""
     try:
         sock = await net.connect(address, timeout=PROBE_TIMEOUT)

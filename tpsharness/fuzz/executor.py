@@ -8,14 +8,24 @@ deadline passes), then a short grace for anything extra. So timing alone never m
 a difference appear: a slow server is waited for, only a silent one is not.
 """
 
+from __future__ import annotations
+
 import select
 from time import monotonic
+from typing import TYPE_CHECKING, Protocol
 
 from .. import net
 from ..kernel import ReadGroup
 from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import Sleep, WaitReadable
 from .observations import Inbox, Seen
+from .programs import Program, Step, Uuids
+
+if TYPE_CHECKING:
+    from fake_tps.server import FakeTPS
+
+    from ..net import Socket
+    from .compare import Point
 
 WRITE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -31,12 +41,12 @@ class Conn:
 
     __slots__ = ("sock", "inbox", "open")
 
-    def __init__(self, sock):
+    def __init__(self, sock: Socket) -> None:
         self.sock = sock
         self.inbox = Inbox()
         self.open = True
 
-    def drain(self):
+    def drain(self) -> None:
         """Read what has arrived, without waiting; a close or reset closes our side too."""
         while self.open:
             try:
@@ -52,7 +62,7 @@ class Conn:
                 return
             self.inbox.feed(data)
 
-    def close(self):
+    def close(self) -> None:
         self.open = False
         self.sock.close()
 
@@ -60,27 +70,28 @@ class Conn:
 class Run:
     """One program's actors against the server at ``address``."""
 
-    def __init__(self, program, address, uuids, host, settle):
+    def __init__(self, program: Program, address: tuple[str, int], uuids: Uuids, host: str,
+                 settle: Settle) -> None:
         self.program = program
-        self.address = tuple(address)
+        self.address = (str(address[0]), int(address[1]))
         self.uuids = uuids
         self.host = host                # the same Host header for model and server
         self.settle = settle
-        self.conns = {}                 # actor -> Conn, the current connection
-        self.connected_before = set()
-        self.lost = set()               # actors whose connection the server closed
-        self.cseq = {}
+        self.conns: dict[str, Conn] = {}            # actor -> the current connection
+        self.connected_before: set[str] = set()
+        self.lost: set[str] = set()                 # actors whose connection the server closed
+        self.cseq: dict[str, int] = {}
         self.group = ReadGroup()
 
-    def uuid_of(self, actor):
-        index = self.program.identity(actor)
-        return None if index is None else self.uuids.pool[index]
+    def uuid_of(self, actor: str | None) -> str:
+        """The uuid of a device or client (the actor of a register or send)."""
+        return self.uuids.pool[self.program.identity(actor)]
 
-    def is_open(self, actor):
-        conn = self.conns.get(actor)
+    def is_open(self, actor: str | None) -> bool:
+        conn = self.conns.get(actor) if actor is not None else None
         return conn is not None and conn.open
 
-    def runnable(self, step):
+    def runnable(self, step: Step) -> bool:
         """Whether the step can run here: connect needs an actor without an open
         connection; the rest need one, or connect first (``connects_first``) unless the
         server closed the actor's connection (then the step is skipped)."""
@@ -90,16 +101,17 @@ class Run:
             return not self.is_open(step.actor)
         return self.is_open(step.actor) or step.actor not in self.lost
 
-    def connects_first(self, step):
+    def connects_first(self, step: Step) -> bool:
         """Whether the step opens its actor's connection before it runs."""
         return step.do not in ("wait", "connect") and not self.is_open(step.actor)
 
-    def writes(self, step):
+    def writes(self, step: Step) -> list[bytes]:
         """The bytes the step writes, as a list of writes (two for a split request)."""
+        actor = step.actor or ""        # only a wait step has no actor, and it writes nothing
         if step.do == "register":
-            serial = self.uuid_of(step.actor) if step.get("serial") is None else self.uuids.pool[step.get("serial")]
-            self.cseq[step.actor] = self.cseq.get(step.actor, 0) + 1
-            data = register_request(serial, host=self.host, cseq=str(self.cseq[step.actor]),
+            serial = self.uuid_of(actor) if step.get("serial") is None else self.uuids.pool[step.get("serial")]
+            self.cseq[actor] = self.cseq.get(actor, 0) + 1
+            data = register_request(serial, host=self.host, cseq=str(self.cseq[actor]),
                                     trailing_crlf=step.get("variant") == "crlf")
         elif step.do == "send":
             own = self.uuid_of(step.actor)
@@ -111,26 +123,27 @@ class Run:
             return []
         return pieces(data, step.get("variant"), step.get("split_at"))
 
-    async def execute(self, step, expected=None):
+    async def execute(self, step: Step, expected: list[Point] | None = None) -> list[Point]:
         """Run one step; its observation points (a list of {actor: Seen})."""
         points = []
+        actor = step.actor or ""        # only a wait step has no actor, and it neither connects nor writes
         if self.connects_first(step):       # what the server says on accept joins the step's point
-            await self._connect(step.actor)
+            await self._connect(actor)
         if step.do == "connect":
-            await self._connect(step.actor)
+            await self._connect(actor)
         elif step.do == "close":
-            conn = self.conns[step.actor]
+            conn = self.conns[actor]
             conn.drain()            # what arrived before our close belongs to earlier points
             conn.close()
         elif step.do == "wait":
             await self.settle.wait(step.get("seconds"))
         for number, data in enumerate(self.writes(step) or [None]):
             if data is not None:
-                await self._write(step.actor, data)
+                await self._write(actor, data)
             points.append(await self.settle(self, expected[number] if expected else None))
         return points
 
-    async def _connect(self, actor):
+    async def _connect(self, actor: str) -> None:
         try:
             sock = await net.connect(self.address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as error:
@@ -140,7 +153,7 @@ class Run:
         self.lost.discard(actor)
         self.group.add(sock.fd)
 
-    async def _write(self, actor, data):
+    async def _write(self, actor: str, data: bytes) -> None:
         conn = self.conns[actor]
         if not conn.open:
             return
@@ -153,30 +166,30 @@ class Run:
                 conn.close()
             self.lost.add(actor)
 
-    def drain(self):
+    def drain(self) -> None:
         for actor, conn in self.conns.items():
             if conn.open:
                 conn.drain()
                 if not conn.open:
                     self.lost.add(actor)
 
-    def take_point(self):
+    def take_point(self) -> Point:
         """{actor: Seen} of every actor with a connection, since the last point."""
         return {actor: conn.inbox.take() for actor, conn in self.conns.items()
                 if conn.open or conn.inbox.seen.closed or conn.inbox.seen.messages}
 
-    def satisfied(self, expected):
+    def satisfied(self, expected: Point) -> bool:
         empty = Seen()
         return all(not conn.open or conn.inbox.seen.satisfies(expected.get(actor, empty))
                    for actor, conn in self.conns.items())
 
-    def close(self):
+    def close(self) -> None:
         for conn in self.conns.values():
             if conn.open:
                 conn.close()
 
 
-def pieces(data, variant, split_at):
+def pieces(data: bytes, variant: str | None, split_at: int | None) -> list[bytes]:
     if variant == "pipelined":
         return [data + data]
     if variant == "split":
@@ -185,13 +198,21 @@ def pieces(data, variant, split_at):
     return [data]
 
 
+class Settle(Protocol):
+    """How a Run waits for an observation point (ModelSettle, ServerSettle)."""
+
+    async def __call__(self, run: Run, expected: Point | None = None) -> Point: ...
+
+    async def wait(self, seconds: float) -> None: ...
+
+
 class ModelSettle:
     """The in-kernel model has settled when it is quiescent twice in a row."""
 
-    def __init__(self, model):
+    def __init__(self, model: FakeTPS) -> None:
         self.model = model
 
-    async def __call__(self, run, expected=None):
+    async def __call__(self, run: Run, expected: Point | None = None) -> Point:
         calm = 0
         limit = monotonic() + MODEL_SETTLE_LIMIT
         while calm < 2:
@@ -202,7 +223,7 @@ class ModelSettle:
         run.drain()
         return run.take_point()
 
-    async def wait(self, seconds):
+    async def wait(self, seconds: float) -> None:
         """A wait step: nothing times out within a fuzz wait, so the model need not sleep."""
 
 
@@ -217,14 +238,15 @@ class ServerSettle:
     or in the program's final grace; ``patient`` gives every point the grace.
     """
 
-    def __init__(self, timeout=0.25, grace=0.002, min_grace=0.0002, patient=False):
+    def __init__(self, timeout: float = 0.25, grace: float = 0.002, min_grace: float = 0.0002,
+                 patient: bool = False) -> None:
         self.timeout = timeout
         self.grace = grace
         self.min_grace = min_grace
         self.patient = patient
         self.latency = grace / 2          # a running estimate of the server's answer time
 
-    async def __call__(self, run, expected=None):
+    async def __call__(self, run: Run, expected: Point | None = None) -> Point:
         expected = expected or {}
         start = monotonic()
         expects_something = any(seen.messages or seen.closed or seen.tail for seen in expected.values())
@@ -246,7 +268,7 @@ class ServerSettle:
         await self.linger(run, self.grace_now())
         return run.take_point()
 
-    async def linger(self, run, seconds):
+    async def linger(self, run: Run, seconds: float) -> None:
         """Read what arrives for ``seconds``.
 
         epoll waits whole milliseconds (a 0.3 ms grace costs 1 ms), so a short linger
@@ -268,8 +290,8 @@ class ServerSettle:
                     pass
             run.drain()
 
-    def grace_now(self):
+    def grace_now(self) -> float:
         return min(self.grace, max(self.min_grace, 1.5 * self.latency))
 
-    async def wait(self, seconds):
+    async def wait(self, seconds: float) -> None:
         await Sleep(seconds)

@@ -7,29 +7,37 @@ ends with check_alive. Replayed against the server it fails where the server
 diverged (at check_alive for a crash); against the model it passes.
 """
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..scenario import validate
-from .compare import slug
-from .observations import Relay, Reply
-from .programs import CAST
+from .compare import Difference, Point, slug
+from .observations import Relay, Reply, Seen
+from .programs import CAST, Program, Step, Uuids
+
+if TYPE_CHECKING:
+    from .runner import Finding
+
+ScenarioStep = dict[str, Any]      # a scenario step, as JSON holds it
 
 EXTRA_CLASSES = ("extra relay", "unexpected close")
 NOTHING_FOR = 0.5           # seconds an expect_nothing at the diverging step watches
 
 
-def fixture_name(signature):
+def fixture_name(signature: str) -> str:
     return f"test_{slug(signature)}.tps.json"
 
 
-def scenario_of(finding, model="strict", target=None):
+def scenario_of(finding: Finding, model: str = "strict", target: str | None = None) -> dict[str, Any]:
     """The scenario (a dict, validated) that reproduces ``finding``."""
     outcome = finding.outcome
     program, uuids = outcome.program, outcome.uuids
-    difference = outcome.difference
-    actors = {}
-    steps = []
+    difference = finding.difference
+    actors: dict[str, dict[str, str]] = {}
+    steps: list[ScenarioStep] = []
     for index in sorted(outcome.model_points):
         step = program.steps[index]
         if step.actor is not None and step.actor not in actors:
@@ -58,7 +66,8 @@ def scenario_of(finding, model="strict", target=None):
     return validate(scenario, fixture_name(finding.signature))
 
 
-def write(finding, directory, model="strict", target=None):
+def write(finding: Finding, directory: str | Path, model: str = "strict",
+          target: str | None = None) -> Path:
     """Write the finding's scenario into ``directory``; its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,25 +76,22 @@ def write(finding, directory, model="strict", target=None):
     return path
 
 
-def _server_did_more(difference):
+def _server_did_more(difference: Difference) -> bool:
     return difference.cls in EXTRA_CLASSES or (
         difference.cls == "wrong status" and difference.detail.startswith("none:"))
 
 
-def _actor(program, uuids, name):
+def _actor(program: Program, uuids: Uuids, name: str) -> dict[str, str]:
     kind = CAST[name]
-    index = program.identity(name)
-    if kind == "device":
-        return {"kind": kind, "uuid": uuids.pool[index]}
-    if kind == "client":
-        return {"kind": kind, "uuid": uuids.pool[index]}
+    if kind in ("device", "client"):
+        return {"kind": kind, "uuid": uuids.pool[program.identity(name)]}
     return {"kind": kind}
 
 
-def _action(step, program, uuids, host):
+def _action(step: Step, program: Program, uuids: Uuids, host: str) -> ScenarioStep:
     if step.do == "wait":
         return {"do": "wait", "seconds": step.get("seconds")}
-    out = {"do": step.do, "actor": step.actor}
+    out: ScenarioStep = {"do": step.do, "actor": step.actor}
     if step.do in ("register", "send"):
         variant = step.get("variant")
         if step.do == "register":
@@ -107,7 +113,7 @@ def _action(step, program, uuids, host):
     return out
 
 
-def _payload(data, key):
+def _payload(data: bytes, key: str) -> dict[str, str]:
     """{key: text} for printable ASCII (and no ${ placeholder), else {key_hex: hex}."""
     text = data.decode("latin-1")
     if all(32 <= ord(c) < 127 or c in "\r\n" for c in text) and "${" not in text:
@@ -115,18 +121,18 @@ def _payload(data, key):
     return {f"{key}_hex": data.hex()}
 
 
-def _point_expectations(point):
-    steps = []
+def _point_expectations(point: Point) -> list[ScenarioStep]:
+    steps: list[ScenarioStep] = []
     for actor in sorted(point, key=list(CAST).index):
         steps += _expectations(actor, point[actor])
     return steps
 
 
-def _expectations(actor, seen):
-    steps = []
+def _expectations(actor: str, seen: Seen) -> list[ScenarioStep]:
+    steps: list[ScenarioStep] = []
     for message in seen.messages:
         if isinstance(message, Reply):
-            step = {"do": "expect_reply", "actor": actor, "status": message.status}
+            step: ScenarioStep = {"do": "expect_reply", "actor": actor, "status": message.status}
             if message.error_num is not None:
                 step["fields"] = {"ErrorNum": message.error_num}
             steps.append(step)

@@ -5,13 +5,20 @@ read is one message, docs/protocol.md section 3), so that a field server's known
 framing is not reported again and again.
 """
 
-MODELS = {
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fake_tps.server import FakeTPS
+
+MODELS: dict[str, tuple[str, ...]] = {
     "strict": (),
     "field": ("one-read-one-message",),
 }
 
 
-def make_model(name):
+def make_model(name: str) -> FakeTPS:
     """A fresh fake TPS on a free loopback port, with the faults model ``name`` names."""
     from fake_tps.server import FakeTPS        # the fake ships beside tpsharness
 

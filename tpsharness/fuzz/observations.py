@@ -8,10 +8,13 @@ as its exact bytes. It also tells whether the connection was closed, and the byt
 of a message not yet complete (a field server's cut relay).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
-from ..protocol import PrivateData, Reader, RegisterReply, quote
+from ..protocol import Message, PrivateData, Reader, RegisterReply, quote
+from ..protocol import Reply as WireReply
 
 
 @dataclass(frozen=True)
@@ -19,9 +22,9 @@ class Reply:
     """A reply: its status, and ErrorNum when it is the register reply."""
 
     status: int
-    error_num: str = None
+    error_num: str | None = None
 
-    def __str__(self):
+    def __str__(self) -> str:
         register = f" (register reply, ErrorNum {self.error_num})" if self.error_num is not None else ""
         return f"reply {self.status}{register}"
 
@@ -34,7 +37,7 @@ class Relay:
     src: str = ""
     body: bytes = b""
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"relay of {quote(self.body, 40)} from {self.src}"
 
 
@@ -44,27 +47,32 @@ class Garbage:
 
     data: bytes
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"bytes that are not a TPS message: {quote(self.data, 40)}"
 
 
-def summarise(message):
+Summary = Reply | Relay | Garbage
+
+
+def summarise(message: Message) -> Summary:
     if isinstance(message, PrivateData):
         return Relay(message.raw, message.src, message.body)
     if isinstance(message, RegisterReply):
         return Reply(message.status, message.error_num)
-    return Reply(message.status)
+    if isinstance(message, WireReply):
+        return Reply(message.status)
+    return Garbage(message.raw[:200])   # a register or unknown request: no server sends one
 
 
 @dataclass
 class Seen:
     """What one actor saw at one observation point."""
 
-    messages: list = field(default_factory=list)
+    messages: list[Summary] = field(default_factory=list)
     closed: bool = False        # the server closed (FIN or RST) during this point
     tail: bytes = b""           # an incomplete message buffered at the end
 
-    def __str__(self):
+    def __str__(self) -> str:
         parts = [str(m) for m in self.messages]
         if self.tail:
             parts.append(f"{len(self.tail)} bytes of an incomplete message")
@@ -72,7 +80,7 @@ class Seen:
             parts.append("a close")
         return ", ".join(parts) or "nothing"
 
-    def satisfies(self, expected):
+    def satisfies(self, expected: Seen) -> bool:
         """True once this holds at least what ``expected`` holds (counting only)."""
         return (len(self.messages) >= len(expected.messages) and len(self.tail) >= len(expected.tail)
                 and (self.closed or not expected.closed))
@@ -83,13 +91,13 @@ class Inbox:
 
     __slots__ = ("reader", "broken", "seen", "pending")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.reader = Reader()
         self.broken = False
         self.seen = Seen()
         self.pending = b""          # what the reader holds: always a suffix of what it was fed
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         if self.broken:
             return
         self.reader.feed(data)
@@ -104,12 +112,12 @@ class Inbox:
         held = self.reader.buffered
         self.pending = (self.pending + data)[-held:] if held else b""
 
-    def take(self):
+    def take(self) -> Seen:
         """This point's Seen; the next point starts empty."""
         seen, self.seen = self.seen, Seen()
         seen.tail = self.tail()
         return seen
 
-    def tail(self):
+    def tail(self) -> bytes:
         """The incomplete message held, without the stray CR, LF and NUL a reader skips."""
         return self.pending.lstrip(b"\r\n\x00")

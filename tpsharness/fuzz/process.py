@@ -14,12 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO
 
 START_TIMEOUT = 10.0
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """In the child (Linux): SIGTERM when the fuzzer dies, even by SIGKILL, so that a
     killed run leaves no server behind."""
     if sys.platform.startswith("linux"):
@@ -35,42 +36,106 @@ PR_SET_PDEATHSIG = 1
 from ..errors import ServerStartError  # noqa: E402,F401  (defined with every error)
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 class ServerProcess:
-    """``command`` (a string; ``{port}`` filled in) listening on ``host``:``port``."""
+    """``command`` (a string; ``{port}`` filled in) listening on ``host``:``port``.
 
-    def __init__(self, command, host="127.0.0.1", port=None, start_timeout=START_TIMEOUT):
+    Where the fuzzer picked the port, the first restart also starts a spare server on
+    another free port, and each later restart swaps to the spare (already listening)
+    and starts the next one: shrinking a crash restarts the server for every crashing
+    candidate, and waiting for the interpreter to start was most of that. ``address``
+    follows the swaps.
+    """
+
+    def __init__(self, command: str, host: str = "127.0.0.1", port: int | None = None,
+                 start_timeout: float = START_TIMEOUT) -> None:
         if "{port}" not in command and port is None:
             raise ValueError("the server command needs {port}, or give HOST PORT it listens on")
+        self.command = command
         self.host = host
         self.port = port if port is not None else free_port()
-        self.argv = shlex.split(command.replace("{port}", str(self.port)))
+        self.argv = self._argv(self.port)
         if not self.argv:
             raise ValueError("the server command is empty")
         self.start_timeout = start_timeout
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
-        self._output = tempfile.TemporaryFile()
+        self._output: IO[bytes] = tempfile.TemporaryFile()
+        self._spares = port is None         # the port is ours: a spare may take another
+        self._spare: tuple[subprocess.Popen[bytes], int, IO[bytes]] | None = None
 
     @property
-    def address(self):
+    def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def start(self):
+    @property
+    def spare_address(self) -> tuple[str, int] | None:
+        """Where the next restart's server listens (None: the next restart starts one)."""
+        return None if self._spare is None else (self.host, self._spare[1])
+
+    def start(self) -> None:
         """Start the command and wait until it accepts connections."""
         self._output.seek(0)
         self._output.truncate()
+        self.process = self._launch(self.argv, self._output)
+        self._wait_listening()
+
+    def restart(self) -> None:
+        """A fresh server: the spare if there is one (then the address changes)."""
+        self.stop()
+        self.restarts += 1
+        if self._spare is None:
+            self.start()
+        else:
+            self.process, self.port, output = self._spare
+            self._spare = None
+            self._output.close()
+            self._output = output
+            self.argv = self._argv(self.port)
+            self._wait_listening()
+        if self._spares:
+            port = free_port()
+            output = tempfile.TemporaryFile()
+            try:
+                self._spare = (self._launch(self._argv(port), output), port, output)
+            except ServerStartError:
+                output.close()      # it failed to run at all: the next restart says so
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s; the whole process group."""
+        _stop(self.process)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._spare is not None:
+            _stop(self._spare[0])
+            self._spare[2].close()
+            self._spare = None
+        self._output.close()
+
+    def _argv(self, port: int) -> list[str]:
+        return shlex.split(self.command.replace("{port}", str(port)))
+
+    @staticmethod
+    def _launch(argv: list[str], output: IO[bytes]) -> subprocess.Popen[bytes]:
         try:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=_die_with_parent)
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         except OSError as error:
-            raise ServerStartError(f"cannot run {shlex.join(self.argv)}: {error.strerror}") from None
+            raise ServerStartError(f"cannot run {shlex.join(argv)}: {error.strerror}") from None
+
+    def _wait_listening(self) -> None:
+        assert self.process is not None     # launched by the caller
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.process.poll() is not None:
@@ -84,43 +149,14 @@ class ServerProcess:
                                        f"within {self.start_timeout:g} s{self._last_output()}")
             time.sleep(0.02)
 
-    def restart(self):
-        self.stop()
-        self.restarts += 1
-        self.start()
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self):
-        """SIGTERM, then SIGKILL after 3 s; the whole process group."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self.process = None
-
-    def close(self):
-        self.stop()
-        self._output.close()
-
-    def _accepts(self):
+    def _accepts(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5):
                 return True
         except OSError:
             return False
 
-    def _last_output(self):
+    def _last_output(self) -> str:
         self._output.seek(0)
         text = self._output.read().decode("utf-8", "replace").strip()
         if not text:
@@ -128,3 +164,19 @@ class ServerProcess:
         if len(text) > OUTPUT_SHOWN:
             text = "..." + text[-OUTPUT_SHOWN:]
         return "; its last output:\n" + text
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 3 s; the whole process group."""
+    if process is None or process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

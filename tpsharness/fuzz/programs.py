@@ -8,7 +8,10 @@ that cannot run where they land (a send on a closed connection) are skipped by t
 executor, so hypothesis may delete any step while it shrinks.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -38,13 +41,13 @@ class Step:
     """
 
     do: str
-    actor: str = None
-    args: tuple = ()            # (name, value) pairs: hashable, printable
+    actor: str | None = None
+    args: tuple[tuple[str, Any], ...] = ()     # (name, value) pairs: hashable, printable
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         return dict(self.args).get(name, default)
 
-    def __str__(self):
+    def __str__(self) -> str:
         shown = [(k, v) for k, v in self.args if k != "split_at" or self.get("variant") == "split"]
         args = ", ".join(f"{k}={_show(v)}" for k, v in shown)
         who = f"{self.actor}." if self.actor else ""
@@ -64,17 +67,17 @@ class RawData:
     at: int = 0
     extra: bytes = b""
 
-    def build(self, uuids, host):
+    def build(self, uuids: Uuids, host: str) -> bytes:
         if self.base == "garbage":
             return self.garbage
         if self.base == "register":
             data = register_request(uuids.pool[self.serial], host=host)
         else:
-            data = PrivateDataTemplate(uuids.pool[self.serial], uuids.dest(self.dest, None),
+            data = PrivateDataTemplate(uuids.pool[self.serial], uuids.dest(self.dest, uuids.pool[self.serial]),
                                        host=host).build(self.payload)
         return mutate(data, self.mutation, self.at, self.extra)
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.base == "garbage":
             return _show(self.garbage)
         what = f"register(u{self.serial})" if self.base == "register" else \
@@ -82,7 +85,7 @@ class RawData:
         return what if self.mutation == "none" else f"{self.mutation}@{self.at}({what}{', ' + _show(self.extra) if self.extra else ''})"
 
 
-def mutate(data, mutation, at, extra):
+def mutate(data: bytes, mutation: str, at: int, extra: bytes) -> bytes:
     """``data`` with one mutation applied at offset ``at`` (taken modulo its length)."""
     if mutation == "none" or not data:
         return data
@@ -116,16 +119,20 @@ def mutate(data, mutation, at, extra):
 class Program:
     """A cast's identities (actor -> pool index) and the steps."""
 
-    identities: tuple           # (actor, pool index) pairs for devices and clients
-    steps: tuple
+    identities: tuple[tuple[str, int], ...]    # (actor, pool index) pairs for devices and clients
+    steps: tuple[Step, ...]
 
-    def identity(self, actor):
-        return dict(self.identities).get(actor)
+    def identity(self, actor: str | None) -> int:
+        """The pool index of a device or client (the actors that register and send)."""
+        for name, index in self.identities:
+            if name == actor:
+                return index
+        raise KeyError(f"{actor} has no identity: only devices and clients have one")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "\n".join(f"{number:3}. {step}" for number, step in enumerate(self.steps, 1))
 
-    def actors(self):
+    def actors(self) -> list[str]:
         """The actors the steps use, in cast order."""
         used = {step.actor for step in self.steps}
         return [name for name in CAST if name in used]
@@ -137,16 +144,16 @@ class Uuids:
     and the server under test (relays carry them and are compared byte for byte)."""
 
     prefix: str
-    pool: list = field(init=False)
+    pool: list[str] = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.pool = [f"{self.prefix}-u{index}" for index in range(POOL)]
 
     @property
-    def unknown(self):
+    def unknown(self) -> str:
         return f"{self.prefix}-nobody"
 
-    def dest(self, index, own):
+    def dest(self, index: int, own: str) -> str:
         if index == UNKNOWN:
             return self.unknown
         if index == SELF:
@@ -154,13 +161,13 @@ class Uuids:
         return self.pool[index]
 
 
-def _show(value):
+def _show(value: object) -> str:
     if isinstance(value, bytes):
         return repr(value) if len(value) <= 24 else f"{value[:16]!r}...({len(value)} B)"
     return str(value)
 
 
-def _dest_name(index):
+def _dest_name(index: int) -> str:
     return {UNKNOWN: "unknown", SELF: "self"}.get(index, f"u{index}")
 
 
@@ -189,11 +196,11 @@ raw_data = st.one_of(
 )
 
 
-def _step(do, actor, **args):
+def _step(do: str, actor: str, **args: Any) -> Step:
     return Step(do, actor, tuple(sorted(args.items())))
 
 
-def _steps_of(actor, kind):
+def _steps_of(actor: str, kind: str) -> list[tuple[str, st.SearchStrategy[Step]]]:
     """(kind of step, strategy) pairs for one actor of the cast."""
     steps = [("connect", st.just(_step("connect", actor))),
              ("close", st.just(_step("close", actor))),
@@ -215,7 +222,7 @@ KIND_WEIGHTS = ("register", "send", "register", "send", "send_raw", "close", "re
                 "connect", "send_raw", "close", "wait")
 
 
-def steps():
+def steps() -> st.SearchStrategy[Step]:
     """Any one step of any actor of the cast: a kind (by KIND_WEIGHTS), then an actor
     that can do it and the step's arguments."""
     by_kind = {"wait": [st.builds(lambda seconds: Step("wait", None, (("seconds", seconds),)),
@@ -227,14 +234,14 @@ def steps():
     return st.sampled_from(KIND_WEIGHTS).flatmap(strategies.__getitem__)
 
 
-def identities():
+def identities() -> st.SearchStrategy[tuple[tuple[str, int], ...]]:
     """Each device and client's pool index: shrinks towards distinct identities."""
     return st.tuples(*[st.integers(0, POOL - 1) for _ in DEFAULT_IDENTITY]).map(
         lambda shifts: tuple((actor, (DEFAULT_IDENTITY[actor] + shift) % POOL)
                              for actor, shift in zip(DEFAULT_IDENTITY, shifts)))
 
 
-def programs(max_steps=10):
+def programs(max_steps: int = 10) -> st.SearchStrategy[Program]:
     """Programs of 1 to ``max_steps`` steps."""
     return st.builds(lambda ids, body: Program(ids, tuple(body)), identities(),
                      st.lists(steps(), min_size=1, max_size=max_steps))

@@ -13,19 +13,23 @@ more with a patient settle window: only a difference that repeats is a finding
 until the budget, the program count or the finding count runs out.
 """
 
+from __future__ import annotations
+
 import hashlib
 import random
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.errors import HypothesisWarning
 
-from .compare import slug
-from .differential import differential
+from .compare import Difference, slug
+from .differential import Address, Outcome, differential
 from .executor import ServerSettle
-from .programs import programs
+from .process import ServerProcess
+from .programs import Program, Step, programs
 
 PATIENT_FACTOR = 10             # the confirming run waits this many times longer
 
@@ -38,10 +42,10 @@ class _Stop(BaseException):
 from ..errors import Divergence  # noqa: E402  (defined with every error)
 
 
-_DIVERGENCE_TYPES = {}
+_DIVERGENCE_TYPES: dict[str, type[Divergence]] = {}
 
 
-def _divergence_type(signature):
+def _divergence_type(signature: str) -> type[Divergence]:
     if signature not in _DIVERGENCE_TYPES:
         _DIVERGENCE_TYPES[signature] = type(f"Divergence_{slug(signature)}", (Divergence,), {})
     return _DIVERGENCE_TYPES[signature]
@@ -52,25 +56,26 @@ class Finding:
     """The smallest program seen for one signature, and what it showed."""
 
     signature: str
-    outcome: object             # the differential Outcome of that program
+    outcome: Outcome            # the differential run of that program
     confirmed: bool = False
     found_after: float = 0.0    # seconds into the run
 
     @property
-    def difference(self):
+    def difference(self) -> Difference:
+        assert self.outcome.difference is not None     # a Finding is made of a difference
         return self.outcome.difference
 
     @property
-    def program(self):
+    def program(self) -> Program:
         return self.outcome.program
 
-    def listing(self):
+    def listing(self) -> list[tuple[Step, bool]]:
         """(step, whether it ran) for the program's steps up to the one that diverged."""
         last = self.difference.step
         return [(step, index in self.outcome.model_points)
                 for index, step in enumerate(self.program.steps[:last + 1])]
 
-    def size(self):
+    def size(self) -> tuple[int, int, int]:
         return (len(self.outcome.model_points), len(self.program.steps), len(str(self.program)))
 
 
@@ -78,63 +83,63 @@ class Finding:
 class Options:
     """What to fuzz and how long; ``target`` is (host, port)."""
 
-    target: tuple
+    target: Address
     model: str = "strict"
     budget: float = 60.0
-    max_programs: int = None
-    max_findings: int = None
+    max_programs: int | None = None
+    max_findings: int | None = None
     max_steps: int = 10
     seed: int = 0
-    ignore: tuple = ()
+    ignore: tuple[str, ...] = ()
     settle: float = 0.25        # seconds to wait for what the model produced
     grace: float = 0.002        # then at most this long for anything extra
-    server: object = None       # a ServerProcess to restart after a crash, or None
-    progress: object = None     # called with the Report about once a second
+    server: ServerProcess | None = None     # restarted after a crash
+    progress: Callable[[Report], None] | None = None    # called about once a second
 
 
 @dataclass
 class Report:
     """The run so far: counters, findings, the differences that did not repeat."""
 
-    findings: dict = field(default_factory=dict)        # signature -> Finding (confirmed)
-    unrepeatable: list = field(default_factory=list)    # signatures seen once, not again
+    findings: dict[str, Finding] = field(default_factory=dict)      # signature -> Finding (confirmed)
+    unrepeatable: list[str] = field(default_factory=list)          # signatures seen once, not again
     programs: int = 0
     steps: int = 0              # steps run on the server (each also ran on the model)
     elapsed: float = 0.0
     crashes: int = 0
     stopped_by: str = ""
-    trace: object = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
+    trace: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
 
     @property
-    def digest(self):
+    def digest(self) -> str:
         """A fingerprint of the programs run and what each showed: equal runs, equal digests."""
         return self.trace.hexdigest()
 
     @property
-    def steps_per_second(self):
+    def steps_per_second(self) -> float:
         return self.steps / self.elapsed if self.elapsed else 0.0
 
 
 class Fuzzer:
     """Runs rounds of hypothesis searches against ``options.target``."""
 
-    def __init__(self, options):
+    def __init__(self, options: Options) -> None:
         self.options = options
         self.report = Report()
         self.ignored = set(options.ignore)
-        self.target = None              # this round's signature
-        self.best = None                # the smallest program showing it
+        self.target: tuple[str, str] | None = None     # this round's (class, step kind)
+        self.best: Finding | None = None                # the smallest program showing it
         self.rng = random.Random(options.seed)
-        self.started = None
-        self.deadline = None
+        self.started = 0.0
+        self.deadline = 0.0
         self.settle = ServerSettle(options.settle, options.grace)
         self.patient = ServerSettle(options.settle * PATIENT_FACTOR, options.grace * PATIENT_FACTOR,
                                     patient=True)
         self._last_progress = 0.0
-        self._stop_reason = None
-        self._fatal = None              # what made the run fail, raised at its end
+        self._stop_reason: str | None = None
+        self._fatal: Exception | None = None       # what made the run fail, raised at its end
 
-    def run(self):
+    def run(self) -> Report:
         self.started = time.monotonic()
         self.deadline = self.started + self.options.budget
         round_number = 0
@@ -154,13 +159,13 @@ class Fuzzer:
 
     # -- one hypothesis search ---------------------------------------------------------
 
-    def _round(self, round_seed):
+    def _round(self, round_seed: int) -> None:
         @seed(round_seed)
         @settings(max_examples=10 ** 9, deadline=None, database=None, derandomize=False,
                   suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
                   report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
         @given(programs(self.options.max_steps))
-        def search(program):
+        def search(program: Program) -> None:
             self._check(program)
 
         try:
@@ -172,7 +177,7 @@ class Fuzzer:
         except Exception:       # the shrunk Divergence (or hypothesis's Flaky): recorded already
             pass
 
-    def _check(self, program):
+    def _check(self, program: Program) -> None:
         self._should_stop()
         outcome = self._execute(program, self.settle)
         difference = outcome.difference
@@ -197,16 +202,17 @@ class Fuzzer:
             raise _Stop()
         raise _divergence_type(f"{key[0]}/{key[1]}")(difference.describe())
 
-    def _execute(self, program, settle):
+    def _execute(self, program: Program, settle: ServerSettle) -> Outcome:
         prefix = f"fz{self.rng.getrandbits(32):08x}"
         budget = 10.0 + len(program.steps) * (settle.timeout * 2 + 2.0)
-        outcome = differential(program, self.options.target, self.options.model, settle, prefix, budget)
+        server = self.options.server
+        target = server.address if server is not None else self.options.target     # a restart may move it
+        outcome = differential(program, target, self.options.model, settle, prefix, budget)
         self.report.programs += 1
         self.report.steps += outcome.steps_run
         self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
         crashed = outcome.difference is not None and outcome.difference.cls == "crash"
         self.report.crashes += crashed
-        server = self.options.server
         if server is not None and (crashed or not server.alive()):
             try:
                 server.restart()
@@ -217,7 +223,7 @@ class Fuzzer:
         self._tick()
         return outcome
 
-    def _should_stop(self):
+    def _should_stop(self) -> None:
         if self._stop_reason is not None:
             raise _Stop()
         if time.monotonic() >= self.deadline:
@@ -227,7 +233,7 @@ class Fuzzer:
         if self._stop_reason is not None:
             raise _Stop()
 
-    def _tick(self):
+    def _tick(self) -> None:
         now = time.monotonic()
         self.report.elapsed = now - self.started
         if self.options.progress is not None and now - self._last_progress >= 1.0:
@@ -236,7 +242,7 @@ class Fuzzer:
 
     # -- after a round: keep what repeats ------------------------------------------------
 
-    def _confirm(self):
+    def _confirm(self) -> None:
         finding, self.best, self.target = self.best, None, None
         if finding is None:
             return

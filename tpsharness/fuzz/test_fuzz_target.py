@@ -17,7 +17,7 @@ BUDGET = float(os.environ.get("TPS_FUZZ_BUDGET", "20"))
 
 
 @pytest.mark.timeout(BUDGET + 120)
-def test_fuzzing_finds_no_difference_from_the_model(tps_address):
+def test_fuzzing_finds_no_difference_from_the_model(tps_address: tuple[str, int]) -> None:
     options = Options(target=tps_address, budget=BUDGET, model=os.environ.get("TPS_FUZZ_MODEL", "strict"),
                       seed=int(os.environ.get("TPS_FUZZ_SEED", "0")))
     report = Fuzzer(options).run()
