@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from .checker import STAGES, CheckResult, check
 from .defaults import HOST, PORT, TIMEOUT
+from .errors import BadProbe
 from .net import format_address, parse_address
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ class Checker(Protocol):
     """What runs a probe's check: ``check`` itself, or a stand-in in tests."""
 
     def __call__(self, host: str, port: int, *, timeout: float) -> CheckResult: ...
-
-
-from .errors import BadProbe  # noqa: E402  (defined with every error)
 
 
 def parse_target(text: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from ..argtypes import port as _port, positive_int as _positive_int
+from ..defaults import HOST
 
 if TYPE_CHECKING:
     from .process import ServerProcess
@@ -94,7 +95,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     try:
         if command is not None:
             try:
-                server = ServerProcess(command, args.host or "127.0.0.1", args.port,
+                server = ServerProcess(command, args.host or HOST, args.port,
                                        start_timeout=args.start_timeout)
             except ValueError as error:
                 return _usage(str(error))

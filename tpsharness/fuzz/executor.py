@@ -15,6 +15,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
 from .. import net
+from ..errors import ServerDown  # noqa: F401  (callers import it from here too)
 from ..kernel import ReadGroup
 from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import Sleep, WaitReadable
@@ -32,8 +33,6 @@ CONNECT_TIMEOUT = 2.0
 MODEL_SETTLE_LIMIT = 5.0        # seconds; an in-kernel fake answers in microseconds
 SHORT_WAIT = 0.005              # seconds: a linger this short waits in select (microseconds), not epoll
 
-
-from ..errors import ServerDown  # noqa: E402,F401  (defined with every error)
 
 
 class Conn:

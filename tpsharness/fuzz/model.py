@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..defaults import HOST
+
 if TYPE_CHECKING:
     from fake_tps.server import FakeTPS
 
@@ -22,4 +24,4 @@ def make_model(name: str) -> FakeTPS:
     """A fresh fake TPS on a free loopback port, with the faults model ``name`` names."""
     from fake_tps.server import FakeTPS        # the fake ships beside tpsharness
 
-    return FakeTPS("127.0.0.1", 0, faults=MODELS[name])
+    return FakeTPS(HOST, 0, faults=MODELS[name])

@@ -16,6 +16,9 @@ import tempfile
 import time
 from typing import IO
 
+from ..defaults import HOST
+from ..errors import ServerStartError  # noqa: F401  (callers import it from here too)
+
 START_TIMEOUT = 10.0
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
 
@@ -33,12 +36,10 @@ def _die_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 
 
-from ..errors import ServerStartError  # noqa: E402,F401  (defined with every error)
-
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((HOST, 0))
         return probe.getsockname()[1]
 
 
@@ -52,7 +53,7 @@ class ServerProcess:
     follows the swaps.
     """
 
-    def __init__(self, command: str, host: str = "127.0.0.1", port: int | None = None,
+    def __init__(self, command: str, host: str = HOST, port: int | None = None,
                  start_timeout: float = START_TIMEOUT) -> None:
         if "{port}" not in command and port is None:
             raise ValueError("the server command needs {port}, or give HOST PORT it listens on")

@@ -25,6 +25,7 @@ from typing import Callable
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.errors import HypothesisWarning
 
+from ..errors import Divergence
 from .compare import Difference, slug
 from .differential import Address, Outcome, differential
 from .executor import ServerSettle
@@ -37,9 +38,6 @@ PATIENT_FACTOR = 10             # the confirming run waits this many times longe
 class _Stop(BaseException):
     """Ends a hypothesis search at once (budget spent, or a crash that cannot be
     shrunk): a BaseException, so that hypothesis does not count it as a failure."""
-
-
-from ..errors import Divergence  # noqa: E402  (defined with every error)
 
 
 _DIVERGENCE_TYPES: dict[str, type[Divergence]] = {}
