@@ -99,6 +99,10 @@ def test_the_probe_timeout_is_capped_and_fits_the_scrape_timeout():
     assert exporter.probe_timeout({"timeout": ["1e9"]}, None) == 10
     assert exporter.probe_timeout({"timeout": ["8"]}, "3") == 2.5
     assert exporter.probe_timeout({}, None) == 5.0
+    # a scrape timeout within the 0.5 s offset still bounds the probe (it was ignored)
+    assert exporter.probe_timeout({"timeout": ["5"]}, "0.3") == 0.15
+    assert exporter.probe_timeout({"timeout": ["5"]}, "0.5") == 0.25
+    assert exporter.probe_timeout({"timeout": ["5"]}, "nonsense") == 5
 
 
 def test_a_probe_over_the_concurrency_limit_gets_503_at_once(exporter_at):

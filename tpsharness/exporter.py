@@ -68,10 +68,10 @@ class ProbeResultCollector(Collector):
                                       labels=["stage"])
         for stage in STAGES:
             if stage in result.timings:
-                durations.add_metric([stage], result.timings[stage] / 1000)
+                durations.add_metric([stage], round(result.timings[stage] / 1000, 6))
         yield durations
         yield GaugeMetricFamily("tps_probe_total_duration_seconds", "How long the whole check took.",
-                                value=result.timings.get("total", 0) / 1000)
+                                value=round(result.timings.get("total", 0) / 1000, 6))
         stages = GaugeMetricFamily("tps_probe_failed_stage",
                                    "The stage at which the check failed (1); 0 for the others.",
                                    labels=["stage"])
@@ -118,11 +118,14 @@ class Exporter:
                 raise BadProbe(f"timeout must be a positive number of seconds, not {text!r}")
         if scrape_timeout:
             try:
-                budget = float(scrape_timeout) - SCRAPE_TIMEOUT_OFFSET
+                scrape = float(scrape_timeout)
             except ValueError:
-                budget = math.inf
-            if math.isfinite(budget) and budget > 0:
-                timeout = min(timeout, budget)
+                scrape = math.nan
+            if math.isfinite(scrape) and scrape > 0:
+                # The offset leaves time to answer; a scrape timeout shorter than it
+                # still bounds the probe, to half of it, rather than being ignored.
+                budget = scrape - SCRAPE_TIMEOUT_OFFSET
+                timeout = min(timeout, budget if budget > 0 else scrape / 2)
         return min(timeout, self.max_timeout)
 
     def probe(self, query: dict[str, list[str]], scrape_timeout: str | None = None) -> bytes:
@@ -183,7 +186,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_exporter_server(exporter: Exporter, host: str = HOST,
-                         port: int = 9115) -> ThreadingWSGIServer:
+                         port: int = DEFAULT_LISTEN[1]) -> ThreadingWSGIServer:
     """Bind (IPv4 or IPv6, as ``host`` is) and return the server; serve_forever() serves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
