@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from tpsharness import net
+from tpsharness.errors import InvalidArgument
 from tpsharness.protocol import BadRequest, PrivateData, RegisterReply, RegisterRequest, Reply
 
 if TYPE_CHECKING:
@@ -251,5 +252,5 @@ def known_faults(faults: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(faults)
     unknown = chosen - FAULTS.keys()
     if unknown:
-        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        raise InvalidArgument(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
     return chosen

@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 from tpsharness import net
 from tpsharness.defaults import HOST, KEEPALIVE_INTERVAL
-from tpsharness.errors import MessageTooLarge, ProtocolError
+from tpsharness.errors import InvalidArgument, MessageTooLarge, ProtocolError
 from tpsharness.kernel import ReadGroup, Scheduler
 from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
                                  RegisterRequest, StrictReader, quote_text, register_reply, reply)
@@ -90,7 +90,7 @@ def _number(name: str, value: object, *, whole: bool = False, zero_ok: bool = Fa
             or value < 0 or (value == 0 and not zero_ok) or (most is not None and value > most):
         wanted = "a whole number" if whole else "a number of seconds"
         bounds = f"{'>= 0' if zero_ok else '> 0'}{f' and <= {most:g}' if most is not None else ''}"
-        raise ValueError(f"{name} must be {wanted} {bounds}, not {value!r}")
+        raise InvalidArgument(f"{name} must be {wanted} {bounds}, not {value!r}")
     return value
 
 
@@ -127,7 +127,7 @@ UNSET = _Unset.UNSET
 
 def _valid_port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be a whole number from 0 to 65535, not {port!r}")
+        raise InvalidArgument(f"port must be a whole number from 0 to 65535, not {port!r}")
     return port
 
 

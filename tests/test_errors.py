@@ -72,3 +72,19 @@ def test_scenario_failure_carries_its_sentences():
     failure = errors.ScenarioFailure("x.json: step 2 (device: expect_reply)\n  expected: a\n  arrived:  b",
                                      expected="a", arrived="b")
     assert (failure.expected, failure.arrived) == ("a", "b")
+
+
+def test_an_argument_nothing_can_run_with_is_caught_under_the_root_and_as_a_value_error():
+    import pytest
+
+    from fake_tps import FakeTPS
+    from tpsharness import check
+    from tpsharness.errors import InvalidArgument, TPSHarnessError
+    from tpsharness.harness import Harness
+    for bad in (lambda: check("127.0.0.1", 70000), lambda: check("127.0.0.1", 6604, timeout=0),
+                lambda: check("127.0.0.1", 6604, payload="text"),
+                lambda: Harness(("127.0.0.1", 6604), timeout=float("inf")),
+                lambda: FakeTPS(faults={"no-such-fault"}), lambda: FakeTPS(idle_timeout=-1)):
+        with pytest.raises(InvalidArgument) as caught:
+            bad()
+        assert isinstance(caught.value, TPSHarnessError) and isinstance(caught.value, ValueError)

@@ -17,7 +17,7 @@ from .ids import new_uuid
 from .endpoint import Payload, Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .defaults import AUTH_CODE, TIMEOUT
-from .errors import ConnectError, ReceiptError, RegisterError, SendError, TPSError
+from .errors import ConnectError, InvalidArgument, ReceiptError, RegisterError, SendError, TPSError
 from .net import checked_address, format_address
 from .protocol import DEFAULT_MAX_BODY, quote
 
@@ -203,12 +203,12 @@ def validate_field(what: str, value: object, *, allow_none: bool = False) -> Non
     if value is None and allow_none:
         return
     if not isinstance(value, str) or not value:
-        raise ValueError(f"the {what} must be a non-empty string, not {value!r}")
+        raise InvalidArgument(f"the {what} must be a non-empty string, not {value!r}")
     if len(value) > MAX_FIELD:
-        raise ValueError(f"the {what} must be at most {MAX_FIELD} characters, not {len(value)}")
+        raise InvalidArgument(f"the {what} must be at most {MAX_FIELD} characters, not {len(value)}")
     bad = next((c for c in value if not " " <= c <= "~"), None)
     if bad is not None:
-        raise ValueError(f"the {what} must be printable ASCII, not {value!r} (it holds {bad!r})")
+        raise InvalidArgument(f"the {what} must be printable ASCII, not {value!r} (it holds {bad!r})")
 
 
 def validate_payload(payload: object) -> None:
@@ -217,9 +217,9 @@ def validate_payload(payload: object) -> None:
     if payload is None:
         return
     if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise ValueError(f"the payload must be bytes, not {type(payload).__name__}")
+        raise InvalidArgument(f"the payload must be bytes, not {type(payload).__name__}")
     if len(payload) > DEFAULT_MAX_BODY:
-        raise ValueError(f"the payload must be at most {DEFAULT_MAX_BODY} bytes, not {len(payload)}")
+        raise InvalidArgument(f"the payload must be at most {DEFAULT_MAX_BODY} bytes, not {len(payload)}")
 
 
 def run_bounded(coro: Coroutine[Any, Any, CheckResult], address: tuple[str, int],

@@ -13,6 +13,8 @@ import math
 from time import monotonic
 from typing import TypeAlias
 
+from .errors import InvalidArgument
+
 __all__ = ["Deadline", "Timeout", "GRACE", "MAX_TIMEOUT", "validate_timeout"]
 
 # How long past its timeout a check or a blocking Harness call may take at most,
@@ -28,14 +30,14 @@ def validate_timeout(seconds: object, what: str = "timeout") -> float:
     """``seconds`` as a float; ValueError unless it is a finite number above 0 and at
     most MAX_TIMEOUT."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ValueError(f"the {what} must be a number of seconds, not {seconds!r}")
+        raise InvalidArgument(f"the {what} must be a number of seconds, not {seconds!r}")
     value = float(seconds)
     if not math.isfinite(value):
-        raise ValueError(f"the {what} must be finite (at most {MAX_TIMEOUT:g} s), not {seconds!r}")
+        raise InvalidArgument(f"the {what} must be finite (at most {MAX_TIMEOUT:g} s), not {seconds!r}")
     if not value > 0:
-        raise ValueError(f"the {what} must be above 0 s, not {seconds!r}")
+        raise InvalidArgument(f"the {what} must be above 0 s, not {seconds!r}")
     if value > MAX_TIMEOUT:
-        raise ValueError(f"the {what} must be at most {MAX_TIMEOUT:g} s, not {seconds!r}")
+        raise InvalidArgument(f"the {what} must be at most {MAX_TIMEOUT:g} s, not {seconds!r}")
     return value
 
 
@@ -50,7 +52,7 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         if not seconds >= 0:        # also refuses NaN, which would corrupt a timer heap
-            raise ValueError(f"a deadline needs seconds >= 0, not {seconds!r}")
+            raise InvalidArgument(f"a deadline needs seconds >= 0, not {seconds!r}")
         self.start = monotonic()
         self.when = self.start + seconds
 

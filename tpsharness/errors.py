@@ -20,6 +20,11 @@ class TPSHarnessError(Exception):
     """The root of every exception tpsharness raises on purpose."""
 
 
+class InvalidArgument(TPSHarnessError, ValueError):
+    """An argument nothing can run with: a timeout, an address, a header field, a
+    payload, a fake option. A ValueError too, as Python's own argument errors are."""
+
+
 class TaskError(TPSHarnessError):
     """A task operation could not be done (bad tid, daemon, busy fd)."""
 

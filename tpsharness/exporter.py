@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from .checker import STAGES, CheckResult, check
 from .defaults import HOST, PORT, TIMEOUT
-from .errors import BadProbe
+from .errors import BadProbe, InvalidArgument
 from .net import format_address, parse_address
 
 if TYPE_CHECKING:
@@ -87,9 +87,9 @@ class Exporter:
                  max_concurrent: int = DEFAULT_MAX_CONCURRENT,
                  default_timeout: float = DEFAULT_PROBE_TIMEOUT, checker: Checker = check) -> None:
         if not (math.isfinite(max_timeout) and max_timeout > 0):
-            raise ValueError(f"max_timeout must be a positive number of seconds, not {max_timeout!r}")
+            raise InvalidArgument(f"max_timeout must be a positive number of seconds, not {max_timeout!r}")
         if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent!r}")
+            raise InvalidArgument(f"max_concurrent must be at least 1, not {max_concurrent!r}")
         self.max_timeout = max_timeout
         self.default_timeout = min(default_timeout, max_timeout)
         self.max_concurrent = max_concurrent

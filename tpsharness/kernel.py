@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .deadline import Deadline, Timeout
-from .errors import (Deadlock, FdBusy, KillSignal, NoSuchTask, NotWaitable,
+from .errors import (Deadlock, FdBusy, InvalidArgument, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, SystemCall, TaskCoro,
                        WaitReadable, WaitTask, WriteWait)
@@ -666,7 +666,7 @@ class Scheduler:
             else:
                 task.undo = None
                 undo(task)
-                raise ValueError(f"{call!r}: timeout must be a number >= 0 or a Deadline")
+                raise InvalidArgument(f"{call!r}: timeout must be a number >= 0 or a Deadline")
         return False
 
     def _undo_sleep(self, task: Task) -> None:
@@ -783,7 +783,7 @@ class Scheduler:
             task.send_value = None
             self._ready.append(task)
         else:
-            raise ValueError(f"Sleep({seconds!r}): seconds must be a number >= 0")
+            raise InvalidArgument(f"Sleep({seconds!r}): seconds must be a number >= 0")
         return False
 
 

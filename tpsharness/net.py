@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from .deadline import Deadline, Timeout
 from .defaults import HOST
+from .errors import InvalidArgument
 from .syscalls import ReadWait, WriteWait, forget_fd
 
 __all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "checked_address",
@@ -50,13 +51,13 @@ def checked_address(address: Any) -> tuple[str, int]:      # any value: this che
     try:
         host, port = address
     except (TypeError, ValueError):
-        raise ValueError(f"an address is (host, port), not {address!r}") from None
+        raise InvalidArgument(f"an address is (host, port), not {address!r}") from None
     if not isinstance(host, str) or not host:
-        raise ValueError(f"the host must be a non-empty string, not {host!r}")
+        raise InvalidArgument(f"the host must be a non-empty string, not {host!r}")
     if isinstance(port, str) and port.isdigit() and port.isascii():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"the port must be a whole number 1-65535, not {port!r}")
+        raise InvalidArgument(f"the port must be a whole number 1-65535, not {port!r}")
     return host, port
 
 
@@ -70,19 +71,19 @@ def parse_address(text: str, default_port: int, *,
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not HOST:PORT")
+            raise InvalidArgument(f"{text!r} is not HOST:PORT")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:
         host, port_text = text, None        # a bare name, or a bare IPv6 address
     if not host:
-        raise ValueError(f"{text!r} names no host")
+        raise InvalidArgument(f"{text!r} names no host")
     if port_text is None:
         return host, default_port
     lowest = 0 if allow_any_port else 1
     if not (port_text.isdigit() and port_text.isascii()) or not lowest <= int(port_text) < 65536:
-        raise ValueError(f"{text!r}: the port must be {lowest}-65535")
+        raise InvalidArgument(f"{text!r}: the port must be {lowest}-65535")
     return host, int(port_text)
 
 

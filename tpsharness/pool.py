@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from .errors import ProtocolError
+from .errors import InvalidArgument, ProtocolError
 from .kernel import ReadGroup
 from .syscalls import WaitReadable
 
@@ -46,7 +46,7 @@ class EndpointPool(Generic[E]):
         ValueError if it is not connected."""
         sock = endpoint.sock
         if sock is None:
-            raise ValueError(f"{endpoint!r} is not connected: connect it before pooling it")
+            raise InvalidArgument(f"{endpoint!r} is not connected: connect it before pooling it")
         self._group.add(sock.fd)
         self._endpoints[sock.fd] = endpoint
 

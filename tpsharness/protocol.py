@@ -23,7 +23,7 @@ from typing import Any, Final, TypeAlias
 import h11
 
 from .defaults import AUTH_CODE, HOST, KEEPALIVE_INTERVAL, PORT
-from .errors import MessageTooLarge, ProtocolError
+from .errors import InvalidArgument, MessageTooLarge, ProtocolError
 
 __all__ = [
     "DEFAULT_PORT", "DEFAULT_HOST_HEADER", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
@@ -103,7 +103,7 @@ class RegisterRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.serial, str) or not self.serial:
-            raise ValueError(f"a serial must be a non-empty string, not {self.serial!r}")
+            raise InvalidArgument(f"a serial must be a non-empty string, not {self.serial!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,7 @@ Message: TypeAlias = RegisterRequest | PrivateData | BadRequest | Reply | Regist
 def _header_value(name: str, value: object) -> str:
     value = str(value)
     if "\r" in value or "\n" in value:
-        raise ValueError(f"{name} must not contain CR or LF: {value!r}")
+        raise InvalidArgument(f"{name} must not contain CR or LF: {value!r}")
     return value
 
 
@@ -503,7 +503,7 @@ class StrictReader(_MessageReader):
     def __init__(self, role: str = "server", *, max_body: int = DEFAULT_MAX_BODY,
                  max_header: int = MAX_HEADER) -> None:
         if role not in ("server", "client", "peer"):
-            raise ValueError(f"role must be 'server', 'client' or 'peer', not {role!r}")
+            raise InvalidArgument(f"role must be 'server', 'client' or 'peer', not {role!r}")
         self._role = role
         self._max_body = max_body
         self._max_header = max_header

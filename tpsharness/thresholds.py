@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import InvalidArgument
+
 
 @dataclass(frozen=True)
 class Range:
@@ -37,9 +39,9 @@ class Range:
             else:
                 low, high = 0.0, float(spec)
         except ValueError:
-            raise ValueError(f"bad range {text!r}: use N, N:, ~:N, N:M or @N:M") from None
+            raise InvalidArgument(f"bad range {text!r}: use N, N:, ~:N, N:M or @N:M") from None
         if low > high:
-            raise ValueError(f"bad range {text!r}: the start is above the end")
+            raise InvalidArgument(f"bad range {text!r}: the start is above the end")
         return cls(raw, low, high, inside)
 
     def alerts(self, value: float) -> bool:

@@ -17,7 +17,7 @@ import time
 from typing import IO
 
 from ..defaults import HOST
-from ..errors import ServerStartError  # noqa: F401  (callers import it from here too)
+from ..errors import InvalidArgument, ServerStartError  # noqa: F401  (callers import it from here too)
 
 START_TIMEOUT = 10.0
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
@@ -56,13 +56,13 @@ class ServerProcess:
     def __init__(self, command: str, host: str = HOST, port: int | None = None,
                  start_timeout: float = START_TIMEOUT) -> None:
         if "{port}" not in command and port is None:
-            raise ValueError("the server command needs {port}, or give HOST PORT it listens on")
+            raise InvalidArgument("the server command needs {port}, or give HOST PORT it listens on")
         self.command = command
         self.host = host
         self.port = port if port is not None else free_port()
         self.argv = self._argv(self.port)
         if not self.argv:
-            raise ValueError("the server command is empty")
+            raise InvalidArgument("the server command is empty")
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0

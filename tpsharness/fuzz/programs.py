@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from ..errors import InvalidArgument
 from ..protocol import PrivateDataTemplate, register_request
 
 POOL = 3                    # uuids shared by every actor of a program
@@ -112,7 +113,7 @@ def mutate(data: bytes, mutation: str, at: int, extra: bytes) -> bytes:
         return data.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
     if mutation == "double":
         return data + data
-    raise ValueError(f"unknown mutation {mutation!r}")
+    raise InvalidArgument(f"unknown mutation {mutation!r}")
 
 
 @dataclass(frozen=True)

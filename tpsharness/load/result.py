@@ -14,6 +14,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from ..errors import InvalidArgument
 from .histograms import PHASES, decode, encode, merge, new_histogram, summary_ms
 
 FORMAT = "tpsharness-load/1"
@@ -108,7 +109,7 @@ class LoadResult:
     @classmethod
     def from_dict(cls, data: object) -> LoadResult:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError("not a tpsharness load result (no \"format\": \"%s\")" % FORMAT)
+            raise InvalidArgument("not a tpsharness load result (no \"format\": \"%s\")" % FORMAT)
         result = cls([data], data.get("config"), data.get("target"))
         result.thresholds = [(t["expression"], t["held"], t["observed"]) for t in data.get("thresholds", [])]
         return result
@@ -119,11 +120,11 @@ class LoadResult:
             try:
                 data = json.load(source)
             except ValueError as error:
-                raise ValueError(f"{path}: not JSON ({error})") from None
+                raise InvalidArgument(f"{path}: not JSON ({error})") from None
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise InvalidArgument(f"{path}: {error}") from None
 
     @classmethod
     def merged(cls, results: Iterable[LoadResult]) -> LoadResult:
