@@ -190,15 +190,16 @@ def test_the_last_guard_turns_a_hang_into_a_failed_result_that_names_the_stage()
 
     async def hangs_while_sending():
         progress.timings.update(connect=1.0, register=2.0)
-        progress.stage = "send"
+        progress.stage, progress.payload_size = "send", 16
         await Sleep(60)
 
     start = time.monotonic()
     result = run_bounded(hangs_while_sending(), ("127.0.0.1", 6604), timeout=0.1, progress=progress)
     assert time.monotonic() - start < 2
     assert not result.ok and result.stage == "send"
-    assert result.message.startswith("send: no result within 0.6 s")
+    assert result.message.startswith("send: TPS 127.0.0.1:6604 gave no result within 0.6 s")
     assert set(result.timings) == {"connect", "register", "total"}
+    assert result.payload_size == 16
 
 
 def test_the_guard_names_connect_when_nothing_reported_progress():

@@ -38,3 +38,18 @@ def test_send_raw_is_on_every_handle_and_send_always_means_private_data(fake):
             assert not any(hasattr(handle, old) for old in ("serial", "src", "receive_message"))
     finally:
         harness.close()
+
+
+def test_a_harness_check_is_strict_when_the_harness_is(fake):
+    from tpsharness.harness import Harness
+    fake.configure(strict_http=False)
+    lenient = Harness(fake.address, timeout=2)
+    strict = Harness(fake.address, timeout=2, strict=True)
+    try:
+        assert lenient.check().ok
+        result = strict.check()          # the fake's field ack is not HTTP that h11 frames
+        assert not result.ok and "under strict HTTP/1.1" in result.message, result.message
+        assert strict.check(strict=False).ok
+    finally:
+        lenient.close()
+        strict.close()

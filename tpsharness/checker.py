@@ -76,12 +76,13 @@ class CheckProgress:
     """How far a running check got: the stage it is in and the timings so far, for the
     guard that may have to stop it (run_bounded)."""
 
-    __slots__ = ("stage", "timings", "uuid")
+    __slots__ = ("stage", "timings", "uuid", "payload_size")
 
     def __init__(self) -> None:
         self.stage: str = STAGES[0]
         self.timings: dict[str, float] = {}
         self.uuid = ""
+        self.payload_size = 0
 
 
 async def check_async(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
@@ -102,9 +103,9 @@ async def check_async(host: str, port: int, *, uuid: str | None = None, auth_cod
         deadline = Deadline(timeout)
     if progress is None:
         progress = CheckProgress()
-    started = deadline.start
+    started = monotonic()       # not deadline.start: starting an embedded fake is not the TPS's time
     timings = progress.timings
-    progress.uuid = uuid
+    progress.uuid, progress.payload_size = uuid, len(payload)
     device = Device(address, uuid, auth_code=auth_code, timeout=timeout, transcript=transcript,
                     strict=strict, family=family)
     client = Client(address, auth_code=auth_code, timeout=timeout, transcript=transcript,
@@ -239,6 +240,7 @@ def run_bounded(coro: Coroutine[Any, Any, CheckResult], address: tuple[str, int]
     except TimeoutError:
         host, port = address
         timings = dict(progress.timings, total=round(guard.elapsed * 1000, 3))
-        return CheckResult(False, progress.stage, f"{progress.stage}: no result within "
-                                                  f"{guard.seconds:g} s, although every stage has "
-                                                  "that deadline", host, int(port), progress.uuid, 0, timings)
+        return CheckResult(False, progress.stage,
+                           f"{progress.stage}: TPS {format_address((host, int(port)))} gave no result "
+                           f"within {guard.seconds:g} s, although every stage has that deadline",
+                           host, int(port), progress.uuid, progress.payload_size, timings)

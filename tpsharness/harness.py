@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import kernel
-from .checker import CheckResult, check_async
+from .checker import CheckResult, check
 from .client import Client
 from .deadline import GRACE, validate_timeout
 from .defaults import AUTH_CODE, TIMEOUT
@@ -155,14 +155,14 @@ class Harness:
                                               family=self.family)))
 
     def check(self, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
-              payload: Payload | None = None, timeout: float | None = None, strict: bool = False,
-              family: int | None = None) -> CheckResult:
-        """One full check (register, send, receipt); a CheckResult. ``timeout`` and
-        ``family`` default to the harness's."""
-        timeout = self.timeout if timeout is None else timeout
-        return self.run(check_async(*self.address, uuid=uuid or new_uuid(), auth_code=auth_code,
-                                    payload=payload, timeout=timeout, strict=strict,
-                                    family=self.family if family is None else family), timeout)
+              payload: Payload | None = None, timeout: float | None = None,
+              strict: bool | None = None, family: int | None = None) -> CheckResult:
+        """One full check (register, send, receipt), as ``tpsharness.check``; a
+        CheckResult. ``timeout``, ``strict`` and ``family`` default to the harness's."""
+        return check(*self.address, uuid=uuid or new_uuid(), auth_code=auth_code, payload=payload,
+                     timeout=self.timeout if timeout is None else timeout,
+                     strict=self.strict if strict is None else strict,
+                     family=self.family if family is None else family)
 
     def alive(self, timeout: float = 2.0) -> bool:
         """True if the TPS still accepts connections."""
