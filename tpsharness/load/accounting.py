@@ -38,7 +38,7 @@ class Errors:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def as_dict(self) -> dict[str, dict[str, int | str]]:
+    def to_dict(self) -> dict[str, dict[str, int | str]]:
         return {reason: {"count": count, "example": self.examples[reason]}
                 for reason, count in self.counts.items()}
 

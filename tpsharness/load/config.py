@@ -99,7 +99,7 @@ class LoadConfig:
                       prefix=f"{self.prefix}w{index}-" if self.prefix else None)
         return LoadConfig(**values)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["address"] = list(self.address) if self.address else None
         return values

@@ -65,7 +65,7 @@ def run_distributed(config: LoadConfig, specs: list[str], *,
             channel = gateway.remote_exec(worker_module)
             share = config.share(index, len(specs))
             local = execnet.XSpec(spec).popen
-            channel.send({"config": share.as_dict(), "name": f"{index}:{spec.split('//')[0]}",
+            channel.send({"config": share.to_dict(), "name": f"{index}:{spec.split('//')[0]}",
                           "path": root if local else None})
             channels.append(channel)
         parts = _coordinate(config, channels, stop, on_tick)
@@ -73,7 +73,7 @@ def run_distributed(config: LoadConfig, specs: list[str], *,
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         group.terminate(timeout=5)
-    return LoadResult(parts, config.as_dict(), target)
+    return LoadResult(parts, config.to_dict(), target)
 
 
 def _coordinate(config: LoadConfig, channels: list[execnet.Channel], stop: threading.Event,

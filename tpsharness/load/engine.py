@@ -610,7 +610,7 @@ class Engine:
         return {
             "counters": values,
             "histograms": {phase: encode(l.total) for phase, l in counters.latency.items()},
-            "errors": counters.errors.as_dict(),
+            "errors": counters.errors.to_dict(),
             "series": self.series,
             "duration": round(elapsed, 6),
             "aborted": self.aborted,

@@ -16,7 +16,11 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000          # an hour: anything slower is clamped to it
 DIGITS = 3
-PHASES = ("register", "ack", "relay", "reply")
+LATENCIES = ("register", "ack", "relay", "reply")
+"""What a load run times, in its own words (a check's stages are tpsharness.checker.STAGES):
+register, a device's register until its reply; ack, a client's private data until its
+ack; relay, the send until the device has it; reply, a device's answer until the client
+has it."""
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _SUB_BUCKET_BITS = 11       # 3 significant digits: 2048 sub-buckets, values below exact
 _EXACT_BELOW = 1 << _SUB_BUCKET_BITS

@@ -40,4 +40,4 @@ def run_local(config: LoadConfig, *, on_tick: Callable[[dict[str, Any]], None] |
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return LoadResult([part], config.as_dict(), target)
+    return LoadResult([part], config.to_dict(), target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .histograms import PHASES, decode, summary_ms
+from .histograms import LATENCIES, decode, summary_ms
 
 if TYPE_CHECKING:
     from .result import LoadResult
@@ -83,7 +83,7 @@ def summary_text(result: LoadResult) -> str:
     lines.append(f"{'clients':<12}{counters.get('clients', 0):>12,}   connected")
     lines.append("")
     lines.append(f"{'latency ms':<12}{'count':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}")
-    for phase in PHASES:
+    for phase in LATENCIES:
         f = result.latency(phase)
         lines.append(f"{phase:<12}{f['count']:>10,}{_ms(f['p50']):>10}{_ms(f['p90']):>10}"
                      f"{_ms(f['p99']):>10}{_ms(f['p99.9']):>10}{_ms(f['max']):>10}")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from .histograms import PHASES
+from .histograms import LATENCIES
 from .output import summary_text
 from .result import LoadResult
 
@@ -73,7 +73,7 @@ def distribution_chart(result: LoadResult) -> str:
     """Latency by percentile, HdrHistogram's way: the tail spread out on a log axis."""
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(9, 3.6))
-    for phase in PHASES:
+    for phase in LATENCIES:
         histogram = result.histograms[phase]
         if not histogram.get_total_count():
             continue

@@ -15,7 +15,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ..errors import InvalidArgument
-from .histograms import PHASES, decode, encode, merge, new_histogram, summary_ms
+from .histograms import LATENCIES, decode, encode, merge, new_histogram, summary_ms
 
 FORMAT = "tpsharness-load/1"
 CPU_WARNING = 0.90          # a worker busier than this measured itself, not the TPS
@@ -34,7 +34,7 @@ class LoadResult:
             for name, value in part["counters"].items():
                 self.counters[name] = self.counters.get(name, 0) + value
         self.histograms: dict[str, HdrHistogram] = {phase: merge(part["histograms"].get(phase) for part in parts)
-                           for phase in PHASES}
+                           for phase in LATENCIES}
         self.errors: dict[str, dict[str, Any]] = {}
         for part in parts:
             for reason, entry in part["errors"].items():
@@ -92,18 +92,18 @@ class LoadResult:
 
     # -- files ---------------------------------------------------------------------------
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "target": self.target, "config": self.config,
                 "counters": self.counters,
                 "histograms": {phase: encode(h) for phase, h in self.histograms.items()},
-                "latency_ms": {phase: self.latency(phase) for phase in PHASES},
+                "latency_ms": {phase: self.latency(phase) for phase in LATENCIES},
                 "errors": self.errors, "series": self.series, "duration": self.duration,
                 "aborted": self.aborted, "interrupted": self.interrupted, "workers": self.workers,
                 "thresholds": [{"expression": e, "held": h, "observed": o} for e, h, o in self.thresholds]}
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as out:
-            json.dump(self.as_dict(), out, indent=1)
+            json.dump(self.to_dict(), out, indent=1)
             out.write("\n")
 
     @classmethod
@@ -130,7 +130,7 @@ class LoadResult:
     def merged(cls, results: Iterable[LoadResult]) -> LoadResult:
         """Several results (runs, hosts) as one: counters added, histograms merged."""
         results = list(results)
-        parts = [r.as_dict() for r in results]
+        parts = [r.to_dict() for r in results]
         targets = sorted({r.target for r in results if r.target})
         return cls(parts, results[0].config if results else {}, ", ".join(targets) or None)
 
@@ -160,7 +160,7 @@ class LoadResult:
         with open(paths[1], "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(["phase", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"])
-            for phase in PHASES:
+            for phase in LATENCIES:
                 f = self.latency(phase)
                 writer.writerow([phase, f["count"], f["p50"], f["p90"], f["p99"], f["p99.9"], f["max"]])
         return paths

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import LoadUsageError
-from .histograms import PHASES
+from .histograms import LATENCIES
 
 if TYPE_CHECKING:
     from .result import LoadResult
@@ -52,7 +52,7 @@ class Threshold:
         metric, op, number, unit = match.groups()
         value = float(number)
         head, _, stat = metric.partition(".")
-        if head in PHASES:
+        if head in LATENCIES:
             if stat not in _STATS:
                 raise LoadUsageError(f"bad threshold {text!r}: {head} has {', '.join(_STATS)}")
             if stat == "count":
@@ -71,13 +71,13 @@ class Threshold:
                 raise LoadUsageError(f"bad threshold {text!r}: a count takes no unit")
         else:
             raise LoadUsageError(f"bad threshold {text!r}: unknown metric {metric!r} (latencies "
-                                 f"{'/'.join(PHASES)}.p99 etc., counts {', '.join(_COUNTS)}, COUNT.rate)")
+                                 f"{'/'.join(LATENCIES)}.p99 etc., counts {', '.join(_COUNTS)}, COUNT.rate)")
         return cls(text.strip(), metric, _OPERATORS[op], value, unit)
 
     def observed(self, result: LoadResult) -> float | None:
         """The value compared (ms, count, /s or %), or None when nothing was measured."""
         head, _, stat = self.metric.partition(".")
-        if head in PHASES:
+        if head in LATENCIES:
             figure = result.latency(head)[stat]
             return None if figure is None else (figure if stat == "count" else figure / _TO_MS[self.unit])
         count = result.error_count if head == "errors" else result.counters.get(head, 0)
