@@ -62,7 +62,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="faults (--fault NAME, repeatable):\n" + "\n".join(
             textwrap.fill(text, 100, initial_indent=f"  {name:25}", subsequent_indent=" " * 27)
             for name, fault in FAULTS.items() for text in [fault.description]))
-    parser.add_argument("-V", "--version", action="version", version=f"fake_tps (tpsharness {__version__})")
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s (tpsharness {__version__})")
     parser.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
     parser.add_argument("--port", type=_port, default=PORT,
                         help=f"port (default {PORT}; 0 picks a free one)")
