@@ -494,3 +494,14 @@ def test_the_load_benchmark_prints_its_figures_side_by_side():
     assert re.search(r"^memory .* holding 200 registered devices", out, re.M), out
     assert re.search(r"^accuracy .* --reply-delay 0.05: relay p50 \d+\.\d\d ms", out, re.M), out
     assert re.search(r"^accuracy .* open loop at", out, re.M), out
+
+
+def test_load_from_python_without_the_extra_says_which_extra_to_install():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['hdrh'] = None\n"
+            "import tpsharness\n"
+            "try:\n    tpsharness.load(duration=0.1)\n"
+            "except ModuleNotFoundError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert "pip install 'tpsharness[load]'" in done.stdout, done.stdout + done.stderr

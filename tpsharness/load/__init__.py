@@ -21,12 +21,23 @@ __all__ = ["load", "LoadConfig", "LoadResult", "LoadUsageError"]
 _HOMES = {"LoadConfig": ".config", "LoadUsageError": ".config", "LoadResult": ".result"}
 
 
-def load(*args: Any, **kwargs: Any) -> LoadResult:
-    from .api import load as run_load
-    return run_load(*args, **kwargs)
+_EXTRA = ("hdrh", "execnet")      # the load extra's modules
 
 
-load.__doc__ = "See tpsharness.load.api.load: a load run from Python, returning a LoadResult."
+if TYPE_CHECKING:       # type checkers and IDEs see load's real signature
+    from .api import load
+else:
+    def load(*args, **kwargs):
+        try:
+            from .api import load as run_load
+            return run_load(*args, **kwargs)
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] not in _EXTRA:
+                raise
+            raise ModuleNotFoundError(f"tpsharness.load needs the 'load' extra: pip install "
+                                      f"'tpsharness[load]' ({error})", name=error.name) from None
+
+    load.__doc__ = "See tpsharness.load.api.load: a load run from Python, returning a LoadResult."
 
 
 def __getattr__(name: str) -> Any:
