@@ -31,3 +31,15 @@ def test_an_unknown_name_is_an_attribute_error():
     import tpsharness
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         tpsharness.nothing
+
+
+def test_every_name_in_all_resolves_to_what_its_module_defines():
+    import importlib
+
+    import tpsharness
+    for name in tpsharness.__all__:
+        if name == "__version__":
+            continue
+        value = getattr(tpsharness, name)
+        home = importlib.import_module(tpsharness._HOMES[name], "tpsharness")
+        assert value is getattr(home, name), name

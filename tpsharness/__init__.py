@@ -15,19 +15,25 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr__ below
     from .checker import CheckResult, check
+    from .client import Client
+    from .device import Device
+    from .errors import TPSHarnessError
+    from .harness import Harness
     from .load import LoadResult, load
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "check", "CheckResult", "load", "LoadResult"]
+__all__ = ["__version__", "check", "CheckResult", "Harness", "Device", "Client", "TPSHarnessError",
+           "load", "LoadResult"]
 
 # name -> the module that defines it (relative to this package)
-_HOMES = {"check": ".checker", "CheckResult": ".checker", "load": ".load", "LoadResult": ".load"}
+_HOMES = {"check": ".checker", "CheckResult": ".checker", "Harness": ".harness", "Device": ".device",
+          "Client": ".client", "TPSHarnessError": ".errors", "load": ".load", "LoadResult": ".load"}
 
 
 def __getattr__(name: str) -> object:
-    """``tpsharness.check``, ``CheckResult``, ``load`` and ``LoadResult``, imported
-    (with their dependencies, and the load extra) only when asked for."""
+    """The names of ``__all__`` (the check, the blocking harness, the actors, the root
+    error, the load run), imported with their dependencies only when asked for."""
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'tpsharness' has no attribute {name!r}")
