@@ -279,3 +279,12 @@ def test_a_request_a_server_sends_an_actor_is_seen_as_garbage_not_an_error() -> 
     inbox = Inbox()
     inbox.feed(register_request("cam-1"))
     assert inbox.seen.messages and isinstance(inbox.seen.messages[0], Garbage)
+
+
+def test_garbage_on_both_sides_is_no_difference_whatever_its_bytes() -> None:
+    # A cut register reply read as garbage carries UtcTime: its bytes differ run to run.
+    from tpsharness.fuzz.compare import first_difference
+    from tpsharness.fuzz.observations import Garbage, Seen
+    model = Seen([Garbage(b'TTP/1.1 200 OK\r\n\r\n{"UtcTime": "2026-11-29 08:40:01"}')])
+    server = Seen([Garbage(b'TTP/1.1 200 OK\r\n\r\n{"UtcTime": "2026-11-29 08:40:02"}')])
+    assert first_difference([{"cam1": model}], [{"cam1": server}], "cam1") is None

@@ -43,9 +43,14 @@ class Relay:
 
 @dataclass(frozen=True)
 class Garbage:
-    """Bytes that are not a TPS message."""
+    """Bytes that are not a TPS message: from there on the connection cannot be read.
 
-    data: bytes
+    Two are equal whatever their bytes: a cut register reply carries the time of day
+    (UtcTime), so comparing the bytes would make timing alone a finding. ``data`` is
+    kept to show what arrived.
+    """
+
+    data: bytes = field(compare=False)
 
     def __str__(self) -> str:
         return f"bytes that are not a TPS message: {quote(self.data, 40)}"
