@@ -192,7 +192,7 @@ def test_fake_tps_is_a_product_its_help_lists_each_fault_on_its_own_line():
         assert re.search(rf"^  {re.escape(name)} +\S", shown, re.M), f"{name} not on a line of its own"
     version = subprocess.run([sys.executable, "-m", "fake_tps", "--version"], capture_output=True,
                              text=True, timeout=30)
-    assert version.returncode == 0 and version.stdout.startswith("fake_tps (tpsharness ")
+    assert version.returncode == 0 and version.stdout.startswith("python -m fake_tps (tpsharness ")
 
 
 def test_the_fake_stops_at_once_while_a_delayed_reply_is_pending():
