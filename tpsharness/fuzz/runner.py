@@ -60,11 +60,13 @@ class Finding:
 
     @property
     def difference(self) -> Difference:
+        """What the server and the model disagreed on."""
         assert self.outcome.difference is not None     # a Finding is made of a difference
         return self.outcome.difference
 
     @property
     def program(self) -> Program:
+        """The smallest program seen showing it."""
         return self.outcome.program
 
     def listing(self) -> list[tuple[Step, bool]]:
@@ -74,6 +76,7 @@ class Finding:
                 for index, step in enumerate(self.program.steps[:last + 1])]
 
     def size(self) -> tuple[int, int, int]:
+        """How big the program is (steps run, steps, characters): smaller is simpler."""
         return (len(self.outcome.model_points), len(self.program.steps), len(str(self.program)))
 
 
@@ -115,6 +118,7 @@ class Report:
 
     @property
     def steps_per_second(self) -> float:
+        """Steps run on the server per second of the run (each also ran on the model)."""
         return self.steps / self.elapsed if self.elapsed else 0.0
 
 
@@ -138,6 +142,7 @@ class Fuzzer:
         self._fatal: Exception | None = None       # what made the run fail, raised at its end
 
     def run(self) -> Report:
+        """Fuzz until the budget, the program count or the finding count runs out; the Report."""
         self.started = time.monotonic()
         self.deadline = self.started + self.options.budget
         round_number = 0

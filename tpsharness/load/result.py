@@ -22,7 +22,12 @@ CPU_WARNING = 0.90          # a worker busier than this measured itself, not the
 
 
 class LoadResult:
-    """Counters, latencies, errors and the time series of a load run."""
+    """Counters, latencies, errors and the time series of a load run.
+
+    Each counter is an attribute too: ``sent``, ``acked``, ``delivered``, ``lost``,
+    ``duplicated``, ``reordered``, ``corrupted``, ``rejected``, ``replies``,
+    ``heartbeats``, ``devices``, ``clients`` (all in ``counters``).
+    """
 
     def __init__(self, parts: Iterable[dict[str, Any]], config: dict[str, Any] | None = None,
                  target: str | None = None) -> None:
@@ -57,6 +62,7 @@ class LoadResult:
 
     @property
     def error_count(self) -> int:
+        """All errors, every reason."""
         return sum(entry["count"] for entry in self.errors.values())
 
     def latency(self, phase: str) -> dict[str, float | None]:
@@ -86,6 +92,7 @@ class LoadResult:
                 if w["wall_seconds"] and w["cpu_seconds"] / w["wall_seconds"] > CPU_WARNING]
 
     def cpu_per_relay_us(self) -> float | None:
+        """Generator CPU (all workers) per delivered relay, in us; None when nothing was delivered."""
         delivered = self.counters.get("delivered", 0)
         cpu = sum(w["cpu_seconds"] for w in self.workers)
         return cpu / delivered * 1e6 if delivered else None
@@ -93,6 +100,7 @@ class LoadResult:
     # -- files ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as ``--json`` writes it (histograms encoded, so that results merge exactly)."""
         return {"format": FORMAT, "target": self.target, "config": self.config,
                 "counters": self.counters,
                 "histograms": {phase: encode(h) for phase, h in self.histograms.items()},
@@ -102,12 +110,14 @@ class LoadResult:
                 "thresholds": [{"expression": e, "held": h, "observed": o} for e, h, o in self.thresholds]}
 
     def write_json(self, path: str) -> None:
+        """Write ``to_dict()`` to ``path`` as JSON."""
         with open(path, "w", encoding="utf-8") as out:
             json.dump(self.to_dict(), out, indent=1)
             out.write("\n")
 
     @classmethod
     def from_dict(cls, data: object) -> LoadResult:
+        """The result a ``to_dict()`` describes; InvalidArgument for anything else."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidArgument("not a tpsharness load result (no \"format\": \"%s\")" % FORMAT)
         result = cls([data], data.get("config"), data.get("target"))
@@ -116,6 +126,7 @@ class LoadResult:
 
     @classmethod
     def read_json(cls, path: str) -> LoadResult:
+        """The result ``write_json`` wrote to ``path``; InvalidArgument for a file that is not one."""
         with open(path, encoding="utf-8") as source:
             try:
                 data = json.load(source)
