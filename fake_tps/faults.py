@@ -21,14 +21,10 @@ from typing import TYPE_CHECKING
 
 from tpsharness import net
 from tpsharness.errors import InvalidArgument
-from tpsharness.protocol import BadRequest, PrivateData, RegisterReply, RegisterRequest, Reply
+from tpsharness.protocol import Message, PrivateData, RegisterRequest
 
 if TYPE_CHECKING:
     from .server import FakeTPS, _Peer
-
-# What a reader of requests yields to the server (a reply where a request belongs is
-# answered 400, as unrecognised input is).
-Message = RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply
 
 AcceptHook = Callable[["FakeTPS", net.Socket], bool]            # True: it took the connection
 ReadHook = Callable[["FakeTPS", bytes], Message]                # one read -> one message

@@ -55,11 +55,11 @@ from tpsharness import net
 from tpsharness.defaults import HOST, KEEPALIVE_INTERVAL
 from tpsharness.errors import InvalidArgument, MessageTooLarge, ProtocolError
 from tpsharness.kernel import ReadGroup, Scheduler
-from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, PrivateData, Reader,
+from tpsharness.protocol import (DEFAULT_MAX_BODY, NEED_DATA, BadRequest, Message, PrivateData, Reader,
                                  RegisterRequest, StrictReader, quote_text, register_reply, reply)
 from tpsharness.syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait, kill, spawn
 
-from .faults import FAULTS, FIELD_READ_SIZE, GARBAGE, RELAYS_BEFORE_DROPPING, Fault, Hooks, Message
+from .faults import FAULTS, FIELD_READ_SIZE, GARBAGE, RELAYS_BEFORE_DROPPING, Fault, Hooks
 from .faults import known_faults as _known_faults
 
 __all__ = ["FakeTPS", "FAULTS", "Fault", "Stats", "OPTIONS", "MAX_REPLY_DELAY", "GARBAGE",
