@@ -244,7 +244,7 @@ class Hooks:
 
 
 def known_faults(faults: Iterable[str]) -> frozenset[str]:
-    """``faults`` (names) as a frozenset; ValueError naming any unknown one."""
+    """``faults`` (names) as a frozenset; InvalidArgument naming any unknown one."""
     chosen = frozenset(faults)
     unknown = chosen - FAULTS.keys()
     if unknown:

@@ -84,7 +84,7 @@ CALL_TIMEOUT = 10.0         # seconds a call from another thread waits for the s
 def _number(name: str, value: object, *, whole: bool = False, zero_ok: bool = False,
             most: float | None = None) -> Any:
     """``value`` if it is a finite number (a whole one if ``whole``) above zero (or
-    zero too, if ``zero_ok``) and at most ``most``; ValueError naming the option otherwise."""
+    zero too, if ``zero_ok``) and at most ``most``; InvalidArgument naming the option otherwise."""
     kind = int if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
             or value < 0 or (value == 0 and not zero_ok) or (most is not None and value > most):

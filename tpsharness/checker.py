@@ -12,12 +12,12 @@ from typing import Any
 
 from . import kernel
 from .client import Client
-from .device import Device
-from .ids import new_uuid
-from .endpoint import Payload, Transcript, format_ms
 from .deadline import GRACE, Deadline, validate_timeout
 from .defaults import AUTH_CODE, TIMEOUT
+from .device import Device
+from .endpoint import Payload, Transcript, format_ms
 from .errors import ConnectError, InvalidArgument, ReceiptError, RegisterError, SendError, TPSError
+from .ids import new_uuid
 from .net import checked_address, format_address
 from .protocol import DEFAULT_MAX_BODY, quote
 
@@ -176,8 +176,8 @@ def check(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUT
           family: int = 0) -> CheckResult:
     """Check the TPS at host:port once; a CheckResult (it never raises for a TPS failure).
 
-    Returns within ``timeout`` + GRACE (0.5 s) whatever the server does. ValueError
-    for arguments no check can run with: a timeout that is not a finite number in
+    Returns within ``timeout`` + GRACE (0.5 s) whatever the server does.
+    InvalidArgument (a ValueError) for arguments no check can run with: a timeout that is not a finite number in
     (0, MAX_TIMEOUT], a uuid or auth code that cannot be a header value, a
     payload that is not bytes or is longer than a device reads.
     """
@@ -198,7 +198,7 @@ MAX_FIELD = 1024        # characters in a uuid or auth code: they travel in head
 
 
 def validate_field(what: str, value: object, *, allow_none: bool = False) -> None:
-    """ValueError unless ``value`` can travel as a header value and a JSON string: a
+    """InvalidArgument unless ``value`` can travel as a header value and a JSON string: a
     non-empty str of printable ASCII (CR and LF would split the message), at most
     MAX_FIELD characters."""
     if value is None and allow_none:
@@ -213,7 +213,7 @@ def validate_field(what: str, value: object, *, allow_none: bool = False) -> Non
 
 
 def validate_payload(payload: object) -> None:
-    """ValueError unless ``payload`` is bytes a device can receive (at most the
+    """InvalidArgument unless ``payload`` is bytes a device can receive (at most the
     reader's DEFAULT_MAX_BODY: a longer relay would fail on our side, not the TPS's)."""
     if payload is None:
         return

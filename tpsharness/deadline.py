@@ -27,7 +27,7 @@ MAX_TIMEOUT = 3600.0
 
 
 def validate_timeout(seconds: object, what: str = "timeout") -> float:
-    """``seconds`` as a float; ValueError unless it is a finite number above 0 and at
+    """``seconds`` as a float; InvalidArgument unless it is a finite number above 0 and at
     most MAX_TIMEOUT."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidArgument(f"the {what} must be a number of seconds, not {seconds!r}")

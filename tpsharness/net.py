@@ -46,7 +46,7 @@ def format_address(address: object) -> str:
 
 
 def checked_address(address: Any) -> tuple[str, int]:      # any value: this checks it
-    """``address`` as a (host, port) tuple; ValueError unless host is a non-empty string
+    """``address`` as a (host, port) tuple; InvalidArgument unless host is a non-empty string
     and port a whole number 1-65535 (the socket layer would wrap 70000 to 4464)."""
     try:
         host, port = address
@@ -65,7 +65,7 @@ def parse_address(text: str, default_port: int, *,
                   allow_any_port: bool = False) -> tuple[str, int]:
     """'host', 'host:port', '[v6]:port' or a bare IPv6 address as (host, port).
 
-    ValueError naming the text otherwise; port 0 only with ``allow_any_port`` (to listen).
+    InvalidArgument naming the text otherwise; port 0 only with ``allow_any_port`` (to listen).
     """
     text = text.strip()
     if text.startswith("["):

@@ -43,7 +43,7 @@ class EndpointPool(Generic[E]):
 
     def add(self, endpoint: E) -> None:
         """Read ``endpoint`` from now on (call from a task of the pool's scheduler);
-        ValueError if it is not connected."""
+        InvalidArgument if it is not connected."""
         sock = endpoint.sock
         if sock is None:
             raise InvalidArgument(f"{endpoint!r} is not connected: connect it before pooling it")

@@ -7,7 +7,7 @@ relayed ``POST /PrivateData`` request where replies were expected, skips stray
 CRLFs, and bounds what it buffers. ``StrictReader`` frames and validates with h11,
 the reference (docs/protocol.md section 5).
 
-A local misuse (a builder given a header value with CR/LF) raises ValueError; a
+A local misuse (a builder given a header value with CR/LF) raises InvalidArgument; a
 peer's bytes that cannot be read raise ProtocolError, which quotes them.
 """
 
