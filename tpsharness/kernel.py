@@ -25,17 +25,19 @@ import selectors
 import threading
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from itertools import count
 from time import monotonic
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .deadline import Deadline, Timeout
 from .errors import (Deadlock, FdBusy, InvalidArgument, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, SystemCall, TaskCoro,
                        WaitReadable, WaitTask, WriteWait)
+
+T = TypeVar("T")   # what a main task returns, and so run()
 
 __all__ = ["Scheduler", "Task", "ReadGroup", "run", "TaskCoro", "Poller", "EpollPoller",
            "SelectorPoller"]
@@ -803,7 +805,7 @@ def _fileno(call: ReadWait | WriteWait) -> int:
     return fileno()
 
 
-def run(coro: TaskCoro, timeout: Timeout = None) -> Any:
+def run(coro: Coroutine[Any, Any, T] | Generator[Any, Any, T], timeout: Timeout = None) -> T:
     """Run ``coro`` as the main task on a fresh Scheduler; return its result.
 
     Raises what the main task raised. Tasks still alive when it ends are killed
