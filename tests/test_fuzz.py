@@ -136,6 +136,7 @@ def test_the_command_exits_1_and_writes_the_finding(tmp_path: Path) -> None:
     (["--model", "lenient"], "invalid choice"),
     (["--max-steps", "0"], "must be at least 1"),
     (["127.0.0.1", "70000"], "port must be 1-65535"),
+    (["-o", __file__], "File exists"),      # checked before the run: no finding is lost
 ])
 def test_usage_errors_exit_3(args: list[str], message: str) -> None:
     result = fuzz_cli(*args)
@@ -288,3 +289,23 @@ def test_garbage_on_both_sides_is_no_difference_whatever_its_bytes() -> None:
     model = Seen([Garbage(b'TTP/1.1 200 OK\r\n\r\n{"UtcTime": "2026-11-29 08:40:01"}')])
     server = Seen([Garbage(b'TTP/1.1 200 OK\r\n\r\n{"UtcTime": "2026-11-29 08:40:02"}')])
     assert first_difference([{"cam1": model}], [{"cam1": server}], "cam1") is None
+
+
+def test_under_the_field_model_an_unfinished_message_counts_by_its_presence_only() -> None:
+    # Where a field server cuts a large write depends on TCP's reads: its bytes differ.
+    from tpsharness.fuzz.compare import first_difference
+    from tpsharness.fuzz.observations import Seen
+    model, server = Seen(tail=b"POST /PrivateData HTTP/1.1\r\nX" * 4), Seen(tail=b"y" * 120)
+    assert first_difference([{"cam1": model}], [{"cam1": server}], "cam1", exact_tails=False) is None
+    found = first_difference([{"cam1": model}], [{"cam1": server}], "cam1")
+    assert found is not None and found[2] == "corrupted relay"
+    assert first_difference([{"cam1": model}], [{"cam1": Seen()}], "cam1", exact_tails=False) is not None
+
+
+def test_options_refuse_an_unknown_model_and_a_budget_of_nothing() -> None:
+    from tpsharness.errors import InvalidArgument
+    from tpsharness.fuzz.runner import Options
+    with pytest.raises(InvalidArgument, match="model must be one of"):
+        Options(target=("127.0.0.1", 1), model="bogus")
+    with pytest.raises(InvalidArgument, match="budget"):
+        Options(target=("127.0.0.1", 1), budget=0)

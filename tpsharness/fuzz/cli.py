@@ -73,6 +73,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     return parser
 
 
+def _unwritable(directory: str) -> str | None:
+    """Why findings could not be written to ``directory`` (made if missing), or None."""
+    import os
+    import tempfile
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
+
+
 def cmd_fuzz(args: argparse.Namespace) -> int:
     """Run the fuzzer the arguments describe; the exit status."""
     try:
@@ -85,6 +97,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
     if (args.host is None) != (args.port is None):
         return _usage("give both HOST and PORT, or neither")
+    if args.output:         # checked before the run, so that no finding is lost at its end
+        problem = _unwritable(args.output)
+        if problem:
+            return _usage(f"-o {args.output}: {problem}")
     command = args.server_cmd
     if command is None and args.host is None:
         command = SELF_TEST_COMMAND.replace("{python}", sys.executable)

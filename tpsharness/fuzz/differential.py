@@ -40,6 +40,7 @@ class Outcome:
     connects: set[int] = field(default_factory=set)     # steps that opened their actor's connection
     difference: Difference | None = None
     steps_run: int = 0          # steps the server ran (the model ran len(model_points))
+    exact_tails: bool = True    # False under the field model (see compare.first_difference)
 
 
 def differential(program: Program, address: Address, model_name: str, settle: ServerSettle,
@@ -50,7 +51,7 @@ def differential(program: Program, address: Address, model_name: str, settle: Se
     """
     uuids = Uuids(prefix)
     host = net.format_address(address)
-    outcome = Outcome(program, uuids, host)
+    outcome = Outcome(program, uuids, host, exact_tails=model_name != "field")
     model = make_model(model_name)
     try:
         kernel.run(_run_model(program, model, uuids, host, outcome), timeout=timeout)
@@ -76,7 +77,8 @@ async def _run_server(program: Program, address: Address, settle: ServerSettle,
                 return outcome
             outcome.steps_run += 1
             outcome.server_points[index] = points
-            found = first_difference(outcome.model_points[index], points, step.actor)
+            found = first_difference(outcome.model_points[index], points, step.actor,
+                                     exact_tails=outcome.exact_tails)
             if found is not None:
                 number, actor, cls, wanted, saw, detail = found
                 outcome.difference = Difference(cls, index, step.do, outcome.features[index], actor,
@@ -88,7 +90,7 @@ async def _run_server(program: Program, address: Address, settle: ServerSettle,
                 late = run.take_point()
                 unfinished = {actor: Seen(tail=seen.tail)       # a cut message stays unfinished
                               for actor, seen in outcome.model_points[last][-1].items() if not seen.closed}
-                found = first_difference([unfinished], [late], None)
+                found = first_difference([unfinished], [late], None, exact_tails=outcome.exact_tails)
                 if found is not None:
                     _, actor, cls, wanted, saw, detail = found
                     step = program.steps[last]

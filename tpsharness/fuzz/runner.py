@@ -25,7 +25,7 @@ from typing import Callable
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.errors import HypothesisWarning
 
-from ..errors import Divergence
+from ..errors import Divergence, InvalidArgument
 from .compare import Difference, slug
 from .differential import Address, Outcome, differential
 from .executor import ServerSettle
@@ -33,6 +33,7 @@ from .process import ServerProcess
 from .programs import Program, Step, programs
 
 PATIENT_FACTOR = 10             # the confirming run waits this many times longer
+OVERRUN = 5.0                   # seconds a program or a confirmation may run past the budget
 
 
 class _Stop(BaseException):
@@ -96,6 +97,13 @@ class Options:
     grace: float = 0.002        # then at most this long for anything extra
     server: ServerProcess | None = None     # restarted after a crash
     progress: Callable[[Report], None] | None = None    # called about once a second
+
+    def __post_init__(self) -> None:
+        from .model import MODELS
+        if self.model not in MODELS:
+            raise InvalidArgument(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if not self.budget > 0:
+            raise InvalidArgument(f"the budget must be above 0 s, not {self.budget!r}")
 
 
 @dataclass
@@ -208,9 +216,14 @@ class Fuzzer:
     def _execute(self, program: Program, settle: ServerSettle) -> Outcome:
         prefix = f"fz{self.rng.getrandbits(32):08x}"
         budget = 10.0 + len(program.steps) * (settle.timeout * 2 + 2.0)
+        budget = min(budget, max(self.deadline + OVERRUN - time.monotonic(), 0.1))
         server = self.options.server
         target = server.address if server is not None else self.options.target     # a restart may move it
-        outcome = differential(program, target, self.options.model, settle, prefix, budget)
+        try:
+            outcome = differential(program, target, self.options.model, settle, prefix, budget)
+        except TimeoutError:        # the run's end (plus OVERRUN) came first
+            self._stop_reason = self._stop_reason or "budget"
+            raise _Stop() from None
         self.report.programs += 1
         self.report.steps += outcome.steps_run
         self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
@@ -250,7 +263,11 @@ class Fuzzer:
         if finding is None:
             return
         if not finding.confirmed:
-            again = self._execute(finding.program, self.patient)
+            try:
+                again = self._execute(finding.program, self.patient)
+            except _Stop:
+                self.report.unrepeatable.append(f"{finding.signature} (not confirmed: the budget ran out)")
+                raise
             finding.confirmed = again.difference is not None and again.difference.signature == finding.signature
         if finding.confirmed:
             self.ignored.add(finding.signature)

@@ -18,9 +18,15 @@ BUDGET = float(os.environ.get("TPS_FUZZ_BUDGET", "20"))
 
 @pytest.mark.timeout(BUDGET + 120)
 def test_fuzzing_finds_no_difference_from_the_model(tps_address: tuple[str, int]) -> None:
-    options = Options(target=tps_address, budget=BUDGET, model=os.environ.get("TPS_FUZZ_MODEL", "strict"),
+    from tpsharness.fuzz.model import MODELS
+    model = os.environ.get("TPS_FUZZ_MODEL", "strict")
+    if not BUDGET > 0 or model not in MODELS:
+        raise pytest.UsageError(f"TPS_FUZZ_BUDGET must be above 0 (is {BUDGET:g}) and TPS_FUZZ_MODEL "
+                                f"one of {', '.join(MODELS)} (is {model!r})")
+    options = Options(target=tps_address, budget=BUDGET, model=model,
                       seed=int(os.environ.get("TPS_FUZZ_SEED", "0")))
     report = Fuzzer(options).run()
+    assert report.programs > 0, f"no program ran in {report.elapsed:.1f} s (stopped by {report.stopped_by})"
     if not report.findings:
         return
     lines = [f"{len(report.findings)} difference(s) from the model in {report.programs} programs:"]
