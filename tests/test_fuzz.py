@@ -309,3 +309,21 @@ def test_options_refuse_an_unknown_model_and_a_budget_of_nothing() -> None:
         Options(target=("127.0.0.1", 1), model="bogus")
     with pytest.raises(InvalidArgument, match="budget"):
         Options(target=("127.0.0.1", 1), budget=0)
+
+
+def test_ctrl_c_prints_what_was_found_so_far_and_exits_2() -> None:
+    import signal
+    fuzzer = subprocess.Popen([sys.executable, "-m", "tpsharness", "fuzz", "--budget", "60", "--seed", "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fuzzer.stderr is not None
+        first = fuzzer.stderr.readline()        # the first progress line: programs are running
+        assert first.startswith("fuzz:"), first
+        fuzzer.send_signal(signal.SIGINT)
+        out, err = fuzzer.communicate(timeout=20)
+    finally:
+        fuzzer.kill()
+        fuzzer.wait()
+    assert fuzzer.returncode == 2, (out, err)
+    assert "stopped by interrupt" in out and "found nothing" in out, out
+    assert "interrupted" in err

@@ -108,6 +108,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             command += " --fault one-read-one-message"
     server: ServerProcess | None = None
     target: Address
+    interrupted = False
     try:
         if command is not None:
             try:
@@ -125,7 +126,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps, seed=args.seed, ignore=tuple(args.ignore),
                           settle=args.settle, server=server,
                           progress=None if args.json else _progress_printer())
-        report = Fuzzer(options).run()
+        fuzzer = Fuzzer(options)
+        try:
+            report = fuzzer.run()
+        except KeyboardInterrupt:       # Ctrl-C: what was found so far still counts
+            report, interrupted = fuzzer.report, True
+            report.stopped_by = "interrupt"
+            print("tpsharness fuzz: interrupted", file=sys.stderr)
     except ServerStartError as error:
         print(f"tpsharness fuzz: {error}", file=sys.stderr)
         return FAILED
@@ -144,7 +151,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         print(json.dumps(summary(report, target, args.model, paths), indent=2))
     else:
         print_summary(report, target, args.model, paths, self_test=args.host is None and args.server_cmd is None)
-    return FOUND if report.findings else NOTHING
+    if report.findings:
+        return FOUND
+    return FAILED if interrupted else NOTHING
 
 
 def _reachable(target: Address) -> None:
