@@ -317,10 +317,13 @@ def test_ctrl_c_prints_what_was_found_so_far_and_exits_2() -> None:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert fuzzer.stderr is not None
-        first = fuzzer.stderr.readline()        # the first progress line: programs are running
-        assert first.startswith("fuzz:"), first
+        seen = [fuzzer.stderr.readline()]       # the first progress line: programs are running
+        while seen[-1] and not seen[-1].startswith("fuzz:") and len(seen) < 50:
+            seen.append(fuzzer.stderr.readline())
+        assert seen[-1].startswith("fuzz:"), seen
         fuzzer.send_signal(signal.SIGINT)
         out, err = fuzzer.communicate(timeout=20)
+        err = "".join(seen) + err
     finally:
         fuzzer.kill()
         fuzzer.wait()

@@ -239,6 +239,34 @@ class Fuzzer:
         self._tick()
         return outcome
 
+    def _simplify(self, finding: Finding) -> Finding:
+        """One last pass over the shrunk program: without the steps after the one that
+        diverged, then without each earlier step in turn (a step the model skipped too).
+        Hypothesis's shrinker can stop at a local minimum (a run cut short, a target
+        that moved); a smaller program that shows the same signature replaces it."""
+        best = finding
+
+        def without(steps: tuple[Step, ...]) -> Finding | None:
+            if self._stop_reason not in (None, "budget") or time.monotonic() >= self.deadline + OVERRUN / 2:
+                return None     # (half the overrun: the confirmation needs the rest)
+            program = Program(best.program.identities, steps)
+            try:
+                outcome = self._execute(program, self.settle)
+            except _Stop:
+                return None
+            difference = outcome.difference
+            if difference is None or difference.signature != best.signature:
+                return None
+            return Finding(best.signature, outcome, found_after=best.found_after)
+
+        steps = best.program.steps
+        if len(steps) > best.difference.step + 1:
+            best = without(steps[:best.difference.step + 1]) or best
+        for index in range(best.difference.step - 1, -1, -1):  # backwards: earlier indices stay put
+            steps = best.program.steps
+            best = without(steps[:index] + steps[index + 1:]) or best
+        return best
+
     def _should_stop(self) -> None:
         if self._stop_reason is not None:
             raise _Stop()
@@ -263,6 +291,7 @@ class Fuzzer:
         if finding is None:
             return
         if not finding.confirmed:
+            finding = self._simplify(finding)
             try:
                 again = self._execute(finding.program, self.patient)
             except _Stop:
