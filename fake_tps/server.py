@@ -705,15 +705,23 @@ class FakeTPS:
                 self._wake_r.recv(4096)
             except BlockingIOError:
                 pass
-            while True:
-                try:
-                    command, future = self._commands.get_nowait()
-                except queue.Empty:
-                    break
-                if command is None:
-                    future.set_result(None)
-                    return
+            if self._run_queued(until_stop=True):
+                return
+
+    def _run_queued(self, *, until_stop: bool) -> bool:
+        """Run the calls other threads queued, in order; True once a stop request was
+        among them (with ``until_stop`` the calls behind it stay queued)."""
+        while True:
+            try:
+                command, future = self._commands.get_nowait()
+            except queue.Empty:
+                return False
+            if command is not None:
                 _run_into(command, future)
+                continue
+            future.set_result(None)
+            if until_stop:
+                return True
 
     def _in_server(self, function: Callable[[], T]) -> T:
         """``function()`` where the server runs: at once if ``serve()`` runs in this
@@ -733,15 +741,7 @@ class FakeTPS:
         ones still queued run here (none is left waiting)."""
         with self._serving_lock:
             self._thread = None
-            while True:
-                try:
-                    command, future = self._commands.get_nowait()
-                except queue.Empty:
-                    break
-                if command is None:
-                    future.set_result(None)
-                else:
-                    _run_into(command, future)
+            self._run_queued(until_stop=False)
 
     def wake(self) -> None:
         """Wake the control task (safe from any thread and from a signal handler)."""
