@@ -1,18 +1,26 @@
 """The bundled fake TPS server, on the tpsharness kernel: ``from fake_tps import FakeTPS``.
 
-The server module is imported on first use, so ``import fake_tps`` stays cheap.
+Callers import from the package, never from its modules (their layout may change).
+The server is imported on first use, so ``import fake_tps`` stays cheap.
 """
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:       # what mypy and the docs see; at run time __getattr__ imports it
-    from .server import FAULTS, FakeTPS, Fault, Stats
+if TYPE_CHECKING:       # what mypy and the docs see; at run time __getattr__ imports them
+    from .events import Stats
+    from .faults import FAULTS, Fault
+    from .options import OPTIONS, FakeOptions
+    from .peer import Peer
+    from .server import FakeTPS
 
-__all__ = ["FakeTPS", "FAULTS", "Fault", "Stats"]
+_HOMES = {"FakeTPS": "server", "FakeOptions": "options", "OPTIONS": "options", "FAULTS": "faults",
+          "Fault": "faults", "Stats": "events", "Peer": "peer"}
+
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> object:
-    if name in __all__:
-        from . import server
-        return getattr(server, name)
+    if name in _HOMES:
+        import importlib
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'fake_tps' has no attribute {name!r}")

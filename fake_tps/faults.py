@@ -3,40 +3,75 @@ misbehaviour, what it does and the step of the server it changes.
 
 The server has a few hook points (accept, read, message, reply, register, private
 data, relay, takeover); a fault is a description plus the functions it puts on some
-of them. ``FakeTPS`` groups the active faults' functions by hook when its faults are
+of them. The server groups the active faults' functions by hook when its faults are
 set (``Hooks``), so a step with no fault costs one truth test. A new fault is one
 entry of ``FAULTS`` (and, if no existing hook function fits, one small function
 here); docs/protocol.md section 4 lists the catalogue.
 
-Hook functions are part of the server: they use its internal operations
-(``_send``, ``_close``, ``_table``...) as its own methods do.
+Hook functions see the server through ``Server``, the small public interface below
+(``FakeTPS`` is one), never through its private names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tpsharness import net
-from tpsharness.errors import InvalidArgument
-from tpsharness.protocol import Message, PrivateData, RegisterRequest
+from tpsharness.errors import ProtocolError
+from tpsharness.protocol import NEED_DATA, BadRequest, Message, PrivateData, Reader, RegisterRequest
 
-if TYPE_CHECKING:
-    from .server import FakeTPS, _Peer
+from .events import Stats
+from .peer import Peer
 
-AcceptHook = Callable[["FakeTPS", net.Socket], bool]            # True: it took the connection
-ReadHook = Callable[["FakeTPS", bytes], Message]                # one read -> one message
-MessageHook = Callable[["FakeTPS", "_Peer", Message], bool]     # True: it answered (or swallowed)
-ReplyHook = Callable[["FakeTPS", "_Peer", bytes], bytes]        # what a reply becomes
+
+class Server(Protocol):
+    """What a fault may do to the server: send, close, die, note, and read or change
+    its uuid table (without the table's own rules)."""
+
+    stats: Stats
+
+    def send(self, peer: Peer, data: bytes) -> None:
+        """Queue ``data`` for ``peer`` as it is."""
+
+    def send_reply(self, peer: Peer, data: bytes) -> None:
+        """Queue a reply for ``peer`` (through the reply faults)."""
+
+    def status_reply(self, status: int) -> bytes:
+        """A PrivateData-style reply in the form the server is set to."""
+
+    def close_peer(self, peer: Peer) -> None:
+        """Close ``peer`` and remove its table entries."""
+
+    def die(self) -> None:
+        """Stop serving, as a crashed server would."""
+
+    def note(self, text: str) -> None:
+        """Record an event."""
+
+    def holder(self, uuid: str) -> Peer | None:
+        """The connection ``uuid`` names, if any."""
+
+    def holders(self) -> Iterable[Peer]:
+        """The connections of the table, in its order (one per entry)."""
+
+    def hold(self, uuid: str, peer: Peer | None) -> None:
+        """Point ``uuid`` at ``peer`` (None: remove the entry); nobody is closed."""
+
+
+AcceptHook = Callable[[Server, net.Socket], bool]               # True: it took the connection
+ReadHook = Callable[[Server, bytes], Message]                   # one read -> one message
+MessageHook = Callable[[Server, Peer, Message], bool]           # True: it answered (or swallowed)
+ReplyHook = Callable[[Server, Peer, bytes], bytes]              # what a reply becomes
 RegisterReplyHook = Callable[[bytes], bytes]                    # what a successful one becomes
-RegisterHook = Callable[["FakeTPS", "_Peer", str, "_Peer | None"], bool]  # True: it did the table's work
-SecondSerialHook = Callable[["FakeTPS", "_Peer", str], None]    # after such a connection is closed
-PrivateDataHook = Callable[["FakeTPS", "_Peer", PrivateData, "_Peer | None"], bool]  # True: handled
-RelayHook = Callable[["FakeTPS", "_Peer", "_Peer", "tuple[bytes, ...]"],
-                     "tuple[_Peer, tuple[bytes, ...]]"]         # (target, copies) -> new ones
-TakeoverHook = Callable[["FakeTPS", "_Peer", "_Peer"], bool]    # (newer, older); True: settled
+RegisterHook = Callable[[Server, Peer, str, "Peer | None"], bool]  # True: it did the table's work
+SecondSerialHook = Callable[[Server, Peer, str], None]          # after such a connection is closed
+PrivateDataHook = Callable[[Server, Peer, PrivateData, "Peer | None"], bool]  # True: handled
+RelayHook = Callable[[Server, Peer, Peer, "tuple[bytes, ...]"],
+                     "tuple[Peer, tuple[bytes, ...]]"]          # (target, copies) -> new ones
+TakeoverHook = Callable[[Server, Peer, Peer], bool]             # (newer, older); True: settled
 
 RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
 FIELD_READ_SIZE = 4096          # what a field server reads at once (one-read-one-message)
@@ -64,37 +99,54 @@ class Fault:
 
 # -- what the faults do, hook by hook ------------------------------------------------------
 
-def _close_at_once(server: FakeTPS, sock: net.Socket) -> bool:
+def _close_at_once(server: Server, sock: net.Socket) -> bool:
     sock.close()
     return True
 
 
-def _reset_at_once(server: FakeTPS, sock: net.Socket) -> bool:
+def _reset_at_once(server: Server, sock: net.Socket) -> bool:
     sock.reset()
     return True
 
 
-def _read_as_field_server(server: FakeTPS, chunk: bytes) -> Message:
-    return server._field_read(chunk)
+def _read_as_field_server(server: Server, chunk: bytes) -> Message:
+    """What a field server makes of one read: the first message in it, a PrivateData
+    carrying the whole read (it relays what it read), or a 400."""
+    reader = Reader()
+    reader.feed(chunk)
+    try:
+        message = reader.next()
+    except ProtocolError as error:
+        return BadRequest(f"unreadable read: {error}", chunk)
+    head_end = chunk.find(b"\r\n\r\n")
+    if message is NEED_DATA and head_end >= 0 and chunk.startswith(b"POST /PrivateData "):
+        head = Reader()
+        head.feed(chunk[:head_end + 4].replace(b"Content-Length", b"X-Cut-Length"))
+        message = head.next()
+    if message is NEED_DATA:
+        return BadRequest(f"a read that is not a whole request ({len(chunk)} bytes)", chunk)
+    if isinstance(message, PrivateData):
+        return PrivateData(message.src, message.dest, message.auth_code, message.body, chunk)
+    return message
 
 
-def _swallow(server: FakeTPS, peer: _Peer, message: Message) -> bool:
+def _swallow(server: Server, peer: Peer, message: Message) -> bool:
     return True
 
 
-def _answer_garbage(server: FakeTPS, peer: _Peer, message: Message) -> bool:
-    server._send(peer, GARBAGE)
+def _answer_garbage(server: Server, peer: Peer, message: Message) -> bool:
+    server.send(peer, GARBAGE)
     return True
 
 
-def _reject_registers(server: FakeTPS, peer: _Peer, message: Message) -> bool:
+def _reject_registers(server: Server, peer: Peer, message: Message) -> bool:
     if not isinstance(message, RegisterRequest):
         return False
-    server._send_reply(peer, server._status_reply(400))
+    server.send_reply(peer, server.status_reply(400))
     return True
 
 
-def _half_then_silence(server: FakeTPS, peer: _Peer, data: bytes) -> bytes:
+def _half_then_silence(server: Server, peer: Peer, data: bytes) -> bytes:
     peer.silenced = True
     return data[:len(data) // 2]
 
@@ -104,64 +156,64 @@ def _corrupt_register_reply(data: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-def _keep_no_entry(server: FakeTPS, peer: _Peer, serial: str, holder: _Peer | None) -> bool:
+def _keep_no_entry(server: Server, peer: Peer, serial: str, holder: Peer | None) -> bool:
     return True
 
 
-def _forget_on_heartbeat(server: FakeTPS, peer: _Peer, serial: str, holder: _Peer | None) -> bool:
+def _forget_on_heartbeat(server: Server, peer: Peer, serial: str, holder: Peer | None) -> bool:
     if holder is not peer:
         return False
     server.stats.heartbeats += 1        # answered as a heartbeat, then forgotten
-    del server._table[serial]
+    server.hold(serial, None)
     return True
 
 
-def _keep_dangling_entry(server: FakeTPS, peer: _Peer, first_serial: str) -> None:
-    server._table[first_serial] = peer
+def _keep_dangling_entry(server: Server, peer: Peer, first_serial: str) -> None:
+    server.hold(first_serial, peer)
 
 
-def _die_on_dangling_entry(server: FakeTPS, peer: _Peer, request: PrivateData,
-                           target: _Peer | None) -> bool:
+def _die_on_dangling_entry(server: Server, peer: Peer, request: PrivateData,
+                           target: Peer | None) -> bool:
     if target is None or not target.closed:
         return False
-    server._note(f"private data for dangling {request.dest!r}: dying, as the field server did")
-    server._die()
+    server.note(f"private data for dangling {request.dest!r}: dying, as the field server did")
+    server.die()
     return True
 
 
-def _drop(server: FakeTPS, sender: _Peer, target: _Peer,
-          copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+def _drop(server: Server, sender: Peer, target: Peer,
+          copies: tuple[bytes, ...]) -> tuple[Peer, tuple[bytes, ...]]:
     return target, ()
 
 
-def _corrupt_last_byte(server: FakeTPS, sender: _Peer, target: _Peer,
-                       copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+def _corrupt_last_byte(server: Server, sender: Peer, target: Peer,
+                       copies: tuple[bytes, ...]) -> tuple[Peer, tuple[bytes, ...]]:
     return target, tuple(raw[:-1] + bytes([raw[-1] ^ 0x01]) for raw in copies)
 
 
-def _twice(server: FakeTPS, sender: _Peer, target: _Peer,
-           copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+def _twice(server: Server, sender: Peer, target: Peer,
+           copies: tuple[bytes, ...]) -> tuple[Peer, tuple[bytes, ...]]:
     return target, copies * 2
 
 
-def _to_another_device(server: FakeTPS, sender: _Peer, target: _Peer,
-                       copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
-    for other in server._table.values():
+def _to_another_device(server: Server, sender: Peer, target: Peer,
+                       copies: tuple[bytes, ...]) -> tuple[Peer, tuple[bytes, ...]]:
+    for other in server.holders():
         if other is not target and other is not sender and other.serial is not None:
             return other, copies
     return target, copies
 
 
-def _drop_after_some(server: FakeTPS, sender: _Peer, target: _Peer,
-                     copies: tuple[bytes, ...]) -> tuple[_Peer, tuple[bytes, ...]]:
+def _drop_after_some(server: Server, sender: Peer, target: Peer,
+                     copies: tuple[bytes, ...]) -> tuple[Peer, tuple[bytes, ...]]:
     if not copies:
         return target, copies
     target.relayed += 1
     return target, copies if target.relayed <= RELAYS_BEFORE_DROPPING else ()
 
 
-def _close_newer(server: FakeTPS, newer: _Peer, older: _Peer) -> bool:
-    server._close(newer)
+def _close_newer(server: Server, newer: Peer, older: Peer) -> bool:
+    server.close_peer(newer)
     return True
 
 
@@ -223,7 +275,7 @@ class Hooks:
     read_size: int = net.RECV_SIZE      # one read takes this much (a field server's under ``read``)
 
     @classmethod
-    def of(cls, names: frozenset[str]) -> Hooks:
+    def of(cls, names: Collection[str]) -> Hooks:
         faults = [fault for name, fault in FAULTS.items() if name in names]
         reads = [fault.read for fault in faults if fault.read is not None]
         return cls(
@@ -242,11 +294,3 @@ class Hooks:
             relay=tuple(fault.relay for fault in faults if fault.relay is not None),
             takeover=tuple(fault.takeover for fault in faults if fault.takeover is not None))
 
-
-def known_faults(faults: Iterable[str]) -> frozenset[str]:
-    """``faults`` (names) as a frozenset; InvalidArgument naming any unknown one."""
-    chosen = frozenset(faults)
-    unknown = chosen - FAULTS.keys()
-    if unknown:
-        raise InvalidArgument(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
-    return chosen

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness.protocol import NEED_DATA, Reader
 
 pytest_plugins = ["pytester"]

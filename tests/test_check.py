@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import free_port
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness import kernel
 from tpsharness.checker import STAGES, check, check_async
 from tpsharness.client import Client

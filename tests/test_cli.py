@@ -204,7 +204,7 @@ def test_record_to_a_dash_writes_the_scenario_to_stdout(tmp_path, fake, capsys, 
 
 
 def test_record_sends_the_auth_code_given(tmp_path, capsys):
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
     server = FakeTPS(check_auth="1234")
     with server.start_in_thread():
         assert main(["record", *map(str, server.address), "--auth-code", "1234",
@@ -216,7 +216,7 @@ def test_record_sends_the_auth_code_given(tmp_path, capsys):
 
 
 def test_record_stops_at_a_refused_register_and_names_the_stage_as_check_does(tmp_path, capsys):
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
     server = FakeTPS(check_auth="1234")
     with server.start_in_thread():
         started = time.monotonic()
@@ -246,7 +246,7 @@ def test_record_reads_strict_http_when_asked(tmp_path, fake, capsys):
 
 
 def test_check_over_ipv6_only_reaches_a_server_on_ipv6(capsys):
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
     server = FakeTPS(host="::1")
     with server.start_in_thread():
         port = str(server.address[1])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Wire
-from fake_tps.server import FakeTPS, _Peer
+from fake_tps import FakeTPS, Peer
 from tpsharness.protocol import (PrivateData, RegisterReply, Reply, private_data_request,
                                  register_request, reply)
 
@@ -356,7 +356,7 @@ def test_an_internal_error_serving_one_connection_closes_only_that_one(fake: Fak
     """The fake's own bugs must not stop it either: one read loop serves everyone."""
     served = fake._private_data
 
-    def buggy(peer: _Peer, request: PrivateData) -> None:
+    def buggy(peer: Peer, request: PrivateData) -> None:
         if request.dest == "cam-boom":
             raise RuntimeError("a bug")
         served(peer, request)

@@ -228,7 +228,7 @@ def test_configure_takes_exactly_the_options_by_name() -> None:
     """Typed keywords (mypy sees a misspelt option), the same names as the constructor's."""
     import inspect
 
-    from fake_tps.server import OPTIONS
+    from fake_tps import OPTIONS
     configurable = [name for name in inspect.signature(FakeTPS.configure).parameters if name != "self"]
     constructed = [name for name in inspect.signature(FakeTPS).parameters if name not in ("host", "port")]
     assert configurable == constructed == list(OPTIONS)

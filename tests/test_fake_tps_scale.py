@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness import net
 from tpsharness.kernel import Scheduler, run
 from tpsharness.protocol import NEED_DATA, Reader, register_request

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import wait_until
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness.fuzz.fixture import scenario_of, write
 from tpsharness.fuzz.process import ServerProcess
 from tpsharness.fuzz.programs import Step

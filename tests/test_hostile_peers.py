@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness.protocol import private_data_request, register_request, reply
 
 from conftest import Wire

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness import check, kernel
 from tpsharness.deadline import GRACE
 from tpsharness.endpoint import (MAX_UNREAD, TRANSCRIPT_BYTES, Endpoint, Transcript)

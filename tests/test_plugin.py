@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import wait_until
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness.scenario import json_schema, load, validate
 
 SCENARIO_OK = {

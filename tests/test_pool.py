@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from fake_tps.server import FakeTPS
+from fake_tps import FakeTPS
 from tpsharness.device import Device
 from tpsharness.client import Client
 from tpsharness.errors import FdBusy

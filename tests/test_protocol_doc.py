@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_tps.server import FAULTS, OPTIONS
+from fake_tps import FAULTS, OPTIONS
 from tpsharness.protocol import (PrivateData, RegisterRequest, Reader, private_data_request,
                                  register_reply, register_request, reply)
 

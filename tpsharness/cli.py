@@ -213,7 +213,7 @@ def run_check(args: argparse.Namespace) -> CheckResult:
 
 
 async def _check_embedded(options: dict[str, Any]) -> CheckResult:
-    from fake_tps.server import FakeTPS        # only the embedded mode needs it
+    from fake_tps import FakeTPS        # only the embedded mode needs it
 
     server = FakeTPS(host="::1" if options["family"] == socket.AF_INET6 else HOST,
                      strict_http=options["strict"])
@@ -254,7 +254,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                    auth_code=args.auth_code, strict=args.strict_http, family=args.family)
     try:
         if address is None:
-            from fake_tps.server import FakeTPS
+            from fake_tps import FakeTPS
             server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else HOST,
                              strict_http=args.strict_http)
             with server.start_in_thread():

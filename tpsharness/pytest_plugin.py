@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     # pytest exports neither name; its own Node.repr_failure is annotated with them
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
 
 DEFAULT_TIMEOUT = TIMEOUT
 MAX_TIMEOUT = 600.0         # seconds; a larger --tps-timeout is a typo, not a wish
@@ -123,7 +123,7 @@ class TPSSession:
         if self.real_address is not None:
             return self.real_address
         if self.fake is None:
-            from fake_tps.server import FakeTPS
+            from fake_tps import FakeTPS
             self.fake = FakeTPS()
             self._running = self.fake.start_in_thread()
             self._running.__enter__()
@@ -235,7 +235,7 @@ def tps_address(request: pytest.FixtureRequest) -> tuple[str, int]:
 def fake_tps(request: pytest.FixtureRequest) -> Iterator[FakeTPS]:
     """A fresh fake TPS for this test alone, serving on a thread: configure faults with
     ``fake_tps.configure(faults=[...])``, read ``registered()`` and ``stats``."""
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
     server = FakeTPS()
     request.node.stash[_EVENTS_KEY] = (server, server.event_seq)
     with server.start_in_thread():
@@ -334,7 +334,7 @@ class ScenarioItem(pytest.Item):
         if scenario.fake_options is not None:
             if not session.is_fake:
                 pytest.skip("the scenario sets fake TPS options; it runs only against the bundled fake")
-            from fake_tps.server import FakeTPS
+            from fake_tps import FakeTPS
             try:
                 server = FakeTPS(**scenario.fake_options)
             except (TypeError, ValueError) as error:

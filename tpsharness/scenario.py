@@ -21,10 +21,12 @@ from .client import Client
 from .deadline import GRACE, Deadline
 from .device import Device
 from .defaults import AUTH_CODE, TIMEOUT
-from .errors import ScenarioError, ScenarioFailure, TPSError
+from .errors import InvalidArgument, ScenarioError, ScenarioFailure, TPSError
 from .ids import CLIENT_PREFIX, new_uuid
 from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote
 from .syscalls import Sleep
+
+from fake_tps import options as _fake_options
 
 # A parsed scenario file, and one of its steps: JSON objects, whose values validate()
 # has checked against the tables below.
@@ -73,19 +75,9 @@ FIELD_BOUNDS: dict[str, tuple[float, float]] = {
     "times": (1, MAX_TIMES), "split_at": (0, MAX_WRITE), "pause": (0, MAX_SECONDS),
     "within": (0, MAX_SECONDS), "for": (0, MAX_SECONDS), "seconds": (0, MAX_SECONDS)}
 # The FakeTPS options a scenario's "fake" object may set: its behaviour, never where it
-# binds (the fake always serves on a free loopback port). name: (type, least, most).
-FAKE_OPTIONS: dict[str, tuple[FieldKind, float | None, float | None]] = {
-    "keepalive_interval": (int, 1, 86400),
-    "idle_timeout": ((int, float), 0.001, 3600),
-    "bad_request_idle_timeout": ((int, float), 0.001, 3600),
-    "request_timeout": ((int, float), 0.001, 3600),
-    "reply_delay": ((int, float), 0, MAX_SECONDS),
-    "max_body": (int, 0, 64 * 1024 * 1024),
-    "nul_replies": (bool, None, None),
-    "strict_http": (bool, None, None),
-    "check_auth": (str, None, None),
-    "faults": (list, None, None),
-}
+# binds (the fake always serves on a free loopback port). name: (type, least, most),
+# derived from fake_tps's FakeOptions, which checks the values themselves.
+FAKE_OPTIONS: dict[str, tuple[FieldKind, float | None, float | None]] = _fake_options.scenario_options()
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
 
 
@@ -146,7 +138,6 @@ def _out_of_bounds(value: float, least: float, most: float) -> str | None:
 
 def _validate_fake(options: dict[str, Any], fail: Callable[[str, str], NoReturn]) -> None:
     """The 'fake' object: behaviour options of FakeTPS only, each of its type and bounds."""
-    from fake_tps.server import FAULTS
     where = "'fake'"
     for key, value in options.items():
         if key not in FAKE_OPTIONS:
@@ -159,11 +150,11 @@ def _validate_fake(options: dict[str, Any], fail: Callable[[str, str], NoReturn]
             problem = _out_of_bounds(value, least, most)
             if problem:
                 fail(where, f"{key!r} {problem}")
-        if key == "faults":
-            for fault in value:
-                if fault not in FAULTS:
-                    fail(where, f"unknown fault {_short(fault)} (the faults are listed by "
-                               "python -m fake_tps --help and in docs/protocol.md section 4)")
+    try:
+        _fake_options.FakeOptions(**options)
+    except InvalidArgument as error:    # what JSON's types let through (fault names...)
+        fail(where, f"{str(error)[:200]} (the faults and options are listed by "
+                    "python -m fake_tps --help and in docs/protocol.md section 4)")
 
 
 def validate(data: object, path: str = "<scenario>") -> ScenarioData:

@@ -27,7 +27,7 @@ import h11
 
 from _common import best_of, rss_bytes  # noqa: E402  (puts the repo on sys.path)
 
-from fake_tps.server import FakeTPS  # noqa: E402
+from fake_tps import FakeTPS  # noqa: E402
 from tpsharness.client import Client  # noqa: E402
 from tpsharness.device import Device  # noqa: E402
 from tpsharness.kernel import run  # noqa: E402

@@ -20,7 +20,7 @@ from .model import make_model
 from .programs import CAST, Program, Uuids
 
 if TYPE_CHECKING:
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
 
 Address = tuple[str, int]
 

@@ -23,7 +23,7 @@ from .observations import Inbox, Seen
 from .programs import Program, Step, Uuids
 
 if TYPE_CHECKING:
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
 
     from ..net import Socket
     from .compare import Point

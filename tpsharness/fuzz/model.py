@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..defaults import HOST
 
 if TYPE_CHECKING:
-    from fake_tps.server import FakeTPS
+    from fake_tps import FakeTPS
 
 MODELS: dict[str, tuple[str, ...]] = {
     "strict": (),
@@ -22,6 +22,6 @@ MODELS: dict[str, tuple[str, ...]] = {
 
 def make_model(name: str) -> FakeTPS:
     """A fresh fake TPS on a free loopback port, with the faults model ``name`` names."""
-    from fake_tps.server import FakeTPS        # the fake ships beside tpsharness
+    from fake_tps import FakeTPS        # the fake ships beside tpsharness
 
     return FakeTPS(HOST, 0, faults=MODELS[name])
