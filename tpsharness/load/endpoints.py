@@ -10,6 +10,7 @@ from ..client import Client
 from ..device import Device
 from ..errors import ProtocolError
 from ..net import RECV_SIZE
+from ..outbox import Outbox
 from ..pool import EndpointPool
 from ..protocol import Message, Reply, reply
 from ..syscalls import WaitReadable
@@ -18,9 +19,9 @@ _END_OF_HEAD = b"\r\n\r\n"
 
 
 class LoadDevice(Device):
-    __slots__ = ("index", "backlog", "closed", "heartbeat_request", "relay_heads")
+    __slots__ = ("index", "outbox", "closed", "heartbeat_request", "relay_heads")
     index: int                                  # its place in the engine's devices
-    backlog: bytearray | None                   # bytes the socket did not take yet
+    outbox: Outbox | None                       # made at its first write
     closed: bool
     heartbeat_request: tuple[float, bytes]      # (KeepAliveIntervel, the re-register request)
     relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length)
@@ -72,7 +73,7 @@ _ACKED = Reply(200, "OK")
 
 
 class LoadClient(Client):
-    __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "backlog",
+    __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "outbox",
                  "closed", "count")
     index: int                          # its place in the engine's clients
     pairs: list[int]                    # the streams it sends, in turn
@@ -80,7 +81,7 @@ class LoadClient(Client):
     due_times: deque[float]             # due times of messages not acked yet, in order
     in_flight: int
     last_progress: float
-    backlog: bytearray | None
+    outbox: Outbox | None
     closed: bool
     count: int                          # messages sent (every n-th asks for a reply)
 

@@ -24,8 +24,9 @@ from hdrh.histogram import HdrHistogram
 from .. import net
 from ..defaults import KEEPALIVE_INTERVAL
 from ..errors import LoadUsageError, TPSError
+from ..outbox import Outbox
 from ..protocol import PrivateData, PrivateDataTemplate, RegisterReply, Reply, quote, register_request
-from ..syscalls import KillTask, NewTask, Sleep, WaitTask, WriteWait, spawn
+from ..syscalls import KillTask, NewTask, Sleep, WaitTask
 from . import payload as payload_format
 from .accounting import Counters, Streams, reason_of, status_reason
 from .config import LoadConfig
@@ -75,14 +76,14 @@ class Engine:
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
-            device.index, device.backlog, device.closed, device.relay_heads = i, None, False, None
+            device.index, device.outbox, device.closed, device.relay_heads = i, None, False, None
             self.devices.append(device)
         self.clients: list[LoadClient] = []
         for i in range(config.clients):
             client = LoadClient(address, f"{prefix}app-{i}", auth_code=config.auth_code,
                                 timeout=config.timeout)
             client.index, client.pairs, client.turn, client.count = i, [], 0, 0
-            client.due_times, client.in_flight, client.backlog, client.closed = deque(), 0, None, False
+            client.due_times, client.in_flight, client.outbox, client.closed = deque(), 0, None, False
             client.last_progress = 0.0
             self.clients.append(client)
         self.live_devices = 0
@@ -295,8 +296,8 @@ class Engine:
                 client.count += 1
                 if client.count % reply_every == 0:
                     flags = ask
-            backlog = client.backlog
-            if backlog is not None and len(backlog) > MAX_BACKLOG:
+            outbox = client.outbox
+            if outbox is not None and outbox.queued > MAX_BACKLOG:
                 errors.add("generator backlog full", f"client {client.uuid}: over {MAX_BACKLOG} bytes "
                            "queued (the TPS does not read fast enough); message not sent")
                 return False
@@ -422,35 +423,20 @@ class Engine:
         return on_read
 
     def _write(self, endpoint: LoadEndpoint, data: bytes) -> None:
-        """Send ``data`` in one piece if the socket takes it; queue the rest for a flusher."""
-        backlog = endpoint.backlog
-        if backlog is not None:
-            backlog += data
-            return
-        try:
-            # the raw socket: one call less per message (a written endpoint is connected)
-            sent = endpoint.sock.sock.send(data)        # type: ignore[union-attr]
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
-            return
-        if sent < len(data):
-            endpoint.backlog = bytearray(data[sent:])
-            spawn(self._flush(endpoint), daemon=True)
+        """Send ``data`` in one piece if the socket takes it; the rest waits in its Outbox."""
+        outbox = endpoint.outbox
+        if outbox is None:
+            sock = endpoint.sock
+            assert sock is not None         # a written endpoint is connected
+            outbox = endpoint.outbox = Outbox(sock, lambda error: self._write_failed(endpoint, error),
+                                              self.config.timeout)
+        outbox.write(data)
 
-    async def _flush(self, endpoint: LoadEndpoint) -> None:
-        try:
-            while endpoint.backlog and not endpoint.closed:
-                sock = endpoint.sock
-                assert sock is not None         # a written endpoint is connected
-                await WriteWait(sock.fd, self.config.timeout)
-                del endpoint.backlog[:sock.send_nowait(endpoint.backlog)]
-        except TimeoutError:
+    def _write_failed(self, endpoint: LoadEndpoint, error: OSError) -> None:
+        if isinstance(error, TimeoutError):
             self._lose(endpoint, f"TPS {endpoint.label} did not read for {self.config.timeout:g} s")
-        except OSError as error:
+        else:
             self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
-        endpoint.backlog = None
 
     def _lose(self, endpoint: LoadEndpoint, reason: str) -> None:
         if endpoint.closed:
