@@ -22,16 +22,16 @@ import logging
 import os
 import select
 import selectors
-import threading
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from itertools import count
 from time import monotonic
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from .deadline import Deadline, Timeout
+from .run_context import current_scheduler, switch_to
 from .errors import (Deadlock, FdBusy, InvalidArgument, KillSignal, NoSuchTask, NotWaitable,
                      TaskError, TaskKilled)
 from .syscalls import (GetTid, KillTask, NewTask, ReadWait, Sleep, SystemCall, TaskCoro,
@@ -134,16 +134,6 @@ Outcome = tuple[Any, BaseException | None, bool]     # (value, exception, killed
 _MISSING: Any = object()
 _RETURNED_NONE: Outcome = (None, None, False)
 _TASK_TYPES = frozenset({types.CoroutineType, types.GeneratorType})
-_local = threading.local()     # .scheduler: the Scheduler running in this thread
-
-
-def current_scheduler() -> Scheduler | None:
-    """The Scheduler whose loop runs in this thread, or None: the kernel's own link,
-    used by ReadGroup and by the immediate operations of ``syscalls`` (nothing else
-    calls it: other code reaches the kernel through those)."""
-    return getattr(_local, "scheduler", None)
-
-
 def _where(coro: object) -> str | None:
     """'file.py:41' of the innermost frame of a suspended task that is ours."""
     where = None
@@ -353,14 +343,13 @@ class Scheduler:
     def kill_all(self) -> None:
         """Kill every live task, newest first (handlers before their servers)."""
         self._ready.clear()
-        previous = current_scheduler()
-        _local.scheduler = self       # victims' cleanup may close sockets (forget_fd)
+        previous = switch_to(self)      # victims' cleanup may close sockets (forget_fd)
         try:
             for task in reversed(list(self._tasks.values())):
                 if task.tid in self._tasks:
                     self._kill(task)
         finally:
-            _local.scheduler = previous
+            switch_to(previous)
 
     def __enter__(self) -> Scheduler:
         return self
@@ -376,12 +365,11 @@ class Scheduler:
 
         Done means no task is left or, when ``main`` is given, that it ended.
         """
-        previous = current_scheduler()
-        _local.scheduler = self
+        previous = switch_to(self)
         try:
             return self._run_phases(main, deadline)
         finally:
-            _local.scheduler = previous
+            switch_to(previous)
             self._current = None
 
     def _run_phases(self, main: Task | None, deadline: float | None) -> bool:
@@ -757,7 +745,7 @@ class Scheduler:
         return self._park(task, WRITE_WAIT, self._undo_write_wait, watch, call, call.timeout)
 
     def _sys_wait_readable(self, task: Task, call: WaitReadable) -> bool:
-        group = call.group
+        group = cast(ReadGroup, call.group)         # the only Readable there is
         if group.waiter is not None:
             raise FdBusy(f"{group.waiter!r} already waits on this ReadGroup")
         if group.ready:

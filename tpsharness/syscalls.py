@@ -8,13 +8,11 @@ of each lives in ``kernel.Scheduler`` under the same name. Wherever a call takes
 """
 
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from .deadline import Timeout
 from .errors import TaskError
-
-if TYPE_CHECKING:
-    from .kernel import ReadGroup, Scheduler
+from .run_context import Running, current_scheduler
 
 __all__ = ["TaskCoro", "Timeout", "SystemCall", "GetTid", "NewTask", "KillTask", "WaitTask",
            "ReadWait", "WriteWait", "WaitReadable", "Sleep", "spawn", "kill", "forget_fd"]
@@ -26,6 +24,12 @@ class HasFileno(Protocol):
     """What ReadWait and WriteWait accept besides an fd: an object with ``fileno()``."""
 
     def fileno(self) -> int: ...
+
+
+class Readable(Protocol):
+    """What WaitReadable waits on: a ``kernel.ReadGroup``."""
+
+    def take(self) -> set[int]: ...
 
 
 class SystemCall(Generic[Result]):
@@ -126,7 +130,7 @@ class WaitReadable(SystemCall[set[int]]):
 
     __slots__ = ("group", "timeout")
 
-    def __init__(self, group: "ReadGroup", timeout: Timeout = None) -> None:
+    def __init__(self, group: Readable, timeout: Timeout = None) -> None:
         self.group = group
         self.timeout = timeout
 
@@ -145,11 +149,8 @@ class Sleep(SystemCall[None]):
 # cannot await a system call; these do the same service at once, on the scheduler
 # running in this thread. They are the only way code outside the kernel reaches it.
 
-from . import kernel as _kernel     # noqa: E402  (the kernel imports this module first)
-
-
-def _running(operation: str) -> "Scheduler":
-    scheduler = _kernel.current_scheduler()
+def _running(operation: str) -> Running:
+    scheduler = current_scheduler()
     if scheduler is None:
         raise TaskError(f"{operation}() needs a running scheduler: call it from a task")
     return scheduler
@@ -173,6 +174,6 @@ def forget_fd(fd: int) -> None:
     epoll_ctl calls per wait); a closed and reused fd would otherwise look armed.
     Its waiters get EBADF.
     """
-    scheduler = _kernel.current_scheduler()
+    scheduler = current_scheduler()
     if scheduler is not None:
         scheduler.forget_fd(fd)

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..protocol import quote
-from .observations import Garbage, Relay, Reply, Seen
+from .observations import Garbage, Point, Relay, Reply, Seen
 from .programs import SELF, UNKNOWN, Step
 
 if TYPE_CHECKING:
     from .executor import Run
 
-Point = dict[str, Seen]            # actor -> what it saw at one observation point
 Found = tuple[int, str, str, str, str, str]     # point number, actor, class, expected, got, detail
 
 CLASSES = ("crash", "no answer", "wrong status", "missing relay", "corrupted relay", "extra relay",

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from .. import kernel, net
 from ..syscalls import NewTask
-from .compare import Difference, Holders, Point, feature, first_difference
+from .compare import Difference, Holders, feature, first_difference
 from .executor import ModelSettle, Run, ServerDown, ServerSettle
-from .observations import Seen
+from .observations import Point, Seen
 from .model import make_model
 from .programs import CAST, Program, Uuids
 

@@ -19,14 +19,13 @@ from ..errors import ServerDown  # noqa: F401  (callers import it from here too)
 from ..kernel import ReadGroup
 from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import Sleep, WaitReadable
-from .observations import Inbox, Seen
+from .observations import Inbox, Point, Seen
 from .programs import Program, Step, Uuids
 
 if TYPE_CHECKING:
     from fake_tps import FakeTPS
 
     from ..net import Socket
-    from .compare import Point
 
 WRITE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..scenario import validate
-from .compare import Difference, Point, slug
-from .observations import Relay, Reply, Seen
+from .compare import Difference, slug
+from .observations import Point, Relay, Reply, Seen
 from .programs import CAST, Program, Step, Uuids
 
 if TYPE_CHECKING:

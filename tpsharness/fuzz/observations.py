@@ -91,6 +91,9 @@ class Seen:
                 and (self.closed or not expected.closed))
 
 
+Point = dict[str, Seen]            # actor -> what it saw at one observation point
+
+
 class Inbox:
     """Frames one connection's bytes into summaries; remembers the point's share."""
 
