@@ -135,7 +135,8 @@ class Endpoint:
 
     actor = "peer"
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
-                 "strict", "sock", "_reader", "_replies", "_requests", "name", "family")
+                 "strict", "sock", "_reader", "_replies", "_requests", "name", "family",
+                 "_unreadable", "_misplaced", "peer_closed")
 
     def __init__(self, address: tuple[str, int], uuid: str, *, auth_code: str = AUTH_CODE,
                  timeout: float = TIMEOUT, transcript: Transcript | None = None,
@@ -154,6 +155,12 @@ class Endpoint:
         self._reader: Reader | StrictReader = StrictReader("peer") if strict else Reader()
         self._replies: list[Message] = []       # arrived and not yet asked for; lists, since a
         self._requests: list[PrivateData] = []  # deque costs 600 bytes and 10,000 devices hold two each
+        # Bytes that could not be read as a message, after messages that could (the error
+        # is raised once those are taken), and a message that arrived where a reply
+        # belongs (raised, and kept for take_bytes).
+        self._unreadable: ProtocolError | None = None
+        self._misplaced = b""
+        self.peer_closed = False        # the TPS closed (or reset) this connection
 
     @property
     def host_header(self) -> str:
@@ -193,6 +200,9 @@ class Endpoint:
         if reason is not None:
             elapsed = monotonic() - start
             raise ConnectError(f"{reason} after {format_ms(elapsed)}", elapsed, timed_out=timed_out)
+        self.peer_closed = False
+        self._unreadable = None
+        self._misplaced = b""
         if self.transcript is not None:
             self.transcript.record(self.name, "connected", b"")
         return monotonic() - start
@@ -239,6 +249,10 @@ class Endpoint:
         received = 0
         requests_before = len(self._requests)
         while not queue:
+            if self._unreadable is not None:
+                elapsed = monotonic() - started
+                raise error_type(f"TPS {self.label} answered bytes that are not a TPS message "
+                                 f"({self._unreadable}) after {format_ms(elapsed)}", elapsed)
             if not want_request and len(self._requests) > requests_before:
                 echo = self._own_request_since(requests_before)
                 if echo is not None:    # a TPS acks before it relays: this is an echo
@@ -267,11 +281,13 @@ class Endpoint:
                                  elapsed, timed_out=True) from None
             except OSError as error:
                 elapsed = monotonic() - started
+                self.peer_closed = True
                 raise error_type(f"{_describe(error, self.label)} before the {what} after "
                                  f"{format_ms(elapsed)}", elapsed) from None
             if self.transcript is not None:
                 self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
+                self.peer_closed = True
                 elapsed = monotonic() - started
                 partial = ""
                 try:
@@ -296,6 +312,7 @@ class Endpoint:
         message = self._replies.pop(0)
         if message.__class__ is Reply or message.__class__ is RegisterReply:
             return message
+        self._misplaced = message.raw
         elapsed = monotonic() - started
         if message.__class__ is BadRequest:        # framed, but neither a reply nor a request
             sent = f"sent bytes that are not a reply ({start_line(message)})"
@@ -345,13 +362,21 @@ class Endpoint:
         data, or our own private data sent back) is queued with the replies, in its
         place, for the reply's reader to blame. ProtocolError for bytes that are not
         TPS messages, UnreadOverflow past MAX_UNREAD(_BYTES)."""
+        if self._unreadable is not None:
+            raise self._unreadable          # the reader stopped at bytes it cannot read
         self._reader.feed(data)
         requests, replies = self._requests, self._replies
-        for message in self._reader:
-            if message.__class__ is PrivateData:
-                requests.append(message)
-            else:
-                replies.append(message)
+        queued = len(requests) + len(replies)
+        try:
+            for message in self._reader:
+                if message.__class__ is PrivateData:
+                    requests.append(message)
+                else:
+                    replies.append(message)
+        except ProtocolError as error:
+            if len(requests) + len(replies) == queued:
+                raise
+            self._unreadable = error        # raised once the messages before it are taken
         if len(requests) > _CHECK_UNREAD_FROM or len(replies) > _CHECK_UNREAD_FROM:
             self._check_unread()
 
@@ -417,10 +442,12 @@ class Endpoint:
             except TimeoutError:
                 return False
             except OSError:
+                self.peer_closed = True
                 return True
             if self.transcript is not None:
                 self.transcript.record(self.name, "received" if data else "closed", data)
             if not data:
+                self.peer_closed = True
                 return True
             if not discard:
                 try:
@@ -428,6 +455,45 @@ class Endpoint:
                 except ProtocolError:
                     discard = True      # the reader is unusable now, and must not grow
             await _YIELD
+
+    def take_bytes(self) -> bytes:
+        """The bytes that arrived and were not taken as the messages asked for, in
+        order: a message that came where a reply belongs, unread replies, and what the
+        reader could not (yet) read as a message. Reading then starts afresh after them."""
+        data = self._misplaced + b"".join(m.raw for m in self._replies) + self._reader.take()
+        self._misplaced = b""
+        self._replies.clear()
+        self._unreadable = None
+        return data
+
+    async def next_bytes(self, size: int, timeout: float | None = None, *,
+                         deadline: Deadline | None = None) -> bytes:
+        """The next ``size`` bytes on this connection as they were sent, not read as
+        messages (``take_bytes`` first, then what arrives); fewer if the TPS closes or
+        the deadline passes first. What arrives past them is read as messages again."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectError(f"not connected to {self.label}", 0.0)
+        deadline = self._deadline(timeout, deadline)
+        data = self.take_bytes()
+        while len(data) < size and not self.peer_closed and not deadline.expired:
+            try:
+                chunk = await sock.recv(net.RECV_SIZE, deadline=deadline)
+            except TimeoutError:
+                break
+            except OSError:
+                self.peer_closed = True
+                break
+            if self.transcript is not None:
+                self.transcript.record(self.name, "received" if chunk else "closed", chunk)
+            if not chunk:
+                self.peer_closed = True
+                break
+            data += chunk
+        if len(data) > size:
+            self._take(data[size:])
+            data = data[:size]
+        return data
 
     @property
     def unread(self) -> int:

@@ -362,6 +362,14 @@ class Reader(_MessageReader):
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
+    def take(self) -> bytes:
+        """The bytes held and not yet returned as a message; reading starts afresh
+        after them (also after a ProtocolError)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._head = None
+        return data
+
     def next(self) -> Message | _NeedData:
         """The next whole message, or NEED_DATA."""
         buf = self._buf
@@ -520,6 +528,16 @@ class StrictReader(_MessageReader):
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._pending += bytes(data)
+
+    def take(self) -> bytes:
+        """The bytes held and not yet returned as a message; reading starts afresh."""
+        data = bytes(self._raw) + self._pending
+        self._pending = b""
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._conn = None
+        self._event = None
+        return data
 
     def _reads_replies(self) -> bool | None:
         """Whether the next message is a reply (None: too few bytes to tell yet)."""

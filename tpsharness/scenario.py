@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
-from . import kernel
+from . import kernel, net
 from .endpoint import Endpoint, Raw, Transcript
 from .client import Client
 from .deadline import GRACE, Deadline
@@ -54,13 +54,14 @@ STEPS: dict[str, tuple[set[str] | None, dict[str, FieldKind], dict[str, FieldKin
                                                          "from": str, "within": (int, float)}),
     "expect_close": ({"device", "client", "raw"}, {}, {"within": (int, float), "no_bytes": bool}),
     "expect_nothing": ({"device", "client", "raw"}, {}, {"for": (int, float)}),
+    "expect_bytes": ({"device", "client", "raw"}, {}, {"data": str, "data_hex": str, "within": (int, float)}),
     "close": ({"device", "client", "raw"}, {}, {}),
     "wait": (None, {"seconds": (int, float)}, {}),
     "check_alive": (None, {}, {}),
 }
 COMMON_STEP_FIELDS: dict[str, FieldKind] = {"do": str, "actor": str, "note": str}
-TOP_FIELDS: dict[str, type] = {"description": str, "actors": dict, "steps": list, "fake": dict,
-                               "recorded": dict, "destructive": bool}
+TOP_FIELDS: dict[str, FieldKind] = {"description": str, "actors": dict, "steps": list, "fake": dict,
+                                    "recorded": dict, "destructive": bool, "speed": (int, float)}
 # Register reply fields a scenario may check, by their wire names.
 REPLY_FIELDS = {"ErrorNum": "error_num", "ErrorString": "error_string",
                 "KeepAliveIntervel": "keepalive_interval", "UtcTime": "utc_time"}
@@ -71,6 +72,11 @@ MAX_SECONDS = 60
 MAX_TIMES = 1000
 MAX_WRITE = 16 * 1024 * 1024        # bytes one step may write (times x payload)
 MAX_FILE = 4 * 1024 * 1024          # bytes of a scenario file
+# What a whole file may ask for: the seconds its steps surely take (waits, pauses,
+# expect_nothing), at its speed; and the most a play may last whatever the server does.
+MAX_TOTAL_SECONDS = 600
+MAX_PLAY_SECONDS = 2 * MAX_TOTAL_SECONDS
+SPEED_BOUNDS = (0.1, 100)           # a replay's speed factor: waits and pauses are divided by it
 FIELD_BOUNDS: dict[str, tuple[float, float]] = {
     "times": (1, MAX_TIMES), "split_at": (0, MAX_WRITE), "pause": (0, MAX_SECONDS),
     "within": (0, MAX_SECONDS), "for": (0, MAX_SECONDS), "seconds": (0, MAX_SECONDS)}
@@ -79,6 +85,9 @@ FIELD_BOUNDS: dict[str, tuple[float, float]] = {
 # derived from fake_tps's FakeOptions, which checks the values themselves.
 FAKE_OPTIONS: dict[str, tuple[FieldKind, float | None, float | None]] = _fake_options.scenario_options()
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
+TARGET_PLACEHOLDER = "tps"      # ${tps}: the address the scenario is played against, host:port
+# Fields that become header values or uuids on the wire: CR or LF there would end a header.
+_LINE_FIELDS = ("uuid", "auth_code", "serial", "to", "from")
 
 
 @dataclass
@@ -171,8 +180,12 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
         if key not in data:
             fail("top level", f"missing field {key!r}")
     for key, value in data.items():
-        if not isinstance(value, TOP_FIELDS[key]):
+        if not _check_type(value, TOP_FIELDS[key]):
             fail("top level", f"{key!r} must be {_type_name(TOP_FIELDS[key])}")
+    if "speed" in data:
+        problem = _out_of_bounds(data["speed"], *SPEED_BOUNDS)
+        if problem:
+            fail("top level", f"'speed' {problem}")
     if "fake" in data:
         _validate_fake(data["fake"], fail)
     actors = data["actors"]
@@ -187,8 +200,15 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
                 fail(where, f"unknown field {_short(key)} (allowed: {', '.join(ACTOR_FIELDS)})")
             if not isinstance(value, ACTOR_FIELDS[key]):
                 fail(where, f"{key!r} must be {_type_name(ACTOR_FIELDS[key])}")
+            if key in _LINE_FIELDS and isinstance(value, str) and ("\r" in value or "\n" in value):
+                fail(where, f"{key!r} must not contain CR or LF (it goes into a header line): "
+                            f"{_short(value)}")
+        if name == TARGET_PLACEHOLDER:
+            fail(where, f"the name {name!r} is reserved: ${{{name}}} stands for the address played against")
     if not data["steps"]:
         fail("steps", "a scenario needs at least one step")
+    speed = data.get("speed", 1)
+    total = 0.0         # seconds the steps so far surely take, at the file's speed
     for number, step in enumerate(data["steps"], 1):
         if not isinstance(step, dict):
             fail(f"step {number}", "must be an object with 'do'")
@@ -207,6 +227,9 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
                 problem = _out_of_bounds(value, *FIELD_BOUNDS[key])
                 if problem:
                     fail(where, f"{key!r} {problem}")
+            if key in _LINE_FIELDS and isinstance(value, str) and ("\r" in value or "\n" in value):
+                fail(where, f"{key!r} must not contain CR or LF (it goes into a header line): "
+                            f"{_short(value)}")
         for key in required:
             if key not in step:
                 fail(where, f"missing field {key!r}")
@@ -222,7 +245,7 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
             kind = actors[step["actor"]]["kind"]
             if kind not in kinds:
                 fail(where, f"a {kind} cannot '{do}' (only {', '.join(sorted(kinds))})")
-        if do == "send_raw" and ("data" in step) == ("data_hex" in step):
+        if do in ("send_raw", "expect_bytes") and ("data" in step) == ("data_hex" in step):
             fail(where, "give exactly one of 'data' and 'data_hex'")
         if "payload" in step and "payload_hex" in step:
             fail(where, "give at most one of 'payload' and 'payload_hex'")
@@ -251,7 +274,24 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
                                 f"{', '.join(REPLY_FIELDS)})")
                 if not isinstance(value, str):
                     fail(where, f"field {_short(key)} must be a string (all register values are)")
+        total += _sure_seconds(step, speed)
+        if total > MAX_TOTAL_SECONDS:
+            fail(where, f"the waits, pauses and expect_nothing periods add up to more than "
+                        f"{MAX_TOTAL_SECONDS} s here (a scenario asks for {MAX_TOTAL_SECONDS // 60} "
+                        f"minutes at most)")
     return data
+
+
+def _sure_seconds(step: Step, speed: float) -> float:
+    """The seconds a step takes however fast the server answers: ``speed`` divides
+    the gaps (waits, pauses), never an expect_nothing's watch."""
+    if step["do"] == "wait":
+        return step["seconds"] / speed
+    if step["do"] == "expect_nothing":
+        return float(step.get("for", 0.3))
+    if "split_at" in step:
+        return step.get("pause", 0.2) / speed
+    return 0.0
 
 
 def load(path: str | os.PathLike[str]) -> Scenario:
@@ -316,6 +356,8 @@ def json_schema() -> dict[str, Any]:
         "properties": {
             "description": {"type": "string"},
             "recorded": {"type": "object"},
+            "speed": {"type": "number", "minimum": SPEED_BOUNDS[0], "maximum": SPEED_BOUNDS[1],
+                      "description": "replay speed: waits and pauses are divided by it"},
             "destructive": {"type": "boolean", "description": "the scenario may kill the TPS; "
                             "against a real TPS it runs only with --tps-destructive, and last"},
             "fake": {"type": "object", "additionalProperties": False, "properties": fake_properties,
@@ -332,6 +374,19 @@ def json_schema() -> dict[str, Any]:
 
 # -- playing ------------------------------------------------------------------------------
 
+MAX_RECORDED_BYTES = 4096      # of what a recording quotes in an expect_bytes step
+
+
+def bytes_field(key: str, data: bytes) -> dict[str, str]:
+    """``{key: text}`` for bytes a scenario can hold as text (latin-1, with JSON's
+    escapes for control bytes), or ``{key_hex: hex}`` where the text would hold a
+    ``${`` that the player would take for a placeholder."""
+    text = data.decode("latin-1")
+    if "${" in text:
+        return {f"{key}_hex": data.hex()}
+    return {key: text}
+
+
 def _bytes(step: Step, text_key: str, hex_key: str, default: _Default) -> bytes | _Default:
     if hex_key in step:
         return bytes.fromhex(step[hex_key])
@@ -346,8 +401,9 @@ class _Player:
 
     def __init__(self, scenario: Scenario, address: tuple[str, int], timeout: float,
                  recording: bool = False, *, strict: bool = False, family: int = 0,
-                 deadline: Deadline | None = None) -> None:
+                 deadline: Deadline | None = None, speed: float | None = None) -> None:
         self.scenario = scenario
+        self.speed: float = speed if speed is not None else scenario.data.get("speed", 1)
         # a [host, port] list (as JSON gives) becomes the tuple the endpoints take
         self.address = cast("tuple[str, int]", tuple(address))
         self.timeout = timeout
@@ -356,7 +412,9 @@ class _Player:
         self.wrote: dict[str, str] = {}     # actor -> the last step that wrote ("register", ...)
         self.transcript = Transcript()
         self.actors: dict[str, Endpoint] = {}
+        self.target_label = net.format_address(self.address)
         self.recorded: list[Step] = []
+        self.recorded_after: list[Step] = []    # what a recorded step adds after itself
         self.stopped = False        # recording: a refusal ended what the template could do
         self.number = 0             # the step being played, from 1
         for name, spec in scenario.data["actors"].items():
@@ -376,6 +434,8 @@ class _Player:
 
     def _expand(self, text: str) -> str:
         def uuid_of(match: re.Match[str]) -> str:
+            if match.group(1) == TARGET_PLACEHOLDER:
+                return self.target_label
             actor = self.actors.get(match.group(1))
             if actor is None or not actor.uuid:     # a raw connection has no uuid
                 raise ScenarioError(f"{self.scenario.path}: ${{{match.group(1)}}} names no device or client")
@@ -392,8 +452,10 @@ class _Player:
                 outcome = await self._step(step)
                 if self.recording:
                     self.recorded.append(outcome)
-                    if self.stopped or (outcome["do"] in ("expect_close", "expect_nothing") and
-                                        step["do"] not in ("expect_close", "expect_nothing")):
+                    self.recorded += self.recorded_after
+                    absent = ("expect_close", "expect_nothing", "expect_bytes")
+                    if self.stopped or self.recorded_after or (
+                            outcome["do"] in absent and step["do"] not in absent):
                         break       # what the template expected next cannot happen
         finally:
             for endpoint in self.actors.values():
@@ -409,7 +471,7 @@ class _Player:
     async def _step(self, step: Step) -> Step:
         do = step["do"]
         if do == "wait":
-            await Sleep(step["seconds"])
+            await Sleep(step["seconds"] / self.speed)
             return dict(step)
         if do == "check_alive":
             probe = Raw(self.address, timeout=min(self.timeout, 2.0))
@@ -448,6 +510,8 @@ class _Player:
             return await self._expect_close(step, endpoint)
         elif do == "expect_nothing":
             return await self._expect_nothing(step, endpoint)
+        elif do == "expect_bytes":
+            return await self._expect_bytes(step, endpoint)
         elif do == "close":
             self._close(endpoint)
         return dict(step)
@@ -468,7 +532,7 @@ class _Player:
         try:
             for number, piece in enumerate(pieces):
                 if number:
-                    await Sleep(step.get("pause", 0.2))
+                    await Sleep(step.get("pause", 0.2) / self.speed)
                 await endpoint.send_raw(piece, deadline=self.deadline)
         except TPSError as error:
             self.fail(step, f"to send {len(data)} bytes", str(error))
@@ -565,10 +629,31 @@ class _Player:
             self.fail(step, f"nothing for {seconds:g} s", "the TPS closed the connection")
         return dict(step)
 
+    async def _expect_bytes(self, step: Step, endpoint: Endpoint) -> Step:
+        within = step.get("within", DEFAULT_WITHIN)
+        expected = cast(bytes, _bytes(step, "data", "data_hex", b""))
+        if "data" in step:
+            expected = self._expand(step["data"]).encode("latin-1")
+        arrived = await endpoint.next_bytes(len(expected), within, deadline=self.deadline)
+        if arrived != expected:
+            ending = " and the TPS closed the connection" if endpoint.peer_closed else ""
+            self.fail(step, f"the bytes {quote(expected, 120)} within {within:g} s",
+                      f"{quote(arrived, 120) if arrived else 'nothing'}{ending}")
+        return dict(step)
+
     def _record_absence(self, step: Step, endpoint: Endpoint, error: TPSError, within: float) -> Step:
+        """What the TPS did instead of the expected message: silence, bytes that are not
+        the message (then the recording stops: the harness reads no further), or a close."""
         if error.timed_out:
             return {"do": "expect_nothing", "actor": step["actor"], "for": within,
                     "note": f"recorded: {error}"}
+        data = endpoint.take_bytes()
+        if data:
+            if endpoint.peer_closed:
+                self.recorded_after.append({"do": "expect_close", "actor": step["actor"],
+                                            "within": within})
+            return {"do": "expect_bytes", "actor": step["actor"], "within": within,
+                    **bytes_field("data", data[:MAX_RECORDED_BYTES]), "note": f"recorded: {error}"}
         return {"do": "expect_close", "actor": step["actor"], "within": within,
                 "note": f"recorded: {error}"}
 
@@ -585,20 +670,35 @@ def _refusal(reply: Reply | RegisterReply, stage: str) -> str:
     return "" if reply.status == 200 else f"answered {reply.status} {reply.reason}".rstrip()
 
 
-def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEOUT) -> Transcript:
-    """Run ``scenario`` against the TPS at ``address``; ScenarioFailure if a step fails."""
-    player = _Player(scenario, address, timeout)
-    kernel.run(player.play(), timeout=_budget(scenario, timeout))
+def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEOUT,
+         speed: float | None = None) -> Transcript:
+    """Run ``scenario`` against the TPS at ``address``; ScenarioFailure if a step fails.
+
+    ``speed`` (default: the file's ``speed``, else 1) divides its waits and pauses. The
+    whole play ends within MAX_PLAY_SECONDS whatever the server does."""
+    if speed is not None and _out_of_bounds(speed, *SPEED_BOUNDS):
+        raise InvalidArgument(f"speed {_out_of_bounds(speed, *SPEED_BOUNDS)}")
+    player = _Player(scenario, address, timeout, speed=speed)
+    budget = _budget(scenario, timeout, player.speed)
+    try:
+        kernel.run(player.play(), timeout=budget)
+    except TimeoutError:
+        step = scenario.data["steps"][max(player.number, 1) - 1]
+        player.fail(step, f"the scenario to end within its bound of {budget:g} s",
+                    "it was still running (the TPS answered too slowly)")
+    except InvalidArgument as error:        # validate() should have refused it: say where
+        raise ScenarioError(f"{scenario.path}: step {player.number}: {error}") from None
     return player.transcript
 
 
-def _budget(scenario: Scenario, timeout: float) -> float:
-    """The most a scenario may take: each step's own bound, plus slack."""
+def _budget(scenario: Scenario, timeout: float, speed: float = 1) -> float:
+    """The most a scenario may take: each step's own bound, plus slack, at most
+    MAX_PLAY_SECONDS."""
     total = 5.0
     for step in scenario.data["steps"]:
         total += max(step.get("within", DEFAULT_WITHIN), step.get("for", 0.3),
-                     step.get("seconds", 0), timeout if step["do"] == "connect" else 0) + 0.5
-    return total
+                     step.get("seconds", 0) / speed, timeout if step["do"] == "connect" else 0) + 0.5
+    return min(total, MAX_PLAY_SECONDS)
 
 
 # -- recording --------------------------------------------------------------------------------
