@@ -25,7 +25,6 @@ from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from .argtypes import port as _port, positive_int as _positive_int
 from .net import parse_address
 from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
-from .scenario import TEMPLATES, ScenarioFailure, record
 from .syscalls import NewTask
 from .thresholds import Range
 
@@ -133,17 +132,6 @@ def build_parser() -> _Parser:
     check.add_argument("-v", "--verbose", action="count", default=0, help="add the wire transcript")
     check.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
 
-    record = commands.add_parser(
-        "record", help="record a conversation with a TPS as a replayable scenario file",
-        description="Run a scenario template against the TPS and write a scenario that expects "
-                    "exactly what happened: a field incident becomes a regression test.")
-    _add_target(record)
-    record.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="where to write the scenario (e.g. fixtures/incident.json; - for stdout)")
-    record.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
-                        help="the conversation to record (default: check)")
-    record.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-
     exporter = commands.add_parser(
         "exporter", help="serve Prometheus probes of TPS servers (blackbox_exporter style)",
         description="GET /probe?target=HOST:PORT[&timeout=S] runs one check and answers its metrics; "
@@ -159,6 +147,8 @@ def build_parser() -> _Parser:
     add_load_parsers(commands)
     from .fuzz.cli import add_parser as add_fuzz_parser
     add_fuzz_parser(commands)
+    from .record.cli import add_parser as add_record_parser
+    add_record_parser(commands, _add_target)
     parser.commands = commands.choices        # name -> its parser, for usage errors found later
     return parser
 
@@ -241,47 +231,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return state
 
 
-def cmd_record(args: argparse.Namespace) -> int:
-    address = target(args)
-    to_stdout = args.output == "-"
-    output = Path(args.output)
-    if not to_stdout:
-        if output.is_dir():
-            raise UsageError(f"{output} is a directory; give a file name")
-        if output.exists() and not args.force:
-            raise UsageError(f"{output} exists; give --force to overwrite it")
-    options = dict(timeout=args.timeout, uuid=args.uuid, payload=args.payload,
-                   auth_code=args.auth_code, strict=args.strict_http, family=args.family)
-    try:
-        if address is None:
-            from fake_tps import FakeTPS
-            server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else HOST,
-                             strict_http=args.strict_http)
-            with server.start_in_thread():
-                scenario = record(args.scenario, server.address, **options)
-        else:
-            scenario = record(args.scenario, address, **options)
-    except ScenarioFailure as failure:
-        print(f"tpsharness record: nothing to record: arrived: {failure.arrived}",
-              file=sys.stderr)
-        return CRITICAL
-    text = json.dumps(scenario, indent=2) + "\n"
-    last = scenario["steps"][-1]
-    summary = (f"{len(scenario['steps'])} steps, the last: {last['do']}"
-               f"{' (' + last['note'] + ')' if 'note' in last else ''}")
-    if to_stdout:
-        sys.stdout.write(text)
-        print(f"recorded {summary}", file=sys.stderr)     # stdout holds the scenario only
-        return 0
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror or error}") from None
-    print(f"wrote {output}: {summary}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -294,8 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return cmd_check(args)
-        if args.command == "record":
-            return cmd_record(args)
         if args.command == "fuzz":
             from .fuzz.cli import cmd_fuzz
             return cmd_fuzz(args)

@@ -155,6 +155,14 @@ class ServerDown(TPSHarnessError):
     """The server refused or did not accept a connection: it died or stopped listening."""
 
 
+class UpstreamDown(TPSHarnessError):
+    """The TPS a recording proxy relays to does not accept connections."""
+
+
+class CaptureError(TPSHarnessError):
+    """A capture file cannot be imported (not a capture, corrupt, truncated at its start)."""
+
+
 class ServerStartError(TPSHarnessError):
     """The server command died at start or never listened; the message quotes its output."""
 

@@ -1,0 +1,291 @@
+"""``python -m tpsharness record``: a template's conversation, a proxy session or a
+capture, written as scenario files.
+
+Exit status: 0 written (a partial import says what it skipped), 2 nothing could be
+recorded (the upstream is down, the capture cannot be read, the TPS did not answer
+a template's first step), 3 usage error, or a missing optional extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..argtypes import positive_int as _positive_int
+from ..defaults import HOST, PORT
+from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
+from ..net import format_address, parse_address
+from .conversation import Conversation
+from .files import scenario_text, write_atomically, write_new
+
+NOT_RECORDED, USAGE = 2, 3
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+EXTRA_LINE = "tpsharness record: needs the 'record' extra: pip install 'tpsharness[record]'"
+
+
+def _address(default_port: int, allow_any_port: bool = False) -> Callable[[str], tuple[str, int]]:
+    def parse(text: str) -> tuple[str, int]:
+        if text.isdigit():          # a bare port: loopback
+            text = f"{HOST}:{text}"
+        try:
+            return parse_address(text, default_port, allow_any_port=allow_any_port)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    parse.__name__ = "address"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most a week of seconds, not {text}")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+               add_target: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """Add ``record`` to tpsharness's subcommands; ``add_target`` adds the check's
+    target options (HOST PORT, -t, --uuid...) that a template recording takes."""
+    from ..scenario import TEMPLATES
+
+    parser = commands.add_parser(
+        "record", help="record a conversation with a TPS (a template, a proxy session, a capture) "
+                       "as replayable scenario files",
+        description="Write scenarios that expect exactly what a TPS did: run a template against it "
+                    "(HOST PORT --scenario check -o FILE), relay real devices and apps to it and "
+                    "record what passes (--proxy LISTEN --upstream HOST:PORT -o DIR), or import a "
+                    "tcpdump capture taken on a TPS host (--pcap FILE [--port 6604] -o DIR). Exit status 0 "
+                    "written, 2 nothing could be recorded, 3 usage error.")
+    add_target(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="PATH",
+                        help="the scenario FILE (a template; - for stdout), or the DIR for a proxy "
+                             "session's or a capture's files")
+    parser.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
+                        help="the template to run against HOST PORT (default: check)")
+    parser.add_argument("--force", action="store_true", help="overwrite files that exist")
+    parser.add_argument("--proxy", type=_address(PORT, allow_any_port=True), metavar="LISTEN",
+                        help="listen on LISTEN (PORT or HOST:PORT; host 127.0.0.1 unless given) and "
+                             "relay every connection to --upstream, recording what passes")
+    parser.add_argument("--upstream", type=_address(PORT), metavar="HOST:PORT",
+                        help="the TPS the proxy relays to")
+    parser.add_argument("--duration", type=_seconds, metavar="S",
+                        help="stop the proxy and write after S seconds (default: at Ctrl-C)")
+    parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
+                        help=f"stop and write once N bytes are recorded (default {DEFAULT_MAX_BYTES})")
+    parser.add_argument("--pcap", metavar="FILE",
+                        help="import a tcpdump capture (pcap or pcapng) taken on a TPS host")
+    parser.add_argument("--per-device", action="store_true",
+                        help="one scenario per device and the clients that spoke to it")
+    parser.add_argument("--only", action="extend", nargs="+", default=[], metavar="UUID",
+                        help="write only the conversations of these serials or SrcUuids")
+    parser.add_argument("--anonymize", action="store_true",
+                        help="pseudonyms for serials and SrcUuids, random payloads, auth codes 0000")
+    parser.add_argument("--name", metavar="NAME",
+                        help="the files' name: DIR/test_NAME.tps.json (default: session_<time>, "
+                             "or the capture's name)")
+    parser.set_defaults(handler=cmd_record)
+    return parser
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    if args.proxy is not None or args.pcap is not None:
+        return _record_traffic(args)
+    if args.upstream is not None:
+        raise UsageError("--upstream goes with --proxy")
+    return _record_template(args)
+
+
+# -- a template -------------------------------------------------------------------------------
+
+def _record_template(args: argparse.Namespace) -> int:
+    from ..cli import target
+    from ..scenario import record
+
+    address = target(args)
+    to_stdout = args.output == "-"
+    output = Path(args.output)
+    if not to_stdout:
+        if output.is_dir():
+            raise UsageError(f"{output} is a directory; give a file name")
+        if os.path.lexists(output) and not args.force:
+            raise UsageError(f"{output} exists; give --force to overwrite it")
+    options: dict[str, Any] = dict(timeout=args.timeout, uuid=args.uuid, payload=args.payload,
+                                   auth_code=args.auth_code, strict=args.strict_http, family=args.family)
+    try:
+        if address is None:
+            from fake_tps import FakeTPS
+            server = FakeTPS(host="::1" if args.family == socket.AF_INET6 else HOST,
+                             strict_http=args.strict_http)
+            with server.start_in_thread():
+                scenario = record(args.scenario, server.address, **options)
+        else:
+            scenario = record(args.scenario, address, **options)
+    except ScenarioFailure as failure:
+        print(f"tpsharness record: nothing to record: arrived: {failure.arrived}", file=sys.stderr)
+        return NOT_RECORDED
+    text = scenario_text(scenario)
+    last = scenario["steps"][-1]
+    summary = (f"{len(scenario['steps'])} steps, the last: {last['do']}"
+               f"{' (' + last['note'] + ')' if 'note' in last else ''}")
+    if to_stdout:
+        sys.stdout.write(text)
+        print(f"recorded {summary}", file=sys.stderr)     # stdout holds the scenario only
+        return 0
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(output, text, force=args.force)
+    except FileExistsError:
+        raise UsageError(f"{output} exists; give --force to overwrite it") from None
+    except OSError as error:
+        raise UsageError(f"cannot write {output}: {error.strerror or error}") from None
+    print(f"wrote {output}: {summary}")
+    return 0
+
+
+# -- a proxy session or a capture ---------------------------------------------------------------
+
+def _record_traffic(args: argparse.Namespace) -> int:
+    if args.proxy is not None and args.pcap is not None:
+        raise UsageError("give --proxy or --pcap, not both")
+    if args.host is not None or args.hostname is not None or args.port is not None:
+        raise UsageError("HOST PORT are a template's target; the proxy's is --upstream, a "
+                         "capture's TPS port is --port")
+    if args.proxy is not None and args.port_option is not None:
+        raise UsageError("--port goes with --pcap (the TPS's port in the capture)")
+    if args.proxy is not None and args.upstream is None:
+        raise UsageError("--proxy needs --upstream HOST:PORT, the TPS to relay to")
+    if args.pcap is not None and (args.upstream is not None or args.duration is not None):
+        raise UsageError("--upstream and --duration go with --proxy, not --pcap")
+    directory = Path(args.output)
+    if args.output == "-" or (directory.exists() and not directory.is_dir()):
+        raise UsageError(f"-o {args.output}: give a directory for the scenario files")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"-o {args.output}: {error.strerror or error}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"-o {args.output}: not writable")
+    if args.pcap is not None:
+        tps_port = args.port_option or PORT
+        try:
+            from .capture import import_capture
+        except ImportError:
+            print(EXTRA_LINE, file=sys.stderr)
+            return USAGE
+        try:
+            imported = import_capture(args.pcap, tps_port, max_bytes=args.max_bytes)
+        except CaptureError as error:
+            print(f"tpsharness record: {error}", file=sys.stderr)
+            return NOT_RECORDED
+        for line in imported.report():
+            print(f"tpsharness record: {line}", file=sys.stderr)
+        conversation = imported.conversation
+        stem = args.name or Path(args.pcap).name.split(".")[0] or "capture"
+        recorded: dict[str, Any] = {"by": "tpsharness record --pcap", "tps_port": tps_port}
+        if not args.anonymize:
+            recorded["capture"] = Path(args.pcap).name
+        source = f"the capture {'(anonymized)' if args.anonymize else Path(args.pcap).name}"
+    else:
+        conversation, why = _run_proxy(args)
+        if conversation is None:
+            print(f"tpsharness record: {why}", file=sys.stderr)
+            return NOT_RECORDED
+        stem = args.name or time.strftime("session_%Y%m%d_%H%M%S")
+        upstream = format_address(args.upstream)
+        recorded = {"by": "tpsharness record --proxy"}
+        if not args.anonymize:
+            recorded["upstream"] = upstream
+        source = f"a proxy in front of {'the TPS' if args.anonymize else upstream}"
+    return _write(args, conversation, _slug(stem), source, recorded)
+
+
+def _slug(text: str) -> str:
+    import re
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:80] or "session"
+
+
+def _write(args: argparse.Namespace, conversation: Conversation, stem: str, source: str,
+           recorded: dict[str, Any]) -> int:
+    from .writer import write_scenarios
+
+    if args.anonymize:
+        from .anonymize import Anonymizer
+        conversation = Anonymizer().anonymize(conversation)
+        recorded["anonymized"] = True
+    description = f"Recorded by tpsharness record from {source}"
+    scenarios = write_scenarios(conversation, per_device=args.per_device, only=args.only, stem=stem,
+                                description=description, recorded=recorded)
+    if not scenarios:
+        wanted = f" of {', '.join(args.only)}" if args.only else ""
+        print(f"tpsharness record: nothing to write: no connection{wanted} was seen", file=sys.stderr)
+        return NOT_RECORDED
+    for written in scenarios:
+        try:
+            path = write_new(Path(args.output), written.stem, scenario_text(written.data), force=args.force)
+        except OSError as error:
+            print(f"tpsharness record: cannot write into {args.output}: {error.strerror or error}",
+                  file=sys.stderr)
+            return NOT_RECORDED
+        actors = written.data["actors"]
+        kinds = [spec["kind"] for spec in actors.values()]
+        counts = ", ".join(f"{kinds.count(k)} {k}{'s' if kinds.count(k) != 1 else ''}"
+                           for k in ("device", "client", "raw") if k in kinds)
+        print(f"wrote {path}: {counts}, {len(written.data['steps'])} steps"
+              f"{'; ' + written.cut if written.cut else ''}")
+    return 0
+
+
+def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str]:
+    """Relay until Ctrl-C (or SIGTERM), --duration or --max-bytes; the conversation, or
+    None and why nothing could be recorded."""
+    from .. import kernel
+    from ..deadline import Deadline
+    from .proxy import RecordingProxy
+
+    try:
+        proxy = RecordingProxy(args.proxy, args.upstream, max_bytes=args.max_bytes)
+    except OSError as error:
+        raise UsageError(f"--proxy {format_address(args.proxy)}: {error.strerror or error}") from None
+    try:
+        proxy.check_upstream()
+    except UpstreamDown as error:
+        proxy.close()
+        return None, str(error)
+    until = "--duration" if args.duration else "Ctrl-C"
+    print(f"tpsharness record: relaying {format_address(proxy.address)} -> "
+          f"{format_address(args.upstream)}; {until} writes the recording", file=sys.stderr, flush=True)
+    deadline = Deadline(args.duration) if args.duration else None
+    with _stopping_on_signals(proxy.request_stop):
+        kernel.run(proxy.serve(deadline))
+    reasons = {"stop": "interrupted", "deadline": "--duration reached", "max-bytes": "--max-bytes reached"}
+    conversation = proxy.conversation
+    refused = f", {proxy.refused} refused by the upstream" if proxy.refused else ""
+    print(f"tpsharness record: {reasons.get(proxy.stopped_by, proxy.stopped_by)}: "
+          f"{len(conversation.peers)} connections{refused}, {conversation.size} bytes recorded",
+          file=sys.stderr)
+    return conversation, ""
+
+
+@contextmanager
+def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` (the recording is then written) instead of
+    raising in the middle of the kernel."""
+    def handler(signum: int, frame: object) -> None:
+        stop()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,54 @@
+"""Writing scenario files so that none is lost or half-written, and nothing is
+overwritten by surprise: each file is written to a temporary file in its directory,
+then linked into place under a name nothing holds (``test_x.tps.json``, then
+``test_x_2.tps.json``...), or with ``force`` renamed over the old one. A symlink in
+the way is a name that is taken: it is never written through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SUFFIX = ".tps.json"
+MAX_NAMES = 1000        # numbered names tried before giving up
+
+
+def scenario_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def write_atomically(path: Path, text: str, *, force: bool) -> Path:
+    """Write ``text`` at ``path``; FileExistsError if something is there and not ``force``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tpsharness-", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if force:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path, follow_symlinks=False)    # fails if the name is taken
+            os.unlink(temporary)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def write_new(directory: Path, stem: str, text: str, *, force: bool) -> Path:
+    """Write ``text`` as ``directory/test_<stem>.tps.json`` (with ``force`` over what is
+    there), or under the first numbered name that is free; the path written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for number in range(1, MAX_NAMES + 1):
+        name = f"test_{stem}{'' if number == 1 else f'_{number}'}{SUFFIX}"
+        try:
+            return write_atomically(directory / name, text, force=force)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory}: test_{stem}{SUFFIX} and {MAX_NAMES - 1} numbered names are taken")
