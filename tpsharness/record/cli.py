@@ -195,12 +195,13 @@ def _record_traffic(args: argparse.Namespace) -> int:
         recorded: dict[str, Any] = {"by": "tpsharness record --pcap", "tps_port": tps_port}
         if not args.anonymize:
             recorded["capture"] = Path(args.pcap).name
-        source = f"the capture {'(anonymized)' if args.anonymize else Path(args.pcap).name}"
+        source = "a capture" if args.anonymize else f"the capture {Path(args.pcap).name}"
     else:
-        conversation, why = _run_proxy(args)
-        if conversation is None:
+        session, why = _run_proxy(args)
+        if session is None:
             print(f"tpsharness record: {why}", file=sys.stderr)
             return NOT_RECORDED
+        conversation = session
         stem = args.name or time.strftime("session_%Y%m%d_%H%M%S")
         upstream = format_address(args.upstream)
         recorded = {"by": "tpsharness record --proxy"}

@@ -76,7 +76,7 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
         if actor is None or kind not in (SENT, RECEIVED):
             continue
         if kind == RECEIVED:
-            if conn not in relayed_to and b"POST /PrivateData" in data:
+            if conn not in relayed_to and actor.kind == "raw" and b"POST /PrivateData" in data:
                 for message in _messages(data):
                     if isinstance(message, PrivateData):
                         relayed_to[conn] = message.dest
@@ -100,7 +100,7 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
                 actor.talks_to.update((message.src, message.dest))
     for conn, dest in relayed_to.items():
         actor = actors[conn]
-        if actor.kind == "raw" and conn in conversation.started_mid_stream:
+        if conn in conversation.started_mid_stream and (actor.kind == "raw" or actor.uuid == dest):
             actor.kind, actor.uuid, actor.synthesized_register = "device", dest, True
             actor.talks_to.add(dest)
     for actor in actors.values():
@@ -128,9 +128,6 @@ def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ())
     group per set of connections linked by a uuid (a device, the clients that spoke to
     it, the devices those spoke to...); ``only`` keeps the groups naming one of its uuids."""
     wanted = set(only)
-    if not per_device:
-        conns = [c for c, a in actors.items() if not wanted or a.talks_to & wanted]
-        return [sorted(conns)] if conns else []
     parent: dict[Any, Any] = {}
 
     def find(node: Any) -> Any:
@@ -147,6 +144,9 @@ def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ())
         members.setdefault(find(("conn", conn)), []).append(conn)
     chosen = [sorted(conns) for conns in members.values()
               if not wanted or any(actors[c].talks_to & wanted for c in conns)]
+    if not per_device:
+        together = sorted(conn for conns in chosen for conn in conns)
+        return [together] if together else []
     return sorted(chosen)
 
 
@@ -333,10 +333,13 @@ class _Writer:
             messages = list(reader)
         except ProtocolError:
             return None
-        rest = reader.take()
-        if not messages or rest not in (b"", b"\r\n") or any(m.raw != messages[0].raw for m in messages):
+        if not messages:
             return None
         message, times = messages[0], len(messages)
+        consumed = len(message.raw) * times
+        rest = data[consumed:]
+        if data[:consumed] != message.raw * times or rest not in (b"", b"\r\n"):
+            return None
         trailing = rest == b"\r\n"
         if trailing and times > 1:
             return None
