@@ -336,3 +336,18 @@ def test_the_proxy_binds_loopback_unless_told_otherwise(fake):
         proxy.close()
     from tpsharness.record.cli import _address
     assert _address(6604, allow_any_port=True)("7000") == ("127.0.0.1", 7000)
+
+
+def test_the_plugin_replays_faster_with_speed(pytester):
+    path = pytester.path / "test_slow.tps.json"
+    path.write_text(json.dumps({"actors": {"cam": {"kind": "device"}},
+                                "steps": [{"do": "connect", "actor": "cam"}, {"do": "wait", "seconds": 3},
+                                          {"do": "register", "actor": "cam"},
+                                          {"do": "expect_reply", "actor": "cam", "status": 200}]}))
+    import time
+    started = time.monotonic()
+    pytester.runpytest("-p", "no:randomly", "--speed", "30").assert_outcomes(passed=1)
+    assert time.monotonic() - started < 2.5
+    result = pytester.runpytest("-p", "no:randomly", "--speed", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--speed must be a number from 0.1 to 100; got '0'*"])

@@ -53,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tps-timeout", metavar="SECONDS", default=None,
                     help=f"deadline for each TPS operation, at most {MAX_TIMEOUT:g} "
                          f"(env TPS_TIMEOUT; default {DEFAULT_TIMEOUT:g})")
+    group.addoption("--speed", metavar="FACTOR", default=None,
+                    help="replay scenario files FACTOR times faster (waits and pauses divided by "
+                         "it; env TPS_SPEED; default: each file's own \"speed\", else 1)")
     group.addoption("--tps-destructive", action="store_true", default=None,
                     help="also run the tests marked destructive, which may kill the TPS, after "
                          "every other test (env TPS_DESTRUCTIVE=1; always on with the bundled fake)")
@@ -77,6 +80,19 @@ def parse_timeout(text: str, source: str) -> float:
         raise pytest.UsageError(f"{source} must be seconds, more than 0 and at most "
                                 f"{MAX_TIMEOUT:g}; got {text!r}")
     return seconds
+
+
+def parse_speed(text: str, source: str) -> float:
+    """A replay speed factor for --speed / TPS_SPEED, within the scenario's bounds."""
+    from .scenario import SPEED_BOUNDS
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = math.nan
+    if not SPEED_BOUNDS[0] <= speed <= SPEED_BOUNDS[1]:        # False for NaN too
+        raise pytest.UsageError(f"{source} must be a number from {SPEED_BOUNDS[0]:g} to "
+                                f"{SPEED_BOUNDS[1]:g}; got {text!r}")
+    return speed
 
 
 def parse_flag(text: str, source: str) -> bool:
@@ -105,6 +121,9 @@ class TPSSession:
             self.timeout = parse_timeout(os.environ["TPS_TIMEOUT"], "TPS_TIMEOUT")
         else:
             self.timeout = DEFAULT_TIMEOUT
+        speed = config.getoption("speed") or os.environ.get("TPS_SPEED")
+        self.speed: float | None = parse_speed(speed, "--speed" if config.getoption("speed")
+                                               else "TPS_SPEED") if speed else None
         destructive = config.getoption("tps_destructive")
         if destructive is None:
             destructive = parse_flag(os.environ.get("TPS_DESTRUCTIVE", ""), "TPS_DESTRUCTIVE")
@@ -341,13 +360,13 @@ class ScenarioItem(pytest.Item):
                 raise ScenarioError(f"{self.path}: top level: bad 'fake' options: {error}") from None
             with server.start_in_thread():
                 self.stash[_EVENTS_KEY] = (server, server.event_seq)
-                play(scenario, server.address, timeout=session.timeout)
+                play(scenario, server.address, timeout=session.timeout, speed=session.speed)
             return
         address = session.address()
         if session.fake is not None:
             session.fake.clear()
             self.stash[_EVENTS_KEY] = (session.fake, session.fake.event_seq)
-        play(scenario, address, timeout=session.timeout)
+        play(scenario, address, timeout=session.timeout, speed=session.speed)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: TracebackStyle | None = None) -> str | TerminalRepr:

@@ -1,0 +1,192 @@
+"""Hostile input to record: captures that are truncated, corrupt or larger than the
+recording may hold, and proxy clients that flood or hang. Each gets one line or a
+partial import with counts, never a traceback; memory stays bounded; no client of
+the proxy holds up another."""
+
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import capture_writer
+from conftest import wait_until
+from fake_tps import FakeTPS
+from tpsharness.harness import Harness
+from tpsharness.protocol import private_data_request
+from tpsharness.record.capture import MAX_RECORD, import_capture
+from tpsharness.record.conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, Conversation
+from tpsharness.record.proxy import MAX_QUEUED, READ_SIZE
+from tpsharness.record.writer import write_scenarios
+from tpsharness.scenario import Scenario, play, validate
+
+from test_record import proxy_to
+
+
+def small_session():
+    """A device and a client, as the capture of the TPS host would show them."""
+    conversation = Conversation()
+    register = b"POST /TransProxy HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    conversation.open(0.0, 1, "10.0.0.2:40001")
+    conversation.add(0.01, 1, SENT, register)
+    conversation.add(0.02, 1, RECEIVED, b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n")
+    conversation.open(0.03, 2, "10.0.0.2:40002")
+    for n in range(20):
+        conversation.add(0.04 + n / 100, 2, SENT, private_data_request("app", "cam", b"payload %d" % n))
+        conversation.add(0.045 + n / 100, 2, RECEIVED, b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\n")
+    conversation.add(0.5, 1, ACTOR_CLOSED)
+    conversation.add(0.5, 2, ACTOR_CLOSED)
+    return conversation
+
+
+def record_pcap(path, *args):
+    return subprocess.run([sys.executable, "-m", "tpsharness", "record", "--pcap", str(path), *map(str, args)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def one_line_no_traceback(result):
+    assert "Traceback" not in result.stderr and "internal error" not in result.stdout
+    return result.stderr
+
+
+def test_a_truncated_capture_imports_the_packets_before_the_cut(tmp_path):
+    path = capture_writer.write(tmp_path / "cut.pcap", capture_writer.packets(small_session()))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-30])           # the last packet loses its end
+    imported = import_capture(str(path), 6604)
+    assert "cut short" in imported.stopped and imported.packets > 50
+    result = record_pcap(path, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "partial import: the file ends in the middle of packet" in one_line_no_traceback(result)
+    assert "wrote " in result.stdout
+
+
+def test_a_file_that_is_not_a_capture_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not a capture at all" * 10)
+    result = record_pcap(path, "-o", tmp_path / "out")
+    assert result.returncode == 2
+    assert one_line_no_traceback(result).count("\n") == 1 and "not a pcap or pcapng capture" in result.stderr
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    assert record_pcap(empty, "-o", tmp_path / "out").returncode == 2
+
+
+def test_a_corrupt_record_length_stops_the_import_without_allocating_it(tmp_path):
+    frames = capture_writer.packets(small_session())
+    path = capture_writer.write(tmp_path / "corrupt.pcap", frames)
+    data = bytearray(path.read_bytes())
+    offset = 24                             # the file header; then records of 16-byte headers
+    for _ in range(10):
+        caplen = struct.unpack_from("<I", data, offset + 8)[0]
+        offset += 16 + caplen
+    struct.pack_into("<II", data, offset + 8, 0xFFFFFFF0, 0xFFFFFFF0)    # the 11th claims 4 GB
+    path.write_bytes(bytes(data))
+    imported = import_capture(str(path), 6604)
+    assert imported.packets == 10 and f"declares {0xFFFFFFF0} bytes" in imported.stopped
+    assert 0xFFFFFFF0 > MAX_RECORD
+
+
+def test_a_pcapng_block_of_an_impossible_length_is_refused(tmp_path):
+    path = capture_writer.write(tmp_path / "corrupt.pcapng", capture_writer.packets(small_session()),
+                                pcapng=True)
+    data = bytearray(path.read_bytes())
+    data += struct.pack("<II", 6, 4)        # a block that says it is 4 bytes long: read(-4)
+    path.write_bytes(bytes(data))
+    imported = import_capture(str(path), 6604)
+    assert "declares -4 bytes" in imported.stopped and imported.packets > 50
+
+
+def test_more_than_max_bytes_is_a_partial_import_with_counts(tmp_path):
+    path = capture_writer.write(tmp_path / "big.pcap", capture_writer.packets(small_session()))
+    imported = import_capture(str(path), 6604, max_bytes=1500)
+    assert "--max-bytes (1500) reached at packet" in imported.stopped
+    assert imported.conversation.size < 1500 + 1024
+
+
+def test_a_stream_cut_by_the_snaplen_is_skipped_in_one_line_and_the_rest_written(tmp_path):
+    frames = capture_writer.packets(small_session())
+    cut = []
+    for time_, packet in frames:
+        if b"payload 7" in packet:
+            packet = packet[:-20]           # as a capture with a small -s keeps it
+        cut.append((time_, packet))
+    imported = import_capture(str(capture_writer.write(tmp_path / "snap.pcap", cut)), 6604)
+    assert len(imported.skipped) == 1 and "snaplen" in imported.skipped[0]
+    assert imported.skipped[0].startswith("10.0.0.2:40002 -> :6604: ")
+    [written] = write_scenarios(imported.conversation)
+    assert len(written.data["actors"]) == 1          # the other connection is still there
+
+
+def test_a_lost_segment_skips_that_stream_only(tmp_path):
+    frames = capture_writer.packets(small_session())
+    lost = [(t, p) for t, p in frames if b"payload 3" not in p]
+    imported = import_capture(str(capture_writer.write(tmp_path / "lost.pcap", lost)), 6604)
+    assert len(imported.skipped) == 1 and "never filled" in imported.skipped[0]
+    assert len(imported.conversation.peers) == 1
+
+
+def test_packets_that_are_not_the_tps_are_counted_not_imported(tmp_path):
+    frames = capture_writer.packets(small_session(), port=5432)
+    imported = import_capture(str(capture_writer.write(tmp_path / "other.pcap", frames)), 6604)
+    assert imported.other == len(frames) and not imported.conversation.peers
+    result = record_pcap(tmp_path / "other.pcap", "-o", tmp_path / "out")
+    assert result.returncode == 2 and "no connection was seen" in result.stderr
+
+
+# -- the proxy's clients ----------------------------------------------------------------------
+
+def relay_time(address):
+    """Seconds a fresh device and client take to relay one payload through ``address``."""
+    started = time.monotonic()
+    harness = Harness(address, timeout=5)
+    try:
+        cam, app = harness.device(), harness.client()
+        app.send(cam.uuid, b"still served")
+        assert cam.receive().body == b"still served"
+    finally:
+        harness.close()
+    return time.monotonic() - started
+
+
+def test_a_client_that_floods_the_proxy_does_not_hold_up_the_others(fake):
+    with proxy_to(fake.address, max_bytes=256 * 1024 * 1024) as proxy:
+        stop = threading.Event()
+        flooder = Harness(proxy.address, timeout=5).raw()
+        request = private_data_request("flooder", "nobody", b"x" * 60000) * 4
+
+        def flood():
+            while not stop.is_set():
+                flooder.endpoint.sock.sock.setblocking(True)
+                flooder.endpoint.sock.sock.sendall(request)
+
+        thread = threading.Thread(target=flood, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: proxy.conversation.size > 2_000_000)
+            assert relay_time(proxy.address) < 1.0
+        finally:
+            stop.set()
+            flooder.close()
+            thread.join(5)
+
+
+def test_a_client_that_does_not_read_is_pushed_back_and_the_others_are_served(fake):
+    with proxy_to(fake.address) as proxy:
+        harness = Harness(proxy.address, timeout=5)
+        sleeper = harness.device()          # registers, then never reads again
+        sender = Harness(fake.address, timeout=5).client()      # straight to the TPS
+        payload = b"y" * 200_000
+        sent = 0
+        while sent < 6_000_000:             # more than the proxy queues for one side
+            sender.send(sleeper.uuid, payload)
+            sent += len(payload)
+        def queued():
+            return max((side.queued for side in list(proxy._sides.values())), default=0)
+        wait_until(lambda: queued() > MAX_QUEUED)
+        assert queued() <= MAX_QUEUED + READ_SIZE
+        assert relay_time(proxy.address) < 1.0
+        harness.close()
+        sender.close()
