@@ -43,3 +43,11 @@ def test_the_soak_benchmark_prints_relays_memory_fds_and_tracebacks():
     assert re.search(r"^fds +fake \d+ baseline, \d+ peak, \d+ after$", out, re.M), out
     assert re.search(r"^tracebacks 0$", out, re.M), out
     assert out.rstrip().endswith("OK"), out
+
+
+def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rate():
+    out = run_bench("bench_record.py", "--quick")
+    assert re.search(r"^latency, 50 relays each: direct p50 \d+ us, through the proxy p50 \d+ us: "
+                     r"added -?\d+ us", out, re.M), out
+    assert re.search(r"^throughput: \d+ relays through the proxy .* relays/s on one core", out, re.M), out
+    assert re.search(r"^import: 500 relays, \d+ packets, .* MB/s .* dpkt decoding every packet", out, re.M), out

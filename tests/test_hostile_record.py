@@ -131,7 +131,8 @@ def test_a_lost_segment_skips_that_stream_only(tmp_path):
 def test_packets_that_are_not_the_tps_are_counted_not_imported(tmp_path):
     frames = capture_writer.packets(small_session(), port=5432)
     imported = import_capture(str(capture_writer.write(tmp_path / "other.pcap", frames)), 6604)
-    assert imported.other == len(frames) and not imported.conversation.peers
+    assert imported.segments == len(frames) and not imported.conversation.peers
+    assert imported.other_ports == sum(1 for _, packet in frames if len(packet) > 54 or packet[47] & 7)
     result = record_pcap(tmp_path / "other.pcap", "-o", tmp_path / "out")
     assert result.returncode == 2 and "no connection was seen" in result.stderr
 

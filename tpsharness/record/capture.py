@@ -24,7 +24,7 @@ import dpkt
 
 from ..errors import CaptureError
 from ..net import format_address
-from .conversation import ACTOR_CLOSED, RECEIVED, SENT, SERVER_CLOSED, Conversation
+from .conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation
 from .streams import HalfStream
 
 MAX_RECORD = 1024 * 1024        # bytes of one packet record or pcapng block
@@ -39,6 +39,7 @@ _ETHERTYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBB")
+_ETH_IPV4_TCP = struct.Struct("!12xHB1xH2xHx B2x4s4s HHI4xBB")
 
 Segment = tuple[bytes, int, bytes, int, int, int, bytes, bool]
 """(source address, port, destination address, port, seq, flags, payload, cut short)."""
@@ -51,22 +52,21 @@ class _Guard:
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
+        self._read = handle.read
         self.name = getattr(handle, "name", "capture")
         self.short_read = False
-        self.offset = 0
 
     def read(self, size: int = -1) -> bytes:
-        if size < 0 or size > MAX_RECORD:
-            raise CaptureError(f"a record at byte {self.offset} declares {size} bytes: the file is corrupt")
-        data = self.handle.read(size)
-        self.offset += len(data)
-        if 0 < len(data) < size:
+        if not 0 <= size <= MAX_RECORD:
+            raise CaptureError(f"a record at byte {self.handle.tell()} declares {size} bytes: "
+                               "the file is corrupt")
+        data = self._read(size)
+        if len(data) != size and data:
             self.short_read = True
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        self.offset = self.handle.seek(offset, whence)
-        return self.offset
+        return self.handle.seek(offset, whence)
 
     def tell(self) -> int:
         return self.handle.tell()
@@ -98,6 +98,13 @@ def _ip_offset(linktype: int, packet: bytes) -> int | None:
 def decode(linktype: int, packet: bytes) -> Segment | None:
     """The TCP segment in ``packet``, or None (not TCP over IP, a fragment).
     struct.error / IndexError for a packet too short for its headers."""
+    if linktype == DLT_EN10MB and len(packet) >= 54:      # the usual: Ethernet, IPv4 without options
+        (kind, first, total, fragment, protocol, src, dst, sport, dport, seq,
+         data_offset, flags) = _ETH_IPV4_TCP.unpack_from(packet)
+        if kind == ETH_IPV4 and first == 0x45 and protocol == 6 and not fragment & 0x3FFF:
+            end = 14 + total
+            return (src, sport, dst, dport, seq, flags, packet[34 + (data_offset >> 4) * 4:end],
+                    end > len(packet))
     at = _ip_offset(linktype, packet)
     if at is None:
         return None
@@ -145,16 +152,18 @@ class Imported:
 
     conversation: Conversation
     packets: int = 0
-    segments: int = 0               # TCP segments to or from the TPS's port
-    other: int = 0                  # packets that are not such segments
+    segments: int = 0               # TCP segments
+    other: int = 0                  # packets that are not TCP over IP
+    other_ports: int = 0            # TCP segments with data that are not the TPS's port's
     unreadable: int = 0             # packets too short for their own headers
     skipped: list[str] = field(default_factory=list)    # a line per stream not rebuilt
     mid_stream_dropped: int = 0     # bytes before the first whole message of late-caught streams
     stopped: str = ""               # why the file was not read to its end
 
     def report(self) -> list[str]:
-        lines = [f"read {self.packets} packets: {self.segments} TCP segments of the TPS, "
-                 f"{self.other} others{f', {self.unreadable} unreadable' if self.unreadable else ''}; "
+        lines = [f"read {self.packets} packets: {self.segments} TCP segments "
+                 f"({self.other_ports} with data not for the TPS's port), {self.other} others"
+                 f"{f', {self.unreadable} unreadable' if self.unreadable else ''}; "
                  f"{len(self.conversation.peers)} connections rebuilt"]
         lines += [f"skipped {line}" for line in self.skipped]
         if self.mid_stream_dropped:
@@ -199,56 +208,55 @@ class _Importer:
 
     def run(self) -> Imported:
         imported = self.imported
+        guard, conversation, max_bytes = self.guard, imported.conversation, self.max_bytes
         linktype = self.reader.datalink()
-        packets = iter(self.reader)
-        while True:
-            try:
-                item = next(packets)
-            except StopIteration:
-                if self.guard.short_read:
-                    imported.stopped = (f"the file ends in the middle of packet {imported.packets + 1} "
-                                        f"(it was cut short); the packets before it are imported")
-                break
-            except CaptureError as error:
-                imported.stopped = f"{error}, after packet {imported.packets}"
-                break
-            except (ValueError, dpkt.UnpackError, struct.error) as error:
-                imported.stopped = f"packet {imported.packets + 1} cannot be read ({error}): the file is corrupt there"
-                break
-            imported.packets += 1
-            if self.guard.short_read:
-                imported.stopped = (f"the file ends in the middle of packet {imported.packets} "
-                                    f"(it was cut short); the packets before it are imported")
-                break
-            time, packet = item
-            try:
-                segment = decode(linktype, packet)
-            except (struct.error, IndexError):
-                imported.unreadable += 1
-                continue
-            if segment is None:
-                imported.other += 1
-                continue
-            if self.first_time is None:
-                self.first_time = float(time)
-            self._segment(float(time) - self.first_time, segment)
-            if imported.conversation.size > self.max_bytes:
-                imported.stopped = (f"--max-bytes ({self.max_bytes}) reached at packet {imported.packets}; "
-                                    "the rest of the file is not imported")
-                break
+        count = bare = 0
+        try:
+            for time, packet in self.reader:
+                count += 1
+                if guard.short_read:
+                    count -= 1
+                    break
+                try:
+                    segment = decode(linktype, packet)
+                except (struct.error, IndexError):
+                    imported.unreadable += 1
+                    continue
+                if segment is None:
+                    imported.other += 1
+                    continue
+                if not segment[6] and not segment[5] & 7:      # a bare ACK: no byte, no SYN/FIN/RST
+                    bare += 1
+                    continue
+                if self.first_time is None:
+                    self.first_time = float(time)
+                self._segment(float(time) - self.first_time, segment)
+                if conversation.size > max_bytes:
+                    imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
+                                        "the rest of the file is not imported")
+                    break
+        except CaptureError as error:
+            imported.stopped = f"{error}, after packet {count}"
+        except (ValueError, dpkt.UnpackError, struct.error) as error:
+            imported.stopped = f"packet {count + 1} cannot be read ({error}): the file is corrupt there"
+        if guard.short_read and not imported.stopped:
+            imported.stopped = (f"the file ends in the middle of packet {count + 1} (it was cut "
+                                "short); the packets before it are imported")
+        imported.packets = count
+        imported.segments += bare
         self._finish()
         return imported
 
     def _segment(self, time: float, segment: Segment) -> None:
         src, sport, dst, dport, seq, flags, payload, cut = segment
+        self.imported.segments += 1
         if dport == self.port:
             key, to_server = (src, sport, dst), True
         elif sport == self.port:
             key, to_server = (dst, dport, src), False
         else:
-            self.imported.other += 1
+            self.imported.other_ports += 1
             return
-        self.imported.segments += 1
         connection = self.connections.get(key)
         fresh_syn = flags & TH_SYN and not flags & TH_ACK and to_server
         if connection is not None and fresh_syn and (connection.closed or connection.to_server.offset):
@@ -299,9 +307,12 @@ class _Importer:
             self._end(connection)
         imported = self.imported
         conversation = imported.conversation
-        conversation.events.sort(key=lambda event: event[0])    # held writes end later than they began
+        # held writes are added after what happened meanwhile; a connection opens before
+        # anything happens at the same instant (those caught late open at the first instant)
+        conversation.events.sort(key=lambda event: (event[0], event[2] != OPEN))
         imported.skipped = list(self.broken.values())
-        conversation = conversation.without(set(self.broken))
+        if self.broken:
+            conversation = conversation.without(set(self.broken))
         imported.conversation = _drop_partial_starts(conversation, imported)
 
 

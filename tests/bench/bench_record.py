@@ -1,0 +1,161 @@
+"""Recording: what the proxy adds to a relay, what it carries, and how fast a capture
+imports; each against a baseline in the same run.
+
+    python tests/bench/bench_record.py                 # goals: added p50 <= 100 us, >= 20,000
+                                                       # relays/s per proxy core, >= 50 MB/s import
+    python tests/bench/bench_record.py --quick         # small workloads (the test suite runs this)
+
+Latency: one device and one client relay one payload at a time, straight to the fake
+TPS and through the proxy, in alternating rounds; the added latency is the difference
+of the medians. Throughput: tpsharness load (closed loop) through the proxy; the
+proxy's own CPU time (from /proc) per relay gives relays/s on one core. Import: a
+generated pcap of N relays, imported by the importer, against dpkt decoding every
+packet of the same file (the baseline a dpkt-only importer would start from).
+"""
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import best_of      # noqa: E402  (puts the repository on sys.path)
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import capture_writer                                       # noqa: E402
+from tpsharness import kernel                               # noqa: E402
+from tpsharness.client import Client                        # noqa: E402
+from tpsharness.device import Device                        # noqa: E402
+from tpsharness.protocol import private_data_request, reply  # noqa: E402
+from tpsharness.record.capture import import_capture        # noqa: E402
+from tpsharness.record.conversation import OPEN, RECEIVED, SENT, Conversation  # noqa: E402
+
+
+def start(command, pattern):
+    """Start ``command``; its process and the port from the first line matching ``pattern``."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        match = re.search(pattern, line)
+        if match:
+            return process, int(match.group(1))
+    raise RuntimeError(f"{command[2:4]} did not start")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def relay_latencies(address, relays):
+    async def run():
+        device, client = Device(address), Client(address)
+        await device.connect()
+        await device.register()
+        await client.connect()
+        times = []
+        for _ in range(relays):
+            started = time.perf_counter()
+            await client.send(device.uuid, b"p" * 64)
+            await device.receive()
+            times.append(time.perf_counter() - started)
+        device.close()
+        client.close()
+        return times
+    return kernel.run(run(), timeout=120)
+
+
+def bench_proxy(args):
+    fake, tps_port = start([sys.executable, "-m", "fake_tps", "--port", "0"], r"listening on [\d.]+:(\d+)")
+    out = tempfile.mkdtemp()
+    proxy, proxy_port = start([sys.executable, "-m", "tpsharness", "record", "--proxy", "0", "--upstream",
+                               f"127.0.0.1:{tps_port}", "-o", out, "--max-bytes", str(1 << 30)],
+                              r"relaying [\d.]+:(\d+)")
+    try:
+        direct, proxied = [], []
+        for _ in range(args.rounds):
+            direct += relay_latencies(("127.0.0.1", tps_port), args.relays)
+            proxied += relay_latencies(("127.0.0.1", proxy_port), args.relays)
+        d50, p50 = statistics.median(direct), statistics.median(proxied)
+        print(f"latency, {len(direct)} relays each: direct p50 {d50 * 1e6:.0f} us, through the proxy "
+              f"p50 {p50 * 1e6:.0f} us: added {(p50 - d50) * 1e6:.0f} us (goal <= 100 us)")
+        cpu_before = cpu_seconds(proxy.pid)
+        load = subprocess.run([sys.executable, "-m", "tpsharness", "load", "127.0.0.1", str(proxy_port),
+                               "--devices", str(args.devices), "--clients", str(args.clients),
+                               "--duration", str(args.seconds), "--window", "8", "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+        cpu = cpu_seconds(proxy.pid) - cpu_before
+        delivered = int(re.search(r"delivered\s+([\d,]+)", load.stdout).group(1).replace(",", ""))
+        print(f"throughput: {delivered} relays through the proxy in {args.seconds:g} s "
+              f"({delivered / args.seconds:,.0f}/s wall); the proxy used {cpu:.2f} s of CPU: "
+              f"{delivered / cpu:,.0f} relays/s on one core (goal >= 20,000)")
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        proxy.wait(120)
+        fake.terminate()
+        fake.wait(10)
+
+
+def generated_conversation(relays, devices=100, clients=10):
+    conversation = Conversation()
+    ack = reply(200)
+    for number in range(1, devices + clients + 1):
+        conversation.open(0.0, number, f"10.0.0.2:{40000 + number}")
+    time_ = 0.0
+    for n in range(relays):
+        device, client = 1 + n % devices, devices + 1 + n % clients
+        request = private_data_request(f"app-{client}", f"cam-{device}", os.urandom(32).hex().encode())
+        time_ += 0.0001
+        conversation.add(time_, client, SENT, request)
+        conversation.add(time_, client, RECEIVED, ack)
+        conversation.add(time_, device, RECEIVED, request)
+    return conversation
+
+
+def dpkt_decoding(path):
+    import dpkt
+    with open(path, "rb") as handle:
+        for _, packet in dpkt.pcap.Reader(handle):
+            segment = dpkt.ethernet.Ethernet(packet).data.data
+            segment.data
+
+
+def bench_import(args):
+    directory = tempfile.mkdtemp()
+    path = os.path.join(directory, "relays.pcap")
+    frames = capture_writer.packets(generated_conversation(args.import_relays))
+    capture_writer.write(path, frames)
+    size = os.path.getsize(path)
+    imported = []
+    ours, baseline = best_of(args.rounds, lambda: imported.append(import_capture(path, 6604, max_bytes=1 << 31)),
+                             lambda: dpkt_decoding(path))
+    result = imported[-1]
+    assert not result.skipped and not result.stopped, result.report()
+    print(f"import: {args.import_relays} relays, {len(frames)} packets, {size / 1e6:.1f} MB: "
+          f"{size / 1e6 / ours:.0f} MB/s ({ours:.2f} s; goal >= 50 MB/s); dpkt decoding every "
+          f"packet {size / 1e6 / baseline:.0f} MB/s ({baseline / ours:.1f}x slower)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--relays", type=int, default=2000, help="latency relays per round")
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput run")
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--import-relays", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.relays, args.seconds, args.devices, args.clients, args.import_relays = 1, 50, 0.5, 4, 2, 500
+    bench_proxy(args)
+    bench_import(args)
+
+
+if __name__ == "__main__":
+    main()
