@@ -24,7 +24,7 @@ import dpkt
 
 from ..errors import CaptureError
 from ..net import format_address
-from .conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation
+from .conversation import ACTOR_CLOSED, EVENT_COST, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation
 from .streams import HalfStream
 
 MAX_RECORD = 1024 * 1024        # bytes of one packet record or pcapng block
@@ -211,12 +211,29 @@ class _Importer:
         guard, conversation, max_bytes = self.guard, imported.conversation, self.max_bytes
         linktype = self.reader.datalink()
         count = bare = 0
+        ethernet = linktype == DLT_EN10MB
+        fast = _ETH_IPV4_TCP.unpack_from
         try:
             for time, packet in self.reader:
                 count += 1
                 if guard.short_read:
                     count -= 1
                     break
+                if ethernet and len(packet) >= 54:          # decode()'s usual case, inline: the hot path
+                    (kind, first, total, fragment, protocol, src, dst, sport, dport, seq,
+                     data_offset, flags) = fast(packet)
+                    if kind == ETH_IPV4 and first == 0x45 and protocol == 6 and not fragment & 0x3FFF:
+                        start, end = 34 + (data_offset >> 4) * 4, 14 + total
+                        if start >= end and not flags & 7:      # a bare ACK: no byte, no SYN/FIN/RST
+                            bare += 1
+                            continue
+                        self._segment(float(time), src, sport, dst, dport, seq, flags, packet[start:end],
+                                      end > len(packet))
+                        if conversation.size > max_bytes:
+                            imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
+                                                "the rest of the file is not imported")
+                            break
+                        continue
                 try:
                     segment = decode(linktype, packet)
                 except (struct.error, IndexError):
@@ -225,12 +242,10 @@ class _Importer:
                 if segment is None:
                     imported.other += 1
                     continue
-                if not segment[6] and not segment[5] & 7:      # a bare ACK: no byte, no SYN/FIN/RST
+                if not segment[6] and not segment[5] & 7:
                     bare += 1
                     continue
-                if self.first_time is None:
-                    self.first_time = float(time)
-                self._segment(float(time) - self.first_time, segment)
+                self._segment(float(time), *segment)
                 if conversation.size > max_bytes:
                     imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
                                         "the rest of the file is not imported")
@@ -247,17 +262,33 @@ class _Importer:
         self._finish()
         return imported
 
-    def _segment(self, time: float, segment: Segment) -> None:
-        src, sport, dst, dport, seq, flags, payload, cut = segment
+    def _segment(self, time: float, src: bytes, sport: int, dst: bytes, dport: int, seq: int, flags: int,
+                 payload: bytes, cut: bool) -> None:
+        """One segment that carries bytes, or a SYN, FIN or RST."""
+        if self.first_time is None:
+            self.first_time = time
+        time -= self.first_time
         self.imported.segments += 1
-        if dport == self.port:
+        port = self.port
+        if dport == port:
             key, to_server = (src, sport, dst), True
-        elif sport == self.port:
+        elif sport == port:
             key, to_server = (dst, dport, src), False
         else:
             self.imported.other_ports += 1
             return
         connection = self.connections.get(key)
+        if connection is not None and flags == 0x10 | TH_PUSH and not cut and not connection.closed:
+            half = connection.to_server if to_server else connection.to_client
+            if half.base is not None and not half.finished:     # the usual: data, PSH, ACK
+                conversation = self.imported.conversation
+                kind = SENT if to_server else RECEIVED
+                for write_time, data in half.segment(time, seq, payload, push=True, fin=False):
+                    conversation.events.append((write_time, connection.conn, kind, data))
+                    conversation.size += len(data) + EVENT_COST
+                if half.broken:
+                    self.broken.setdefault(connection.conn, f"{connection.peer}: {half.broken}")
+                return
         fresh_syn = flags & TH_SYN and not flags & TH_ACK and to_server
         if connection is not None and fresh_syn and (connection.closed or connection.to_server.offset):
             self._end(connection)           # the port was reused: a new connection
@@ -283,7 +314,8 @@ class _Importer:
         finished = half.finished
         for write_time, data in half.segment(time, seq, payload, push=bool(flags & TH_PUSH),
                                              fin=bool(flags & TH_FIN)):
-            conversation.add(write_time, connection.conn, kind, data)
+            conversation.events.append((write_time, connection.conn, kind, data))
+            conversation.size += len(data) + EVENT_COST
         if half.broken:
             self.broken.setdefault(connection.conn, f"{connection.peer}: {half.broken}")
         if flags & TH_RST:

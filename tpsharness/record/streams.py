@@ -23,7 +23,7 @@ WRITE_GAP = 0.05            # seconds: segments further apart were separate writ
 MAX_PENDING = 16 * 1024 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class HalfStream:
     """One direction of a connection."""
 
@@ -52,6 +52,9 @@ class HalfStream:
             self.base = seq
             self.mid_stream = True
         start = (seq - self.base) & MASK
+        if start == self.offset and push and not fin and not self._write and not self._pending:
+            self.offset += len(data)    # the usual segment: in order, a whole write
+            return [(time, data)]
         if start >= HALF:
             start -= 1 << 32            # before offset 0: only its tail can be new
         end = start + len(data)
