@@ -50,4 +50,4 @@ def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rat
     assert re.search(r"^latency, 50 relays each: direct p50 \d+ us, through the proxy p50 \d+ us: "
                      r"added -?\d+ us", out, re.M), out
     assert re.search(r"^throughput: \d+ relays through the proxy .* relays/s on one core", out, re.M), out
-    assert re.search(r"^import: 500 relays, \d+ packets, .* MB/s .* dpkt decoding every packet", out, re.M), out
+    assert re.search(r"^import: 500 relays of 64 B, \d+ packets, .* MB/s .* dpkt decoding every packet", out, re.M), out

@@ -253,7 +253,8 @@ class _Importer:
         except CaptureError as error:
             imported.stopped = f"{error}, after packet {count}"
         except (ValueError, dpkt.UnpackError, struct.error) as error:
-            imported.stopped = f"packet {count + 1} cannot be read ({error}): the file is corrupt there"
+            if not guard.short_read:
+                imported.stopped = f"packet {count + 1} cannot be read ({error}): the file is corrupt there"
         if guard.short_read and not imported.stopped:
             imported.stopped = (f"the file ends in the middle of packet {count + 1} (it was cut "
                                 "short); the packets before it are imported")
