@@ -14,6 +14,8 @@ from tpsharness import scenario as scenarios
 from tpsharness.errors import ScenarioError, ScenarioFailure
 from tpsharness.scenario import MAX_TOTAL_SECONDS, Scenario, load, play, record, validate
 
+from test_scenario_loader import load_error as loader_error
+
 
 def write(tmp_path, data):
     path = tmp_path / "test_hostile.tps.json"
@@ -22,12 +24,7 @@ def write(tmp_path, data):
 
 
 def load_error(tmp_path, data):
-    path = write(tmp_path, data)
-    with pytest.raises(ScenarioError) as caught:
-        load(path)
-    message = str(caught.value)
-    assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 400, message
-    return message
+    return loader_error(tmp_path, json.dumps(data, separators=(",", ":")))
 
 
 # -- item 15: a bound on the total ------------------------------------------------------------

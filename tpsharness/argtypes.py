@@ -1,6 +1,7 @@
 """argparse types the commands share: a bad value is a usage error naming it."""
 
 import argparse
+from collections.abc import Callable
 
 
 def port(text: str) -> int:
@@ -23,3 +24,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def seconds_up_to(most: float) -> Callable[[str], float]:
+    """A number of seconds above 0 and at most ``most`` (inf and NaN are not)."""
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be above 0 and at most {most:g} seconds, not {text}")
+        return value
+    return seconds

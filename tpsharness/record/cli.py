@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import positive_int as _positive_int
+from ..argtypes import positive_int as _positive_int, seconds_up_to
 from ..defaults import HOST, PORT
 from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
 from ..net import format_address, parse_address
@@ -28,6 +28,7 @@ from .files import scenario_text, write_atomically, write_new
 
 NOT_RECORDED, USAGE = 2, 3
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_DURATION = 7 * 86400        # seconds: a week of recording
 EXTRA_LINE = "tpsharness record: needs the 'record' extra: pip install 'tpsharness[record]'"
 
 
@@ -41,16 +42,6 @@ def _address(default_port: int, allow_any_port: bool = False) -> Callable[[str],
             raise argparse.ArgumentTypeError(str(error)) from None
     parse.__name__ = "address"
     return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 7 * 86400:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most a week of seconds, not {text}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -79,7 +70,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                              "relay every connection to --upstream, recording what passes")
     parser.add_argument("--upstream", type=_address(PORT), metavar="HOST:PORT",
                         help="the TPS the proxy relays to")
-    parser.add_argument("--duration", type=_seconds, metavar="S",
+    parser.add_argument("--duration", type=seconds_up_to(MAX_DURATION), metavar="S",
                         help="stop the proxy and write after S seconds (default: at Ctrl-C)")
     parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
                         help=f"stop and write once N bytes are recorded (default {DEFAULT_MAX_BYTES})")
