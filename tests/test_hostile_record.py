@@ -185,7 +185,7 @@ def test_a_client_that_does_not_read_is_pushed_back_and_the_others_are_served(fa
             sender.send(sleeper.uuid, payload)
             sent += len(payload)
         def queued():
-            return max((side.queued for side in list(proxy._sides.values())), default=0)
+            return max((side.outbox.queued for side in list(proxy._sides.values())), default=0)
         wait_until(lambda: queued() > MAX_QUEUED)
         assert queued() <= MAX_QUEUED + READ_SIZE
         assert relay_time(proxy.address) < 1.0

@@ -7,13 +7,11 @@ Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
@@ -148,7 +146,7 @@ def build_parser() -> _Parser:
     from .fuzz.cli import add_parser as add_fuzz_parser
     add_fuzz_parser(commands)
     from .record.cli import add_parser as add_record_parser
-    add_record_parser(commands, _add_target)
+    add_record_parser(commands, _add_target, target)
     parser.commands = commands.choices        # name -> its parser, for usage errors found later
     return parser
 

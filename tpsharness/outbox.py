@@ -6,7 +6,8 @@ writable. The queue is the caller's to bound: ``queued`` says how much waits, an
 what to do past a bound is the caller's choice (the fake drops the peer, the load
 engine refuses the message). So is a socket error, or a socket that takes nothing
 for ``timeout`` seconds: ``on_error(error)`` is called once, the queue is emptied
-and nothing more is sent.
+and nothing more is sent. ``on_drained()``, if given, is called when a flush has
+emptied the queue (a caller that stopped reading the sender resumes then).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ __all__ = ["Outbox"]
 class Outbox:
     """What waits to be written to one socket."""
 
-    __slots__ = ("sock", "on_error", "timeout", "_queue", "_send", "_failed")
+    __slots__ = ("sock", "on_error", "on_drained", "timeout", "_queue", "_send", "_failed")
 
     def __init__(self, sock: Socket, on_error: Callable[[OSError], None],
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, on_drained: Callable[[], None] | None = None) -> None:
         self.sock = sock
         self.on_error = on_error        # a send failed, or a flush waited past ``timeout``
+        self.on_drained = on_drained    # a flush emptied the queue
         self.timeout = timeout
         self._queue = bytearray()       # deleting from its front is cheap in CPython
         self._send = sock.sock.send     # the raw socket's: one call less per message
@@ -71,6 +73,9 @@ class Outbox:
                 del queue[:sent]
         except OSError as error:         # TimeoutError (past ``timeout``) is one too
             self._fail(error)
+            return
+        if not self._failed and self.on_drained is not None:
+            self.on_drained()
 
     def _fail(self, error: OSError) -> None:
         if self._failed:

@@ -45,9 +45,11 @@ def _address(default_port: int, allow_any_port: bool = False) -> Callable[[str],
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-               add_target: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+               add_target: Callable[[argparse.ArgumentParser], None],
+               target: Callable[[argparse.Namespace], tuple[str, int] | None]) -> argparse.ArgumentParser:
     """Add ``record`` to tpsharness's subcommands; ``add_target`` adds the check's
-    target options (HOST PORT, -t, --uuid...) that a template recording takes."""
+    target options (HOST PORT, -t, --uuid...) that a template recording takes, and
+    ``target`` reads them back (None: the bundled fake)."""
     from ..scenario import TEMPLATES
 
     parser = commands.add_parser(
@@ -85,7 +87,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.add_argument("--name", metavar="NAME",
                         help="the files' name: DIR/test_NAME.tps.json (default: session_<time>, "
                              "or the capture's name)")
-    parser.set_defaults(handler=cmd_record)
+    parser.set_defaults(handler=cmd_record, target_of=target)
     return parser
 
 
@@ -100,10 +102,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 # -- a template -------------------------------------------------------------------------------
 
 def _record_template(args: argparse.Namespace) -> int:
-    from ..cli import target
     from ..scenario import record
 
-    address = target(args)
+    address = args.target_of(args)
     to_stdout = args.output == "-"
     output = Path(args.output)
     if not to_stdout:

@@ -20,13 +20,15 @@ closes, being the proxy's own, are not recorded.
 from __future__ import annotations
 
 import socket
+from functools import partial
 from time import monotonic
 
 from .. import net
 from ..deadline import Deadline
 from ..kernel import ReadGroup
 from ..errors import UpstreamDown
-from ..syscalls import NewTask, ReadWait, Sleep, WaitReadable, WriteWait, kill, spawn
+from ..outbox import Outbox
+from ..syscalls import NewTask, ReadWait, Sleep, WaitReadable, kill, spawn
 from .conversation import ACTOR_CLOSED, RECEIVED, SENT, SERVER_CLOSED, Conversation
 
 MAX_QUEUED = 1024 * 1024        # bytes queued for a side that does not read, before pushing back
@@ -37,8 +39,7 @@ CONNECT_TIMEOUT = 5.0           # seconds to open a connection upstream
 class _Side:
     """One socket of a relayed connection: the actor's (downstream) or the TPS's."""
 
-    __slots__ = ("sock", "fd", "pair", "kind", "closed_kind", "other", "queue", "queued", "flushing",
-                 "eof")
+    __slots__ = ("sock", "fd", "pair", "kind", "closed_kind", "other", "outbox", "eof", "paused")
 
     def __init__(self, sock: net.Socket, pair: _Pair, kind: str, closed_kind: str) -> None:
         self.sock = sock
@@ -47,10 +48,9 @@ class _Side:
         self.kind = kind                # what its reads are recorded as: SENT or RECEIVED
         self.closed_kind = closed_kind  # what its close is recorded as
         self.other: _Side = self
-        self.queue: list[bytes] = []    # bytes for this socket that it did not take yet
-        self.queued = 0
-        self.flushing = False
+        self.outbox: Outbox | None = None   # what waits to be written to it (set by the proxy)
         self.eof = False                # it closed its sending side (we read its FIN)
+        self.paused = False             # the other side is not read: this one does not take
 
 
 class _Pair:
@@ -154,6 +154,8 @@ class RecordingProxy:
         pair = _Pair(conn, down, up)
         self.conversation.open(self._now(), conn, peer)
         for side in (pair.down, pair.up):
+            side.outbox = Outbox(side.sock, partial(self._write_failed, side),
+                                 on_drained=partial(self._drained, side))
             self._sides[side.fd] = side
             self._group.add(side.fd)
 
@@ -186,47 +188,27 @@ class RecordingProxy:
     def _forward(self, side: _Side, data: bytes) -> None:
         """Write ``data`` to ``side`` now, or queue it; past MAX_QUEUED, stop reading
         the sender until ``side`` drains."""
+        outbox = side.outbox
+        if side.pair.closed or outbox is None:
+            return
+        outbox.write(data)
+        if outbox.queued > MAX_QUEUED and not side.paused:
+            side.paused = True
+            self._group.discard(side.other.fd)
+
+    def _write_failed(self, side: _Side, error: OSError) -> None:
+        self._closed(side, reset=True)
+
+    def _drained(self, side: _Side) -> None:
+        """``side`` took all that was queued for it: read its sender again, or pass on
+        the sender's close that waited for the queue."""
         if side.pair.closed:
             return
-        if not side.queue:
-            try:
-                sent = side.sock.send_nowait(data)
-            except OSError:
-                self._closed(side, reset=True)
-                return
-            if sent == len(data):
-                return
-            data = data[sent:]
-        side.queue.append(data)
-        side.queued += len(data)
-        if side.queued > MAX_QUEUED:
-            self._group.discard(side.other.fd)
-        if not side.flushing:
-            side.flushing = True
-            spawn(self._flush(side), daemon=True)
-
-    async def _flush(self, side: _Side) -> None:
-        try:
-            while side.queue and not side.pair.closed:
-                await WriteWait(side.sock.fd)
-                while side.queue:
-                    data = side.queue[0]
-                    sent = side.sock.send_nowait(data)
-                    if not sent:
-                        break
-                    side.queued -= sent
-                    if sent == len(data):
-                        side.queue.pop(0)
-                    else:
-                        side.queue[0] = data[sent:]
-                if side.queued <= MAX_QUEUED // 2 and not side.other.eof and not side.pair.closed:
-                    self._group.add(side.other.fd)
-            if side.other.eof and not side.queue and not side.pair.closed:
-                side.sock.shutdown_write()
-        except OSError:
-            self._closed(side, reset=True)
-        finally:
-            side.flushing = False
+        if side.other.eof:
+            side.sock.shutdown_write()
+        elif side.paused:
+            side.paused = False
+            self._group.add(side.other.fd)
 
     def _closed(self, side: _Side, *, reset: bool) -> None:
         """``side`` closed (FIN) or reset: record it, pass it on."""
@@ -243,13 +225,14 @@ class RecordingProxy:
             self._drop(pair)
         elif other.eof:
             self._drop(pair)
-        elif not other.queue:
+        elif other.outbox is None or not other.outbox.queued:
             other.sock.shutdown_write()     # the half-close goes on; the other way stays open
 
     def _drop(self, pair: _Pair) -> None:
         pair.closed = True
         for side in (pair.down, pair.up):
-            side.queue.clear()
+            if side.outbox is not None:
+                side.outbox.discard()
             if self._sides.get(side.fd) is side:
                 del self._sides[side.fd]
             side.sock.close()
