@@ -22,7 +22,7 @@ from .errors import UsageError
 from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from .argtypes import port as _port, positive_int as _positive_int
 from .net import parse_address
-from .report import CRITICAL, UNKNOWN, json_text, prometheus_text, state_of, status_line
+from .report import UNKNOWN, json_text, prometheus_text, state_of, status_line
 from .syscalls import NewTask
 from .thresholds import Range
 
