@@ -353,3 +353,33 @@ def test_the_plugin_replays_faster_with_speed(pytester):
     result = pytester.runpytest("-p", "no:randomly", "--speed", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--speed must be a number from 0.1 to 100; got '0'*"])
+
+
+def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_writes(fake, tmp_path):
+    serial, app_uuid, payload = "CAM-SECRET-777", "APP-SECRET-42", b"the secret payload \x00\xff!"
+    with proxy_to(fake.address) as proxy:
+        harness = Harness(proxy.address, timeout=3)
+        cam = harness.device(serial, auth_code="9137")
+        app = harness.client(app_uuid, auth_code="8246")
+        app.send(serial, payload)
+        assert cam.receive().body == payload
+        cam.send(app_uuid, payload[::-1])
+        assert app.receive().body == payload[::-1]
+        harness.close()
+        wait_until(lambda: len([e for e in proxy.conversation.events if e[2] == "actor closed"]) == 2)
+    capture = capture_writer.write(tmp_path / "secret.pcap", capture_writer.packets(proxy.conversation))
+    out = tmp_path / "out"
+    for extra in ([], ["--per-device"]):
+        result = subprocess.run(record_command("--pcap", capture, "-o", out, "--anonymize", *extra),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    files = sorted(out.iterdir())
+    assert len(files) == 2
+    secrets = [serial, app_uuid, "9137", "8246", "secret.pcap"]
+    for data in (payload, payload[::-1]):
+        secrets += [json.dumps(data.decode("latin-1"))[1:-1], data.hex(), data.decode("latin-1")[:10]]
+    for path in files:
+        text = path.read_text()
+        for secret in secrets:
+            assert secret not in text and secret.lower() not in text.lower(), (path.name, secret)
+        play(load(path), fake.address)
