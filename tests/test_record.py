@@ -383,3 +383,22 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
         for secret in secrets:
             assert secret not in text and secret.lower() not in text.lower(), (path.name, secret)
         play(load(path), fake.address)
+
+
+def test_traffic_options_with_a_template_are_a_usage_error(fake, tmp_path):
+    result = subprocess.run(record_command(*fake.address, "-o", tmp_path / "t.json", "--anonymize", "--per-device"),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3
+    assert "--per-device, --anonymize go with --proxy or --pcap, not with a template" in result.stderr
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_per_device_puts_the_connections_that_named_no_uuid_in_one_file():
+    from tpsharness.record.conversation import Conversation
+    conversation = Conversation()
+    for conn in (1, 2, 3):
+        conversation.open(0.0, conn, f"10.0.0.2:{40000 + conn}")
+        conversation.add(0.1, conn, "sent", b"GET / HTTP/1.0\r\n\r\n")
+        conversation.add(0.2, conn, "received", b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n")
+    [written] = write_scenarios(conversation, per_device=True, stem="s")
+    assert written.stem == "s_unidentified" and len(written.data["actors"]) == 3

@@ -94,8 +94,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
 def cmd_record(args: argparse.Namespace) -> int:
     if args.proxy is not None or args.pcap is not None:
         return _record_traffic(args)
-    if args.upstream is not None:
-        raise UsageError("--upstream goes with --proxy")
+    traffic_only = {"--upstream": args.upstream is not None, "--duration": args.duration is not None,
+                    "--max-bytes": args.max_bytes != DEFAULT_MAX_BYTES, "--per-device": args.per_device,
+                    "--only": bool(args.only), "--anonymize": args.anonymize, "--name": args.name is not None}
+    given = [option for option, present in traffic_only.items() if present]
+    if given:
+        raise UsageError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --proxy or --pcap, "
+                         "not with a template")
     return _record_template(args)
 
 

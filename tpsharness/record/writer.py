@@ -144,6 +144,9 @@ def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ())
         members.setdefault(find(("conn", conn)), []).append(conn)
     chosen = [sorted(conns) for conns in members.values()
               if not wanted or any(actors[c].talks_to & wanted for c in conns)]
+    unnamed = [conns for conns in chosen if not any(actors[c].talks_to for c in conns)]
+    if len(unnamed) > 1:            # raw connections that named no uuid: one file for them all
+        chosen = [conns for conns in chosen if conns not in unnamed] + [sorted(sum(unnamed, []))]
     if not per_device:
         together = sorted(conn for conns in chosen for conn in conns)
         return [together] if together else []
