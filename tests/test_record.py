@@ -402,3 +402,48 @@ def test_per_device_puts_the_connections_that_named_no_uuid_in_one_file():
         conversation.add(0.2, conn, "received", b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n")
     [written] = write_scenarios(conversation, per_device=True, stem="s")
     assert written.stem == "s_unidentified" and len(written.data["actors"]) == 3
+
+
+def crash_session(address):
+    """The field server's crash: a second serial on one connection leaves a dangling
+    entry, and private data to the first serial kills the server."""
+    harness = Harness(address, timeout=3)
+    try:
+        cam = harness.raw()
+        cam.send_raw(register_request("cam-A"))
+        assert cam.next_reply().status == 200
+        cam.send_raw(register_request("cam-B", cseq=2))
+        assert cam.closed_by_server()
+        app = harness.raw()
+        app.send_raw(private_data_request("app-1", "cam-A", b"to the dangling entry"))
+        assert app.closed_by_server()
+    finally:
+        harness.close()
+
+
+def test_a_session_that_kills_the_tps_is_written_destructive_and_kills_it_again(tmp_path):
+    dying = FakeTPS(faults=["die-on-dangling-entry"])
+    with dying.start_in_thread():
+        port = free_port()
+        process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{dying.address[1]}",
+                                                  "-o", tmp_path, "--name", "crash"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "relaying" in process.stderr.readline()
+            crash_session(("127.0.0.1", port))
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "the upstream no longer accepts connections: the files are marked destructive" in err
+    scenario = load(tmp_path / "test_crash.tps.json")
+    assert scenario.destructive and "upstream_died" in scenario.data["recorded"]
+    again = FakeTPS(faults=["die-on-dangling-entry"])
+    with again.start_in_thread():
+        play(scenario, again.address)           # it dies again, as recorded
+    default = FakeTPS()
+    with default.start_in_thread(), pytest.raises(ScenarioFailure) as failure:
+        play(scenario, default.address)
+    last = len(scenario.data["steps"])
+    assert str(failure.value).startswith(f"{tmp_path / 'test_crash.tps.json'}: step {last} (client1: expect_close)")

@@ -194,7 +194,7 @@ def _record_traffic(args: argparse.Namespace) -> int:
             recorded["capture"] = Path(args.pcap).name
         source = "a capture" if args.anonymize else f"the capture {Path(args.pcap).name}"
     else:
-        session, why = _run_proxy(args)
+        session, why, died = _run_proxy(args)
         if session is None:
             print(f"tpsharness record: {why}", file=sys.stderr)
             return NOT_RECORDED
@@ -205,6 +205,10 @@ def _record_traffic(args: argparse.Namespace) -> int:
         if not args.anonymize:
             recorded["upstream"] = upstream
         source = f"a proxy in front of {'the TPS' if args.anonymize else upstream}"
+        if died:
+            recorded["upstream_died"] = ("the TPS stopped accepting connections during the session: "
+                                         "the scenario is marked destructive")
+        return _write(args, conversation, _slug(stem), source, recorded, destructive=died)
     return _write(args, conversation, _slug(stem), source, recorded)
 
 
@@ -214,7 +218,7 @@ def _slug(text: str) -> str:
 
 
 def _write(args: argparse.Namespace, conversation: Conversation, stem: str, source: str,
-           recorded: dict[str, Any]) -> int:
+           recorded: dict[str, Any], destructive: bool = False) -> int:
     from .writer import write_scenarios
 
     if args.anonymize:
@@ -223,7 +227,7 @@ def _write(args: argparse.Namespace, conversation: Conversation, stem: str, sour
         recorded["anonymized"] = True
     description = f"Recorded by tpsharness record from {source}"
     scenarios = write_scenarios(conversation, per_device=args.per_device, only=args.only, stem=stem,
-                                description=description, recorded=recorded)
+                                description=description, recorded=recorded, destructive=destructive)
     if not scenarios:
         wanted = f" of {', '.join(args.only)}" if args.only else ""
         print(f"tpsharness record: nothing to write: no connection{wanted} was seen", file=sys.stderr)
@@ -244,9 +248,9 @@ def _write(args: argparse.Namespace, conversation: Conversation, stem: str, sour
     return 0
 
 
-def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str]:
-    """Relay until Ctrl-C (or SIGTERM), --duration or --max-bytes; the conversation, or
-    None and why nothing could be recorded."""
+def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str, bool]:
+    """Relay until Ctrl-C (or SIGTERM), --duration or --max-bytes; the conversation (or
+    None and why nothing could be recorded), and whether the upstream died meanwhile."""
     from .. import kernel
     from ..deadline import Deadline
     from .proxy import RecordingProxy
@@ -259,7 +263,7 @@ def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str]:
         proxy.check_upstream()
     except UpstreamDown as error:
         proxy.close()
-        return None, str(error)
+        return None, str(error), False
     until = "--duration" if args.duration else "Ctrl-C"
     print(f"tpsharness record: relaying {format_address(proxy.address)} -> "
           f"{format_address(args.upstream)}; {until} writes the recording", file=sys.stderr, flush=True)
@@ -269,10 +273,12 @@ def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str]:
     reasons = {"stop": "interrupted", "deadline": "--duration reached", "max-bytes": "--max-bytes reached"}
     conversation = proxy.conversation
     refused = f", {proxy.refused} refused by the upstream" if proxy.refused else ""
+    died = not proxy.upstream_alive()
     print(f"tpsharness record: {reasons.get(proxy.stopped_by, proxy.stopped_by)}: "
-          f"{len(conversation.peers)} connections{refused}, {conversation.size} bytes recorded",
+          f"{len(conversation.peers)} connections{refused}, {conversation.size} bytes recorded"
+          f"{'; the upstream no longer accepts connections: the files are marked destructive' if died else ''}",
           file=sys.stderr)
-    return conversation, ""
+    return conversation, "", died
 
 
 @contextmanager

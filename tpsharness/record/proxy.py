@@ -89,6 +89,14 @@ class RecordingProxy:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
+    def upstream_alive(self) -> bool:
+        """Whether the upstream accepts a connection now (blocking, at most connect_timeout)."""
+        try:
+            self.check_upstream()
+        except UpstreamDown:
+            return False
+        return True
+
     def check_upstream(self) -> None:
         """UpstreamDown unless the upstream accepts a connection now (blocking)."""
         try:

@@ -155,16 +155,21 @@ def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ())
 
 def write_scenarios(conversation: Conversation, *, per_device: bool = False, only: Iterable[str] = (),
                     stem: str = "session", description: str = "",
-                    recorded: dict[str, Any] | None = None) -> list[Written]:
+                    recorded: dict[str, Any] | None = None, destructive: bool = False) -> list[Written]:
     """The scenarios of ``conversation``: one for the session, or one per group of
-    linked connections (``per_device``); each validated."""
+    linked connections (``per_device``); each validated. ``destructive``: the TPS
+    stopped accepting connections during the session, so each may kill a TPS (it then
+    runs against a real one only with --tps-destructive, last)."""
     actors = learn_actors(conversation)
     written = []
     for members in groups(actors, per_device, only):
         group = {conn: actors[conn] for conn in members}
         devices = [a for a in group.values() if a.kind == "device"]
         name = stem if not per_device else f"{stem}_{_slug(devices[0].uuid) if devices else 'unidentified'}"
-        written.append(_Writer(conversation, group, name, description, recorded or {}).scenario())
+        scenario = _Writer(conversation, group, name, description, recorded or {}).scenario()
+        if destructive:
+            scenario.data["destructive"] = True
+        written.append(scenario)
     return written
 
 
