@@ -189,6 +189,7 @@ class _Writer:
         self.recorded = recorded
         self.steps: list[Step] = []
         self.by_uuid: dict[str, str] = {}       # uuid -> the first actor's name holding it
+        self.names: set[str] = set()            # the actors' names
         self.readers: dict[int, Reader] = {}
         self.cseq: dict[int, int] = {}          # register requests each device actor made
         self.registered: set[int] = set()
@@ -216,6 +217,7 @@ class _Writer:
             if actor.synthesized_register:
                 entry["note"] = "the capture began after this device registered"
             spec[actor.name] = entry
+        self.names = set(spec)
         for event in self.conversation.events:
             if event[1] in self.actors:
                 self._add(*event)
@@ -326,6 +328,13 @@ class _Writer:
         text = _SERIAL.sub(lambda m: m.group(1) + self._placeholder(m.group(2)) + m.group(3), text)
         return [{"do": "send_raw", "actor": actor.name, "data": text.decode("latin-1")}]
 
+    def _literal_ok(self, uuid: str) -> bool:
+        """Whether a step may name ``uuid`` as it is: an actor's uuid (written as its
+        name), or a literal that the player will not take for a name or placeholder."""
+        if uuid in self.by_uuid:
+            return True
+        return not ("\r" in uuid or "\n" in uuid or "${" in uuid or uuid in self.names)
+
     def _placeholder(self, value: bytes) -> bytes:
         name = self.by_uuid.get(value.strip().decode("latin-1"))
         return b"${%s}" % name.encode() if name is not None else value
@@ -358,13 +367,14 @@ class _Writer:
         if isinstance(message, RegisterRequest) and actor.kind == "device":
             cseq = self.cseq.get(actor.conn, 0) + 1
             if register_request(message.serial, host=host, cseq=str(cseq), auth_code=message.auth_code,
-                                trailing_crlf=trailing) * times != data:
+                                trailing_crlf=trailing) * times != data or not self._literal_ok(message.serial):
+                return None
+            heartbeat = message.serial == actor.uuid and actor.conn in self.registered and not trailing
+            if heartbeat and message.auth_code != actor.auth_code:
                 return None
             self.cseq[actor.conn] = cseq
-            if message.serial == actor.uuid and actor.conn in self.registered and not trailing:
+            if heartbeat:
                 step = {"do": "heartbeat", "actor": actor.name}
-                if message.auth_code != actor.auth_code:
-                    return None
             else:
                 step = {"do": "register", "actor": actor.name}
                 if message.serial != actor.uuid:
@@ -377,7 +387,7 @@ class _Writer:
             if message.serial == actor.uuid:
                 self.registered.add(actor.conn)
         elif isinstance(message, PrivateData) and message.src == actor.uuid and not trailing:
-            if message.auth_code != actor.auth_code or any(c in message.dest for c in "\r\n"):
+            if message.auth_code != actor.auth_code or not self._literal_ok(message.dest):
                 return None
             template = PrivateDataTemplate(message.src, message.dest, host=host, auth_code=message.auth_code)
             if template.build(message.body) * times != data:
@@ -431,7 +441,7 @@ class _Writer:
                 step["payload"] = message.body.decode("utf-8")
             except UnicodeDecodeError:
                 step["payload_hex"] = message.body.hex()
-            if "\r" not in message.src and "\n" not in message.src:
+            if self._literal_ok(message.src):
                 step["from"] = self.by_uuid.get(message.src, message.src)
             return step
         assert isinstance(message, (RegisterRequest, BadRequest))
