@@ -230,8 +230,6 @@ class _Importer:
                         self._segment(float(time), src, sport, dst, dport, seq, flags, packet[start:end],
                                       end > len(packet))
                         if conversation.size > max_bytes:
-                            imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
-                                                "the rest of the file is not imported")
                             break
                         continue
                 try:
@@ -247,14 +245,15 @@ class _Importer:
                     continue
                 self._segment(float(time), *segment)
                 if conversation.size > max_bytes:
-                    imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
-                                        "the rest of the file is not imported")
                     break
         except CaptureError as error:
             imported.stopped = f"{error}, after packet {count}"
         except (ValueError, dpkt.UnpackError, struct.error) as error:
             if not guard.short_read:
                 imported.stopped = f"packet {count + 1} cannot be read ({error}): the file is corrupt there"
+        if conversation.size > max_bytes:
+            imported.stopped = (f"--max-bytes ({max_bytes}) reached at packet {count}; "
+                                "the rest of the file is not imported")
         if guard.short_read and not imported.stopped:
             imported.stopped = (f"the file ends in the middle of packet {count + 1} (it was cut "
                                 "short); the packets before it are imported")
