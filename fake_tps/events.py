@@ -1,20 +1,31 @@
-"""What the fake saw: its counters, and the notable things that happened, newest last.
+"""What the fake saw: its counters, its structured events, and the notable things
+that happened as text, newest last.
 
-Tests read both (the pytest plugin attaches the events of a test to its report);
-``python -m fake_tps`` prints the counters when it stops. Events quote a peer's
-text by a short prefix and are few (MAX_EVENTS), so a peer cannot make them grow.
+Tests read the counters and the texts (the pytest plugin attaches the texts of a test
+to its report); ``python -m fake_tps`` prints the counters when it stops. The texts
+quote a peer's text by a short prefix and are few (MAX_EVENTS), so a peer cannot make
+them grow. An ``Event`` is one structured record of each connect, register,
+heartbeat, relay, reply, close (with its reason) and fault fired, handed to the
+``on_event`` callable a FakeTPS was given, in the server's thread, as it happens;
+its fields are short (a peer's text is quoted by a prefix of FIELD_LIMIT characters).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+
 
 log = logging.getLogger("fake_tps")
 
 MAX_EVENTS = 200            # events kept
 MAX_EVENT = 300             # characters of one event text kept (peers choose what it quotes)
+FIELD_LIMIT = 64            # characters of a peer's text an Event field keeps
+KINDS = ("connect", "register", "heartbeat", "relay", "reply", "close", "fault")
 
 
 @dataclass
@@ -58,3 +69,36 @@ class EventLog:
     def since(self, seq: int) -> list[str]:
         """Event texts after sequence number ``seq``."""
         return [text for number, text in list(self.events) if number > seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing the fake did or saw: ``kind`` (one of KINDS), the peer's 'host:port',
+    and a few short fields (a serial, a status, a reason...), at ``time`` (epoch s)."""
+
+    kind: str
+    peer: str
+    fields: Mapping[str, str | int] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, str | int | float]:
+        """The event as one flat JSON-ready object: time, kind, peer, then the fields."""
+        return {"time": round(self.time, 6), "kind": self.kind, "peer": self.peer, **self.fields}
+
+    def __str__(self) -> str:
+        return " ".join([self.kind, self.peer, *(f"{name}={value}" for name, value in self.fields.items())])
+
+
+OnEvent = Callable[[Event], None]
+
+
+def make_event(kind: str, peer: str, fields: Mapping[str, object]) -> Event:
+    """An Event whose text fields are cut to FIELD_LIMIT characters (numbers stay)."""
+    return Event(kind, peer, MappingProxyType({name: _short(value) for name, value in fields.items()}))
+
+
+def _short(value: object) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= FIELD_LIMIT else f"{text[:FIELD_LIMIT]}... ({len(text)} characters)"

@@ -15,7 +15,7 @@ Hook functions see the server through ``Server``, the small public interface bel
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
@@ -42,8 +42,8 @@ class Server(Protocol):
     def status_reply(self, status: int) -> bytes:
         """A PrivateData-style reply in the form the server is set to."""
 
-    def close_peer(self, peer: Peer) -> None:
-        """Close ``peer`` and remove its table entries."""
+    def close_peer(self, peer: Peer, reason: str) -> None:
+        """Close ``peer`` and remove its table entries; ``reason`` goes into its close event."""
 
     def die(self) -> None:
         """Stop serving, as a crashed server would."""
@@ -213,7 +213,7 @@ def _drop_after_some(server: Server, sender: Peer, target: Peer,
 
 
 def _close_newer(server: Server, newer: Peer, older: Peer) -> bool:
-    server.close_peer(newer)
+    server.close_peer(newer, "takeover-closes-newer: closed the newer connection")
     return True
 
 
@@ -273,6 +273,7 @@ class Hooks:
     relay: tuple[RelayHook, ...] = ()
     takeover: tuple[TakeoverHook, ...] = ()
     read_size: int = net.RECV_SIZE      # one read takes this much (a field server's under ``read``)
+    names: Mapping[str, str] = field(default_factory=dict)  # hook -> the faults on it, for fault events
 
     @classmethod
     def of(cls, names: Collection[str]) -> Hooks:
@@ -292,5 +293,13 @@ class Hooks:
             private_data=tuple(fault.private_data for fault in faults
                                if fault.private_data is not None),
             relay=tuple(fault.relay for fault in faults if fault.relay is not None),
-            takeover=tuple(fault.takeover for fault in faults if fault.takeover is not None))
+            takeover=tuple(fault.takeover for fault in faults if fault.takeover is not None),
+            names=MappingProxyType({hook: ",".join(on) for hook in HOOKS
+                                    for on in [[name for name, fault in FAULTS.items()
+                                                if name in names and getattr(fault, hook) is not None]]
+                                    if on}))
+
+
+HOOKS = ("accept", "read", "message", "reply", "register_reply", "register", "second_serial",
+         "private_data", "relay", "takeover")
 

@@ -43,7 +43,7 @@ from tpsharness.errors import InvalidArgument, MessageTooLarge, ProtocolError
 from tpsharness.protocol import (BadRequest, Message, PrivateData, Reader, RegisterRequest, StrictReader,
                                  quote_text, register_reply, reply)
 
-from .events import Stats
+from .events import OnEvent, Stats
 from .faults import FAULTS, Fault, Hooks
 from .options import OPTIONS, FakeOptions, signature
 from .peer import Peer
@@ -70,12 +70,13 @@ class FakeTPS(Serving):
     runs in another thread they run in the server's, between two requests.
     """
 
-    def __init__(self, host: str = HOST, port: int = 0, **options: Any) -> None:
+    def __init__(self, host: str = HOST, port: int = 0, *, on_event: OnEvent | None = None,
+                 **options: Any) -> None:
         self._apply(FakeOptions().replace(**options))
-        super().__init__(host, _valid_port(port))
+        super().__init__(host, _valid_port(port), on_event)
 
     __init__.__signature__ = signature(  # type: ignore[attr-defined]
-        *list(inspect.signature(__init__).parameters.values())[:3])
+        *list(inspect.signature(__init__).parameters.values())[:4])
 
     # -- options ----------------------------------------------------------------------
 
@@ -104,8 +105,10 @@ class FakeTPS(Serving):
         return Reader(max_body=self.options.max_body, requests_only=True)
 
     def _open(self, sock: net.Socket) -> None:
+        self._emit("connect", sock.peer)
         for taken in self._hooks.accept:
             if taken(self, sock):
+                self._emit("fault", sock.peer, hook="accept", faults=self._hooks.names["accept"])
                 return
         peer = Peer(sock, self._new_reader(), self.options.idle_timeout, self.options.max_output,
                     self._overflowed, self._failed)
@@ -117,12 +120,12 @@ class FakeTPS(Serving):
             data = peer.sock.recv_nowait(hooks.read_size)
         except OSError as error:         # reset
             log.debug("connection %s ended: %s", peer.address, error)
-            self.close_peer(peer)
+            self.close_peer(peer, "reset by the peer")
             return
         if data is None:
             return
         if not data:
-            self.close_peer(peer)
+            self.close_peer(peer, "closed by the peer")
             return
         peer.last_received = now
         if hooks.read is not None:
@@ -143,8 +146,10 @@ class FakeTPS(Serving):
             if isinstance(error, MessageTooLarge) or strict:
                 self.stats.protocol_errors += 1
                 self.note(f"protocol error from {peer.address}, closed it: {error}")
-                self.send(peer, self.status_reply(413 if isinstance(error, MessageTooLarge) else 400))
-                self.close_peer(peer)
+                status = 413 if isinstance(error, MessageTooLarge) else 400
+                self._emit("reply", peer.address, status=status)
+                self.send(peer, self.status_reply(status))
+                self.close_peer(peer, "protocol error")
                 return
             peer.reader = self._new_reader()        # what was read is discarded
             self._handle(peer, BadRequest(str(error), error.data))
@@ -161,6 +166,7 @@ class FakeTPS(Serving):
             return
         for answered in self._hooks.message:
             if answered(self, peer, message):
+                self._fault_fired(peer, "message")
                 return
         if isinstance(message, RegisterRequest):
             self._register(peer, message)
@@ -185,17 +191,20 @@ class FakeTPS(Serving):
                       f"{quote_text(peer.serial)}: closed it")
             self.stats.dropped += 1
             first_serial = peer.serial
-            self.close_peer(peer)
+            self.close_peer(peer, "a second, unknown serial")
             for keep in self._hooks.second_serial:
                 keep(self, peer, first_serial)
+                self._fault_fired(peer, "second_serial")
             return
         if any(did_it(self, peer, serial, holder) for did_it in self._hooks.register):
-            pass
+            self._fault_fired(peer, "register")
         elif holder is peer:
             self.stats.heartbeats += 1
+            self._emit("heartbeat", peer.address, serial=serial)
         else:
             # A first serial, or one another connection holds: taken over (the holder is
             # closed); a connection that had a serial keeps that one too.
+            self._emit("register", peer.address, serial=serial)
             self._claim(serial, peer)
             if peer.serial is None:
                 peer.serial = serial
@@ -203,6 +212,7 @@ class FakeTPS(Serving):
         data = self._register_reply()
         for change in self._hooks.register_reply:
             data = change(data)
+            self._fault_fired(peer, "register_reply")
         self.send_reply(peer, data)
 
     def _private_data(self, peer: Peer, request: PrivateData) -> None:
@@ -214,6 +224,7 @@ class FakeTPS(Serving):
         target = self._table.get(request.dest)       # first: an unknown one changes nothing
         for handled in self._hooks.private_data:
             if handled(self, peer, request, target):
+                self._fault_fired(peer, "private_data")
                 return
         if target is None:
             self.stats.not_found += 1
@@ -231,15 +242,24 @@ class FakeTPS(Serving):
         relay = self._hooks.relay
         if not relay:
             self.stats.relays += 1
+            if self.on_event is not None:
+                self._relayed(peer, target, request, request.raw)
             target.send(request.raw)
             return
         copies: tuple[bytes, ...] = (request.raw,)
         for change in relay:
             target, copies = change(self, peer, target, copies)
+        self._fault_fired(peer, "relay")
         if copies:
             self.stats.relays += 1
         for raw in copies:
+            if self.on_event is not None:
+                self._relayed(peer, target, request, raw)
             target.send(raw)
+
+    def _relayed(self, peer: Peer, target: Peer, request: PrivateData, raw: bytes) -> None:
+        self._emit("relay", peer.address, to=target.address, src=request.src, dest=request.dest,
+                   bytes=len(raw))
 
     def _bad_request(self, peer: Peer, request: Message) -> None:
         reason = request.reason if isinstance(request, BadRequest) else \
@@ -255,11 +275,12 @@ class FakeTPS(Serving):
         if older is not None and older is not peer:
             for settled in self._hooks.takeover:
                 if settled(self, peer, older):
+                    self._fault_fired(peer, "takeover")
                     return
             self.note(f"{quote_text(uuid)} taken by {peer.address}: closed the older connection "
                       f"{older.address}")
             self.stats.replaced += 1
-            self.close_peer(older)
+            self.close_peer(older, f"replaced: {uuid} taken by {peer.address}")
         self._table[uuid] = peer
         peer.uuids[uuid] = None
 
@@ -277,7 +298,14 @@ class FakeTPS(Serving):
     def send_reply(self, peer: Peer, data: bytes) -> None:
         for change in self._hooks.reply:
             data = change(self, peer, data)
+            self._fault_fired(peer, "reply")
+        if self.on_event is not None:
+            status = data[9:12]
+            self._emit("reply", peer.address, status=int(status) if status.isdigit() else "not HTTP")
         peer.send(data)
+
+    def _fault_fired(self, peer: Peer, hook: str) -> None:
+        self._emit("fault", peer.address, hook=hook, faults=self._hooks.names[hook])
 
     def holder(self, uuid: str) -> Peer | None:
         return self._table.get(uuid)

@@ -23,7 +23,7 @@ from tpsharness.protocol import Message
 from tpsharness.syscalls import NewTask, Sleep, WaitReadable, kill, spawn
 
 from .bridge import CALL_TIMEOUT, Bridge, ServerThread
-from .events import EventLog, Stats
+from .events import EventLog, OnEvent, Stats, make_event
 from .faults import Hooks
 from .options import FakeOptions
 from .peer import Peer
@@ -43,7 +43,8 @@ class Serving:
     options: FakeOptions
     _hooks: Hooks
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, on_event: OnEvent | None = None) -> None:
+        self.on_event = on_event        # called with each Event, in the server's thread
         self.stats = Stats()
         self._log = EventLog()
         self._listener = net.listen(host, port)
@@ -98,7 +99,7 @@ class Serving:
         self._in_server(self._clear_now)
 
     def _clear_now(self) -> None:
-        self._close_all()
+        self._close_all("cleared")
         self.stats = Stats(open_connections=self.stats.open_connections)
 
     # -- serving ------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class Serving:
                     kill(tid)
             self._delayed.clear()
             self._listener.close()
-            self._close_all()
+            self._close_all("the server stopped")
             self.bridge.serving_in(None)
 
     async def _accept_loop(self) -> None:
@@ -155,7 +156,7 @@ class Serving:
         except Exception:
             log.exception("internal error serving %s", peer.address)
             self.note(f"internal error serving {peer.address}: closed it")
-            self.close_peer(peer)
+            self.close_peer(peer, "internal error")
 
     def _handle(self, peer: Peer, message: Message) -> None:
         delay = self.options.reply_delay
@@ -168,7 +169,7 @@ class Serving:
         if peer.delayed > self.options.max_output:
             self.note(f"dropped {peer.address}: {peer.delayed} bytes of requests wait out reply_delay")
             self.stats.dropped += 1
-            self.close_peer(peer)
+            self.close_peer(peer, "requests pile up under reply_delay")
             return
         self._delayed.append((monotonic() + delay, peer, message))
         if self._delayer is None:
@@ -201,13 +202,24 @@ class Serving:
                 self.stats.slow_closed += 1
                 self.note(f"closed {peer.address}: a request not whole {options.request_timeout:g} s "
                           f"after its first byte ({peer.reader.buffered} bytes of it)")
-                self.close_peer(peer)
+                self.close_peer(peer, "request timeout")
             elif now - peer.last_received >= peer.idle_timeout:
                 self.stats.idle_closed += 1
                 self.note(f"closed {peer.address}: nothing received for {peer.idle_timeout:g} s")
-                self.close_peer(peer)
+                self.close_peer(peer, "idle timeout")
         shortest = min(options.idle_timeout, options.bad_request_idle_timeout, options.request_timeout)
         self._next_sweep = now + min(1.0, max(0.01, shortest / 10))
+
+    def _emit(self, kind: str, peer: str, **fields: object) -> None:
+        """Hand an Event to ``on_event``, if any; its failure costs the listener, not us."""
+        on_event = self.on_event
+        if on_event is None:
+            return
+        try:
+            on_event(make_event(kind, peer, fields))
+        except Exception:
+            log.exception("on_event failed; events are no longer sent to %r", on_event)
+            self.on_event = None
 
     # -- what the protocol decides -------------------------------------------------------
 
@@ -238,12 +250,12 @@ class Serving:
     def _overflowed(self, peer: Peer) -> None:
         self.note(f"dropped {peer.address}: {peer.queued} bytes queued and it does not read")
         self.stats.dropped += 1
-        self.close_peer(peer)
+        self.close_peer(peer, "output queue full: it does not read")
 
     def _failed(self, peer: Peer, error: OSError) -> None:
-        self.close_peer(peer)
+        self.close_peer(peer, f"send failed: {error.strerror or error}")
 
-    def close_peer(self, peer: Peer) -> None:
+    def close_peer(self, peer: Peer, reason: str) -> None:
         """Close ``peer`` (FIN, no bytes) and remove every table entry it holds; requests
         of it that wait out reply_delay go (they would only be skipped)."""
         for uuid in peer.uuids:
@@ -256,18 +268,20 @@ class Serving:
         if self._peers.get(peer.sock.fd) is peer:
             del self._peers[peer.sock.fd]
             self.stats.open_connections -= 1
-        peer.close()
+        if not peer.closed:
+            peer.close()
+            self._emit("close", peer.address, reason=reason)
 
-    def _close_all(self) -> None:
+    def _close_all(self, reason: str) -> None:
         for peer in list(self._peers.values()):
-            self.close_peer(peer)
+            self.close_peer(peer, reason)
         self._table.clear()
 
     def die(self) -> None:
         """Stop serving as a crashed server would: the listener first (whoever sees a
         connection close then finds the server dead), then every connection."""
         self._listener.close()
-        self._close_all()
+        self._close_all("the server died")
         self.request_stop()
 
     # -- control: stop and calls from other threads ----------------------------------------

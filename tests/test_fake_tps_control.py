@@ -230,7 +230,8 @@ def test_configure_takes_exactly_the_options_by_name() -> None:
 
     from fake_tps import OPTIONS
     configurable = [name for name in inspect.signature(FakeTPS.configure).parameters if name != "self"]
-    constructed = [name for name in inspect.signature(FakeTPS).parameters if name not in ("host", "port")]
+    constructed = [name for name in inspect.signature(FakeTPS).parameters
+                   if name not in ("host", "port", "on_event")]
     assert configurable == constructed == list(OPTIONS)
 
 
