@@ -12,7 +12,7 @@ from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
 
 from .faults import FAULTS
-from .options import add_arguments, from_arguments
+from .options import FAULT_ALIASES, add_arguments, from_arguments
 from .server import FakeTPS
 
 
@@ -35,7 +35,10 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="faults (--fault NAME, repeatable):\n" + "\n".join(
             textwrap.fill(text, 100, initial_indent=f"  {name:25}", subsequent_indent=" " * 27)
-            for name, fault in FAULTS.items() for text in [fault.description]))
+            for name, text in [*((name, fault.description) for name, fault in FAULTS.items()),
+                               *((old, f"the old name of --profile {profile}, which it now selects "
+                                       f"(each read decided as field servers do)")
+                                 for old, profile in FAULT_ALIASES.items())]))
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s (tpsharness {__version__})")
     parser.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
     parser.add_argument("--port", type=_port, default=PORT,

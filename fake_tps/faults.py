@@ -1,8 +1,8 @@
 """The fake's injected faults, for the harness's own tests: one table, each entry one
 misbehaviour, what it does and the step of the server it changes.
 
-The server has a few hook points (accept, read, message, reply, register, private
-data, relay, takeover); a fault is a description plus the functions it puts on some
+The server has a few hook points (accept, message, reply, register, private data,
+relay, takeover); a fault is a description plus the functions it puts on some
 of them. The server groups the active faults' functions by hook when its faults are
 set (``Hooks``), so a step with no fault costs one truth test. A new fault is one
 entry of ``FAULTS`` (and, if no existing hook function fits, one small function
@@ -20,8 +20,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from tpsharness import net
-from tpsharness.errors import ProtocolError
-from tpsharness.protocol import NEED_DATA, BadRequest, Message, PrivateData, Reader, RegisterRequest
+from tpsharness.protocol import Message, PrivateData, RegisterRequest
 
 from .events import Stats
 from .peer import Peer
@@ -62,7 +61,6 @@ class Server(Protocol):
 
 
 AcceptHook = Callable[[Server, net.Socket], bool]               # True: it took the connection
-ReadHook = Callable[[Server, bytes], Message]                   # one read -> one message
 MessageHook = Callable[[Server, Peer, Message], bool]           # True: it answered (or swallowed)
 ReplyHook = Callable[[Server, Peer, bytes], bytes]              # what a reply becomes
 RegisterReplyHook = Callable[[bytes], bytes]                    # what a successful one becomes
@@ -74,7 +72,6 @@ RelayHook = Callable[[Server, Peer, Peer, "tuple[bytes, ...]"],
 TakeoverHook = Callable[[Server, Peer, Peer], bool]             # (newer, older); True: settled
 
 RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
-FIELD_READ_SIZE = 4096          # what a field server reads at once (one-read-one-message)
 GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
 CORRUPT_REGISTER_BODY = b'{"TransProxy": corrupt'
 
@@ -86,7 +83,6 @@ class Fault:
 
     description: str
     accept: AcceptHook | None = None
-    read: ReadHook | None = None
     message: MessageHook | None = None
     reply: ReplyHook | None = None
     register_reply: RegisterReplyHook | None = None
@@ -107,27 +103,6 @@ def _close_at_once(server: Server, sock: net.Socket) -> bool:
 def _reset_at_once(server: Server, sock: net.Socket) -> bool:
     sock.reset()
     return True
-
-
-def _read_as_field_server(server: Server, chunk: bytes) -> Message:
-    """What a field server makes of one read: the first message in it, a PrivateData
-    carrying the whole read (it relays what it read), or a 400."""
-    reader = Reader()
-    reader.feed(chunk)
-    try:
-        message = reader.next()
-    except ProtocolError as error:
-        return BadRequest(f"unreadable read: {error}", chunk)
-    head_end = chunk.find(b"\r\n\r\n")
-    if message is NEED_DATA and head_end >= 0 and chunk.startswith(b"POST /PrivateData "):
-        head = Reader()
-        head.feed(chunk[:head_end + 4].replace(b"Content-Length", b"X-Cut-Length"))
-        message = head.next()
-    if message is NEED_DATA:
-        return BadRequest(f"a read that is not a whole request ({len(chunk)} bytes)", chunk)
-    if isinstance(message, PrivateData):
-        return PrivateData(message.src, message.dest, message.auth_code, message.body, chunk)
-    return message
 
 
 def _swallow(server: Server, peer: Peer, message: Message) -> bool:
@@ -241,10 +216,6 @@ FAULTS: Mapping[str, Fault] = MappingProxyType({
                                    "registers a second serial, and die (stop serving) on private "
                                    "data for it", second_serial=_keep_dangling_entry,
                                    private_data=_die_on_dangling_entry),
-    "one-read-one-message": Fault("read like a field server: each TCP read (of up to 4096 bytes) "
-                                  "is one whole message, so split requests get 400s, pipelined "
-                                  "ones are swallowed, large bodies are cut (docs/protocol.md "
-                                  "section 3)", read=_read_as_field_server),
     # Plausible server bugs, planted for tpsharness fuzz to find.
     "forget-after-heartbeat": Fault("drop a serial's table entry when its device heartbeats (the "
                                     "heartbeat is still answered 200)", register=_forget_on_heartbeat),
@@ -263,7 +234,6 @@ class Hooks:
     server reads on its hot path (an empty tuple: that step runs as in the field)."""
 
     accept: tuple[AcceptHook, ...] = ()
-    read: ReadHook | None = None
     message: tuple[MessageHook, ...] = ()
     reply: tuple[ReplyHook, ...] = ()
     register_reply: tuple[RegisterReplyHook, ...] = ()
@@ -272,17 +242,13 @@ class Hooks:
     private_data: tuple[PrivateDataHook, ...] = ()
     relay: tuple[RelayHook, ...] = ()
     takeover: tuple[TakeoverHook, ...] = ()
-    read_size: int = net.RECV_SIZE      # one read takes this much (a field server's under ``read``)
     names: Mapping[str, str] = field(default_factory=dict)  # hook -> the faults on it, for fault events
 
     @classmethod
     def of(cls, names: Collection[str]) -> Hooks:
         faults = [fault for name, fault in FAULTS.items() if name in names]
-        reads = [fault.read for fault in faults if fault.read is not None]
         return cls(
             accept=tuple(fault.accept for fault in faults if fault.accept is not None),
-            read=reads[0] if reads else None,
-            read_size=FIELD_READ_SIZE if reads else net.RECV_SIZE,
             message=tuple(fault.message for fault in faults if fault.message is not None),
             reply=tuple(fault.reply for fault in faults if fault.reply is not None),
             register_reply=tuple(fault.register_reply for fault in faults
@@ -300,6 +266,6 @@ class Hooks:
                                     if on}))
 
 
-HOOKS = ("accept", "read", "message", "reply", "register_reply", "register", "second_serial",
+HOOKS = ("accept", "message", "reply", "register_reply", "register", "second_serial",
          "private_data", "relay", "takeover")
 

@@ -22,14 +22,17 @@ from tpsharness.protocol import DEFAULT_MAX_BODY
 
 from .faults import FAULTS
 
-__all__ = ["FakeOptions", "OPTIONS", "MAX_REPLY_DELAY", "add_arguments", "from_arguments",
-           "scenario_options", "signature"]
+__all__ = ["FakeOptions", "OPTIONS", "PROFILES", "FAULT_ALIASES", "MAX_REPLY_DELAY", "add_arguments",
+           "from_arguments", "scenario_options", "signature"]
 
 T = TypeVar("T")
 
 MAX_SECONDS = 3600.0            # a timeout longer than an hour is a typo in a test fake
 MAX_REPLY_DELAY = 60.0          # longer only wedges whoever waits (and the server's own stop)
 MAX_BYTES = 64 * 1024 * 1024    # what one peer may make the fake hold
+PROFILES = ("default", "field")
+# Old names: a fault that became a profile (a fault name given where it was) -> the profile.
+FAULT_ALIASES = {"one-read-one-message": "field"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Bound:
     metavar: str | None = None
     flag: str | None = None         # the command-line flag, if not --NAME-WITH-DASHES
     scenario: bool = True           # a scenario's "fake" object may set it
+    choices: tuple[str, ...] = ()   # the values a text option may take
 
 
 def _option(default: T, help: str, **bound: Any) -> T:
@@ -76,11 +80,22 @@ class FakeOptions:
                                  least=0, most=MAX_REPLY_DELAY, metavar="SECONDS")
     faults: Collection[str] = _option(frozenset(), "inject a fault (repeatable); see the list below",
                                       metavar="NAME", flag="--fault")
+    profile: str = _option("default", "how each read is decided: 'default' frames requests by "
+                                      "Content-Length; 'field' decides each read of up to 4096 bytes "
+                                      "as field servers do, rule by rule (docs/protocol.md section 3.1)",
+                           choices=PROFILES)
 
     def __post_init__(self) -> None:
         for option in fields(self):
             checked = _check(option.name, _KINDS[option.name], getattr(self, option.name))
             object.__setattr__(self, option.name, checked)
+        for old, profile in FAULT_ALIASES.items():
+            if old in self.faults:
+                object.__setattr__(self, "faults", frozenset(self.faults) - {old})
+                object.__setattr__(self, "profile", profile)
+        if self.profile == "field" and self.strict_http:
+            raise InvalidArgument("strict_http reads requests with h11 and the field profile reads "
+                                  "each read as field servers do: choose one")
 
     def replace(self, **changes: Any) -> FakeOptions:
         """These options with ``changes``; TypeError for a name that is no option."""
@@ -107,6 +122,10 @@ def _check(name: str, kind: str, value: object) -> Any:
         if value is not None and not isinstance(value, str):
             raise InvalidArgument(f"{name} must be a string or None, not {value!r}")
         return value
+    if kind == "str":
+        if value not in bound.choices:
+            raise InvalidArgument(f"{name} must be one of {', '.join(bound.choices)}, not {value!r}")
+        return value
     if kind == "Collection[str]":
         return _known_faults(value)
     whole = kind == "int"
@@ -132,7 +151,7 @@ def _known_faults(faults: object) -> frozenset[str]:
     if isinstance(faults, (str, bytes)) or not isinstance(faults, Collection):
         raise InvalidArgument(f"faults must be a list of fault names, not {faults!r}")
     chosen = frozenset(faults)
-    unknown = sorted(str(name) for name in chosen - FAULTS.keys())
+    unknown = sorted(str(name) for name in chosen - FAULTS.keys() - FAULT_ALIASES.keys())
     if unknown:
         raise InvalidArgument(f"unknown fault {', '.join(map(repr, unknown))} (known: {', '.join(FAULTS)})")
     return chosen
@@ -168,8 +187,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if option.type == "bool":
             parser.add_argument(flag, action="store_true", dest=name, help=bound.help)
         elif option.type == "Collection[str]":
-            parser.add_argument(flag, action="append", default=[], choices=list(FAULTS), dest=name,
-                                metavar=bound.metavar, help=bound.help)
+            parser.add_argument(flag, action="append", default=[], choices=[*FAULTS, *FAULT_ALIASES],
+                                dest=name, metavar=bound.metavar, help=bound.help)
+        elif option.type == "str":
+            parser.add_argument(flag, choices=bound.choices, default=default, dest=name,
+                                help=f"{bound.help} (default {default})")
         elif option.type == "str | None":
             parser.add_argument(flag, dest=name, metavar=bound.metavar, help=bound.help)
         else:
@@ -191,6 +213,6 @@ def scenario_options() -> dict[str, tuple[ScenarioKind, float | None, float | No
     """The options a scenario's "fake" object may set, as JSON sees them: name ->
     (type, least, most); the values are then checked by FakeOptions itself."""
     kinds: dict[str, ScenarioKind] = {"int": int, "float": (int, float), "bool": bool,
-                                      "str | None": str, "Collection[str]": list}
+                                      "str | None": str, "str": str, "Collection[str]": list}
     return {option.name: (kinds[str(option.type)], _BOUNDS[option.name].least, _BOUNDS[option.name].most)
             for option in fields(FakeOptions) if _BOUNDS[option.name].scenario}

@@ -43,6 +43,7 @@ from tpsharness.errors import InvalidArgument, MessageTooLarge, ProtocolError
 from tpsharness.protocol import (BadRequest, Message, PrivateData, Reader, RegisterRequest, StrictReader,
                                  quote_text, register_reply, reply)
 
+from . import field
 from .events import OnEvent, Stats
 from .faults import FAULTS, Fault, Hooks
 from .options import OPTIONS, FakeOptions, signature
@@ -115,9 +116,9 @@ class FakeTPS(Serving):
         self._add(peer)
 
     def _read_from(self, peer: Peer, now: float) -> None:
-        hooks = self._hooks
+        by_field_rules = self.options.profile == "field"
         try:
-            data = peer.sock.recv_nowait(hooks.read_size)
+            data = peer.sock.recv_nowait(field.READ_SIZE if by_field_rules else net.RECV_SIZE)
         except OSError as error:         # reset
             log.debug("connection %s ended: %s", peer.address, error)
             self.close_peer(peer, "reset by the peer")
@@ -128,8 +129,8 @@ class FakeTPS(Serving):
             self.close_peer(peer, "closed by the peer")
             return
         peer.last_received = now
-        if hooks.read is not None:
-            self._handle(peer, hooks.read(self, data))
+        if by_field_rules:                  # each read is one message (docs/protocol.md 3.1)
+            self._handle(peer, field.read(data))
             return
         reader = peer.reader
         strict = self.options.strict_http
@@ -182,6 +183,10 @@ class FakeTPS(Serving):
             self.send_reply(peer, self._register_reply(error_num="401", error_string="Unauthorized"))
             return
         serial = request.serial
+        if not serial:                      # only the field profile reads one (rule 3)
+            self.note(f"{peer.address} registered an empty serial: answered, entered nothing")
+            self.send_reply(peer, self._register_reply())
+            return
         holder = self._table.get(serial)
         if peer.serial is not None and holder is None:
             # A second, unknown serial: the field server closes such a connection without
@@ -266,7 +271,8 @@ class FakeTPS(Serving):
             f"a reply ({getattr(request, 'status', '?')}) where a request belongs"
         self.note(f"400 to {peer.address}: {reason}")
         self.stats.bad_requests += 1
-        peer.idle_timeout = min(peer.idle_timeout, self.options.bad_request_idle_timeout)
+        if not isinstance(request, field.Refused):      # unrecognised input (section 3)
+            peer.idle_timeout = min(peer.idle_timeout, self.options.bad_request_idle_timeout)
         self.send_reply(peer, self._replies[400])
 
     def _claim(self, uuid: str, peer: Peer) -> None:

@@ -168,7 +168,7 @@ def test_a_call_made_as_serve_ends_is_run_not_left_waiting(fake: FakeTPS) -> Non
 
 # -- the fault catalogue -------------------------------------------------------------------------
 
-HOOKS = ("accept", "read", "message", "reply", "register_reply", "register", "second_serial",
+HOOKS = ("accept", "message", "reply", "register_reply", "register", "second_serial",
          "private_data", "relay", "takeover")
 
 

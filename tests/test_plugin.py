@@ -467,7 +467,7 @@ def test_conformance_passes_completely_against_the_bundled_fake():
 
 @pytest.mark.slow
 def test_conformance_reports_field_framing_as_xfails_with_reasons():
-    server = FakeTPS(faults=["one-read-one-message"])
+    server = FakeTPS(profile="field")
     with server.start_in_thread():
         result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "-rxs")
     assert result.returncode == 0, result.stdout[-3000:]

@@ -121,7 +121,8 @@ def test_the_fake_object_allows_behaviour_options_only(tmp_path, fake, says):
 def test_every_behaviour_option_is_accepted():
     fake = {"keepalive_interval": 30, "idle_timeout": 2.5, "bad_request_idle_timeout": 0.3,
             "request_timeout": 1, "reply_delay": 0.01, "max_body": 1024, "nul_replies": True,
-            "strict_http": False, "check_auth": "1234", "faults": ["silent", "drop-relays"]}
+            "strict_http": False, "check_auth": "1234", "faults": ["silent", "drop-relays"],
+            "profile": "field"}
     assert set(fake) == set(FAKE_OPTIONS)
     validate(scenario_with(WAIT, fake=fake))
 

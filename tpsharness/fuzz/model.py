@@ -1,8 +1,8 @@
 """The reference model: the bundled fake TPS, run in the fuzzer's own kernel.
 
-``strict`` is the fake as it is; ``field`` adds the field server's framing (each TCP
-read is one message, docs/protocol.md section 3), so that a field server's known
-framing is not reported again and again.
+``strict`` is the fake's default profile; ``field`` is its field profile, which
+decides each TCP read as field servers do, rule by rule (docs/protocol.md section
+3.1), so that a field-like server's framing is not reported again and again.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from ..defaults import HOST
 if TYPE_CHECKING:
     from fake_tps import FakeTPS
 
-MODELS: dict[str, tuple[str, ...]] = {
-    "strict": (),
-    "field": ("one-read-one-message",),
+MODELS: dict[str, str] = {          # model name -> the fake's profile
+    "strict": "default",
+    "field": "field",
 }
 
 
 def make_model(name: str) -> FakeTPS:
-    """A fresh fake TPS on a free loopback port, with the faults model ``name`` names."""
+    """A fresh fake TPS on a free loopback port, in the profile model ``name`` names."""
     from fake_tps import FakeTPS        # the fake ships beside tpsharness
 
-    return FakeTPS(HOST, 0, faults=MODELS[name])
+    return FakeTPS(HOST, 0, profile=MODELS[name])
