@@ -9,6 +9,9 @@
 2. Each planted fault, fuzzed through --server-cmd until the first finding, over
    --seeds seeds: the median time until the first difference was seen and until it
    was shrunk and confirmed, and the minimal program's length (goal: <= 30 s, <= 6).
+3. With --field-profile: the fake's field profile (a process, python -m fake_tps
+   --profile field) against --model field for --seconds, seeds 1 to --seeds: must
+   find nothing (issue 17), and nothing else runs.
 """
 
 import argparse
@@ -73,6 +76,17 @@ def time_to_find(fault: str, seeds: int, budget: float) -> None:
           f"{min(lengths)}-{max(lengths)} steps, {missed} of {seeds} runs missed it", flush=True)
 
 
+def field_profile(seconds: float, seeds: int) -> None:
+    """The field profile against the field model, one run per seed: no finding."""
+    for seed in range(1, seeds + 1):
+        report = fuzz(f"{FAKE} --profile field", budget=seconds, seed=seed, model="field")
+        print(f"field profile seed {seed}: {report.programs:6} programs {report.steps:7} steps in "
+              f"{report.elapsed:5.1f} s: {report.steps_per_second:6.0f} steps/s, "
+              f"{len(report.findings)} findings, {len(report.unrepeatable)} unrepeatable", flush=True)
+        for finding in report.findings.values():
+            print(f"    FALSE POSITIVE {finding.difference.describe()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each self-test run")
@@ -80,9 +94,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=90.0, help="budget of each fault run")
     parser.add_argument("--quick", action="store_true", help="a few seconds of everything")
     parser.add_argument("--skip-load", action="store_true", help="no run under CPU load")
+    parser.add_argument("--field-profile", action="store_true",
+                        help="only the field profile against --model field, seeds 1 to --seeds")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.seeds, args.budget = 3.0, 1, 60.0
+    if args.field_profile:
+        field_profile(args.seconds, args.seeds)
+        return
     self_test(args.seconds, "idle", seed=1)
     if not args.skip_load:
         busy = spinners(os.cpu_count() or 2)
