@@ -25,8 +25,10 @@ removed (the field server kept a dangling one and later crashed). With
 Unauthorized``; with ``strict_http``, a request that is not strict HTTP/1.1 gets 400
 and a close.
 
-The options are ``fake_tps.options``; the faults ``fake_tps.faults``; control from
-other threads ``fake_tps.bridge``.
+Under ``profile="field"`` each read is decided by ``fake_tps.field`` instead of
+framed (docs/protocol.md section 3.1); the table's rules below are the same. The
+options are ``fake_tps.options``; the faults ``fake_tps.faults``; the serving
+machinery ``fake_tps.serving``.
 """
 
 from __future__ import annotations

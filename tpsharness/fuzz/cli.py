@@ -105,7 +105,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if command is None and args.host is None:
         command = SELF_TEST_COMMAND.replace("{python}", sys.executable)
         if args.model == "field":
-            command += " --fault one-read-one-message"
+            command += " --profile field"
     server: ServerProcess | None = None
     target: Address
     interrupted = False
