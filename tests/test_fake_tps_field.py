@@ -408,3 +408,19 @@ def test_the_fuzz_benchmark_row_fuzzes_the_profile_against_the_field_model_and_f
                           capture_output=True, text=True, timeout=25)
     assert done.returncode == 0, done.stderr
     assert re.search(r"^field profile seed 1: +\d+ programs .* 0 findings", done.stdout, re.M), done.stdout
+
+
+def test_the_field_model_compares_a_relay_longer_than_one_read_by_that_read() -> None:
+    """A cut field read is completed, on the device's side, by whatever arrives next
+    (here a register reply, whose UtcTime differs between the model's run and the
+    server's): only its first 4096 bytes are the server's doing."""
+    from tpsharness.fuzz.compare import first_difference
+    from tpsharness.fuzz.observations import Relay, Seen
+
+    cut = private_data_request("app", "cam-1", b"p" * 5000)[:4096]
+    model = Seen([Relay(cut + b"UtcTime 1795545036" + b"x" * 900)])
+    server = Seen([Relay(cut + b"UtcTime 1795545037" + b"x" * 900)])
+    assert first_difference([{"cam1": model}], [{"cam1": server}], "cam1", exact_tails=False) is None
+    assert first_difference([{"cam1": model}], [{"cam1": server}], "cam1") is not None
+    other = Seen([Relay(cut[:-1] + b"?" + b"UtcTime 1795545036" + b"x" * 900)])
+    assert first_difference([{"cam1": model}], [{"cam1": other}], "cam1", exact_tails=False) is not None
