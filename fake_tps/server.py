@@ -185,10 +185,6 @@ class FakeTPS(Serving):
             self.send_reply(peer, self._register_reply(error_num="401", error_string="Unauthorized"))
             return
         serial = request.serial
-        if not serial:                      # only the field profile reads one (rule 3)
-            self.note(f"{peer.address} registered an empty serial: answered, entered nothing")
-            self.send_reply(peer, self._register_reply())
-            return
         holder = self._table.get(serial)
         if peer.serial is not None and holder is None:
             # A second, unknown serial: the field server closes such a connection without
@@ -202,6 +198,10 @@ class FakeTPS(Serving):
             for keep in self._hooks.second_serial:
                 keep(self, peer, first_serial)
                 self._fault_fired(peer, "second_serial")
+            return
+        if not serial:      # only the field profile reads one (3.1 rule 3), on a fresh connection
+            self.note(f"{peer.address} registered an empty serial: answered, entered nothing")
+            self.send_reply(peer, self._register_reply())
             return
         if any(did_it(self, peer, serial, holder) for did_it in self._hooks.register):
             self._fault_fired(peer, "register")

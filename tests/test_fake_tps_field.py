@@ -189,6 +189,16 @@ def test_rule_3_a_null_or_empty_serial_gets_200_and_is_not_entered(field_fake: F
     assert not device.closed_by_server(0.1)
 
 
+def test_rule_3_an_empty_serial_on_a_registered_connection_is_a_second_unknown_serial(
+        field_fake: FakeTPS, field: Connect) -> None:
+    """As the field server does it: the table's rule comes first (it then crashed on
+    the dangling first serial; the profile forgets it)."""
+    device = registered(field, "cam-1")
+    device.send(register_with(register_json(b'""')))
+    assert device.closed_by_server() and device.reader.buffered == 0
+    assert field_fake.registered() == set()
+
+
 def test_default_a_null_serial_gets_400(default: Connect) -> None:
     device = default()
     device.send(register_with(register_json(b"null")))
