@@ -145,6 +145,10 @@ def _out_of_bounds(value: float, least: float, most: float) -> str | None:
     return None
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _validate_fake(options: dict[str, Any], fail: Callable[[str, str], NoReturn]) -> None:
     """The 'fake' object: behaviour options of FakeTPS only, each of its type and bounds."""
     where = "'fake'"
@@ -162,7 +166,7 @@ def _validate_fake(options: dict[str, Any], fail: Callable[[str, str], NoReturn]
     try:
         _fake_options.FakeOptions(**options)
     except InvalidArgument as error:    # what JSON's types let through (fault names...)
-        fail(where, f"{str(error)[:200]} (the faults and options are listed by "
+        fail(where, f"{_cut(str(error), 100)} (the faults and options are listed by "
                     "python -m fake_tps --help and in docs/protocol.md section 4)")
 
 
