@@ -59,6 +59,9 @@ def test_the_kernel_times_a_wait_out_at_the_deadline_passed_down():
 
 
 def test_a_check_that_took_longer_than_its_timeout_is_not_ok(fake):
+    # Each reply waits 5 ms, so no check can end within 1 ms (a warm fake could otherwise
+    # answer a whole check in less, and the test would fail by luck).
+    fake.configure(reply_delay=0.005)
     result = check(*fake.address, timeout=0.001)
     assert not result.ok, result.message
     # Which way 1 ms runs out depends on where the clock is: inside a wait (that wait
