@@ -344,12 +344,13 @@ def test_the_summary_warns_when_a_worker_was_busier_than_90_percent():
 
 # -- files and the report ----------------------------------------------------------------------
 
-def test_two_runs_json_files_merge_exactly(tmp_path):
+def test_json_files_of_one_configuration_merge_exactly(tmp_path):
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
-    for path in paths:
-        code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
-                           "--json", str(path))
-        assert code == 0, out
+    with FakeProcess() as (host, port):
+        for path in paths:
+            code, out, _ = cli("load", host, str(port), "--devices", "4", "--clients", "2", "--duration",
+                               "1", "--quiet", "--json", str(path))
+            assert code == 0, out
     first, second = (LoadResult.read_json(p) for p in paths)
     merged = LoadResult.merged([first, second])
     assert merged.delivered == first.delivered + second.delivered
@@ -368,21 +369,27 @@ def test_csv_files_hold_the_time_series(tmp_path):
     assert (tmp_path / "run_latency.csv").read_text().splitlines()[0].startswith("phase,count,p50_ms")
 
 
-def test_the_report_merges_result_files_into_one_page_with_its_charts(tmp_path, capsys):
+def test_the_report_shows_each_run_with_its_own_configuration_and_rates(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from tpsharness.cli import main
     paths = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
-    tpsharness.load(window=2, **SHORT).write_json(paths[0])
-    tpsharness.load(rate=300, **SHORT).write_json(paths[1])
+    runs = [tpsharness.load(window=2, **SHORT),
+            tpsharness.load(rate=300, **dict(SHORT, devices=6, clients=3, duration=2.0))]
+    for run, path in zip(runs, paths):
+        run.write_json(path)
     page = tmp_path / "report.html"
     assert main(["report", *paths, "-o", str(page)]) == 0
-    assert "2 result files" in capsys.readouterr().out
+    assert "2 runs (2 passed, 0 failed)" in capsys.readouterr().out
     text = page.read_text()
-    assert text.count('src="data:image/png;base64,') == 3
+    assert text.count('src="data:image/png;base64,') == 5        # 2 per run, and the distributions
     for title in ("Throughput over time", "Relay latency over time", "Latency distribution"):
-        assert f"<h2>{title}</h2>" in text
-    delivered = sum(LoadResult.read_json(p).delivered for p in paths)
-    assert re.search(rf"^delivered +{delivered:,} ", text, re.M)
+        assert f"<h3>{title}</h3>" in text
+    for run in runs:
+        again = LoadResult.read_json(paths[runs.index(run)])
+        assert f"{again.config['devices']} devices, {again.config['clients']} clients" in text
+        # each run's rate is its own count over its own duration, never a sum over the first's
+        assert re.search(rf"^delivered +{run.delivered:,} +{run.delivered / run.duration:,.1f}$", text, re.M)
+    assert "8 devices, 4 clients, closed loop, window 2" in text and "6 devices, 3 clients, open loop 300" in text
 
 
 def test_the_report_refuses_a_file_that_is_not_a_result(tmp_path):

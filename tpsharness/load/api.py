@@ -17,7 +17,7 @@ def load(host: str | None = None, port: int | None = None, *, devices: int = 100
          duration: float = 10.0, rate: float | None = None, window: int | None = None,
          payload_size: int = 64, ramp: float = 0.0, heartbeat: bool = False, reply_every: int = 0,
          workers: int = 1, tx: Iterable[str] = (), thresholds: Iterable[str] = (),
-         timeout: float = TIMEOUT, drain: float | None = None, auth_code: str = AUTH_CODE,
+         integrity: bool = True, timeout: float = TIMEOUT, drain: float | None = None, auth_code: str = AUTH_CODE,
          on_tick: Callable[[dict[str, Any]], None] | None = None, fake_args: Sequence[str] = (),
          on_fake_started: Callable[[tuple[str, int]], None] | None = None) -> LoadResult:
     """Drive ``devices`` held devices and ``clients`` senders against the TPS at
@@ -26,11 +26,14 @@ def load(host: str | None = None, port: int | None = None, *, devices: int = 100
 
     Without ``host``, the bundled fake TPS runs in a process of its own (``fake_args``
     are its options; ``on_fake_started(address)`` is called once it listens). ``workers`` > 1 or ``tx`` specs run workers through execnet.
-    ``thresholds`` ('relay.p99<50ms', ...) are checked into ``result.thresholds``;
-    ``result.exit_code`` is 0, 1 (a threshold failed) or 2 (the run could not be
-    carried out). LoadUsageError for impossible parameters.
+    ``thresholds`` ('relay.p99<50ms', ...) are checked into ``result.thresholds``,
+    after the integrity defaults (``misrouted==0``, ``lost==0``, ``corrupted==0``,
+    ``duplicated==0``, ``reordered==0``; a threshold of the user's on one of those
+    counts replaces its default; ``integrity=False`` drops them). ``result.verdict``
+    says the run in one line; ``result.exit_code`` is 0, 1 (a threshold failed) or 2
+    (the run could not be carried out). LoadUsageError for impossible parameters.
     """
-    checks = parse_all(thresholds)
+    checks = parse_all(thresholds, integrity=integrity)
     config = LoadConfig(None, devices=devices, clients=clients, duration=duration, rate=rate,
                         window=window, payload_size=payload_size, ramp=ramp, heartbeat=heartbeat,
                         reply_every=reply_every, timeout=timeout, drain=drain, auth_code=auth_code)

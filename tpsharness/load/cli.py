@@ -1,7 +1,9 @@
-"""``python -m tpsharness load`` and ``python -m tpsharness report``: parsers and handlers.
+"""``tpsharness load`` and ``tpsharness report``: parsers and handlers.
 
-Exit status of load: 0 every threshold held, 1 one failed, 2 the run could not be
-carried out (the TPS refused or died: what was measured is still shown), 3 usage.
+Exit status of load: 0 every threshold held (the integrity ones by default), 1 one
+failed, 2 the run could not be carried out (the TPS refused or died, a worker died:
+what was measured is still shown), 3 usage (and a missing extra). report: 0, or 3
+for a file it cannot use.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import argparse
 import sys
 
 from ..defaults import PORT, TIMEOUT
+from ..errors import InvalidArgument, UsageError
 
 USAGE = 3
 NOT_CARRIED_OUT = 2
+_EXTRAS = {"load": ("hdrh", "execnet"), "report": ("hdrh", "execnet", "matplotlib")}
 
 
 def _positive_int(text: str) -> int:
@@ -66,7 +70,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     load.add_argument("--tx", action="append", default=[], metavar="SPEC",
                       help="a worker per SPEC, xdist style: popen, ssh=user@host//python=/venv/bin/python")
     load.add_argument("--threshold", action="append", default=[], metavar="EXPR",
-                      help="'relay.p99<50ms', 'lost==0', 'errors.rate<0.1%%', 'delivered.rate>=20000/s'")
+                      help="'relay.p99<50ms', 'lost.rate<0.1%%', 'errors.rate<0.1%%', 'delivered.rate>=20000/s'; "
+                           "one on misrouted, lost, corrupted, duplicated or reordered replaces its default (==0)")
+    load.add_argument("--no-integrity-thresholds", dest="integrity", action="store_false",
+                      help="do not hold the run to misrouted==0, lost==0, corrupted==0, duplicated==0 and "
+                           "reordered==0 (a run that only measures speed; the counts are still shown)")
     load.add_argument("--json", metavar="FILE", help="write the result, histograms included, as JSON")
     load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv and PREFIX_latency.csv")
     load.add_argument("--quiet", action="store_true", help="no progress line")
@@ -84,26 +92,29 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     report.set_defaults(handler=cmd_report)
 
 
-def _usage(args: argparse.Namespace, message: str) -> int:
-    print(f"usage: python -m tpsharness load [HOST PORT] --devices N --clients M --duration S "
-          f"[--rate R | --window W] ...", file=sys.stderr)
-    print(f"tpsharness load: error: {message}", file=sys.stderr)
+def missing_extra(command: str, error: ImportError) -> int:
+    """One line naming the pip command for an extra that is not installed; USAGE.
+    An ImportError of anything else is a bug, and raised again."""
+    if (error.name or "").split(".")[0] not in _EXTRAS[command]:
+        raise error
+    print(f"tpsharness {command}: needs the '{command}' extra: pip install 'tpsharness[{command}]'",
+          file=sys.stderr)
     return USAGE
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from .config import LoadUsageError
+    """The load command; a usage error is raised as UsageError, which the command
+    line reports with the usage of ``tpsharness load``."""
+    from ..errors import LoadUsageError
 
     if args.port is not None and args.host is None:
-        return _usage(args, "a PORT without a HOST")
+        raise UsageError("a PORT without a HOST")
     if args.port is not None and not 0 < args.port < 65536:
-        return _usage(args, f"PORT must be 1-65535, not {args.port}")
+        raise UsageError(f"PORT must be 1-65535, not {args.port}")
     try:
         from . import api, output
     except ImportError as error:
-        print(f"tpsharness load: needs the 'load' extra (pip install 'tpsharness[load]'): {error}",
-              file=sys.stderr)
-        return USAGE
+        return missing_extra("load", error)
     progress = None if args.quiet else output.Progress()
 
     def announce(address: tuple[str, int]) -> None:
@@ -115,10 +126,12 @@ def cmd_load(args: argparse.Namespace) -> int:
                           duration=args.duration, rate=args.rate, window=args.window,
                           payload_size=args.payload_size, ramp=args.ramp, heartbeat=args.heartbeat,
                           reply_every=args.reply_every, timeout=args.timeout, workers=args.workers,
-                          tx=args.tx, thresholds=args.threshold, on_tick=progress,
-                          fake_args=args.fake_option, on_fake_started=announce)
+                          tx=args.tx, thresholds=args.threshold, integrity=args.integrity,
+                          on_tick=progress, fake_args=args.fake_option, on_fake_started=announce)
     except LoadUsageError as error:
-        return _usage(args, str(error))
+        if progress is not None:
+            progress.done()
+        raise UsageError(str(error)) from None
     except (OSError, RuntimeError) as error:
         if progress is not None:
             progress.done()
@@ -139,13 +152,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         from .report import write_report
     except ImportError as error:
-        print(f"tpsharness report: needs the 'report' extra (pip install 'tpsharness[report]'): {error}",
-              file=sys.stderr)
-        return USAGE
+        return missing_extra("report", error)
     try:
         summary = write_report(args.results, args.output)
-    except (OSError, ValueError) as error:
+    except ImportError as error:        # matplotlib is imported when the first chart is drawn
+        return missing_extra("report", error)
+    except InvalidArgument as error:
         print(f"tpsharness report: {error}", file=sys.stderr)
+        return USAGE
+    except OSError as error:
+        print(f"tpsharness report: {error.filename or args.output}: {error.strerror or error}",
+              file=sys.stderr)
         return USAGE
     print(f"wrote {args.output}: {summary}")
     return 0

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..deadline import MAX_TIMEOUT
 from ..defaults import AUTH_CODE, TIMEOUT
-
+from ..errors import LoadUsageError
 from .payload import HEADER_SIZE
 
-
-from ..errors import LoadUsageError  # noqa: F401  (defined with every error; imported here as before)
-
+__all__ = ["LoadConfig", "LoadUsageError"]
 
 MAX_CLIENTS_PER_DEVICE = 1000       # more is not a load test but a typo
+MAX_DURATION = 86_400.0             # a day: the per-second series stays a few tens of MB
+MAX_RAMP = MAX_TIMEOUT
+MAX_RATE = 10_000_000.0             # messages/s in total: no generator offers more
+MAX_IN_FLIGHT = 1_000_000           # window x clients: messages in flight at once
+MAX_CONNECTIONS = 1_000_000         # devices + clients of one run
 
 
 @dataclass
@@ -64,26 +69,47 @@ class LoadConfig:
             if not condition:
                 raise LoadUsageError(message)
 
+        def seconds(name: str, value: float, low: float, high: float, above: bool = False) -> None:
+            need(isinstance(value, (int, float)) and math.isfinite(value),
+                 f"{name} must be a finite number of seconds, not {value!r}")
+            if above:
+                need(value > low, f"{name} must be above {low:g} s, not {value:g}")
+            else:
+                need(value >= low, f"{name} must be {low:g} s or more, not {value:g}")
+            need(value <= high, f"{name} must be at most {high:g} s, not {value:g}")
+
         need(isinstance(self.devices, int) and self.devices >= 1, f"--devices must be at least 1, not {self.devices}")
         need(isinstance(self.clients, int) and self.clients >= 1, f"--clients must be at least 1, not {self.clients}")
+        need(self.devices + self.clients <= MAX_CONNECTIONS,
+             f"{self.devices + self.clients:,} connections is over {MAX_CONNECTIONS:,} for one run")
         need(self.clients <= self.devices * MAX_CLIENTS_PER_DEVICE,
              f"{self.clients} clients for {self.devices} devices is over {MAX_CLIENTS_PER_DEVICE} per device")
-        need(self.duration > 0, f"--duration must be above 0 s, not {self.duration:g}")
+        seconds("--duration", self.duration, 0.0, MAX_DURATION, above=True)
         need(self.rate is None or self.window is None, "give --rate or --window, not both")
         if self.rate is None and self.window is None:
             self.window = 1
         if self.rate is not None:
+            need(isinstance(self.rate, (int, float)) and math.isfinite(self.rate),
+                 f"--rate must be a finite number of messages/s, not {self.rate!r}")
             need(self.rate > 0, f"--rate must be above 0 messages/s, not {self.rate:g}")
+            need(self.rate <= MAX_RATE, f"--rate must be at most {MAX_RATE:,.0f} messages/s "
+                 f"(more than a generator can offer), not {self.rate:g}")
         else:
-            need(isinstance(self.window, int) and self.window >= 1, f"--window must be at least 1, not {self.window}")
+            window = self.window
+            need(isinstance(window, int) and window >= 1, f"--window must be at least 1, not {window}")
+            assert isinstance(window, int)
+            need(window * self.clients <= MAX_IN_FLIGHT,
+                 f"--window {window} for {self.clients} clients is {window * self.clients:,} "
+                 f"messages in flight, over {MAX_IN_FLIGHT:,}")
         need(isinstance(self.payload_size, int) and self.payload_size >= HEADER_SIZE,
              f"--payload-size {self.payload_size} is smaller than the {HEADER_SIZE}-byte header "
              "(sequence number, sender, send time, checksum)")
         need(self.payload_size <= 1024 * 1024, f"--payload-size {self.payload_size} is over 1 MiB")
-        need(self.ramp >= 0, f"--ramp must be 0 s or more, not {self.ramp:g}")
-        need(self.reply_every >= 0, f"--reply-every must be 0 or more, not {self.reply_every}")
-        need(self.timeout > 0, f"the timeout must be above 0 s, not {self.timeout:g}")
-        need(self.drain_time >= 0, f"the drain time must be 0 s or more, not {self.drain_time:g}")
+        seconds("--ramp", self.ramp, 0.0, MAX_RAMP)
+        need(isinstance(self.reply_every, int) and self.reply_every >= 0,
+             f"--reply-every must be 0 or more, not {self.reply_every}")
+        seconds("--timeout", self.timeout, 0.0, MAX_TIMEOUT, above=True)
+        seconds("the drain time", self.drain_time, 0.0, MAX_TIMEOUT)
 
     def share(self, index: int, count: int) -> LoadConfig:
         """The part of this run worker ``index`` of ``count`` carries: its devices,

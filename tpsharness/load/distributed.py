@@ -56,71 +56,129 @@ def run_distributed(config: LoadConfig, specs: list[str], *,
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        channels = []
+        channels, names = [], []
         for index, spec in enumerate(specs):
+            name = f"{index}:{spec.split('//')[0]}"
             try:
                 gateway = group.makegateway(spec)
             except Exception as error:
-                raise RuntimeError(f"cannot start worker {spec!r}: {error}") from None
+                raise RuntimeError(f"cannot start worker {name}: {error}") from None
             channel = gateway.remote_exec(worker_module)
             share = config.share(index, len(specs))
             local = execnet.XSpec(spec).popen
-            channel.send({"config": share.to_dict(), "name": f"{index}:{spec.split('//')[0]}",
-                          "path": root if local else None})
+            channel.send({"config": share.to_dict(), "name": name, "path": root if local else None})
             channels.append(channel)
-        parts = _coordinate(config, channels, stop, on_tick)
+            names.append(name)
+        parts, aborted = _coordinate(config, channels, names, stop, on_tick)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         group.terminate(timeout=5)
-    return LoadResult(parts, config.to_dict(), target)
+    result = LoadResult(parts, config.to_dict(), target)
+    if aborted:
+        result.aborted = aborted
+    return result
 
 
-def _coordinate(config: LoadConfig, channels: list[execnet.Channel], stop: threading.Event,
-                on_tick: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+class _Worker:
+    """What the coordinator knows of one worker: its name, what it said when ready,
+    its per-second snapshots (the figures so far, should it die), its result."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: dict[str, Any] | None = None
+        self.ticks: list[dict[str, Any]] = []
+        self.part: dict[str, Any] | None = None
+        self.gone: str | None = None        # why it ended without a result
+
+    def partial(self) -> dict[str, Any]:
+        """A part made of the snapshots a worker sent before it died: its counters and
+        relay latencies until its last second (what it had in flight is unknown, so
+        nothing is counted lost for it)."""
+        last = self.ticks[-1] if self.ticks else {}
+        counters = dict(last.get("counters") or {})
+        counters["lost"] = 0
+        series = [{key: tick[key] for key in ("t", "span", "sent", "delivered", "errors", "cpu", "relay")}
+                  for tick in self.ticks]
+        seconds = sum(tick["span"] for tick in series)
+        ready = self.ready or {}
+        return {"counters": counters,
+                "histograms": {"relay": encode(merge(tick["relay"] for tick in series))},
+                "errors": {"worker lost": {"count": 1, "example": f"worker {self.name}: {self.gone}"}},
+                "series": series, "duration": seconds, "aborted": None, "interrupted": False,
+                "acks": None, "workers": [{"name": self.name, "cpu_seconds": last.get("cpu_seconds", 0.0),
+                                           "wall_seconds": seconds, "devices": ready.get("devices", 0),
+                                           "clients": ready.get("clients", 0),
+                                           "delivered": counters.get("delivered", 0)}]}
+
+
+def _coordinate(config: LoadConfig, channels: list[execnet.Channel], names: list[str],
+                stop: threading.Event, on_tick: Callable[[dict[str, Any]], None] | None,
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """Start the workers together, merge their snapshots, collect their results:
+    (parts, why the run could not be carried out). A worker that dies or fails
+    mid-run stops the others; its figures so far are kept, and it is named."""
     inbox = execnet_queue(channels)
-    count = len(channels)
+    workers = {channel: _Worker(name) for channel, name in zip(channels, names)}
     deadline = time.monotonic() + config.ramp + config.duration + config.drain_time + 4 * config.timeout + 120 + GRACE
-    ready = 0
-    parts: dict[execnet.Channel, dict[str, Any]] = {}
+    started: float | None = None
     ticks: dict[int, list[dict[str, Any]]] = {}
     stopped = False
-    while len(parts) < count:
-        if stop.is_set() and not stopped:
+    aborted: str | None = None
+
+    def stop_all() -> None:
+        nonlocal stopped
+        if not stopped:
             stopped = True
             for channel in channels:
                 _send(channel, ("stop",))
+
+    while any(w.part is None and w.gone is None for w in workers.values()):
+        if stop.is_set():
+            stop_all()
         if time.monotonic() > deadline:
-            raise RuntimeError("the workers did not finish in time")
+            late = [w.name for w in workers.values() if w.part is None and w.gone is None]
+            raise RuntimeError(f"the workers did not finish in time: {', '.join(late)}")
         try:
             channel, item = inbox.get(timeout=0.1)
         except queue.Empty:
             continue
-        if item is _CLOSED or not isinstance(item, tuple):
-            if channel not in parts:
-                raise RuntimeError(f"a worker ended without a result: {_spec(channel)}")
+        worker = workers[channel]
+        if item is _CLOSED or not isinstance(item, tuple) or item[0] == "error":
+            if worker.part is not None:
+                continue
+            what = (item[1] if isinstance(item, tuple) and len(item) > 1
+                    else "its process exited, or its connection was lost")
+            pid = f" (pid {worker.ready['pid']})" if worker.ready and worker.ready.get("pid") else ""
+            when = f"{time.monotonic() - started:.1f} s into the traffic" if started else "before the traffic"
+            worker.gone = f"ended without a result {when}: {what}"
+            if started is None:
+                stop_all()
+                raise RuntimeError(f"worker {worker.name}{pid} {worker.gone}")
+            aborted = aborted or f"worker {worker.name}{pid} {worker.gone}; the figures are those until then"
+            stop_all()
             continue
         kind = item[0]
-        if kind == "error":
-            for other in channels:
-                _send(other, ("stop",))
-            raise RuntimeError(f"worker {_spec(channel)}: {item[1]}")
         if kind == "ready":
-            ready += 1
-            if ready == count:
+            worker.ready = item[1]
+            if all(w.ready is not None for w in workers.values()):
                 start_at = time.time() + START_DELAY
+                started = time.monotonic() + START_DELAY
                 for other in channels:
                     _send(other, ("start", start_at))
         elif kind == "tick":
             snapshot = item[1]
+            worker.ticks.append(snapshot)
+            live = sum(w.part is None and w.gone is None for w in workers.values())
             ticks.setdefault(snapshot["t"], []).append(snapshot)
-            if len(ticks[snapshot["t"]]) == count - len(parts):
+            if len(ticks[snapshot["t"]]) >= live:
                 merged = _merge_ticks(ticks.pop(snapshot["t"]))
                 if on_tick is not None:
                     on_tick(merged)
         elif kind == "result":
-            parts[channel] = item[1]
-    return [parts[channel] for channel in channels]
+            worker.part = item[1]
+    parts = [w.part if w.part is not None else w.partial() for w in workers.values()]
+    return parts, aborted
 
 
 _CLOSED = object()
@@ -134,11 +192,6 @@ def execnet_queue(channels: list[execnet.Channel]) -> queue.Queue[tuple[execnet.
             inbox.put((channel, item))
         channel.setcallback(put, endmarker=_CLOSED)
     return inbox
-
-
-def _spec(channel: execnet.Channel) -> object:
-    """The spec its worker was started from (execnet's makegateway sets it on the gateway)."""
-    return getattr(channel.gateway, "spec", "?")
 
 
 def _send(channel: execnet.Channel, item: tuple[object, ...]) -> None:

@@ -74,7 +74,7 @@ _ACKED = Reply(200, "OK")
 
 class LoadClient(Client):
     __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "outbox",
-                 "closed", "count")
+                 "closed", "count", "ack_cap")
     index: int                          # its place in the engine's clients
     pairs: list[int]                    # the streams it sends, in turn
     turn: int                           # index in pairs of the next stream
@@ -84,6 +84,7 @@ class LoadClient(Client):
     outbox: Outbox | None
     closed: bool
     count: int                          # messages sent (every n-th asks for a reply)
+    ack_cap: int                        # send times kept to match acks (0: acks not matched)
 
     def messages(self, data: bytes) -> list[Message]:
         """The messages in ``data``; a read of nothing but whole field acks (the usual
@@ -108,20 +109,32 @@ def _no_reader(endpoint: LoadDevice | LoadClient, data: bytes) -> None:
     raise RuntimeError("LoadPool.run() before its on_read was set")
 
 
+def _no_loss(endpoint: LoadDevice | LoadClient, cause: str, reason: str) -> None:
+    pass
+
+
 class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
     """An EndpointPool whose reads go whole to ``on_read(endpoint, data)``: the
     engine frames and accounts each read in one call (acks counted in a batch,
-    relays framed by their known header), straight from the socket."""
+    relays framed by their known header), straight from the socket. A connection
+    that ends goes to ``on_lost(endpoint, cause, reason)``: the cause ("reset",
+    "closed by the TPS", "protocol error") is what happened, the reason says it."""
 
     def __init__(self, on_read: Callable[[LoadDevice | LoadClient, bytes], None] | None = None,
-                 on_close: Callable[[LoadDevice | LoadClient, str], None] | None = None) -> None:
-        super().__init__(on_close=on_close)
+                 on_lost: Callable[[LoadDevice | LoadClient, str, str], None] | None = None) -> None:
+        super().__init__()
         self.on_read: Callable[[LoadDevice | LoadClient, bytes], None] = on_read or _no_reader
+        self.on_lost = on_lost or _no_loss
+
+    def _drop(self, endpoint: LoadDevice | LoadClient, cause: str, reason: str) -> None:
+        self.discard(endpoint)
+        endpoint.close()
+        self.on_lost(endpoint, cause, reason)
 
     async def run(self) -> None:
         endpoints = self._endpoints
         group = self._group
-        lost = self._lost
+        drop = self._drop
         while endpoints:
             on_read = self.on_read
             for fd in await WaitReadable(group):
@@ -135,12 +148,13 @@ class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
                 except BlockingIOError:
                     continue
                 except OSError as error:
-                    lost(endpoint, f"TPS {endpoint.label} reset the connection ({error.strerror})")
+                    drop(endpoint, "reset", f"TPS {endpoint.label} reset the connection ({error.strerror})")
                     continue
                 if not data:
-                    lost(endpoint, f"TPS {endpoint.label} closed the connection")
+                    drop(endpoint, "closed by the TPS", f"TPS {endpoint.label} closed the connection")
                     continue
                 try:
                     on_read(endpoint, data)
                 except ProtocolError as error:
-                    lost(endpoint, f"TPS {endpoint.label} sent bytes that are not a TPS message: {error}")
+                    drop(endpoint, "protocol error",
+                         f"TPS {endpoint.label} sent bytes that are not a TPS message: {error}")

@@ -1,46 +1,49 @@
 """One worker's load run, on the kernel: held devices, senders, the clock.
 
 Every device and client connection is read by ONE EndpointPool task; what happens
-to a message is decided in its callback, without a task switch: a device accounts a
-delivery and (closed loop) its sender sends the next message at once; a client
-matches acks in order. The open-loop pacer sends each message at its scheduled time
-and stamps it with that time, so a stalled server shows as latency (coordinated
-omission corrected, as wrk2 does) instead of as fewer samples.
+to a message is decided in its callback (arrivals.py), without a task switch: a
+device accounts a delivery and (closed loop) its sender sends the next message at
+once; a client matches acks in order. The open-loop pacer sends each message at its
+scheduled time and stamps it with that time, so a stalled server shows as latency
+(coordinated omission corrected, as wrk2 does) instead of as fewer samples.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import resource
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
-from zlib import crc32
-
-from hdrh.histogram import HdrHistogram
 
 from .. import net
 from ..defaults import KEEPALIVE_INTERVAL
 from ..errors import LoadUsageError, TPSError
 from ..outbox import Outbox
-from ..protocol import PrivateData, PrivateDataTemplate, RegisterReply, Reply, quote, register_request
+from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import KillTask, NewTask, Sleep, WaitTask
 from . import payload as payload_format
-from .accounting import Counters, Streams, reason_of, status_reason
+from .accounting import Counters, Streams, cause_of
+from .arrivals import Evidence, LoadEndpoint, Send, make_on_read
 from .config import LoadConfig
-from .endpoints import LoadClient, LoadDevice, LoadPool, Message
-from .histograms import encode
+from .endpoints import LoadClient, LoadDevice, LoadPool
+from .histograms import encode, new_histogram
 
 CONCURRENT_CONNECTS = 256       # devices connecting and registering at once
 MAX_BACKLOG = 1 << 20           # bytes queued for one connection before messages are refused
-MAX_ACKS_AWAITED = 1 << 20      # due times kept per client to match acks
+MAX_ACKS_AWAITED = 1 << 20      # send times kept to match acks, all clients together
+MIN_ACKS_AWAITED = 64           # ... and at least this many per client
 START_TIMEOUT = 120.0           # a worker waits this long for the common start
+MAX_BURST = 10_000              # messages one wake of a driver sends before it lets others run
+ACK_SETTLE = 0.05               # the end waits this long after the last ack for more
+FD_MARGIN = 64                  # descriptors kept for everything but the connections
 
-LoadEndpoint = LoadDevice | LoadClient
 OnTick = Callable[[dict[str, Any]], None]
-Send = Callable[[LoadClient, float], bool]
+log = logging.getLogger(__name__)
 
 
 class Control:
@@ -49,7 +52,7 @@ class Control:
     ``start_at`` (a time.time()) is set."""
 
     def __init__(self, wait_for_start: bool = False,
-                 ready: Callable[[dict[str, int]], None] | None = None) -> None:
+                 ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.stop: str | None = None
         self.start_at: float | None = None
         self.wait_for_start = wait_for_start
@@ -67,11 +70,12 @@ class Engine:
         self.on_tick = on_tick
         self.control = control or Control()
         self.counters = Counters()
-        self.pool = LoadPool(on_close=self._on_close)
+        self.pool = LoadPool(on_lost=self._on_close)
         prefix = config.prefix or f"load-{os.urandom(3).hex()}-"
         address = config.address
         if address is None:         # the CLI and load() put the bundled fake's address here
             raise LoadUsageError("a load engine needs the TPS address (config.address)")
+        _enough_descriptors(config.devices + config.clients)
         self.devices: list[LoadDevice] = []
         for i in range(config.devices):
             device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
@@ -84,7 +88,7 @@ class Engine:
                                 timeout=config.timeout)
             client.index, client.pairs, client.turn, client.count = i, [], 0, 0
             client.due_times, client.in_flight, client.outbox, client.closed = deque(), 0, None, False
-            client.last_progress = 0.0
+            client.last_progress, client.ack_cap = 0.0, 0
             self.clients.append(client)
         self.live_devices = 0
         self.live_clients = 0
@@ -100,7 +104,8 @@ class Engine:
         self._last = (0, 0, 0)           # sent, delivered, errors at the last tick
         self._cpu_start: float | None = None
         self._cpu_last = 0.0
-        self._cpu = (0.0, 0.0)           # CPU seconds, wall seconds of the traffic phase
+        self.ack_overflows = 0           # clients whose acks stopped being matched
+        self.evidence = Evidence()
 
     # -- the run --------------------------------------------------------------------------
 
@@ -116,12 +121,19 @@ class Engine:
         if self.aborted or self.control.stop:
             self._close_all()
             return self._result(0.0)
-        self._build_pairs()
+        streams = self._build_pairs()
         if self.control.wait_for_start:
             await self._wait_for_start()
+            if self.aborted or self.control.stop:
+                self._close_all()
+                return self._result(0.0)
         self.start = monotonic()
         self._cpu_start = self._cpu_last = _cpu_seconds()
-        reader = await NewTask(self.pool.run())
+        self._send = self._make_send(streams)
+        self.pool.on_read = make_on_read(self, streams, self.counters, self.evidence, self.clients,
+                                         self._answers, self._send, self._write, self.start,
+                                         closed_loop=config.rate is None)
+        reader = await NewTask(self._read_all())
         ticker = await NewTask(self._tick_loop())
         self.sending = True
         driver = await NewTask(self._pace() if config.rate is not None else self._open_windows())
@@ -138,9 +150,7 @@ class Engine:
         await KillTask(driver)
         if beats is not None:
             await KillTask(beats)
-        drain_end = monotonic() + (config.drain_time if not self.aborted else 0.0)
-        while monotonic() < drain_end and not self.aborted and self._in_flight() > 0:
-            await Sleep(0.01)
+        await self._drain()
         await KillTask(ticker)
         elapsed = monotonic() - self.start
         self._tick(len(self.series) + 1, elapsed - len(self.series))
@@ -149,6 +159,32 @@ class Engine:
         if self.aborted:
             self.aborted += await self._probe()
         return self._result(elapsed)
+
+    async def _drain(self) -> None:
+        """Wait for the messages in flight (up to the drain time), then for acks still
+        on their way: until every message has one, or none came for ACK_SETTLE
+        (a TPS that coalesces acks never sends the rest)."""
+        drain_end = monotonic() + (self.config.drain_time if not self.aborted else 0.0)
+        while monotonic() < drain_end and not self.aborted and self._in_flight() > 0:
+            await Sleep(0.01)
+        counters = self.counters
+        acked, settled = counters.acked, monotonic()
+        while (monotonic() < drain_end and not self.aborted
+               and counters.acked + counters.rejected < self.sent):
+            await Sleep(0.01)
+            if counters.acked != acked:
+                acked, settled = counters.acked, monotonic()
+            elif monotonic() - settled >= ACK_SETTLE:
+                break
+
+    async def _read_all(self) -> None:
+        """The pool's reading; a bug in it ends the run (exit 2), never leaves it
+        running uncounted."""
+        try:
+            await self.pool.run()
+        except Exception as error:
+            log.exception("the load engine's reader stopped")
+            self.aborted = f"internal error: the reader stopped ({type(error).__name__}: {error})"
 
     async def _probe(self) -> str:
         """Whether the TPS still accepts connections, said after the reason for stopping."""
@@ -165,12 +201,13 @@ class Engine:
         streams = self.streams
         if streams is None:
             return 0
-        return self.sent - streams.delivered - streams.corrupted - self.counters.rejected
+        return self.sent - streams.arrived - streams.corrupted - self.counters.rejected
 
     async def _wait_for_start(self) -> None:
         control = self.control
         if control.ready is not None:
-            control.ready({"devices": self.live_devices, "clients": self.live_clients})
+            control.ready({"devices": self.live_devices, "clients": self.live_clients,
+                           "pid": os.getpid()})
         give_up = monotonic() + START_TIMEOUT
         while control.start_at is None and not control.stop:
             if monotonic() > give_up:
@@ -210,7 +247,7 @@ class Engine:
         except TPSError as error:
             device.close()
             device.closed = True
-            counters.errors.add(_reason(error), f"device {device.uuid}: {error}")
+            counters.errors.add(cause_of(error, device.label), f"device {device.uuid}: {error}")
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
         if self.config.heartbeat:
@@ -234,13 +271,13 @@ class Engine:
             await client.connect()
         except TPSError as error:
             client.closed = True
-            self.counters.errors.add(_reason(error), f"client {client.uuid}: {error}")
+            self.counters.errors.add(cause_of(error, client.label), f"client {client.uuid}: {error}")
             return
         self.pool.add(client)
         self.live_clients += 1
         self.counters.clients += 1
 
-    def _build_pairs(self) -> None:
+    def _build_pairs(self) -> Streams:
         """Spread clients evenly over the registered devices: max(N, M) streams."""
         devices = [d for d in self.devices if not d.closed]
         clients = [c for c in self.clients if not c.closed]
@@ -265,10 +302,23 @@ class Engine:
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.uuid, client.uuid, host=device.host_header,
                                                    auth_code=device.auth_code).build)
+        cap = max(MIN_ACKS_AWAITED, self._acks_in_flight(len(clients)))
+        for client in clients:
+            client.ack_cap = cap
         streams = self.streams = Streams(client_of, device_of)
         self._heads, self._answers = heads, answers
         self.sending_clients = clients
-        self.pool.on_read = self._make_on_read(streams)
+        return streams
+
+    def _acks_in_flight(self, clients: int) -> int:
+        """How many messages one client may fairly have awaiting an ack: past it, its
+        acks are not one per message (coalesced or lost), and matching them stops."""
+        config = self.config
+        if config.rate is None:
+            fair = 4 * self.window
+        else:
+            fair = math.ceil(2 * config.rate / clients * config.timeout)
+        return min(fair, MAX_ACKS_AWAITED // clients)
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -306,121 +356,21 @@ class Engine:
             self.sent += 1
             client.in_flight += 1
             due_times = client.due_times
-            if len(due_times) < MAX_ACKS_AWAITED:
+            if len(due_times) < client.ack_cap:
                 due_times.append(due)
+            elif client.ack_cap:
+                self._stop_matching_acks(client)
             write(client, heads[pair] + make(client.index, pair, seq, due, flags))
             return True
 
         return send
 
-    def _make_on_read(self, streams: Streams) -> Callable[[LoadEndpoint, bytes], None]:
-        counters = self.counters
-        receive = streams.receive
-        device_of = streams.device_of
-        pairs = len(device_of)
-        relay = counters.latency["relay"]
-        ack = counters.latency["ack"]
-        ack_append = ack.buffer.append          # the buffers are emptied in place: bound once
-        relay_append = relay.buffer.append
-        reply = counters.latency["reply"]
-        read = payload_format.read
-        unpack_header = payload_format.unpack_header
-        header_size = payload_format.HEADER_SIZE
-        ask = payload_format.ASK_REPLY
-        answers = self._answers
-        clients = self.clients
-        by_src = {client.uuid: client for client in clients}
-        closed_loop = self.config.rate is None
-        send = self._send = self._make_send(streams)
-        write = self._write
-        errors = counters.errors
-
-        def refill(client: LoadClient, now: float) -> None:
-            client.in_flight -= 1
-            client.last_progress = now
-            if closed_loop and self.sending:
-                send(client, now)
-
-        def on_read(endpoint: LoadEndpoint, data: bytes) -> None:
-            """One read's messages: a device's relays, a client's acks and answers."""
-            now = monotonic()
-            if endpoint.__class__ is LoadDevice:
-                for message in endpoint.frame(data, relayed, now):
-                    if message.__class__ is PrivateData:
-                        relayed(endpoint, message.src, message.body, now)
-                    elif not isinstance(message, (Reply, RegisterReply)):
-                        unexpected(endpoint, message)
-                    elif message.status != 200:
-                        errors.add(status_reason(message), f"device {endpoint.uuid}: TPS answered "
-                                   f"{message.status} {message.reason} to a heartbeat or an answer")
-                return
-            client: LoadClient = endpoint   # type: ignore[assignment]  # the pool holds devices and clients
-            acks = client.whole_acks(data)
-            if acks:
-                counters.acked += acks
-                due_times = client.due_times
-                for _ in range(acks):
-                    if due_times:
-                        ack_append(int((now - due_times.popleft()) * 1e6))
-                return
-            for message in client.messages(data):
-                on_client_message(client, message, now)
-
-        def relayed(endpoint: LoadDevice, src: str, body: bytes, now: float) -> None:
-            """Private data relayed to device ``endpoint`` from ``src``: account it."""
-            if len(body) >= header_size:              # payload.read(), inline
-                check, sender, pair, seq, due, flags = unpack_header(body)
-                if check != crc32(body[4:]) or pair >= pairs or device_of[pair] != endpoint.index:
-                    sender = None
-            else:
-                sender = None
-            if sender is None:
-                streams.corrupted += 1
-                client = by_src.get(src)
-                if client is not None:
-                    refill(client, now)
-                return
-            if receive(pair, seq):
-                relay_append(int((now - due) * 1e6))
-                if flags & ask:
-                    write(endpoint, answers[pair](body))
-                client = clients[sender]
-                client.in_flight -= 1                   # refill(), inline
-                client.last_progress = now
-                if closed_loop and self.sending:
-                    send(client, now)
-
-        def on_client_message(endpoint: LoadClient, message: Message, now: float) -> None:
-            """A client's message: an ack (in order) or a device's answer."""
-            if message.__class__ is PrivateData:
-                fields = read(message.body)
-                if fields is not None:
-                    counters.replies += 1
-                    reply.buffer.append(int((now - fields[3]) * 1e6))
-                return
-            if not isinstance(message, (Reply, RegisterReply)):
-                unexpected(endpoint, message)
-                return
-            due_times = endpoint.due_times
-            due = due_times.popleft() if due_times else None
-            if message.status == 200:
-                counters.acked += 1
-                if due is not None:
-                    ack.buffer.append(int((now - due) * 1e6))
-            else:
-                counters.rejected += 1
-                errors.add(status_reason(message), f"client {endpoint.uuid}: TPS answered "
-                           f"{message.status} {message.reason} to private data")
-                refill(endpoint, now)
-
-        def unexpected(endpoint: LoadEndpoint, message: Message) -> None:
-            """A request no TPS sends its peers (a register, an unknown path): an error
-            counted, not the end of every connection's reading."""
-            what = "device" if endpoint.__class__ is LoadDevice else "client"
-            errors.add("protocol error", f"{what} {endpoint.uuid}: TPS sent a request that is "
-                       f"neither private data nor a reply: {quote(message.raw)}")
-
-        return on_read
+    def _stop_matching_acks(self, client: LoadClient) -> None:
+        """More of ``client``'s messages await an ack than can be in flight: its acks
+        are not one per message, so none of them is matched to a message any more."""
+        client.ack_cap = 0
+        client.due_times.clear()
+        self.ack_overflows += 1
 
     def _write(self, endpoint: LoadEndpoint, data: bytes) -> None:
         """Send ``data`` in one piece if the socket takes it; the rest waits in its Outbox."""
@@ -434,23 +384,24 @@ class Engine:
 
     def _write_failed(self, endpoint: LoadEndpoint, error: OSError) -> None:
         if isinstance(error, TimeoutError):
-            self._lose(endpoint, f"TPS {endpoint.label} did not read for {self.config.timeout:g} s")
+            self._lose(endpoint, f"TPS {endpoint.label} did not read for {self.config.timeout:g} s",
+                       "timeout")
         else:
-            self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}")
+            self._lose(endpoint, f"TPS {endpoint.label} {_describe(error)}", _cause(error))
 
-    def _lose(self, endpoint: LoadEndpoint, reason: str) -> None:
+    def _lose(self, endpoint: LoadEndpoint, reason: str, cause: str) -> None:
         if endpoint.closed:
             return
         self.pool.discard(endpoint)
         endpoint.close()
-        self._on_close(endpoint, reason)
+        self._on_close(endpoint, cause, reason)
 
-    def _on_close(self, endpoint: LoadEndpoint, reason: str) -> None:
+    def _on_close(self, endpoint: LoadEndpoint, cause: str, reason: str) -> None:
         if endpoint.closed:
             return
         endpoint.closed = True
         what = "device" if endpoint.__class__ is LoadDevice else "client"
-        self.counters.errors.add(reason_of(reason), f"{what} {endpoint.uuid}: {reason}")
+        self.counters.errors.add(cause, f"{what} {endpoint.uuid}: {reason}")
         if what == "device":
             self.live_devices -= 1
         else:
@@ -465,10 +416,17 @@ class Engine:
         """Closed loop: each client puts ``window`` messages in flight; each delivery
         (on_message) sends the next."""
         send, window = self._send, self.window
+        burst = 0
         for client in self.sending_clients:
             client.last_progress = monotonic()
             for _ in range(window):
+                if not self.sending:
+                    return
                 send(client, monotonic())
+                burst += 1
+                if burst >= MAX_BURST:
+                    burst = 0
+                    await Sleep(0)
         await Sleep(float("inf"))
 
     async def _pace(self) -> None:
@@ -483,13 +441,15 @@ class Engine:
         await Sleep(float("inf"))
 
     def _send_due(self, now: float) -> None:
-        """Send every paced message due by ``now`` that has not gone yet."""
+        """Send the paced messages due by ``now`` that have not gone yet, at most
+        MAX_BURST at once (a generator that falls behind stays responsive; what it
+        never sent is counted as unsent)."""
         send, rate, start = self._send, self.config.rate, self.start
         assert rate is not None and start is not None       # an open loop, started
         clients = self.sending_clients
         count = len(clients)
         i = self._paced
-        due_now = min(int((now - start) * rate) + 1, self._pace_total)
+        due_now = min(int((now - start) * rate) + 1, self._pace_total, i + MAX_BURST)
         while i < due_now:
             send(clients[i % count], start + i / rate)
             i += 1
@@ -498,6 +458,8 @@ class Engine:
     async def _heartbeats(self) -> None:
         """Re-register every device before its KeepAliveIntervel ends, spread evenly."""
         devices = [d for d in self.devices if not d.closed]
+        if not devices:
+            return
         period = min(d.heartbeat_request[0] for d in devices) * 0.8
         started = monotonic()
         i = 0
@@ -543,7 +505,8 @@ class Engine:
             self._sweep_stalled()
         if self.on_tick is not None:
             self.on_tick(dict(entry, worker=self.name, total_sent=self.sent, total_delivered=delivered,
-                              total_errors=errors))
+                              total_errors=errors, counters=self._counter_values(),
+                              cpu_seconds=round(cpu - (self._cpu_start or cpu), 4)))
 
     def _sweep_stalled(self) -> None:
         """Closed loop: a client whose messages all vanished for ``timeout`` seconds
@@ -576,35 +539,92 @@ class Engine:
                 endpoint.closed = True
             endpoint.close()
 
+    def _counter_values(self) -> dict[str, int]:
+        counters = self.counters
+        streams = self.streams
+        arrived = streams.arrived if streams else 0
+        corrupted = streams.corrupted if streams else 0
+        return {
+            "sent": self.sent, "acked": counters.acked,
+            "delivered": streams.delivered if streams else 0,
+            "misrouted": streams.misrouted if streams else 0,
+            "lost": max(0, self.sent - arrived - counters.rejected - corrupted),
+            "duplicated": streams.duplicated if streams else 0,
+            "reordered": streams.reordered if streams else 0,
+            "corrupted": corrupted,
+            "rejected": counters.rejected, "replies": counters.replies,
+            "heartbeats": counters.heartbeats, "devices": counters.devices, "clients": counters.clients,
+            "unsent": max(0, self._pace_total - self._paced) if self.start is not None else 0,
+        }
+
+    def _acks(self, values: dict[str, int]) -> dict[str, Any]:
+        """What the acks say: how many came for how many messages, and whether they
+        could be matched to messages one by one (then the ack latency means something)."""
+        streams = self.streams
+        return {"acked": values["acked"], "expected": values["sent"] - values["rejected"],
+                "arrived": streams.arrived if streams else 0, "unmatched_clients": self.ack_overflows}
+
+    def _integrity(self) -> dict[str, list[dict[str, Any]]]:
+        """The first few witnesses of each kind of anomaly, with the endpoints' names."""
+        streams = self.streams
+        if streams is None:
+            return {}
+
+        found: dict[str, list[dict[str, Any]]] = {}
+        for kind, examples in streams.examples.items():
+            found[kind] = [{"sender": self.clients[streams.client_of[pair]].uuid,
+                            "to": self.devices[streams.device_of[pair]].uuid, "message": seq,
+                            "at": self._name(at), **({"after": after} if after >= 0 else {})}
+                           for pair, seq, at, after in examples]
+        found["corrupted"] = list(self.evidence.corrupted)
+        values_lost = self._counter_values()["lost"]
+        found["lost"] = [{"sender": self.clients[streams.client_of[pair]].uuid,
+                          "to": self.devices[streams.device_of[pair]].uuid, "message": seq}
+                         for pair, seq in streams.never_arrived()] if values_lost else []
+        return found
+
     def _result(self, elapsed: float) -> dict[str, Any]:
         counters = self.counters
         for latencies in counters.latency.values():
             if latencies.buffer:
                 latencies.flush()
-        streams = self.streams
-        delivered = streams.delivered if streams else 0
+        values = self._counter_values()
+        acks = self._acks(values)
+        histograms = {phase: encode(l.total) for phase, l in counters.latency.items()}
+        if acks["acked"] != acks["expected"] or acks["unmatched_clients"]:
+            histograms["ack"] = encode(new_histogram())     # matched in order, they mean nothing
         cpu = (_cpu_seconds() - self._cpu_start) if self._cpu_start is not None else 0.0
-        values = {
-            "sent": self.sent, "acked": counters.acked, "delivered": delivered,
-            "lost": max(0, self.sent - delivered - counters.rejected - (streams.corrupted if streams else 0)),
-            "duplicated": streams.duplicated if streams else 0,
-            "reordered": streams.reordered if streams else 0,
-            "corrupted": streams.corrupted if streams else 0,
-            "rejected": counters.rejected, "replies": counters.replies,
-            "heartbeats": counters.heartbeats, "devices": counters.devices, "clients": counters.clients,
-        }
         return {
             "counters": values,
-            "histograms": {phase: encode(l.total) for phase, l in counters.latency.items()},
+            "histograms": histograms,
             "errors": counters.errors.to_dict(),
+            "integrity": self._integrity(),
+            "evidence": self.evidence.to_dict(self._name),
+            "acks": acks,
             "series": self.series,
             "duration": round(elapsed, 6),
             "aborted": self.aborted,
             "interrupted": bool(self.control.stop) and not self.aborted,
             "workers": [{"name": self.name, "cpu_seconds": round(cpu, 4), "wall_seconds": round(elapsed, 6),
                          "devices": counters.devices, "clients": counters.clients,
-                         "delivered": delivered}],
+                         "delivered": values["delivered"]}],
         }
+
+    def _name(self, code: int) -> str:
+        return self.devices[code].uuid if code >= 0 else self.clients[-1 - code].uuid
+
+
+def _enough_descriptors(connections: int) -> None:
+    """Raise the soft open-file limit as far as this run needs (up to the hard one);
+    LoadUsageError when even the hard limit is too low."""
+    needed = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise LoadUsageError(f"{connections:,} connections need {needed:,} open files; the limit "
+                                 f"here is {hard:,} (ulimit -n; see 'Scaling' in docs/load.md), or "
+                                 "spread them over workers on several hosts (--tx)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _cpu_seconds() -> float:
@@ -612,8 +632,12 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def _reason(error: TPSError) -> str:
-    return reason_of(str(error), error.timed_out)
+def _cause(error: OSError) -> str:
+    if isinstance(error, ConnectionResetError):
+        return "reset"
+    if isinstance(error, (BrokenPipeError, ConnectionAbortedError)):
+        return "closed by the TPS"
+    return "other"
 
 
 def _describe(error: OSError) -> str:
@@ -622,3 +646,4 @@ def _describe(error: OSError) -> str:
     if isinstance(error, (BrokenPipeError, ConnectionAbortedError)):
         return "closed the connection"
     return f"failed: {error}"
+

@@ -7,11 +7,17 @@ lowest equivalent value: the low bits below 11 significant bits dropped), and
 records each of those once, with its count.
 """
 
+import base64
+import binascii
+import struct
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
+
+from ..errors import InvalidArgument
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000          # an hour: anything slower is clamped to it
@@ -35,8 +41,48 @@ def encode(histogram: HdrHistogram) -> str:
     return histogram.encode().decode("ascii")
 
 
+_OUTER = struct.Struct(">II")                  # cookie, length of the zlib part
+_PAYLOAD = struct.Struct(">IIIIQQd")            # cookie, payload length, offset, digits, lowest, highest, ratio
+_COMPRESSED_COOKIE = 0x1C849304                 # HdrHistogram's V2 compressed form (low nibble: word size)
+_COUNTS = new_histogram().counts_len
+MAX_ENCODED = 1 << 20                           # characters of one encoded histogram
+MAX_DECODED = _PAYLOAD.size + 9 * _COUNTS       # every counter at its longest varint
+
+
 def decode(text: str | bytes) -> HdrHistogram:
-    return HdrHistogram.decode(text.encode("ascii") if isinstance(text, str) else text)
+    """The histogram ``text`` encodes; InvalidArgument unless it is one of this
+    module's (1 us to an hour, 3 digits). A file's histogram is untrusted: its
+    zlib part is inflated to at most MAX_DECODED bytes, what a real one can need,
+    before hdrh sees it (a zlib bomb costs no more than that)."""
+    if len(text) > MAX_ENCODED:
+        raise InvalidArgument(f"a histogram of {len(text):,} characters, over {MAX_ENCODED:,}")
+    try:
+        data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+        raw = base64.b64decode(data, validate=True)
+    except (UnicodeEncodeError, binascii.Error, TypeError):
+        raise InvalidArgument("a histogram that is not base64") from None
+    if len(raw) < _OUTER.size:
+        raise InvalidArgument("a histogram too short for its header")
+    cookie, length = _OUTER.unpack_from(raw)
+    if cookie & ~0xF0 != _COMPRESSED_COOKIE or length != len(raw) - _OUTER.size:
+        raise InvalidArgument("a histogram without HdrHistogram's header")
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(raw[_OUTER.size:], MAX_DECODED + 1)
+    except zlib.error:
+        raise InvalidArgument("a histogram whose zlib part is damaged") from None
+    if len(payload) > MAX_DECODED or inflater.unconsumed_tail:
+        raise InvalidArgument(f"a histogram that inflates past {MAX_DECODED:,} bytes (a zlib bomb?)")
+    if not inflater.eof or len(payload) < _PAYLOAD.size:
+        raise InvalidArgument("a histogram cut short")
+    _, declared, _, digits, lowest, highest, _ = _PAYLOAD.unpack_from(payload)
+    if (digits, lowest, highest) != (DIGITS, LOWEST_US, HIGHEST_US) or declared != len(payload) - _PAYLOAD.size:
+        raise InvalidArgument(f"a histogram of other settings ({lowest}-{highest}, {digits} digits) "
+                              f"or size ({declared:,} bytes declared)")
+    try:
+        return HdrHistogram.decode(data)
+    except Exception as error:          # hdrh raises its own types and zlib's, ValueError, TypeError
+        raise InvalidArgument(f"a histogram hdrh cannot read ({type(error).__name__})") from None
 
 
 def merge(encoded_list: Iterable[str | bytes | None]) -> HdrHistogram:

@@ -37,3 +37,21 @@ def read(body: bytes) -> tuple[int, int, int, float, int] | None:
     if len(body) < HEADER_SIZE or crc32(body[4:]) != int.from_bytes(body[:4], "little"):
         return None
     return _LAYOUT.unpack_from(body)[1:]
+
+
+def describe_damage(body: bytes, pairs: int, client_of: list[int], next_seq: list[int],
+                    start: float, now: float) -> str:
+    """Why ``body`` is not a payload this run sent: which check it fails (for a
+    corrupted message's example). Every field is the TPS's to forge."""
+    if len(body) < HEADER_SIZE:
+        return f"{len(body)} bytes, shorter than the {HEADER_SIZE}-byte header"
+    check, sender, pair, seq, due, _ = unpack_header(body)
+    if check != crc32(body[4:]):
+        return "its checksum does not match: bytes were changed"
+    if pair >= pairs:
+        return f"a valid checksum, but pair {pair} (the run has {pairs})"
+    if client_of[pair] != sender:
+        return f"a valid checksum, but sender {sender} is not the client of pair {pair}"
+    if seq >= next_seq[pair]:
+        return f"a valid checksum, but message #{seq} of pair {pair} was never sent"
+    return f"a valid checksum, but a send time outside the run ({due!r})"

@@ -1,8 +1,10 @@
-"""LoadResult: one run's figures, merged from any number of workers, runs or hosts.
+"""LoadResult: one run's figures, merged from any number of workers.
 
-A result is plain data (counters, errors, per-second series, workers' CPU) plus the
-latency histograms in HdrHistogram's compressed encoding, so that merging files
-from several runs or hosts adds histograms exactly instead of averaging percentiles.
+A result is plain data (counters, errors, the anomalies' first witnesses, per-second
+series, workers' CPU) plus the latency histograms in HdrHistogram's compressed
+encoding, so that merging the workers of a run adds histograms exactly instead of
+averaging percentiles. Its verdict and exit status follow from its thresholds, the
+integrity ones by default (see verdict.py).
 """
 
 from __future__ import annotations
@@ -15,18 +17,26 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ..errors import InvalidArgument
+from .accounting import INTEGRITY, MAX_EXAMPLES, Errors
 from .histograms import LATENCIES, decode, encode, merge, new_histogram, summary_ms
+from .resultfile import load_json, read_document
+from .verdict import diagnosis, verdict
 
-FORMAT = "tpsharness-load/1"
+FORMAT = "tpsharness-load/2"
 CPU_WARNING = 0.90          # a worker busier than this measured itself, not the TPS
+SAME_RUN = ("devices", "clients", "duration", "rate", "window", "payload_size", "ramp", "heartbeat",
+            "reply_every", "timeout", "drain", "address")
+"""What two results must share to be merged as one run's parts."""
 
 
 class LoadResult:
-    """Counters, latencies, errors and the time series of a load run.
+    """Counters, latencies, errors, anomalies and the time series of a load run.
 
-    Each counter is an attribute too: ``sent``, ``acked``, ``delivered``, ``lost``,
-    ``duplicated``, ``reordered``, ``corrupted``, ``rejected``, ``replies``,
-    ``heartbeats``, ``devices``, ``clients`` (all in ``counters``).
+    Each counter is an attribute too: ``sent``, ``acked``, ``delivered``,
+    ``misrouted``, ``lost``, ``duplicated``, ``reordered``, ``corrupted``,
+    ``rejected``, ``replies``, ``heartbeats``, ``devices``, ``clients``, ``unsent``
+    (all in ``counters``). ``verdict`` is the run in one line, ``exit_code`` its exit
+    status.
     """
 
     def __init__(self, parts: Iterable[dict[str, Any]], config: dict[str, Any] | None = None,
@@ -39,18 +49,26 @@ class LoadResult:
             for name, value in part["counters"].items():
                 self.counters[name] = self.counters.get(name, 0) + value
         self.histograms: dict[str, HdrHistogram] = {phase: merge(part["histograms"].get(phase) for part in parts)
-                           for phase in LATENCIES}
-        self.errors: dict[str, dict[str, Any]] = {}
+                                                    for phase in LATENCIES}
+        errors = Errors()
         for part in parts:
             for reason, entry in part["errors"].items():
-                known = self.errors.setdefault(reason, {"count": 0, "example": entry["example"]})
-                known["count"] += entry["count"]
+                errors.add(reason, entry["example"], entry["count"])
+        self.errors: dict[str, dict[str, Any]] = errors.to_dict()
+        self.integrity: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INTEGRITY}
+        for part in parts:
+            for kind, examples in (part.get("integrity") or {}).items():
+                if kind in self.integrity:
+                    self.integrity[kind].extend(examples[:MAX_EXAMPLES - len(self.integrity[kind])])
+        self.evidence = _merge_evidence(part.get("evidence") or {} for part in parts)
+        self.acks: dict[str, int] | None = _merge_acks(part.get("acks") for part in parts)
         self.series = _merge_series(part["series"] for part in parts)
         self.duration = max((part["duration"] for part in parts), default=0.0)
         self.aborted: str | None = next((part["aborted"] for part in parts if part.get("aborted")), None)
         self.interrupted = any(part.get("interrupted") for part in parts)
         self.workers = [worker for part in parts for worker in part["workers"]]
-        self.thresholds: list[tuple[str, bool, str]] = []                # (expression, held, observed) once checked
+        self.thresholds: list[tuple[str, bool, str]] = []      # (expression, held, observed) once checked
+        self.default_thresholds: list[str] = []                # which of them are the integrity defaults
 
     # -- reading the figures -------------------------------------------------------------
 
@@ -58,6 +76,8 @@ class LoadResult:
         counters = self.__dict__.get("counters", {})
         if name in counters:
             return counters[name]
+        if name in INTEGRITY or name == "unsent":
+            return 0
         raise AttributeError(name)
 
     @property
@@ -65,9 +85,27 @@ class LoadResult:
         """All errors, every reason."""
         return sum(entry["count"] for entry in self.errors.values())
 
+    @property
+    def anomaly_count(self) -> int:
+        """Messages that went wrong: misrouted, lost, corrupted, duplicated, reordered."""
+        return sum(self.counters.get(kind, 0) for kind in INTEGRITY)
+
     def latency(self, phase: str) -> dict[str, float | None]:
         """{count, p50, p90, p99, p99.9, max} of ``phase`` in milliseconds."""
         return summary_ms(self.histograms[phase])
+
+    def unmeasurable(self, phase: str) -> str | None:
+        """Why ``phase``'s latency means nothing in this run (None: it does). The ack
+        latency matches acks to messages in order: true only when the TPS sent one
+        ack per message."""
+        if phase != "ack" or self.acks is None:
+            return None
+        return ack_problem(self.acks)
+
+    @property
+    def ack_note(self) -> str | None:
+        """'the TPS acknowledged 353,112 messages with 189,413 acks (coalesced)', or None."""
+        return None if self.acks is None else ack_problem(self.acks)
 
     def rate(self, counter: str) -> float:
         """``counter`` per second of traffic."""
@@ -76,15 +114,27 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         """The run was carried out and every threshold held."""
-        return not self.aborted and not self.interrupted and all(held for _, held, _ in self.thresholds)
+        return self.exit_code == 0
+
+    passed = ok
 
     @property
     def exit_code(self) -> int:
-        """0 all thresholds hold, 1 one failed, 2 the run could not be carried out (the TPS
-        refused or died, or Ctrl-C cut it short)."""
+        """0 every threshold held, 1 one failed (integrity by default), 2 the run could
+        not be carried out (the TPS refused or died, a worker died, or Ctrl-C cut it short)."""
         if self.aborted or self.interrupted:
             return 2
         return 0 if all(held for _, held, _ in self.thresholds) else 1
+
+    @property
+    def verdict(self) -> str:
+        """'PASSED', or 'FAILED: ...' naming what went wrong (see verdict.py)."""
+        return verdict(self)
+
+    @property
+    def diagnosis(self) -> list[str]:
+        """One line per pattern the anomalies show, with the docs that explain it."""
+        return diagnosis(self)
 
     def busy_workers(self) -> list[dict[str, Any]]:
         """Workers whose CPU was above 90% of one core: their figures measure the generator."""
@@ -102,48 +152,61 @@ class LoadResult:
     def to_dict(self) -> dict[str, Any]:
         """The result as ``--json`` writes it (histograms encoded, so that results merge exactly)."""
         return {"format": FORMAT, "target": self.target, "config": self.config,
+                "verdict": self.verdict, "exit_code": self.exit_code,
                 "counters": self.counters,
                 "histograms": {phase: encode(h) for phase, h in self.histograms.items()},
-                "latency_ms": {phase: self.latency(phase) for phase in LATENCIES},
-                "errors": self.errors, "series": self.series, "duration": self.duration,
+                "latency_ms": {phase: None if self.unmeasurable(phase) else self.latency(phase)
+                               for phase in LATENCIES},
+                "errors": self.errors, "integrity": self.integrity, "diagnosis": self.diagnosis,
+                "evidence": self.evidence, "acks": self.acks, "ack_note": self.ack_note,
+                "series": self.series, "duration": self.duration,
                 "aborted": self.aborted, "interrupted": self.interrupted, "workers": self.workers,
-                "thresholds": [{"expression": e, "held": h, "observed": o} for e, h, o in self.thresholds]}
+                "thresholds": [{"expression": e, "held": h, "observed": o,
+                                "default": e in self.default_thresholds} for e, h, o in self.thresholds]}
 
     def write_json(self, path: str) -> None:
         """Write ``to_dict()`` to ``path`` as JSON."""
         with open(path, "w", encoding="utf-8") as out:
-            json.dump(self.to_dict(), out, indent=1)
+            json.dump(self.to_dict(), out, indent=1, allow_nan=False)
             out.write("\n")
 
     @classmethod
-    def from_dict(cls, data: object) -> LoadResult:
-        """The result a ``to_dict()`` describes; InvalidArgument for anything else."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InvalidArgument("not a tpsharness load result (no \"format\": \"%s\")" % FORMAT)
-        result = cls([data], data.get("config"), data.get("target"))
-        result.thresholds = [(t["expression"], t["held"], t["observed"]) for t in data.get("thresholds", [])]
+    def from_dict(cls, data: object, where: str = "the result") -> LoadResult:
+        """The result a ``to_dict()`` describes; InvalidArgument for anything else
+        (every field is checked: see resultfile.py)."""
+        part, config, target, thresholds = read_document(data, where)
+        result = cls([part], config, target)
+        result.thresholds = [(expression, held, observed) for expression, held, observed, _ in thresholds]
+        result.default_thresholds = [expression for expression, _, _, default in thresholds if default]
         return result
 
     @classmethod
     def read_json(cls, path: str) -> LoadResult:
-        """The result ``write_json`` wrote to ``path``; InvalidArgument for a file that is not one."""
-        with open(path, encoding="utf-8") as source:
-            try:
-                data = json.load(source)
-            except ValueError as error:
-                raise InvalidArgument(f"{path}: not JSON ({error})") from None
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as error:
-            raise InvalidArgument(f"{path}: {error}") from None
+        """The result ``write_json`` wrote to ``path``; InvalidArgument (one sentence)
+        for a file that is not one."""
+        return cls.from_dict(load_json(str(path)), str(path))
 
     @classmethod
     def merged(cls, results: Iterable[LoadResult]) -> LoadResult:
-        """Several results (runs, hosts) as one: counters added, histograms merged."""
+        """Results of one run's parts (workers, or hosts running the same test at the
+        same time) as one: counters added, histograms merged, rates over the longest
+        duration. InvalidArgument for results of different configurations: those are
+        different runs, each with its own rates (``tpsharness report`` shows each)."""
         results = list(results)
-        parts = [r.to_dict() for r in results]
+        for other in results[1:]:
+            difference = config_difference(results[0].config, other.config)
+            if difference:
+                raise InvalidArgument(f"results of different runs cannot be merged as one: {difference}")
+        parts = [r.part() for r in results]
         targets = sorted({r.target for r in results if r.target})
         return cls(parts, results[0].config if results else {}, ", ".join(targets) or None)
+
+    def part(self) -> dict[str, Any]:
+        """This result as one part of a larger one (the shape a worker sends)."""
+        return {"counters": self.counters, "histograms": {p: encode(h) for p, h in self.histograms.items()},
+                "errors": self.errors, "integrity": self.integrity, "evidence": self.evidence,
+                "acks": self.acks, "series": self.series, "duration": self.duration,
+                "aborted": self.aborted, "interrupted": self.interrupted, "workers": self.workers}
 
     def series_rows(self) -> Iterator[dict[str, Any]]:
         """The time series with percentiles: one dict per second."""
@@ -159,22 +222,88 @@ class LoadResult:
                    "cpu": entry.get("cpu")}
 
     def write_csv(self, prefix: str) -> list[str]:
-        """PREFIX_series.csv (per second) and PREFIX_latency.csv (per phase); the paths."""
-        paths = [f"{prefix}_series.csv", f"{prefix}_latency.csv"]
+        """PREFIX_series.csv (per second), PREFIX_latency.csv (per phase) and
+        PREFIX_summary.csv (every counter, the verdict, the exit status); the paths."""
+        paths = [f"{prefix}_series.csv", f"{prefix}_latency.csv", f"{prefix}_summary.csv"]
         rows = list(self.series_rows())
         with open(paths[0], "w", newline="", encoding="utf-8") as out:
             series_writer = csv.DictWriter(out, fieldnames=["second", "span", "sent", "delivered", "errors",
-                                                     "sent_per_s", "delivered_per_s", "relay_p50_ms",
-                                                     "relay_p90_ms", "relay_p99_ms", "relay_max_ms", "cpu"])
+                                                            "sent_per_s", "delivered_per_s", "relay_p50_ms",
+                                                            "relay_p90_ms", "relay_p99_ms", "relay_max_ms", "cpu"])
             series_writer.writeheader()
             series_writer.writerows(rows)
         with open(paths[1], "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
-            writer.writerow(["phase", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"])
+            writer.writerow(["phase", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms", "note"])
             for phase in LATENCIES:
+                why = self.unmeasurable(phase)
                 f = self.latency(phase)
-                writer.writerow([phase, f["count"], f["p50"], f["p90"], f["p99"], f["p99.9"], f["max"]])
+                figures = ["", "", "", "", ""] if why else [f["p50"], f["p90"], f["p99"], f["p99.9"], f["max"]]
+                writer.writerow([phase, f["count"], *figures, f"not measurable: {why}" if why else ""])
+        with open(paths[2], "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["name", "value"])
+            for name, value in self.counters.items():
+                writer.writerow([name, value])
+            writer.writerow(["duration_s", self.duration])
+            writer.writerow(["verdict", self.verdict])
+            writer.writerow(["exit_code", self.exit_code])
         return paths
+
+
+def ack_problem(acks: dict[str, int]) -> str | None:
+    """Why acks cannot be matched to messages one by one, or None when they can."""
+    acked, expected, arrived = acks.get("acked", 0), acks.get("expected", 0), acks.get("arrived", 0)
+    if acked < arrived:
+        return f"the TPS acknowledged {arrived:,} messages with {acked:,} acks (coalesced)"
+    if acked < expected:
+        return f"{expected - acked:,} of {expected:,} messages got no ack"
+    if acked > expected:
+        return f"the TPS sent {acked - expected:,} more acks than messages"
+    unmatched = acks.get("unmatched_clients", 0)
+    if unmatched:
+        return (f"on {unmatched:,} client connection{'s' if unmatched != 1 else ''} more messages awaited "
+                "an ack than can be in flight (acks coalesced, or late)")
+    return None
+
+
+def config_difference(first: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """What makes two configurations different runs ('devices 200 against 120'), or None."""
+    different = [f"{key} {_shown(first.get(key))} against {_shown(other.get(key))}"
+                 for key in SAME_RUN if first.get(key) != other.get(key)]
+    return ", ".join(different) or None
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _merge_evidence(evidences: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for evidence in evidences:
+        for name, value in evidence.items():
+            if name == "misrouted_top_receiver":
+                known = merged.get(name)
+                if value is not None and (known is None or value[1] > known[1]):
+                    merged[name] = list(value)
+                else:
+                    merged.setdefault(name, known)
+            else:
+                merged[name] = merged.get(name, 0) + value
+    return merged
+
+
+def _merge_acks(parts: Iterable[dict[str, int] | None]) -> dict[str, int] | None:
+    merged: dict[str, int] | None = None
+    for acks in parts:
+        if acks is None:
+            return None         # a part (an old file) that did not say: nothing is known
+        merged = merged or {}
+        for name, value in acks.items():
+            merged[name] = merged.get(name, 0) + value
+    return merged
 
 
 def _merge_series(series_list: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
