@@ -9,7 +9,10 @@ else, matched in order to send times), refusals, or private data: its device's
 answer, or a message that reached it instead of a device.
 
 Nothing a TPS sends can stop the reading: every field is range-checked, and a
-closed-loop sender is refilled only for a message of its own still in flight.
+closed-loop sender is refilled only for a message of its own still in flight. A
+corrupted payload refills the client its header names only when its checksum fails
+(bytes damaged: most likely one of ours); one with a valid checksum and impossible
+fields was made up, and refilling for it would let a TPS multiply what is sent.
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                 {"at": endpoint.uuid, "src": quote(src.encode("utf-8", "replace"), 60),
                  "why": payload_format.describe_damage(body, pairs, client_of, next_seq, start, now)})
         client = by_src.get(src)
-        if client is not None:
+        if client is not None and (len(body) < header_size or unpack_header(body)[0] != crc32(body[4:])):
             refill(client, now)
 
     def on_client_message(endpoint: LoadClient, message: Message, now: float) -> None:

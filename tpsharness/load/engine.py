@@ -39,7 +39,7 @@ MAX_ACKS_AWAITED = 1 << 20      # send times kept to match acks, all clients tog
 MIN_ACKS_AWAITED = 64           # ... and at least this many per client
 START_TIMEOUT = 120.0           # a worker waits this long for the common start
 MAX_BURST = 10_000              # messages one wake of a driver sends before it lets others run
-ACK_SETTLE = 0.05               # the end waits this long after the last ack for more
+SETTLE = 0.05                   # the end waits this long after the last arrival or ack for more
 FD_MARGIN = 64                  # descriptors kept for everything but the connections
 
 OnTick = Callable[[dict[str, Any]], None]
@@ -161,20 +161,27 @@ class Engine:
         return self._result(elapsed)
 
     async def _drain(self) -> None:
-        """Wait for the messages in flight (up to the drain time), then for acks still
-        on their way: until every message has one, or none came for ACK_SETTLE
-        (a TPS that coalesces acks never sends the rest)."""
+        """Wait (up to the drain time) until every message arrived or was refused and
+        acked; or, once the counts only say so with corrupted ones counted in, until
+        nothing more came for SETTLE (a corrupted payload cannot say which message it
+        was, and a TPS that coalesces acks never sends the rest)."""
         drain_end = monotonic() + (self.config.drain_time if not self.aborted else 0.0)
-        while monotonic() < drain_end and not self.aborted and self._in_flight() > 0:
+        counters, streams = self.counters, self.streams
+        assert streams is not None          # the pairs are built before the traffic
+
+        def progress() -> tuple[int, int, int, int]:
+            return streams.arrived, streams.corrupted, counters.acked, counters.rejected
+
+        last, settled = progress(), monotonic()
+        while monotonic() < drain_end and not self.aborted:
+            missing = self.sent - streams.arrived - counters.rejected
+            if missing <= 0 and counters.acked + counters.rejected >= self.sent:
+                break
             await Sleep(0.01)
-        counters = self.counters
-        acked, settled = counters.acked, monotonic()
-        while (monotonic() < drain_end and not self.aborted
-               and counters.acked + counters.rejected < self.sent):
-            await Sleep(0.01)
-            if counters.acked != acked:
-                acked, settled = counters.acked, monotonic()
-            elif monotonic() - settled >= ACK_SETTLE:
+            now = progress()
+            if now != last:
+                last, settled = now, monotonic()
+            elif missing - streams.corrupted <= 0 and monotonic() - settled >= SETTLE:
                 break
 
     async def _read_all(self) -> None:

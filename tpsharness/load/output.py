@@ -137,7 +137,7 @@ def summary_text(result: LoadResult) -> str:
         for reason, entry in sorted(result.errors.items(), key=lambda item: -item[1]["count"]):
             lines.append(f"  {reason:<24}{entry['count']:>10,}   first: {entry['example']}")
     elif wrong:
-        lines.append("connection and status errors: none")
+        lines.append("no connection or status errors")
     else:
         lines.append("errors: none")
     if result.thresholds:

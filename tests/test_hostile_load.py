@@ -1,0 +1,252 @@
+"""A load run against a hostile TPS (issue 16, items 1-5): what it sends cannot grow
+the run's memory or output, kill its reading, crash a driver, or be counted under
+the wrong reason; impossible options are refused instead of hanging."""
+
+import json
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+from zlib import crc32
+
+import pytest
+
+pytest.importorskip("hdrh")
+
+import tpsharness  # noqa: E402
+from tpsharness.load.fake import FakeProcess  # noqa: E402
+from tpsharness.load.payload import HEADER_SIZE, unpack_header  # noqa: E402
+from tpsharness.protocol import PrivateData, Reader, RegisterRequest, register_reply, reply  # noqa: E402
+
+from test_load import cli  # noqa: E402
+
+RUN = dict(devices=4, clients=2, window=2, duration=1.0, timeout=2.0, drain=1.0)
+
+
+class HostileTPS:
+    """A loopback TPS on threads that registers devices as a field server does and
+    lets a test decide what each private data gets: ``relay(tps, conn, message)``."""
+
+    def __init__(self, relay=None, register=None):
+        self.relay = relay or HostileTPS.relay_as_field
+        self.register = register or HostileTPS.register_as_field
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.devices = {}
+        self.connections = []
+        self.lock = threading.Lock()
+        self.count = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader = Reader()
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                reader.feed(data)
+                try:
+                    messages = list(reader)
+                except Exception:
+                    return
+                for message in messages:
+                    with self.lock:
+                        self.count += 1
+                        try:
+                            if isinstance(message, RegisterRequest):
+                                self.register(self, conn, message)
+                            elif isinstance(message, PrivateData):
+                                self.relay(self, conn, message)
+                        except OSError:
+                            return
+
+    @staticmethod
+    def register_as_field(tps, conn, message):
+        tps.devices[message.serial] = conn
+        conn.sendall(register_reply(utc_time="0"))
+
+    @staticmethod
+    def relay_as_field(tps, conn, message):
+        device = tps.devices.get(message.dest)
+        if device is None:
+            conn.sendall(reply(404))
+            return
+        conn.sendall(reply(200))
+        device.sendall(message.raw)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.connections:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+# -- 1. reason phrases -------------------------------------------------------------------------------
+
+def test_a_unique_12_kb_reason_phrase_per_message_keeps_errors_output_and_result_small(tmp_path):
+    def refuse_uniquely(tps, conn, message):
+        phrase = f"{tps.count:08d}".encode() + b"R" * 12_000
+        conn.sendall(b"HTTP/1.1 400 " + phrase + b"\r\nContent-Type: text/plain\r\n\r\n")
+
+    with HostileTPS(relay=refuse_uniquely) as tps:
+        started = time.monotonic()
+        code, out, err = cli("load", *map(str, tps.address), "--devices", "4", "--clients", "2",
+                             "--window", "4", "--duration", "2", "--quiet", "--json", str(tmp_path / "r.json"))
+        elapsed = time.monotonic() - started
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["counters"]["rejected"] > 100              # many distinct phrases came
+    assert len(result["errors"]) <= 32            # reasons are capped, the rest count as 'other'
+    assert all(len(reason) < 80 and len(entry["example"]) < 300 for reason, entry in result["errors"].items())
+    assert (tmp_path / "r.json").stat().st_size < 200_000
+    assert len(out) < 20_000 and len(err) < 2_000
+    assert elapsed < 15
+
+
+# -- 2. forged payloads -------------------------------------------------------------------------------
+
+def _forged(body, **fields):
+    """``body`` (a load payload) with header fields changed and a valid checksum."""
+    _, sender, pair, seq, due, flags = unpack_header(body)
+    values = dict(sender=sender, pair=pair, seq=seq, due=due, flags=flags)
+    values.update(fields)
+    rest = struct.pack("<IIQdI", values["sender"], values["pair"], values["seq"], values["due"],
+                       values["flags"]) + body[HEADER_SIZE:]
+    return crc32(rest).to_bytes(4, "little") + rest
+
+
+@pytest.mark.parametrize("fields", [
+    {"sender": 0xFFFFFFFF}, {"pair": 0xFFFFFFFF}, {"seq": 2 ** 63}, {"due": math.nan},
+    {"due": math.inf}, {"due": -math.inf},
+], ids=["sender", "pair", "sequence", "nan-time", "inf-time", "minus-inf-time"])
+def test_a_forged_payload_with_a_valid_checksum_is_counted_and_reading_goes_on(fields):
+    def relay_and_forge(tps, conn, message):
+        conn.sendall(reply(200))
+        forged = _forged(message.body, **fields)
+        device = tps.devices[message.dest]
+        device.sendall(message.raw)
+        device.sendall(message.raw.replace(message.body, forged))
+
+    with HostileTPS(relay=relay_and_forge) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.sent > 0 and result.delivered == result.sent and result.lost == 0
+    assert result.corrupted == result.sent                # each forgery counted, none believed
+    assert result.aborted is None and result.exit_code == 1
+    assert "a valid checksum, but" in result.integrity["corrupted"][0]["why"]
+
+
+def test_a_copy_that_asks_for_an_answer_nobody_asked_for_is_a_duplicate_and_reading_goes_on():
+    def relay_twice_asking(tps, conn, message):
+        conn.sendall(reply(200))
+        device = tps.devices[message.dest]
+        device.sendall(message.raw)
+        device.sendall(message.raw.replace(message.body, _forged(message.body, flags=0xFFFFFFFF)))
+
+    with HostileTPS(relay=relay_twice_asking) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.delivered == result.sent > 0 and result.duplicated == result.sent
+    assert result.replies == 0 and result.aborted is None and result.exit_code == 1
+
+
+def test_a_forged_answer_to_a_client_is_counted_and_reading_goes_on():
+    def relay_and_answer_falsely(tps, conn, message):
+        conn.sendall(reply(200))
+        tps.devices[message.dest].sendall(message.raw)
+        conn.sendall(message.raw.replace(message.body, _forged(message.body, due=math.nan)))
+
+    with HostileTPS(relay=relay_and_answer_falsely) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.delivered == result.sent > 0 and result.corrupted == result.sent
+    assert result.aborted is None and result.exit_code == 1
+
+
+# -- 3. heartbeats with every device gone --------------------------------------------------------------
+
+def test_heartbeats_with_every_device_dropped_end_the_run_with_its_reason_not_a_crash(caplog):
+    def register_then_drop(tps, conn, message):
+        conn.sendall(register_reply(utc_time="0", keepalive_interval=1))
+        conn.shutdown(socket.SHUT_RDWR)         # every device is gone before the traffic starts
+
+    caplog.set_level(logging.ERROR)
+    with HostileTPS(register=register_then_drop) as tps:
+        result = tpsharness.load(*tps.address, heartbeat=True, **dict(RUN, duration=3.0))
+    assert result.exit_code == 2 and "dropped every device connection" in result.aborted
+    assert not [r for r in caplog.records if "min()" in r.getMessage() or r.exc_info]
+
+
+# -- 4. impossible options ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake_address():
+    with FakeProcess() as address:
+        yield address
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--rate", "1e308"], "--rate must be at most 10,000,000 messages/s"),
+    (["--window", "1000000000"], "messages in flight, over 1,000,000"),
+    (["--duration", "inf"], "--duration must be a finite number of seconds"),
+    (["--ramp", "inf"], "--ramp must be a finite number of seconds"),
+    (["--timeout", "1e9"], "--timeout must be at most 3600 s"),
+    (["--devices", "2000000"], "connections is over 1,000,000 for one run"),
+])
+def test_impossible_options_are_refused_at_once(fake_address, options, message):
+    started = time.monotonic()
+    code, out, err = cli("load", *map(str, fake_address), "--duration", "1", *options, timeout=20)
+    assert code == 3, out + err
+    assert message in err and "usage: tpsharness load" in err
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.timeout(60)        # the run itself is 1 s; the generator falls far behind, by design
+def test_the_highest_rate_runs_within_its_bounds_and_counts_what_it_could_not_send(fake_address):
+    started = time.monotonic()
+    result = tpsharness.load(*fake_address, devices=4, clients=2, rate=10_000_000, duration=1.0,
+                             timeout=2.0, drain=1.0)
+    assert time.monotonic() - started < 30
+    refused = result.errors.get("generator backlog full", {"count": 0})["count"]
+    assert result.sent > 0 and result.unsent > 0 and result.sent + refused + result.unsent == 10_000_000
+
+
+# -- 5. reasons by cause ----------------------------------------------------------------------------------
+
+def test_garbage_from_the_tps_is_a_protocol_error_not_a_timeout():
+    def endless_header(tps, conn, message):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Within: " + b"within " * 4000)
+
+    with HostileTPS(register=endless_header) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.exit_code == 2
+    assert set(result.errors) == {"protocol error"}, result.errors
+    assert result.errors["protocol error"]["count"] == RUN["devices"]
+
+
+def test_a_reason_phrase_with_the_words_of_other_causes_is_counted_by_its_status():
+    def refuse_with_words(tps, conn, message):
+        conn.sendall(b"HTTP/1.1 503 refused reset closed within timed out\r\n\r\n")
+
+    with HostileTPS(register=refuse_with_words) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert set(result.errors) == {"503 refused reset closed within timed out"}, result.errors

@@ -1,0 +1,144 @@
+"""Hostile and damaged result files (issue 16, item 9): ``tpsharness report`` checks a
+file's shape before it uses it, bounds what a histogram inflates to, refuses NaN and
+Infinity, and answers with one line and exit status 3, never a traceback."""
+
+import base64
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+pytest.importorskip("hdrh")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPORT = ("import resource, sys\n"
+          "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, resource.RLIM_INFINITY))\n"
+          "from tpsharness.cli import main\n"
+          "code = main(['report', *sys.argv[1:]])\n"
+          "print('maxrss-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+          "sys.exit(code)\n")
+
+
+def report(*args):
+    """``tpsharness report ARGS`` in a process with 1.5 GB of address space at most:
+    (exit code, stdout, stderr without its last line, peak RSS in MB)."""
+    done = subprocess.run([sys.executable, "-c", REPORT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    lines = done.stderr.splitlines()
+    rss = int(lines.pop().split()[1]) / 1024 if lines and lines[-1].startswith("maxrss-kb") else None
+    return done.returncode, done.stdout, "\n".join(lines), rss
+
+
+def valid():
+    """A small result document, as --json writes it."""
+    from tpsharness.load.histograms import encode, new_histogram
+    histogram = new_histogram()
+    histogram.record_value(1500, 10)
+    return {"format": "tpsharness-load/1", "target": "127.0.0.1:6604",
+            "config": {"devices": 2, "clients": 1, "duration": 1.0, "rate": None, "window": 1,
+                       "payload_size": 64, "ramp": 0.0, "heartbeat": False, "reply_every": 0,
+                       "timeout": 5.0, "drain": 5.0, "auth_code": "0000", "prefix": None, "extra": {},
+                       "address": ["127.0.0.1", 6604]},
+            "counters": {"sent": 10, "acked": 10, "delivered": 10, "lost": 0},
+            "histograms": {"relay": encode(histogram)}, "errors": {},
+            "series": [{"t": 1, "span": 1.0, "sent": 10, "delivered": 10, "errors": 0, "cpu": 0.1,
+                        "relay": encode(histogram)}],
+            "duration": 1.0, "aborted": None, "interrupted": False,
+            "workers": [{"name": "local", "cpu_seconds": 0.1, "wall_seconds": 1.0, "devices": 2, "clients": 1,
+                         "delivered": 10}], "thresholds": []}
+
+
+def bomb(megabytes):
+    """A histogram whose zlib part inflates to ``megabytes`` MB of zeros (about a
+    thousandth of that compressed)."""
+    deflater = zlib.compressobj(9)
+    chunk = b"\0" * (1 << 20)
+    packed = b"".join(deflater.compress(chunk) for _ in range(megabytes)) + deflater.flush()
+    return base64.b64encode(struct.pack(">II", 0x1C849314, len(packed)) + packed).decode()
+
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
+def with_(path, value, raw=False):
+    """A valid document with ``path`` (keys, separated by '.') replaced by ``value``."""
+    document = valid()
+    keys = path.split(".")
+    target = document
+    for key in keys[:-1]:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[keys[-1]] = value
+    return document
+
+
+CASES = {
+    "counters as a list": (with_("counters", [1, 2, 3]), "counters: a mapping was expected, not a list"),
+    "errors as a list": (with_("errors", ["refused"]), "errors: a mapping was expected, not a list"),
+    "workers as strings": (with_("workers", ["local", "remote"]), "workers[0]: a mapping was expected"),
+    "base64 that is not a histogram": (with_("histograms.relay", base64.b64encode(b"hello world").decode()),
+                                       "histograms.relay: a histogram without HdrHistogram's header"),
+    "bad zlib": (with_("histograms.relay", base64.b64encode(struct.pack(">II", 0x1C849314, 6)
+                                                            + b"garbage").decode()),
+                 "histograms.relay: a histogram"),
+    "a 4,000-digit integer": (with_("counters.sent", int("9" * 4000)), "counters.sent: a count outside"),
+    "a negative count": (with_("counters.sent", -5), "counters.sent: a count outside"),
+    "a series histogram that is text": (with_("series.0.relay", "not base64 at all!"),
+                                        "series[0].relay: a histogram that is not base64"),
+    "a duration as text": (with_("duration", "long"), "duration: a number was expected"),
+    "a threshold without its fields": (with_("thresholds", [{}]), "thresholds[0].expression"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_damaged_result_file_is_refused_with_one_line_and_exit_3(tmp_path, name):
+    document, message = CASES[name]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    code, out, err, _ = report(str(path), "-o", str(tmp_path / "r.html"))
+    assert code == 3, out + err
+    assert err.count("\n") == 0 and err.startswith(f"tpsharness report: {path}: "), err
+    assert message in err
+    assert "Traceback" not in out + err and "internal error" not in out + err
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    (nested(1000), "nested too deeply"),
+    (json.dumps(valid()).replace('"duration": 1.0', '"duration": NaN'), "NaN is not a number a result can hold"),
+    (json.dumps(valid()).replace('"duration": 1.0', '"duration": Infinity'), "Infinity is not a number"),
+    (json.dumps(valid()).replace('"cpu": 0.1', '"cpu": -Infinity'), "-Infinity is not a number"),
+], ids=["1000-deep", "nan", "infinity", "minus-infinity"])
+def test_json_a_result_cannot_hold_is_refused_with_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    code, out, err, _ = report(str(path), "-o", str(tmp_path / "r.html"))
+    assert code == 3 and message in err and err.count("\n") == 0, out + err
+    assert "Traceback" not in out + err and "inf delivered" not in out
+
+
+@pytest.mark.parametrize("megabytes, file_size, message", [
+    (1400, (1_400_000, 4_000_000), "characters, over 1,048,576"),     # the 1.4 MB file of the issue
+    (700, (500_000, 1_048_576), "inflates past"),                     # under the length bound
+])
+def test_a_zlib_bomb_histogram_is_refused_without_inflating_it(tmp_path, megabytes, file_size, message):
+    path = tmp_path / "bomb.json"
+    path.write_text(json.dumps(with_("histograms.relay", bomb(megabytes))))
+    assert file_size[0] < path.stat().st_size < file_size[1]
+    code, out, err, rss = report(str(path), "-o", str(tmp_path / "r.html"))
+    assert code == 3 and message in err and err.count("\n") == 0, out + err
+    assert rss is not None and rss < 300, f"{rss} MB"
+
+
+def test_a_valid_file_still_makes_a_report(tmp_path):
+    """The control: the checks refuse nothing a real result holds (an older format too)."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps(valid()))
+    code, out, err, _ = report(str(path), "-o", str(tmp_path / "r.html"))
+    assert code == 0, out + err
+    assert "1 run (1 passed, 0 failed)" in out
