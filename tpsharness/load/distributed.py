@@ -77,6 +77,7 @@ def run_distributed(config: LoadConfig, specs: list[str], *,
     result = LoadResult(parts, config.to_dict(), target)
     if aborted:
         result.aborted = aborted
+        result.interrupted = False      # the others were stopped because of it, not by Ctrl-C
     return result
 
 
