@@ -22,6 +22,7 @@ import subprocess
 import sys
 from collections import deque
 from time import monotonic
+from zlib import crc32
 
 from _common import rss_bytes  # noqa: E402  (puts the repo on sys.path)
 
@@ -30,7 +31,7 @@ from tpsharness.load.config import LoadConfig  # noqa: E402
 from tpsharness.load.fake import FakeProcess  # noqa: E402
 from tpsharness.load.histograms import Latencies, summary_ms  # noqa: E402
 from tpsharness.load.local import run_worker  # noqa: E402
-from tpsharness.load.payload import PayloadMaker, read  # noqa: E402
+from tpsharness.load.payload import HEADER_SIZE, PayloadMaker, unpack_header  # noqa: E402
 from tpsharness.load.result import LoadResult  # noqa: E402
 from tpsharness.protocol import (PrivateData, PrivateDataTemplate, Reader,  # noqa: E402
                                  RegisterReply, register_request)
@@ -72,7 +73,7 @@ class Baseline:
             device_of.append(device.index)
             self.builds.append(PrivateDataTemplate(client.uuid, device.uuid, host=self.label).build)
         self.streams = Streams(client_of, device_of)
-        start = monotonic()
+        start = self.start = monotonic()
         cpu = cpu_seconds()
         ticker = loop.create_task(self._tick())
         self.sending = True
@@ -150,17 +151,24 @@ class DeviceProtocol(Protocol):
     def data_received(self, data):
         generator = self.generator
         self.reader.feed(data)
+        now = monotonic()
         for message in self.reader:
-            if message.__class__ is PrivateData:
-                fields = read(message.body)
-                if fields is None:
-                    generator.streams.corrupted += 1
-                    continue
-                sender, pair, seq, due, _ = fields
-                if generator.streams.receive(pair, seq):
-                    generator.relay.buffer.append(int((monotonic() - due) * 1e6))
-                    if generator.sending:
-                        generator.send(generator.clients[sender])
+            if message.__class__ is PrivateData:      # the same checks as tpsharness.load.arrivals
+                streams = generator.streams
+                body = message.body
+                if len(body) >= HEADER_SIZE:
+                    check, sender, pair, seq, due, _ = unpack_header(body)
+                    if (check == crc32(body[4:]) and pair < len(streams.device_of)
+                            and streams.client_of[pair] == sender and seq < streams.next_seq[pair]
+                            and generator.start <= due <= now):
+                        if streams.device_of[pair] != self.index:
+                            streams.misroute(pair, seq, self.index)
+                        elif streams.receive(pair, seq):
+                            generator.relay.buffer.append(int((now - due) * 1e6))
+                            if generator.sending:
+                                generator.send(generator.clients[sender])
+                        continue
+                streams.corrupted += 1
             elif message.__class__ is RegisterReply and not self.ready.done():
                 self.ready.set_result(None)
 
@@ -186,6 +194,7 @@ class ClientProtocol(Protocol):
 
 def child(kind, host, port, devices, clients, window, size, duration):
     address = (host, port)
+    before = os.times()
     if kind == "asyncio":
         import asyncio
         figures = asyncio.run(Baseline(address, devices, clients, window, size, duration).run())
@@ -197,6 +206,9 @@ def child(kind, host, port, devices, clients, window, size, duration):
         worker = part["workers"][0]
         figures = {"delivered": result.delivered, "sent": result.sent, "cpu": worker["cpu_seconds"],
                    "wall": worker["wall_seconds"], "relay_p50": result.latency("relay")["p50"]}
+    after = os.times()
+    user, system = after.user - before.user, after.system - before.system
+    figures["system_share"] = system / (user + system) if user + system else 0.0     # connects included
     print(json.dumps(figures))
 
 
@@ -218,15 +230,86 @@ def cpu_per_relay(args):
             with FakeProcess() as address:
                 figures = run_child(kind, address, args)
             runs[kind].append(figures["cpu"] / figures["delivered"] * 1e6)
+            system = runs[kind][-1] * figures["system_share"]
             print(f"cpu        {kind:8} {figures['delivered']:,} relays in {figures['wall']:.1f} s "
                   f"({figures['delivered'] / figures['wall']:,.0f}/s), generator CPU {figures['cpu']:.2f} s: "
-                  f"{runs[kind][-1]:.1f} us per relay", flush=True)
+                  f"{runs[kind][-1]:.1f} us per relay (about {runs[kind][-1] - system:.1f} us user, "
+                  f"{system:.1f} us system)", flush=True)
     ours, baseline = min(runs["ours"]), min(runs["asyncio"])
+    args.per_relay_us = ours
     print(f"cpu        {args.devices:,} devices, {args.clients} clients, window {args.window}, "
           f"{args.payload_size} B, {args.duration:g} s: ours {ours:.1f} us per relay (range "
           f"{min(runs['ours']):.1f}-{max(runs['ours']):.1f}), asyncio {baseline:.1f} us (range "
           f"{min(runs['asyncio']):.1f}-{max(runs['asyncio']):.1f}), ratio {baseline / ours:.2f}x "
           f"(goals: >= 1.5x, <= 20 us)")
+
+
+def accounting_cost(args, per_relay_us):
+    """The integrity accounting and misrouting check of one relay (checksum, pair,
+    sender, sequence and send time checked, destination compared, the stream
+    advanced, the latency kept), timed in-process on prebuilt reads: the reading
+    callback against the framing alone, and as a share of the per-relay figure."""
+    from time import process_time
+
+    from tpsharness.load.accounting import Counters
+    from tpsharness.load.arrivals import Evidence, make_on_read
+    from tpsharness.load.endpoints import LoadClient, LoadDevice
+
+    class Idle:
+        sending = False         # nothing is sent again: the accounting alone
+
+    devices = [LoadDevice(("127.0.0.1", 1), f"cam-{i}") for i in range(args.devices)]
+    clients = [LoadClient(("127.0.0.1", 1), f"app-{i}") for i in range(args.clients)]
+    for i, device in enumerate(devices):
+        device.index, device.relay_heads = i, {}
+    for i, client in enumerate(clients):
+        client.index, client.pairs, client.in_flight, client.last_progress = i, [], 0, 0.0
+    pairs = max(len(devices), len(clients))
+    client_of = [pair % len(clients) for pair in range(pairs)]
+    device_of = [pair % len(devices) for pair in range(pairs)]
+    streams = Streams(client_of, device_of)
+    make = PayloadMaker(args.payload_size).make
+    start = monotonic()
+    reads = []
+    for i in range(200_000):
+        pair = i % pairs
+        head = PrivateDataTemplate(clients[client_of[pair]].uuid, devices[device_of[pair]].uuid).build(
+            bytes(args.payload_size))[:-args.payload_size]
+        devices[device_of[pair]].relay_heads[head] = (clients[client_of[pair]].uuid, args.payload_size)
+        seq = streams.next_seq[pair]
+        streams.next_seq[pair] += 1
+        reads.append((devices[device_of[pair]], head + make(client_of[pair], pair, seq, start, 0)))
+
+    def nothing(device, src, body, now):
+        pass
+
+    def framing():
+        for device, data in reads:
+            device.frame(data, nothing, 0.0)
+
+    def reading():
+        counters = Counters()
+        for stream in ("highest", "at_destination"):
+            getattr(streams, stream)[:] = [-1] * pairs
+        on_read = make_on_read(Idle(), streams, counters, Evidence(), clients, [], lambda c, d: True,
+                               lambda e, d: None, start, closed_loop=True)
+        for device, data in reads:
+            on_read(device, data)
+        assert streams.delivered and not streams.corrupted and not streams.misrouted
+
+    def best(run):
+        times = []
+        for _ in range(5):
+            began = process_time()
+            run()
+            times.append(process_time() - began)
+        return min(times) / len(reads) * 1e6
+
+    frame_us, read_us = best(framing), best(reading)
+    cost = read_us - frame_us
+    share = f", {cost / per_relay_us * 100:.1f}% of the {per_relay_us:.1f} us per relay" if per_relay_us else ""
+    print(f"accounting integrity and misrouting checks {cost:.2f} us per relay (the reading callback "
+          f"{read_us:.2f} us, its framing alone {frame_us:.2f} us){share} (goal <= 5%)")
 
 
 def memory_child(host, port, devices):
@@ -298,6 +381,7 @@ def main(argv=None):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     parser.add_argument("--memory-devices", type=int, default=min(10_000, hard - 100))
     parser.add_argument("--quick", action="store_true", help="small workloads (the test suite's smoke run)")
+    parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
@@ -314,7 +398,10 @@ def main(argv=None):
     if args.quick:
         args.devices, args.clients, args.duration, args.rounds = 40, 8, 1.0, 1
         args.memory_devices = 200
-    cpu_per_relay(args)
+    args.per_relay_us = None
+    if not args.skip_cpu:
+        cpu_per_relay(args)
+    accounting_cost(args, args.per_relay_us)
     if not args.skip_memory:
         memory(args)
     if not args.skip_workers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..client import Client
 from ..device import Device
@@ -19,12 +20,29 @@ _END_OF_HEAD = b"\r\n\r\n"
 
 
 class LoadDevice(Device):
-    __slots__ = ("index", "outbox", "closed", "heartbeat_request", "relay_heads")
+    __slots__ = ("index", "outbox", "closed", "heartbeat_request", "relay_heads", "partial")
     index: int                                  # its place in the engine's devices
     outbox: Outbox | None                       # made at its first write
     closed: bool
     heartbeat_request: tuple[float, bytes]      # (KeepAliveIntervel, the re-register request)
     relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length)
+    partial: bool                               # the reader may hold part of a message
+
+    def __init__(self, address: tuple[str, int], uuid: str, index: int = 0, **options: Any) -> None:
+        super().__init__(address, uuid, **options)
+        self.index = index
+        self.outbox = None
+        self.closed = False
+        self.relay_heads = None
+        self.partial = False
+
+    def _read(self, data: bytes) -> list[Message]:
+        """``data`` through the reader: its whole messages (it keeps the rest)."""
+        reader = self._reader
+        reader.feed(data)
+        messages = list(reader)
+        self.partial = reader.buffered > 0
+        return messages
 
     def messages(self, data: bytes) -> list[tuple[str, bytes] | Message]:
         """The messages in ``data`` (load's framing; a pooled Endpoint's ``deliver``
@@ -42,11 +60,9 @@ class LoadDevice(Device):
         (src, body length)), framed by that known length without parsing; return the
         rest as typed messages, through the reader (anything else, and everything
         once a read ended mid-message, until the reader is empty again)."""
-        reader = self._reader
         heads = self.relay_heads
-        if reader.buffered or not heads:
-            reader.feed(data)
-            return list(reader)
+        if self.partial or not heads:
+            return self._read(data)
         start, size = 0, len(data)
         find, get = data.find, heads.get
         while start < size:
@@ -63,8 +79,7 @@ class LoadDevice(Device):
             start = body_end
         if start == size:
             return ()
-        reader.feed(data[start:] if start else data)
-        return list(reader)
+        return self._read(data[start:] if start else data)
 
 
 _ACK = reply(200)                   # the field server's ack, byte for byte
@@ -74,7 +89,7 @@ _ACKED = Reply(200, "OK")
 
 class LoadClient(Client):
     __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "outbox",
-                 "closed", "count", "ack_cap")
+                 "closed", "count", "ack_cap", "partial")
     index: int                          # its place in the engine's clients
     pairs: list[int]                    # the streams it sends, in turn
     turn: int                           # index in pairs of the next stream
@@ -85,6 +100,17 @@ class LoadClient(Client):
     closed: bool
     count: int                          # messages sent (every n-th asks for a reply)
     ack_cap: int                        # send times kept to match acks (0: acks not matched)
+    partial: bool                       # the reader may hold part of a message
+
+    def __init__(self, address: tuple[str, int], uuid: str, index: int = 0, **options: Any) -> None:
+        super().__init__(address, uuid, **options)
+        self.index = index
+        self.pairs = []
+        self.turn = self.count = self.in_flight = self.ack_cap = 0
+        self.due_times = deque()
+        self.last_progress = 0.0
+        self.outbox = None
+        self.closed = self.partial = False
 
     def messages(self, data: bytes) -> list[Message]:
         """The messages in ``data``; a read of nothing but whole field acks (the usual
@@ -94,13 +120,15 @@ class LoadClient(Client):
             return [_ACKED] * acks
         reader = self._reader
         reader.feed(data)
-        return list(reader)
+        messages = list(reader)
+        self.partial = reader.buffered > 0
+        return messages
 
     def whole_acks(self, data: bytes) -> int:
         """How many field acks ``data`` is, when it is nothing else and nothing is
         buffered (the usual read); 0 otherwise."""
         size = len(data)
-        if self._reader.buffered or size % _ACK_SIZE or data.count(_ACK) * _ACK_SIZE != size:
+        if self.partial or size % _ACK_SIZE or data.count(_ACK) * _ACK_SIZE != size:
             return 0
         return size // _ACK_SIZE
 
@@ -125,6 +153,18 @@ class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
         super().__init__()
         self.on_read: Callable[[LoadDevice | LoadClient, bytes], None] = on_read or _no_reader
         self.on_lost = on_lost or _no_loss
+        self._receivers: dict[int, tuple[LoadDevice | LoadClient, Callable[[int], bytes]]] = {}
+
+    def add(self, endpoint: LoadDevice | LoadClient) -> None:
+        super().add(endpoint)
+        sock = endpoint.sock
+        assert sock is not None         # EndpointPool.add refuses an endpoint not connected
+        self._receivers[sock.fd] = (endpoint, sock.sock.recv)      # the raw socket: no call between
+
+    def discard(self, endpoint: LoadDevice | LoadClient) -> None:
+        super().discard(endpoint)
+        if endpoint.sock is not None:
+            self._receivers.pop(endpoint.sock.fd, None)
 
     def _drop(self, endpoint: LoadDevice | LoadClient, cause: str, reason: str) -> None:
         self.discard(endpoint)
@@ -132,19 +172,18 @@ class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
         self.on_lost(endpoint, cause, reason)
 
     async def run(self) -> None:
-        endpoints = self._endpoints
+        receivers = self._receivers
         group = self._group
         drop = self._drop
-        while endpoints:
+        while receivers:
             on_read = self.on_read
             for fd in await WaitReadable(group):
-                endpoint = endpoints.get(fd)
-                if endpoint is None:
+                known = receivers.get(fd)
+                if known is None:
                     continue
-                sock = endpoint.sock
-                assert sock is not None, "add() pools connected endpoints only"
+                endpoint, recv = known
                 try:
-                    data = sock.sock.recv(RECV_SIZE)
+                    data = recv(RECV_SIZE)
                 except BlockingIOError:
                     continue
                 except OSError as error:

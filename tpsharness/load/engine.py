@@ -76,20 +76,10 @@ class Engine:
         if address is None:         # the CLI and load() put the bundled fake's address here
             raise LoadUsageError("a load engine needs the TPS address (config.address)")
         _enough_descriptors(config.devices + config.clients)
-        self.devices: list[LoadDevice] = []
-        for i in range(config.devices):
-            device = LoadDevice(address, f"{prefix}cam-{i}", auth_code=config.auth_code,
-                                timeout=config.timeout)
-            device.index, device.outbox, device.closed, device.relay_heads = i, None, False, None
-            self.devices.append(device)
-        self.clients: list[LoadClient] = []
-        for i in range(config.clients):
-            client = LoadClient(address, f"{prefix}app-{i}", auth_code=config.auth_code,
-                                timeout=config.timeout)
-            client.index, client.pairs, client.turn, client.count = i, [], 0, 0
-            client.due_times, client.in_flight, client.outbox, client.closed = deque(), 0, None, False
-            client.last_progress, client.ack_cap = 0.0, 0
-            self.clients.append(client)
+        self.devices = [LoadDevice(address, f"{prefix}cam-{i}", i, auth_code=config.auth_code,
+                                   timeout=config.timeout) for i in range(config.devices)]
+        self.clients = [LoadClient(address, f"{prefix}app-{i}", i, auth_code=config.auth_code,
+                                   timeout=config.timeout) for i in range(config.clients)]
         self.live_devices = 0
         self.live_clients = 0
         self.streams: Streams | None = None     # once the pairs are built
@@ -257,6 +247,7 @@ class Engine:
             counters.errors.add(cause_of(error, device.label), f"device {device.uuid}: {error}")
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
+        device.partial = True           # the register's reading may have left part of a message
         if self.config.heartbeat:
             device.heartbeat_request = (device.keepalive_interval or KEEPALIVE_INTERVAL, register_request(
                 device.uuid, host=device.host_header, cseq="2", auth_code=device.auth_code))
