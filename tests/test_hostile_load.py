@@ -7,7 +7,6 @@ import logging
 import math
 import socket
 import struct
-import threading
 import time
 from zlib import crc32
 
@@ -18,90 +17,12 @@ pytest.importorskip("hdrh")
 import tpsharness  # noqa: E402
 from tpsharness.load.fake import FakeProcess  # noqa: E402
 from tpsharness.load.payload import HEADER_SIZE, unpack_header  # noqa: E402
-from tpsharness.protocol import PrivateData, Reader, RegisterRequest, register_reply, reply  # noqa: E402
+from tpsharness.protocol import register_reply, reply  # noqa: E402
 
+from hostile_tps import HostileTPS  # noqa: E402
 from test_load import cli  # noqa: E402
 
 RUN = dict(devices=4, clients=2, window=2, duration=1.0, timeout=2.0, drain=1.0)
-
-
-class HostileTPS:
-    """A loopback TPS on threads that registers devices as a field server does and
-    lets a test decide what each private data gets: ``relay(tps, conn, message)``."""
-
-    def __init__(self, relay=None, register=None):
-        self.relay = relay or HostileTPS.relay_as_field
-        self.register = register or HostileTPS.register_as_field
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
-        self.devices = {}
-        self.connections = []
-        self.lock = threading.Lock()
-        self.count = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        reader = Reader()
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                reader.feed(data)
-                try:
-                    messages = list(reader)
-                except Exception:
-                    return
-                for message in messages:
-                    with self.lock:
-                        self.count += 1
-                        try:
-                            if isinstance(message, RegisterRequest):
-                                self.register(self, conn, message)
-                            elif isinstance(message, PrivateData):
-                                self.relay(self, conn, message)
-                        except OSError:
-                            return
-
-    @staticmethod
-    def register_as_field(tps, conn, message):
-        tps.devices[message.serial] = conn
-        conn.sendall(register_reply(utc_time="0"))
-
-    @staticmethod
-    def relay_as_field(tps, conn, message):
-        device = tps.devices.get(message.dest)
-        if device is None:
-            conn.sendall(reply(404))
-            return
-        conn.sendall(reply(200))
-        device.sendall(message.raw)
-
-    def close(self):
-        self.listener.close()
-        for conn in self.connections:
-            try:
-                conn.close()
-            except OSError:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 # -- 1. reason phrases -------------------------------------------------------------------------------

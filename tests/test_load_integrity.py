@@ -3,6 +3,7 @@ misrouting has its own count with witnesses and a pattern, coalesced acks are
 detected and the ack latency never grows with the run."""
 
 import csv
+import os
 import json
 import re
 
@@ -15,7 +16,7 @@ from tpsharness.load.accounting import Streams  # noqa: E402
 from tpsharness.load.result import LoadResult  # noqa: E402
 from tpsharness.load.thresholds import apply, parse_all  # noqa: E402
 
-from test_load import SHORT, cli  # noqa: E402
+from test_load import ROOT, SHORT, cli  # noqa: E402
 
 FIELD = "--fake-option=--fault=one-read-one-message"       # the field-like stand-in
 
@@ -37,7 +38,7 @@ def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_sa
     assert verdict.startswith(f"FAILED: {misrouted:,} of {sent:,} messages ({share}) reached the wrong device")
     assert re.search(r"^      load-\w+-app-\d+'s message #\d+ for load-\w+-cam-\d+ reached load-\w+-cam-\d+$",
                      out, re.M), out
-    assert "pattern: " in out and "same read as a message for the device that got it" in out
+    assert "pattern: every misrouted message arrived in the same read as, and after, a message for the device" in out
     assert "docs/protocol.md section 3" in out
     assert "errors: none" not in out
     assert "FAIL  misrouted==0   (measured" in out
@@ -118,7 +119,7 @@ def test_a_user_threshold_on_a_count_replaces_its_default():
                              **dict(SHORT, drain=0.3))
     assert result.lost == result.sent > 0
     assert [expression for expression, _, _ in result.thresholds] == [
-        "misrouted==0", "corrupted==0", "duplicated==0", "reordered==0", "lost.rate<=100%"]
+        "misrouted==0", "corrupted==0", "duplicated==0", "reordered==0", "rejected==0", "lost.rate<=100%"]
     assert result.exit_code == 0
     assert result.verdict == (f"PASSED ({result.lost:,} of {result.sent:,} messages (100.0%) lost, "
                               "within lost.rate<=100%)")
@@ -136,7 +137,8 @@ def test_the_documented_option_turns_the_integrity_thresholds_off():
 def test_a_clean_run_holds_every_default_and_passes():
     code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet")
     assert code == 0, out
-    assert "ok    misrouted==0, lost==0, corrupted==0, duplicated==0, reordered==0   (integrity, by default)" in out
+    assert ("ok    misrouted==0, lost==0, corrupted==0, duplicated==0, reordered==0, rejected==0   "
+            "(integrity, by default)") in out
     assert "errors: none" in out and out.rstrip().splitlines()[-1] == "PASSED"
 
 
@@ -207,3 +209,40 @@ def test_messages_that_arrived_nowhere_are_named_by_stream_and_number():
     streams.receive(0, 0)
     streams.receive(0, 2)
     assert streams.never_arrived() == [(0, 1), (1, 0), (1, 1)]
+
+
+def _shape(text):
+    """Lines as a summary lays them out, whatever the figures and uuids."""
+    shapes = []
+    for line in text.splitlines():
+        if re.match(r"^ +\d+s  sent", line) or line.startswith(("$ ", "    --", "tpsharness load: no HOST")):
+            continue
+        line = re.sub(r"load-[0-9a-f]{6}-(app|cam)-\d+", r"\1", line)
+        shapes.append(re.sub(r" +", " ", re.sub(r"\d[\d,.]*", "N", line)).strip())
+    return shapes
+
+
+def test_the_misrouting_example_in_the_docs_is_what_a_run_prints():
+    docs = open(os.path.join(ROOT, "docs", "load.md"), encoding="utf-8").read()
+    example = docs.split("## Misrouted messages", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "1",
+                       FIELD)
+    assert code == 1
+    assert _shape(out) == _shape(example.split("$ echo $?")[0])
+
+
+def test_a_tps_that_refuses_every_message_fails_the_run():
+    result = tpsharness.load(window=2, fake_args=["--fault=forget-registrations"], **SHORT)
+    assert result.rejected == result.sent > 0 and result.delivered == 0 and result.lost == 0
+    assert result.exit_code == 1
+    assert result.verdict == f"FAILED: {result.sent:,} of {result.sent:,} messages (100.0%) refused by the TPS"
+
+
+def test_the_progress_line_counts_what_went_wrong_so_far():
+    import io
+    from tpsharness.load.output import Progress
+    from test_load import snapshot
+    out = io.StringIO()
+    progress = Progress(out, tty=False)
+    progress(dict(snapshot(1), total_wrong=1234))
+    assert "errors 1  WRONG 1,234  relay p99" in out.getvalue()

@@ -27,3 +27,14 @@ def rss_bytes():
     """This process's resident set size now."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes():
+    """This process's peak resident set size (VmHWM). Not ``ru_maxrss``: Linux carries
+    that over from the parent through fork and exec, so a child of a large parent
+    would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")

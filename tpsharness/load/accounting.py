@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from ..protocol import RegisterReply, Reply
 
 INTEGRITY = ("misrouted", "lost", "corrupted", "duplicated", "reordered")
-"""The ways a message can go wrong, in the order a verdict names them."""
+"""The ways a message can go wrong at the devices, in the order a verdict names them."""
+JUDGED = (*INTEGRITY, "rejected")
+"""What a run is held to by default: every way a message did not reach its device
+intact, once and in order, a refusal by the TPS included."""
 
 MAX_MISSING = 65536         # gaps remembered per pair; a later arrival past them counts as duplicate
 MAX_MISSING_TOTAL = 1 << 18     # and in all (a set entry costs ~60 bytes: 16 MB at most)

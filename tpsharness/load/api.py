@@ -28,7 +28,7 @@ def load(host: str | None = None, port: int | None = None, *, devices: int = 100
     are its options; ``on_fake_started(address)`` is called once it listens). ``workers`` > 1 or ``tx`` specs run workers through execnet.
     ``thresholds`` ('relay.p99<50ms', ...) are checked into ``result.thresholds``,
     after the integrity defaults (``misrouted==0``, ``lost==0``, ``corrupted==0``,
-    ``duplicated==0``, ``reordered==0``; a threshold of the user's on one of those
+    ``duplicated==0``, ``reordered==0``, ``rejected==0``; a threshold of the user's on one of those
     counts replaces its default; ``integrity=False`` drops them). ``result.verdict``
     says the run in one line; ``result.exit_code`` is 0, 1 (a threshold failed) or 2
     (the run could not be carried out). LoadUsageError for impossible parameters.

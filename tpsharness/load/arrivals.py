@@ -47,7 +47,7 @@ class Evidence:
     __slots__ = ("same_read", "to_clients", "receivers", "corrupted")
 
     def __init__(self) -> None:
-        self.same_read = 0                      # misrouted at a device, in a read with one for it
+        self.same_read = 0                      # misrouted at a device, after one for it in the same read
         self.to_clients = 0                     # misrouted to a client
         self.receivers: dict[int, int] = {}     # endpoint code (see Streams) -> misrouted arrivals
         self.corrupted: list[dict[str, str]] = []
@@ -80,9 +80,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
     ask = payload_format.ASK_REPLY if answers else 0
     by_src = {client.uuid: client for client in clients}
     errors = counters.errors
-    current_read = b""              # the device read being framed (for the evidence)
-    checked_read = None             # the read own_in_read was found for
-    own_in_read = False
+    own_in_read = False             # the device read being framed held a message for its device
 
     def refill(client: LoadClient, now: float) -> None:
         if client.in_flight <= 0:       # an arrival the TPS made up: no message of ours to replace
@@ -94,10 +92,10 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
 
     def on_read(endpoint: LoadEndpoint, data: bytes) -> None:
         """One read's messages: a device's relays, a client's acks and answers."""
-        nonlocal current_read
+        nonlocal own_in_read
         now = monotonic()
         if endpoint.__class__ is LoadDevice:
-            current_read = data
+            own_in_read = False
             for message in endpoint.frame(data, relayed, now):
                 if message.__class__ is PrivateData:
                     relayed(endpoint, message.src, message.body, now)
@@ -121,6 +119,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
 
     def relayed(endpoint: LoadDevice, src: str, body: bytes, now: float) -> None:
         """Private data relayed to device ``endpoint`` from ``src``: account it."""
+        nonlocal own_in_read
         if len(body) >= header_size:
             check, sender, pair, seq, due, flags = unpack_header(body)
             if (check == crc32(body[4:]) and pair < pairs and client_of[pair] == sender
@@ -128,6 +127,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                 if device_of[pair] != endpoint.index:
                     misrouted(endpoint, endpoint.index, sender, pair, seq, now)
                     return
+                own_in_read = True
                 if seq == highest[pair] + 1:            # Streams.receive's usual case, inline
                     highest[pair] = at_destination[pair] = seq
                     streams.delivered += 1
@@ -148,14 +148,9 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
 
     def misrouted(endpoint: LoadEndpoint, at: int, sender: int, pair: int, seq: int, now: float) -> None:
         """An intact message that reached ``endpoint`` (code ``at``), not its device."""
-        nonlocal checked_read, own_in_read
         streams.misroute(pair, seq, at)
         evidence.receivers[at] = evidence.receivers.get(at, 0) + 1
         if endpoint.__class__ is LoadDevice:
-            if checked_read is not current_read:
-                checked_read = current_read
-                heads = endpoint.relay_heads or {}
-                own_in_read = any(head in current_read for head in heads)
             evidence.same_read += own_in_read
         else:
             evidence.to_clients += 1

@@ -71,10 +71,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                       help="a worker per SPEC, xdist style: popen, ssh=user@host//python=/venv/bin/python")
     load.add_argument("--threshold", action="append", default=[], metavar="EXPR",
                       help="'relay.p99<50ms', 'lost.rate<0.1%%', 'errors.rate<0.1%%', 'delivered.rate>=20000/s'; "
-                           "one on misrouted, lost, corrupted, duplicated or reordered replaces its default (==0)")
+                           "one on misrouted, lost, corrupted, duplicated, reordered or rejected replaces its "
+                           "default (==0)")
     load.add_argument("--no-integrity-thresholds", dest="integrity", action="store_false",
-                      help="do not hold the run to misrouted==0, lost==0, corrupted==0, duplicated==0 and "
-                           "reordered==0 (a run that only measures speed; the counts are still shown)")
+                      help="do not hold the run to misrouted==0, lost==0, corrupted==0, duplicated==0, "
+                           "reordered==0 and rejected==0 (a run that only measures speed; the counts are "
+                           "still shown)")
     load.add_argument("--json", metavar="FILE", help="write the result, histograms included, as JSON")
     load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv and PREFIX_latency.csv")
     load.add_argument("--quiet", action="store_true", help="no progress line")

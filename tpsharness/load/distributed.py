@@ -204,8 +204,8 @@ def _send(channel: execnet.Channel, item: tuple[object, ...]) -> None:
 
 def _merge_ticks(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     merged = dict(snapshots[0])
-    for name in ("sent", "delivered", "errors", "total_sent", "total_delivered", "total_errors"):
-        merged[name] = sum(s[name] for s in snapshots)
+    for name in ("sent", "delivered", "errors", "total_sent", "total_delivered", "total_errors", "total_wrong"):
+        merged[name] = sum(s.get(name, 0) for s in snapshots)
     merged["cpu"] = max(s["cpu"] for s in snapshots)
     merged["relay"] = encode(merge(s["relay"] for s in snapshots))
     merged["worker"] = "all"

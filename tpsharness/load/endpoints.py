@@ -20,13 +20,14 @@ _END_OF_HEAD = b"\r\n\r\n"
 
 
 class LoadDevice(Device):
-    __slots__ = ("index", "outbox", "closed", "heartbeat_request", "relay_heads", "partial")
+    __slots__ = ("index", "outbox", "closed", "heartbeat_request", "relay_heads", "partial", "recv")
     index: int                                  # its place in the engine's devices
     outbox: Outbox | None                       # made at its first write
     closed: bool
     heartbeat_request: tuple[float, bytes]      # (KeepAliveIntervel, the re-register request)
-    relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length)
+    relay_heads: dict[bytes, tuple[str, int]] | None    # header block -> (src, body length), every pair's
     partial: bool                               # the reader may hold part of a message
+    recv: Callable[[int], bytes]                # its socket's own recv, once pooled
 
     def __init__(self, address: tuple[str, int], uuid: str, index: int = 0, **options: Any) -> None:
         super().__init__(address, uuid, **options)
@@ -89,7 +90,7 @@ _ACKED = Reply(200, "OK")
 
 class LoadClient(Client):
     __slots__ = ("index", "pairs", "turn", "due_times", "in_flight", "last_progress", "outbox",
-                 "closed", "count", "ack_cap", "partial")
+                 "closed", "count", "ack_cap", "partial", "recv")
     index: int                          # its place in the engine's clients
     pairs: list[int]                    # the streams it sends, in turn
     turn: int                           # index in pairs of the next stream
@@ -101,6 +102,7 @@ class LoadClient(Client):
     count: int                          # messages sent (every n-th asks for a reply)
     ack_cap: int                        # send times kept to match acks (0: acks not matched)
     partial: bool                       # the reader may hold part of a message
+    recv: Callable[[int], bytes]        # its socket's own recv, once pooled
 
     def __init__(self, address: tuple[str, int], uuid: str, index: int = 0, **options: Any) -> None:
         super().__init__(address, uuid, **options)
@@ -153,18 +155,12 @@ class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
         super().__init__()
         self.on_read: Callable[[LoadDevice | LoadClient, bytes], None] = on_read or _no_reader
         self.on_lost = on_lost or _no_loss
-        self._receivers: dict[int, tuple[LoadDevice | LoadClient, Callable[[int], bytes]]] = {}
 
     def add(self, endpoint: LoadDevice | LoadClient) -> None:
         super().add(endpoint)
         sock = endpoint.sock
         assert sock is not None         # EndpointPool.add refuses an endpoint not connected
-        self._receivers[sock.fd] = (endpoint, sock.sock.recv)      # the raw socket: no call between
-
-    def discard(self, endpoint: LoadDevice | LoadClient) -> None:
-        super().discard(endpoint)
-        if endpoint.sock is not None:
-            self._receivers.pop(endpoint.sock.fd, None)
+        endpoint.recv = sock.sock.recv  # the raw socket's: no call between
 
     def _drop(self, endpoint: LoadDevice | LoadClient, cause: str, reason: str) -> None:
         self.discard(endpoint)
@@ -172,18 +168,17 @@ class LoadPool(EndpointPool["LoadDevice | LoadClient"]):
         self.on_lost(endpoint, cause, reason)
 
     async def run(self) -> None:
-        receivers = self._receivers
+        endpoints = self._endpoints
         group = self._group
         drop = self._drop
-        while receivers:
+        while endpoints:
             on_read = self.on_read
             for fd in await WaitReadable(group):
-                known = receivers.get(fd)
-                if known is None:
+                endpoint = endpoints.get(fd)
+                if endpoint is None:
                     continue
-                endpoint, recv = known
                 try:
-                    data = recv(RECV_SIZE)
+                    data = endpoint.recv(RECV_SIZE)
                 except BlockingIOError:
                     continue
                 except OSError as error:

@@ -285,6 +285,7 @@ class Engine:
         device_of: list[int] = []
         heads: list[bytes] = []
         answers: list[Callable[[bytes], bytes]] = []
+        known: dict[bytes, tuple[str, int]] = {}       # every pair's header block, for every device
         for pair in range(pairs):
             client, device = clients[pair % len(clients)], devices[pair % len(devices)]
             client.pairs.append(pair)
@@ -294,12 +295,12 @@ class Engine:
                                         auth_code=client.auth_code).build
             head = build(bytes(size))[:-size]       # every payload has one size: the header block is fixed
             heads.append(head)
-            if device.relay_heads is None:
-                device.relay_heads = {}
-            device.relay_heads[head] = (client.uuid, size)       # what the device frames without parsing
+            known[head] = (client.uuid, size)        # what a device frames without parsing
             if self.config.reply_every:
                 answers.append(PrivateDataTemplate(device.uuid, client.uuid, host=device.host_header,
                                                    auth_code=device.auth_code).build)
+        for device in devices:
+            device.relay_heads = known        # one table: a misrouted message is framed as fast
         cap = max(MIN_ACKS_AWAITED, self._acks_in_flight(len(clients)))
         for client in clients:
             client.ack_cap = cap
@@ -502,8 +503,10 @@ class Engine:
         if self.config.rate is None and self.sending:
             self._sweep_stalled()
         if self.on_tick is not None:
+            values = self._counter_values()
+            wrong = sum(values[kind] for kind in ("misrouted", "corrupted", "duplicated", "reordered"))
             self.on_tick(dict(entry, worker=self.name, total_sent=self.sent, total_delivered=delivered,
-                              total_errors=errors, counters=self._counter_values(),
+                              total_errors=errors, total_wrong=wrong, counters=values,
                               cpu_seconds=round(cpu - (self._cpu_start or cpu), 4)))
 
     def _sweep_stalled(self) -> None:

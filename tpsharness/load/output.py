@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .histograms import LATENCIES, decode, summary_ms
-from .verdict import anomalies, what_happened
+from .verdict import anomalies, measured, what_happened
 
 if TYPE_CHECKING:
     from .result import LoadResult
@@ -16,18 +16,21 @@ PLAIN_EVERY = 5         # seconds between progress lines when the output is not 
 
 
 def tick_figures(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The figures of one second: rate, totals, the second's relay p99, CPU."""
+    """The figures of one second: rate, totals (messages that went wrong so far among
+    them), the second's relay p99, CPU."""
     span = snapshot.get("span") or 1.0
     histogram = decode(snapshot["relay"])
     return {"second": snapshot["t"], "rate": snapshot["sent"] / span,
             "delivered_rate": snapshot["delivered"] / span,
             "delivered": snapshot["total_delivered"], "errors": snapshot["total_errors"],
+            "wrong": snapshot.get("total_wrong", 0),
             "p99": summary_ms(histogram)["p99"], "cpu": snapshot.get("cpu", 0.0)}
 
 
 class Progress:
     """On a terminal one line rewritten each second; otherwise a line after the first
-    second and then every 5 s."""
+    second and then every 5 s. ``WRONG n`` counts the messages misrouted, corrupted,
+    duplicated or reordered so far (lost ones are known only at the end)."""
 
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -39,11 +42,12 @@ class Progress:
         if not self.tty and figures["second"] % PLAIN_EVERY and figures["second"] != 1:
             return
         p99 = "-" if figures["p99"] is None else f"{figures['p99']:.2f} ms"
+        wrong = f"  WRONG {figures['wrong']:,}" if figures["wrong"] else ""
         line = (f"{figures['second']:>4}s  sent {figures['rate']:>9,.0f}/s  delivered "
                 f"{figures['delivered_rate']:>9,.0f}/s ({figures['delivered']:,})  errors "
-                f"{figures['errors']:,}  relay p99 {p99}  generator CPU {figures['cpu'] * 100:.0f}%")
+                f"{figures['errors']:,}{wrong}  relay p99 {p99}  generator CPU {figures['cpu'] * 100:.0f}%")
         if self.tty:
-            self.stream.write("\r" + line.ljust(110)[:110])
+            self.stream.write("\r" + line.ljust(130)[:130])
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -128,7 +132,7 @@ def summary_text(result: LoadResult) -> str:
         for kind, count in wrong:
             examples = result.integrity.get(kind, [])[:SHOWN_EXAMPLES]
             lines.append(f"  {kind:<12}{count:>10,}   {what_happened(kind, result)}"
-                         + (", e.g.:" if examples else ""))
+                         + (", e.g.:" if examples else " (see the errors)" if kind == "rejected" else ""))
             lines.extend(f"      {_example(kind, example)}" for example in examples)
         for line in result.diagnosis:
             lines.append(f"  pattern: {line}")
@@ -150,7 +154,7 @@ def summary_text(result: LoadResult) -> str:
             if held and expression in defaults:
                 continue
             note = ", by default" if expression in defaults else ""
-            lines.append(f"  {'ok  ' if held else 'FAIL'}  {expression}   (measured {observed}{note})")
+            lines.append(f"  {'ok  ' if held else 'FAIL'}  {expression}   ({measured(observed)}{note})")
     lines.append("")
     for worker in result.workers:
         share = worker["cpu_seconds"] / worker["wall_seconds"] if worker["wall_seconds"] else 0.0

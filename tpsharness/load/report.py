@@ -156,7 +156,7 @@ def write_report(paths: Sequence[str], output: str) -> str:
 
     if len(paths) > MAX_FILES:
         raise InvalidArgument(f"{len(paths)} result files: a report shows at most {MAX_FILES}")
-    runs = [(os.path.basename(str(path)) or str(path), LoadResult.read_json(path)) for path in paths]
+    runs = [(str(path), LoadResult.read_json(path)) for path in paths]
     page = render(runs)
     with open(output, "w", encoding="utf-8") as out:
         out.write(page)

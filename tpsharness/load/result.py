@@ -17,7 +17,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ..errors import InvalidArgument
-from .accounting import INTEGRITY, MAX_EXAMPLES, Errors
+from .accounting import INTEGRITY, JUDGED, MAX_EXAMPLES, Errors
 from .histograms import LATENCIES, decode, encode, merge, new_histogram, summary_ms
 from .resultfile import load_json, read_document
 from .verdict import diagnosis, verdict
@@ -76,7 +76,7 @@ class LoadResult:
         counters = self.__dict__.get("counters", {})
         if name in counters:
             return counters[name]
-        if name in INTEGRITY or name == "unsent":
+        if name in JUDGED or name == "unsent":
             return 0
         raise AttributeError(name)
 
@@ -87,8 +87,8 @@ class LoadResult:
 
     @property
     def anomaly_count(self) -> int:
-        """Messages that went wrong: misrouted, lost, corrupted, duplicated, reordered."""
-        return sum(self.counters.get(kind, 0) for kind in INTEGRITY)
+        """Messages that went wrong: misrouted, lost, corrupted, duplicated, reordered, rejected."""
+        return sum(self.counters.get(kind, 0) for kind in JUDGED)
 
     def latency(self, phase: str) -> dict[str, float | None]:
         """{count, p50, p90, p99, p99.9, max} of ``phase`` in milliseconds."""

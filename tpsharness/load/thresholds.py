@@ -9,8 +9,9 @@
               lost, duplicated, reordered, corrupted, rejected: a fraction of sent ('%')
 
 Integrity holds by default: ``misrouted==0``, ``lost==0``, ``corrupted==0``,
-``duplicated==0`` and ``reordered==0`` are checked in every run unless the user gives
-a threshold on that count (which replaces its default) or turns them off.
+``duplicated==0``, ``reordered==0`` and ``rejected==0`` are checked in every run
+unless the user gives a threshold on that count (which replaces its default) or
+turns them off.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .accounting import INTEGRITY
+from .accounting import JUDGED
 from .config import LoadUsageError
 from .histograms import LATENCIES
 
@@ -34,7 +35,7 @@ _SYNTAX = re.compile(r"^\s*([a-z][a-z0-9.]*)\s*(<=|>=|==|!=|<|>)\s*([0-9]*\.?[0-
 _COUNTS = ("sent", "acked", "delivered", "misrouted", "lost", "duplicated", "reordered", "corrupted",
            "rejected", "replies", "heartbeats", "devices", "clients", "unsent", "errors")
 _FRACTIONS = ("errors", "misrouted", "lost", "duplicated", "reordered", "corrupted", "rejected")
-DEFAULTS = tuple(f"{kind}==0" for kind in INTEGRITY)
+DEFAULTS = tuple(f"{kind}==0" for kind in JUDGED)
 """The thresholds every run is held to unless told otherwise: integrity."""
 _STATS = ("p50", "p90", "p99", "p99.9", "max", "count")
 _TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}

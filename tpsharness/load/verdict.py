@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .accounting import INTEGRITY
+from .accounting import JUDGED
 
 if TYPE_CHECKING:
     from .result import LoadResult
@@ -28,7 +28,7 @@ def what_happened(kind: str, result: LoadResult) -> str:
             return "reached the wrong client"
         return "reached the wrong device or client" if to_clients else "reached the wrong device"
     return {"lost": "lost", "corrupted": "arrived corrupted", "duplicated": "arrived more than once",
-            "reordered": "arrived out of order"}[kind]
+            "reordered": "arrived out of order", "rejected": "refused by the TPS"}[kind]
 
 
 def _share(count: int, total: int) -> str:
@@ -37,8 +37,8 @@ def _share(count: int, total: int) -> str:
 
 
 def anomalies(result: LoadResult) -> list[tuple[str, int]]:
-    """(kind, count) of each kind of anomaly the run counted, in INTEGRITY order."""
-    return [(kind, result.counters.get(kind, 0)) for kind in INTEGRITY if result.counters.get(kind, 0)]
+    """(kind, count) of each kind of anomaly the run counted, in JUDGED order."""
+    return [(kind, result.counters.get(kind, 0)) for kind in JUDGED if result.counters.get(kind, 0)]
 
 
 def verdict(result: LoadResult) -> str:
@@ -57,8 +57,10 @@ def verdict(result: LoadResult) -> str:
         parts.append("the run was interrupted (Ctrl-C) before its end")
 
     def counted(kind: str, count: int, first: bool) -> str:
-        if first:
+        if first and count <= sent:
             return f"{count:,} of {sent:,} messages ({_share(count, sent)}) {what_happened(kind, result)}"
+        if first:           # copies and forgeries can outnumber what was sent
+            return f"{count:,} {what_happened(kind, result)}, for {sent:,} messages sent"
         return f"{count:,} {what_happened(kind, result)}"
 
     for index, (kind, count) in enumerate(anomalies(result)):
@@ -71,11 +73,16 @@ def verdict(result: LoadResult) -> str:
         else:
             notes.append(f"{said}, not judged (integrity thresholds off)")
     for expression, held, observed in result.thresholds:
-        if not held and _count_of(expression) not in INTEGRITY:
-            parts.append(f"{expression} (measured {observed})")
+        if not held and _count_of(expression) not in JUDGED and not result.aborted:
+            parts.append(f"{expression} ({measured(observed)})")
     if parts:
         return "FAILED: " + "; ".join(parts + notes)
     return "PASSED" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def measured(observed: str) -> str:
+    """'measured 12.5ms', or what was not measured: 'nothing measured'."""
+    return observed if observed.startswith(("nothing", "not ")) else f"measured {observed}"
 
 
 def _count_of(expression: str) -> str:
@@ -97,7 +104,7 @@ def diagnosis(result: LoadResult) -> list[str]:
     if at_devices and same_read >= PATTERN_SHARE * at_devices:
         share = "every" if same_read == at_devices else f"{_share(same_read, at_devices)} of the"
         lines.append(f"{share} misrouted message{'s' if share != 'every' else ''} arrived in the same read "
-                     "as a message for the device that got it: the TPS forwards a whole TCP read to the "
+                     "as, and after, a message for the device that got it: the TPS forwards a whole TCP read to the "
                      f"first DestUuid in it, so pipelined requests for several devices all reach the first "
                      f"({PROTOCOL_DOCS}; {LOAD_DOCS})")
     top = evidence.get("misrouted_top_receiver")
