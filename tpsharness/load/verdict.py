@@ -8,12 +8,19 @@ says which anomalies a user's threshold allowed, or that integrity was not judge
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .accounting import JUDGED
 
-if TYPE_CHECKING:
-    from .result import LoadResult
+
+class LoadResult(Protocol):
+    """What a verdict reads of a result (result.LoadResult has it)."""
+
+    counters: dict[str, int]
+    evidence: dict[str, Any]
+    thresholds: list[tuple[str, bool, str]]
+    aborted: str | None
+    interrupted: bool
 
 PROTOCOL_DOCS = "docs/protocol.md section 3"
 LOAD_DOCS = "docs/load.md, 'Misrouted messages'"
