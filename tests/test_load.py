@@ -512,3 +512,34 @@ def test_load_from_python_without_the_extra_says_which_extra_to_install():
             "except ModuleNotFoundError as error:\n    print(error)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert "pip install 'tpsharness[load]'" in done.stdout, done.stdout + done.stderr
+
+
+# -- the command line's own conventions (issue 20) ------------------------------------------------
+
+def test_the_usage_line_of_load_names_the_command_as_it_is_run():
+    script = os.path.join(os.path.dirname(sys.executable), "tpsharness")
+    if not os.path.exists(script):
+        pytest.skip("no tpsharness console script beside this Python")
+    done = subprocess.run([script, "load", "--rate", "0"], capture_output=True, text=True, timeout=25,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 3
+    assert done.stderr.startswith("usage: tpsharness load ") and "python -m" not in done.stderr
+
+
+@pytest.mark.parametrize("command, module, args", [
+    ("load", "hdrh", ["load", "--duration", "1"]),
+    ("report", "matplotlib", ["report", "RESULT", "-o", "OUT"]),
+])
+def test_a_missing_extra_is_one_line_naming_the_pip_command_and_exit_3(tmp_path, command, module, args):
+    result = tmp_path / "run.json"
+    result.write_text(json.dumps({"format": "tpsharness-load/2", "counters": {}, "duration": 1.0}))
+    args = [str(result) if a == "RESULT" else str(tmp_path / "r.html") if a == "OUT" else a for a in args]
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from tpsharness.cli import main\n"
+            f"sys.exit(main({args!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=25,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr == (f"tpsharness {command}: needs the '{command}' extra: "
+                           f"pip install 'tpsharness[{command}]'\n")
+    assert not (tmp_path / "r.html").exists()
