@@ -328,7 +328,7 @@ class Engine:
         next_seq = streams.next_seq
         reply_every = config.reply_every
         ask = payload_format.ASK_REPLY
-        write = self._write
+        outbox_of = self._outbox
         errors = self.counters.errors
 
         def send(client: LoadClient, due: float) -> bool:
@@ -346,7 +346,9 @@ class Engine:
                 if client.count % reply_every == 0:
                     flags = ask
             outbox = client.outbox
-            if outbox is not None and outbox.queued > MAX_BACKLOG:
+            if outbox is None:
+                outbox = outbox_of(client)
+            elif outbox.queued > MAX_BACKLOG:
                 errors.add("generator backlog full", f"client {client.uuid}: over {MAX_BACKLOG} bytes "
                            "queued (the TPS does not read fast enough); message not sent")
                 return False
@@ -359,7 +361,7 @@ class Engine:
                 due_times.append(due)
             elif client.ack_cap:
                 self._stop_matching_acks(client)
-            write(client, heads[pair] + make(client.index, pair, seq, due, flags))
+            outbox.write(heads[pair] + make(client.index, pair, seq, due, flags))
             return True
 
         return send
@@ -373,13 +375,15 @@ class Engine:
 
     def _write(self, endpoint: LoadEndpoint, data: bytes) -> None:
         """Send ``data`` in one piece if the socket takes it; the rest waits in its Outbox."""
-        outbox = endpoint.outbox
-        if outbox is None:
-            sock = endpoint.sock
-            assert sock is not None         # a written endpoint is connected
-            outbox = endpoint.outbox = Outbox(sock, lambda error: self._write_failed(endpoint, error),
-                                              self.config.timeout)
-        outbox.write(data)
+        (endpoint.outbox or self._outbox(endpoint)).write(data)
+
+    def _outbox(self, endpoint: LoadEndpoint) -> Outbox:
+        """``endpoint``'s Outbox, made at its first write (most devices are never written)."""
+        sock = endpoint.sock
+        assert sock is not None         # a written endpoint is connected
+        outbox = endpoint.outbox = Outbox(sock, lambda error: self._write_failed(endpoint, error),
+                                          self.config.timeout)
+        return outbox
 
     def _write_failed(self, endpoint: LoadEndpoint, error: OSError) -> None:
         if isinstance(error, TimeoutError):
