@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 BENCH = os.path.join(os.path.dirname(__file__), "bench")
 
 
@@ -51,3 +53,12 @@ def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rat
                      r"added -?\d+ us", out, re.M), out
     assert re.search(r"^throughput: \d+ relays through the proxy .* relays/s on one core", out, re.M), out
     assert re.search(r"^import: 500 relays of 64 B, \d+ packets, .* MB/s .* dpkt decoding every packet", out, re.M), out
+
+
+@pytest.mark.slow
+def test_the_hostile_soak_prints_each_load_scenario_bounded():
+    out = run_bench("bench_hostile_soak.py", "--part", "load", "--seconds", "1", "--devices", "8",
+                    "--clients", "2")
+    for scenario in ("unique 12 kB reasons", "forged payloads", "reset storm"):
+        assert re.search(rf"^soak load  {scenario} .* peak RSS +[\d.]+ MB, .*: bounded$", out, re.M), out
+    assert out.rstrip().endswith("everything bounded"), out

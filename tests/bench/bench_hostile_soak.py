@@ -97,11 +97,14 @@ def relay_and_forge(tps, conn, message):
 
 def reset_storm(tps, conn, message):
     """Relay, resetting a device's connection every 1,999th message and a client's
-    every 4,999th: connections die all through the run."""
+    every 4,999th: connections die all through the run (a message for a device that
+    is gone gets 404, as from a field server)."""
     device = tps.devices.get(message.dest)
+    if device is None:
+        conn.sendall(reply(404))
+        return
     victim = conn if tps.count % 4999 == 0 else device if tps.count % 1999 == 0 else None
-    if device is None or victim is not None:
-        victim = victim or conn
+    if victim is not None:
         victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         victim.close()
         if victim is device:
