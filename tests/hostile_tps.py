@@ -3,9 +3,23 @@ registers devices as a field server does, and a test decides what each private
 data gets (relay it, refuse it, forge a copy, reset a connection...)."""
 
 import socket
+import struct
 import threading
+from zlib import crc32
 
+from tpsharness.load.payload import HEADER_SIZE, unpack_header
 from tpsharness.protocol import PrivateData, Reader, RegisterRequest, register_reply, reply
+
+
+def forged(body, **fields):
+    """``body`` (a load payload) with header fields changed (sender, pair, seq, due,
+    flags) and a valid checksum: what a TPS could make up."""
+    _, sender, pair, seq, due, flags = unpack_header(body)
+    values = dict(sender=sender, pair=pair, seq=seq, due=due, flags=flags)
+    values.update(fields)
+    rest = struct.pack("<IIQdI", values["sender"], values["pair"], values["seq"], values["due"],
+                       values["flags"]) + body[HEADER_SIZE:]
+    return crc32(rest).to_bytes(4, "little") + rest
 
 
 class HostileTPS:
@@ -65,12 +79,14 @@ class HostileTPS:
 
     @staticmethod
     def relay_as_field(tps, conn, message):
+        """Ack and relay, or 404 for a device it does not hold; the device's connection, or None."""
         device = tps.devices.get(message.dest)
         if device is None:
             conn.sendall(reply(404))
-            return
+            return None
         conn.sendall(reply(200))
         device.sendall(message.raw)
+        return device
 
     def close(self):
         self.listener.close()

@@ -6,9 +6,7 @@ import json
 import logging
 import math
 import socket
-import struct
 import time
-from zlib import crc32
 
 import pytest
 
@@ -16,10 +14,9 @@ pytest.importorskip("hdrh")
 
 import tpsharness  # noqa: E402
 from tpsharness.load.fake import FakeProcess  # noqa: E402
-from tpsharness.load.payload import HEADER_SIZE, unpack_header  # noqa: E402
-from tpsharness.protocol import register_reply, reply  # noqa: E402
+from tpsharness.protocol import register_reply  # noqa: E402
 
-from hostile_tps import HostileTPS  # noqa: E402
+from hostile_tps import HostileTPS, forged  # noqa: E402
 from test_load import cli  # noqa: E402
 
 RUN = dict(devices=4, clients=2, window=2, duration=1.0, timeout=2.0, drain=1.0)
@@ -48,27 +45,14 @@ def test_a_unique_12_kb_reason_phrase_per_message_keeps_errors_output_and_result
 
 # -- 2. forged payloads -------------------------------------------------------------------------------
 
-def _forged(body, **fields):
-    """``body`` (a load payload) with header fields changed and a valid checksum."""
-    _, sender, pair, seq, due, flags = unpack_header(body)
-    values = dict(sender=sender, pair=pair, seq=seq, due=due, flags=flags)
-    values.update(fields)
-    rest = struct.pack("<IIQdI", values["sender"], values["pair"], values["seq"], values["due"],
-                       values["flags"]) + body[HEADER_SIZE:]
-    return crc32(rest).to_bytes(4, "little") + rest
-
-
 @pytest.mark.parametrize("fields", [
     {"sender": 0xFFFFFFFF}, {"pair": 0xFFFFFFFF}, {"seq": 2 ** 63}, {"due": math.nan},
     {"due": math.inf}, {"due": -math.inf},
 ], ids=["sender", "pair", "sequence", "nan-time", "inf-time", "minus-inf-time"])
 def test_a_forged_payload_with_a_valid_checksum_is_counted_and_reading_goes_on(fields):
     def relay_and_forge(tps, conn, message):
-        conn.sendall(reply(200))
-        forged = _forged(message.body, **fields)
-        device = tps.devices[message.dest]
-        device.sendall(message.raw)
-        device.sendall(message.raw.replace(message.body, forged))
+        device = HostileTPS.relay_as_field(tps, conn, message)
+        device.sendall(message.raw.replace(message.body, forged(message.body, **fields)))
 
     with HostileTPS(relay=relay_and_forge) as tps:
         result = tpsharness.load(*tps.address, **RUN)
@@ -80,10 +64,8 @@ def test_a_forged_payload_with_a_valid_checksum_is_counted_and_reading_goes_on(f
 
 def test_a_copy_that_asks_for_an_answer_nobody_asked_for_is_a_duplicate_and_reading_goes_on():
     def relay_twice_asking(tps, conn, message):
-        conn.sendall(reply(200))
-        device = tps.devices[message.dest]
-        device.sendall(message.raw)
-        device.sendall(message.raw.replace(message.body, _forged(message.body, flags=0xFFFFFFFF)))
+        device = HostileTPS.relay_as_field(tps, conn, message)
+        device.sendall(message.raw.replace(message.body, forged(message.body, flags=0xFFFFFFFF)))
 
     with HostileTPS(relay=relay_twice_asking) as tps:
         result = tpsharness.load(*tps.address, **RUN)
@@ -93,9 +75,8 @@ def test_a_copy_that_asks_for_an_answer_nobody_asked_for_is_a_duplicate_and_read
 
 def test_a_forged_answer_to_a_client_is_counted_and_reading_goes_on():
     def relay_and_answer_falsely(tps, conn, message):
-        conn.sendall(reply(200))
-        tps.devices[message.dest].sendall(message.raw)
-        conn.sendall(message.raw.replace(message.body, _forged(message.body, due=math.nan)))
+        HostileTPS.relay_as_field(tps, conn, message)
+        conn.sendall(message.raw.replace(message.body, forged(message.body, due=math.nan)))
 
     with HostileTPS(relay=relay_and_answer_falsely) as tps:
         result = tpsharness.load(*tps.address, **RUN)

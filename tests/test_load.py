@@ -5,10 +5,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -227,62 +225,23 @@ def test_exit_0_when_every_threshold_holds_and_1_when_one_fails():
     assert "FAIL  delivered.rate>=1000000000/s" in out
 
 
-class StrayRequestTPS:
-    """A loopback TPS that relays private data, but first sends the device and the
-    client a request no TPS sends its peers (an unknown path): a stray message, framed
-    and well-formed, that a load run must count and read past."""
+STRAY = b"POST /Stray HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
 
-    STRAY = b"POST /Stray HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
 
-    def __init__(self) -> None:
-        from tpsharness.protocol import Reader, reply
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
-        self.devices: dict[str, socket.socket] = {}
-        self.lock = threading.Lock()         # one writer at a time on any connection
-        self.reader_type, self.ack = Reader, reply(200)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return          # closed: the test is over
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        from tpsharness.protocol import PrivateData, RegisterRequest, register_reply
-        reader = self.reader_type()
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                reader.feed(data)
-                for message in reader:
-                    with self.lock:
-                        if isinstance(message, RegisterRequest):
-                            self.devices[message.serial] = conn
-                            conn.sendall(register_reply(utc_time="0"))
-                        elif isinstance(message, PrivateData):
-                            conn.sendall(self.STRAY + self.ack)
-                            self.devices[message.dest].sendall(self.STRAY + message.raw)
-
-    def close(self) -> None:
-        self.listener.close()
+def relay_after_a_stray(tps, conn, message):
+    """Before the ack and before the relay, a request no TPS sends its peers (an
+    unknown path): a stray message, framed and well-formed, that a load run must
+    count and read past."""
+    from tpsharness.protocol import reply
+    conn.sendall(STRAY + reply(200))
+    tps.devices[message.dest].sendall(STRAY + message.raw)
 
 
 def test_a_stray_request_from_the_tps_is_an_error_counted_and_reading_goes_on() -> None:
-    tps = StrayRequestTPS()
-    try:
+    from hostile_tps import HostileTPS
+    with HostileTPS(relay=relay_after_a_stray) as tps:
         result = tpsharness.load(*tps.address, devices=2, clients=2, window=2, duration=1.0,
                                  timeout=2.0, drain=3.0)
-    finally:
-        tps.close()
     assert result.sent > 0 and result.delivered == result.sent and result.lost == 0
     stray = result.errors["protocol error"]
     assert stray["count"] >= result.sent            # one before each relay (and more before acks)

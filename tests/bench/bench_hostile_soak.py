@@ -26,14 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from zlib import crc32
 
 import _common  # noqa: F401  (puts the repo on sys.path)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))     # tests/
 
-from hostile_tps import HostileTPS  # noqa: E402
-from tpsharness.load.payload import HEADER_SIZE, unpack_header  # noqa: E402
+from hostile_tps import HostileTPS, forged  # noqa: E402
 from tpsharness.protocol import reply  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,24 +73,17 @@ def refuse_with_a_unique_phrase(tps, conn, message):
     conn.sendall(b"HTTP/1.1 400 " + f"{tps.count:010d}".encode() + b"R" * 12_000 + b"\r\n\r\n")
 
 
-def _forged(body, count):
-    _, sender, pair, seq, due, flags = unpack_header(body)
-    kind = count % 4
-    fields = [sender if kind else 0xFFFFFFFF, pair if kind != 1 else 0xFFFFFFFF,
-              seq if kind != 2 else 2 ** 63, due if kind != 3 else math.nan, flags]
-    rest = struct.pack("<IIQdI", *fields) + body[HEADER_SIZE:]
-    return crc32(rest).to_bytes(4, "little") + rest
+FORGERIES = ({"sender": 0xFFFFFFFF}, {"pair": 0xFFFFFFFF}, {"seq": 2 ** 63}, {"due": math.nan})
 
 
 def relay_and_forge(tps, conn, message):
-    device = tps.devices.get(message.dest)
-    if device is None:
-        conn.sendall(reply(404))
-        return
-    conn.sendall(reply(200))
-    device.sendall(message.raw)
-    device.sendall(message.raw.replace(message.body, _forged(message.body, tps.count)))
-    conn.sendall(message.raw.replace(message.body, _forged(message.body, tps.count + 1)))
+    """Relay, then a forged copy to the device and a forged answer to the client."""
+    device = HostileTPS.relay_as_field(tps, conn, message)
+    if device is not None:
+        copy = forged(message.body, **FORGERIES[tps.count % len(FORGERIES)])
+        device.sendall(message.raw.replace(message.body, copy))
+        answer = forged(message.body, **FORGERIES[(tps.count + 1) % len(FORGERIES)])
+        conn.sendall(message.raw.replace(message.body, answer))
 
 
 def reset_storm(tps, conn, message):
