@@ -627,7 +627,7 @@ def _enough_descriptors(connections: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
             raise LoadUsageError(f"{connections:,} connections need {needed:,} open files; the limit "
-                                 f"here is {hard:,} (ulimit -n; see 'Scaling' in docs/load.md), or "
+                                 f"here is {hard:,} (ulimit -n; docs/load.md, 'More cores, more hosts'), or "
                                  "spread them over workers on several hosts (--tx)")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
