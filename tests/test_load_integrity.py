@@ -18,7 +18,8 @@ from tpsharness.load.thresholds import apply, parse_all  # noqa: E402
 
 from test_load import ROOT, SHORT, cli  # noqa: E402
 
-FIELD = "--fake-option=--fault=one-read-one-message"       # the field-like stand-in
+FIELD = "--fake-option=--fault=one-read-one-message"       # the field-like stand-in (its old name)
+FIELD_LIKE = [FIELD, "--fake-option=--profile=field"]
 
 
 def counter(out, name):
@@ -27,9 +28,10 @@ def counter(out, name):
 
 # -- misrouting against a field-like TPS -----------------------------------------------------------
 
-def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_says_so():
+@pytest.mark.parametrize("field", FIELD_LIKE)
+def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_says_so(field):
     code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "1",
-                       "--quiet", FIELD)
+                       "--quiet", field)
     assert code == 1, out
     misrouted, sent = counter(out, "misrouted"), counter(out, "sent")
     assert misrouted > 0 and counter(out, "corrupted") == 0
@@ -44,9 +46,10 @@ def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_sa
     assert "FAIL  misrouted==0   (measured" in out
 
 
-def test_one_to_one_pairs_against_the_field_like_tps_pass_and_the_ack_latency_is_declared_unmeasurable():
+@pytest.mark.parametrize("field", FIELD_LIKE)
+def test_one_to_one_pairs_against_the_field_like_tps_pass_and_the_ack_latency_is_declared_unmeasurable(field):
     code, out, _ = cli("load", "--devices", "8", "--clients", "8", "--window", "8", "--duration", "1",
-                       "--quiet", FIELD)
+                       "--quiet", field)
     assert code == 0, out
     assert out.rstrip().splitlines()[-1] == "PASSED"
     assert counter(out, "misrouted") == 0 and counter(out, "lost") == 0
