@@ -19,11 +19,12 @@ from tpsharness.protocol import register_reply  # noqa: E402
 from hostile_tps import HostileTPS, forged  # noqa: E402
 from test_load import cli  # noqa: E402
 
-RUN = dict(devices=4, clients=2, window=2, duration=1.0, timeout=2.0, drain=1.0)
+RUN = dict(devices=4, clients=2, window=2, duration=0.5, timeout=2.0, drain=1.0)
 
 
 # -- 1. reason phrases -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_unique_12_kb_reason_phrase_per_message_keeps_errors_output_and_result_small(tmp_path):
     def refuse_uniquely(tps, conn, message):
         phrase = f"{tps.count:08d}".encode() + b"R" * 12_000
@@ -122,6 +123,7 @@ def test_impossible_options_are_refused_at_once(fake_address, options, message):
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)        # the run itself is 1 s; the generator falls far behind, by design
 def test_the_highest_rate_runs_within_its_bounds_and_counts_what_it_could_not_send(fake_address):
     started = time.monotonic()

@@ -328,6 +328,7 @@ def test_csv_files_hold_the_time_series(tmp_path):
     assert (tmp_path / "run_latency.csv").read_text().splitlines()[0].startswith("phase,count,p50_ms")
 
 
+@pytest.mark.slow
 def test_the_report_shows_each_run_with_its_own_configuration_and_rates(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from tpsharness.cli import main

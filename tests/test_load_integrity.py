@@ -18,6 +18,8 @@ from tpsharness.load.thresholds import apply, parse_all  # noqa: E402
 
 from test_load import ROOT, SHORT, cli  # noqa: E402
 
+SHORT = dict(SHORT, duration=0.5)
+
 FIELD = "--fake-option=--fault=one-read-one-message"       # the field-like stand-in (its old name)
 FIELD_LIKE = [FIELD, "--fake-option=--profile=field"]
 
@@ -30,7 +32,7 @@ def counter(out, name):
 
 @pytest.mark.parametrize("field", FIELD_LIKE)
 def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_says_so(field):
-    code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "1",
+    code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "0.5",
                        "--quiet", field)
     assert code == 1, out
     misrouted, sent = counter(out, "misrouted"), counter(out, "sent")
@@ -48,7 +50,7 @@ def test_a_field_like_tps_that_misroutes_pipelined_messages_fails_the_run_and_sa
 
 @pytest.mark.parametrize("field", FIELD_LIKE)
 def test_one_to_one_pairs_against_the_field_like_tps_pass_and_the_ack_latency_is_declared_unmeasurable(field):
-    code, out, _ = cli("load", "--devices", "8", "--clients", "8", "--window", "8", "--duration", "1",
+    code, out, _ = cli("load", "--devices", "8", "--clients", "8", "--window", "8", "--duration", "0.5",
                        "--quiet", field)
     assert code == 0, out
     assert out.rstrip().splitlines()[-1] == "PASSED"
@@ -59,6 +61,7 @@ def test_one_to_one_pairs_against_the_field_like_tps_pass_and_the_ack_latency_is
     assert re.search(r"^ack +- +not measurable", out, re.M)
 
 
+@pytest.mark.slow
 def test_coalesced_acks_are_reported_in_the_result_and_the_ack_latency_is_withheld():
     result = tpsharness.load(window=8, fake_args=["--fault=one-read-one-message"],
                              **dict(SHORT, devices=4, clients=4))
@@ -79,8 +82,9 @@ def test_acks_one_per_message_give_the_ack_latency():
 
 # -- the other kinds of anomaly ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_tps_that_drops_relays_fails_the_run_naming_the_loss():
-    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--timeout", "1",
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "0.5", "--timeout", "0.5",
                        "--quiet", "--fake-option=--fault=drop-relays")
     assert code == 1, out
     lost, sent = counter(out, "lost"), counter(out, "sent")
@@ -90,7 +94,7 @@ def test_a_tps_that_drops_relays_fails_the_run_naming_the_loss():
 
 
 def test_a_tps_that_corrupts_relays_fails_the_run_naming_corruption_not_misrouting():
-    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "0.5", "--quiet",
                        "--fake-option=--fault=corrupt-relays")
     assert code == 1, out
     assert counter(out, "misrouted") == 0 and counter(out, "corrupted") > 0
@@ -117,6 +121,7 @@ def test_duplicates_fail_the_run_by_default():
 
 # -- thresholds: defaults, replacements, off -------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_user_threshold_on_a_count_replaces_its_default():
     result = tpsharness.load(window=2, fake_args=["--fault=drop-relays"], thresholds=["lost.rate<=100%"],
                              **dict(SHORT, drain=0.3))
@@ -129,7 +134,7 @@ def test_a_user_threshold_on_a_count_replaces_its_default():
 
 
 def test_the_documented_option_turns_the_integrity_thresholds_off():
-    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet",
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "0.5", "--quiet",
                        "--no-integrity-thresholds", "--fake-option=--fault=misroute-relays")
     assert code == 0, out
     assert "thresholds:" not in out
@@ -138,7 +143,7 @@ def test_the_documented_option_turns_the_integrity_thresholds_off():
 
 
 def test_a_clean_run_holds_every_default_and_passes():
-    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "1", "--quiet")
+    code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "0.5", "--quiet")
     assert code == 0, out
     assert ("ok    misrouted==0, lost==0, corrupted==0, duplicated==0, reordered==0, rejected==0   "
             "(integrity, by default)") in out
@@ -228,7 +233,7 @@ def _shape(text):
 def test_the_misrouting_example_in_the_docs_is_what_a_run_prints():
     docs = open(os.path.join(ROOT, "docs", "load.md"), encoding="utf-8").read()
     example = docs.split("## Misrouted messages", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
-    code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "1",
+    code, out, _ = cli("load", "--devices", "40", "--clients", "4", "--window", "8", "--duration", "0.5",
                        FIELD)
     assert code == 1
     assert _shape(out) == _shape(example.split("$ echo $?")[0])
