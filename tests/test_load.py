@@ -503,3 +503,8 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command_and_exit_3(tmp_path,
     assert done.stderr == (f"tpsharness {command}: needs the '{command}' extra: "
                            f"pip install 'tpsharness[{command}]'\n")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_result_file_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    code, out, err = cli("load", "--duration", "0.2", "--json", str(tmp_path / "missing" / "run.json"))
+    assert code == 3 and "no directory" in err and "fake TPS" not in out

@@ -9,6 +9,7 @@ for a file it cannot use.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..defaults import PORT, TIMEOUT
@@ -113,6 +114,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise UsageError("a PORT without a HOST")
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError(f"PORT must be 1-65535, not {args.port}")
+    for option, path in (("--json", args.json), ("--csv", args.csv)):
+        if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
+            raise UsageError(f"{option} {path}: no directory {os.path.dirname(path)!r} to write it in")
     try:
         from . import api, output
     except ImportError as error:
@@ -142,11 +146,16 @@ def cmd_load(args: argparse.Namespace) -> int:
     if progress is not None:
         progress.done()
     print(output.summary_text(result), flush=True)
-    if args.json:
-        result.write_json(args.json)
-        print(f"wrote {args.json}")
-    if args.csv:
-        print("wrote " + ", ".join(result.write_csv(args.csv)))
+    try:
+        if args.json:
+            result.write_json(args.json)
+            print(f"wrote {args.json}")
+        if args.csv:
+            print("wrote " + ", ".join(result.write_csv(args.csv)))
+    except OSError as error:
+        print(f"tpsharness load: cannot write {error.filename or args.json or args.csv}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return max(result.exit_code, NOT_CARRIED_OUT)
     return result.exit_code
 
 
