@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import monotonic
 
 from .deadline import Deadline
@@ -10,7 +10,8 @@ from .defaults import AUTH_CODE, KEEPALIVE_INTERVAL, TIMEOUT
 from .endpoint import Endpoint, Transcript, format_ms
 from .errors import ReceiptError, RegisterError
 from .ids import new_uuid
-from .protocol import PrivateData, RegisterReply, quote, register_request
+from .protocol import PrivateData, RegisterReply, quote, quote_text, register_request, status_text
+from .text import printable
 
 
 class Device(Endpoint):
@@ -28,9 +29,11 @@ class Device(Endpoint):
     def __init__(self, address: tuple[str, int], uuid: str | None = None, *,
                  auth_code: str = AUTH_CODE, timeout: float = TIMEOUT,
                  transcript: Transcript | None = None, strict: bool = False,
-                 trailing_crlf: bool = False, family: int = 0) -> None:
+                 trailing_crlf: bool = False, family: int = 0,
+                 addresses: Sequence[str] | None = None) -> None:
         super().__init__(address, uuid or new_uuid(), auth_code=auth_code, timeout=timeout,
-                         transcript=transcript, strict=strict, family=family)
+                         transcript=transcript, strict=strict, family=family,
+                         addresses=addresses)
         self.trailing_crlf = trailing_crlf
         self.keepalive_interval: int | None = None     # seconds, from the last register reply
         self._cseq = 0
@@ -51,9 +54,8 @@ class Device(Endpoint):
         after = f"after {format_ms(elapsed)}"
         if not isinstance(answer, RegisterReply):
             if answer.status != 200:
-                raise RegisterError(f"TPS {self.label} answered {answer.status} "
-                                    f"{answer.reason} {after}", elapsed)
-            raise RegisterError(f"TPS {self.label} answered {answer.status} {answer.reason} "
+                raise RegisterError(f"TPS {self.label} answered {status_text(answer)} {after}", elapsed)
+            raise RegisterError(f"TPS {self.label} answered {status_text(answer)} "
                                 f"without the register reply JSON (body {quote(answer.body, 60)}) "
                                 f"{after}", elapsed)
         if answer.status != 200:
@@ -61,7 +63,8 @@ class Device(Endpoint):
                                 f"{after}", elapsed)
         if answer.error_num != "200":
             raise RegisterError(f"TPS {self.label} refused {self.uuid!r} with ErrorNum "
-                                f"{answer.error_num} {answer.error_string!r} {after}", elapsed)
+                                f"{printable(str(answer.error_num), 20)} "
+                                f"{quote_text(answer.error_string)} {after}", elapsed)
         interval = answer.keepalive_interval
         self.keepalive_interval = (int(interval) if isinstance(interval, str) and interval.isascii()
                                    and interval.isdigit() and len(interval) <= 9 and int(interval) > 0

@@ -24,12 +24,13 @@ import h11
 
 from .defaults import AUTH_CODE, HOST, KEEPALIVE_INTERVAL, PORT
 from .errors import InvalidArgument, MessageTooLarge, ProtocolError
+from .text import printable, quote, quote_text
 
 __all__ = [
     "DEFAULT_PORT", "DEFAULT_HOST_HEADER", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
     "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply", "Message",
     "register_request", "private_data_request", "PrivateDataTemplate",
-    "register_reply", "reply", "Reader", "StrictReader", "quote", "quote_text",
+    "register_reply", "reply", "Reader", "StrictReader", "quote", "quote_text", "status_text",
 ]
 
 # -- wire constants ------------------------------------------------------------------
@@ -68,25 +69,6 @@ NEED_DATA: Final = _NeedData.NEED_DATA
 """What ``next()`` returns when the buffered bytes do not yet hold a whole message."""
 _FILLER = (13, 10, 0)       # stray CR, LF, and the NUL older builds put after replies
 _REQUEST_FILLER = (13, 10)  # the CRLF field devices send after a request's body
-
-
-def quote(data: bytes | bytearray | memoryview, limit: int = 80) -> str:
-    """The first ``limit`` bytes of ``data`` as a Python literal, for error messages."""
-    data = bytes(data)
-    if len(data) <= limit:
-        return repr(data)
-    return f"{data[:limit]!r}... ({len(data)} bytes)"
-
-
-def quote_text(value: object, limit: int = 80) -> str:
-    """``value`` (a peer's field: text, or any JSON value) as a Python literal cut to
-    about ``limit`` characters: a reason stays short however long the peer made it."""
-    if not isinstance(value, str):
-        text = repr(value)
-        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 # -- messages --------------------------------------------------------------------------
@@ -157,6 +139,15 @@ class RegisterReply:
 
 Message: TypeAlias = RegisterRequest | PrivateData | BadRequest | Reply | RegisterReply
 """Whatever a reader returns for one whole message."""
+
+
+REASON_SHOWN = 80       # characters of a peer's reason phrase that messages show
+
+
+def status_text(reply: Reply | RegisterReply) -> str:
+    """'400 Bad Request': a reply's status and reason phrase as messages show them, the
+    reason escaped and cut (a peer's text: it may hold ESC, '|' or 12 kB)."""
+    return f"{reply.status} {printable(reply.reason, REASON_SHOWN)}".rstrip()
 
 
 # -- builders ----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from .device import Device
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import InvalidArgument, ScenarioError, ScenarioFailure, TPSError
 from .ids import CLIENT_PREFIX, new_uuid
-from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote
+from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote, quote_text, status_text
+from .text import printable
 from .syscalls import Sleep
 
 from fake_tps import options as _fake_options
@@ -666,12 +667,12 @@ def _refusal(reply: Reply | RegisterReply, stage: str) -> str:
     """What a recorded reply refused, in words ('' when it accepted)."""
     if stage == "register":
         if not isinstance(reply, RegisterReply):
-            return f"answered {reply.status} {getattr(reply, 'reason', '')}".rstrip() + \
-                " without the register reply"
+            return f"answered {status_text(reply)} without the register reply"
         if not reply.ok:
-            return f"refused the register with ErrorNum {reply.error_num} {reply.error_string!r}"
+            return (f"refused the register with ErrorNum {printable(str(reply.error_num), 20)} "
+                    f"{quote_text(reply.error_string)}")
         return ""
-    return "" if reply.status == 200 else f"answered {reply.status} {reply.reason}".rstrip()
+    return "" if reply.status == 200 else f"answered {status_text(reply)}"
 
 
 def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEOUT,
