@@ -5,7 +5,7 @@ device receives exactly that payload, all within a deadline (docs/protocol.md se
 from __future__ import annotations
 
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, fields
 from time import monotonic
 from typing import Any
@@ -18,7 +18,7 @@ from .device import Device
 from .endpoint import Payload, Transcript, format_ms
 from .errors import ConnectError, InvalidArgument, ReceiptError, RegisterError, SendError, TPSError
 from .ids import new_uuid
-from .net import checked_address, format_address
+from .net import checked_address, format_address, ip_address
 from .protocol import DEFAULT_MAX_BODY, quote
 
 STAGES = ("connect", "register", "send", "receipt")
@@ -87,13 +87,15 @@ class CheckProgress:
 
 async def check_async(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
                       payload: Payload | None = None, timeout: float = TIMEOUT, strict: bool = False,
-                      family: int = 0, deadline: Deadline | None = None,
+                      family: int = 0, addresses: Sequence[str] | None = None,
+                      deadline: Deadline | None = None,
                       progress: CheckProgress | None = None) -> CheckResult:
     """The check as a coroutine, to run on a Scheduler beside other tasks.
 
     Every stage waits until the one ``deadline`` (default: ``timeout`` seconds from
     now); a stage that ends after it is that stage's failure, even if it succeeded.
-    ``progress`` (a CheckProgress) is kept up to date for run_bounded.
+    ``addresses`` (IP addresses): connect to these instead of what ``host``
+    resolves to. ``progress`` (a CheckProgress) is kept up to date for run_bounded.
     """
     address = checked_address((host, port))
     uuid = uuid or new_uuid()
@@ -107,9 +109,9 @@ async def check_async(host: str, port: int, *, uuid: str | None = None, auth_cod
     timings = progress.timings
     progress.uuid, progress.payload_size = uuid, len(payload)
     device = Device(address, uuid, auth_code=auth_code, timeout=timeout, transcript=transcript,
-                    strict=strict, family=family)
+                    strict=strict, family=family, addresses=addresses)
     client = Client(address, auth_code=auth_code, timeout=timeout, transcript=transcript,
-                    strict=strict, family=family)
+                    strict=strict, family=family, addresses=addresses)
 
     def result(ok: bool, stage: str | None, message: str) -> CheckResult:
         timings["total"] = round((monotonic() - started) * 1000, 3)
@@ -173,25 +175,44 @@ def _describe_mismatch(sent: bytes, received: bytes) -> str:
 
 def check(host: str, port: int, *, uuid: str | None = None, auth_code: str = AUTH_CODE,
           payload: Payload | None = None, timeout: float = TIMEOUT, strict: bool = False,
-          family: int = 0) -> CheckResult:
+          family: int = 0, addresses: Sequence[str] | None = None) -> CheckResult:
     """Check the TPS at host:port once; a CheckResult (it never raises for a TPS failure).
 
-    Returns within ``timeout`` + GRACE (0.5 s) whatever the server does.
+    Returns within ``timeout`` + GRACE (0.5 s) whatever the server does. A host that
+    is no host name (a NUL, an empty label, a name IDNA cannot encode, 10 kB) fails
+    the connect stage, as one that does not resolve. ``addresses``: IP addresses to
+    connect to instead of what ``host`` resolves to (the exporter's, checked against
+    its allowlist: nothing is resolved again).
     InvalidArgument (a ValueError) for arguments no check can run with: a timeout that is not a finite number in
     (0, MAX_TIMEOUT], a uuid or auth code that cannot be a header value, a
-    payload that is not bytes or is longer than a device reads.
+    payload that is not bytes or is longer than a device reads, ``addresses`` that
+    are not IP addresses.
     """
     timeout = validate_timeout(timeout)
     checked_address((host, port))
     validate_field("uuid", uuid, allow_none=True)
     validate_field("auth code", auth_code)
     validate_payload(payload)
+    if addresses is not None:
+        addresses = validate_addresses(addresses)
     deadline = Deadline(timeout)
     progress = CheckProgress()
     return run_bounded(check_async(host, port, uuid=uuid, auth_code=auth_code, payload=payload,
-                                   timeout=timeout, strict=strict, family=family, deadline=deadline,
-                                   progress=progress),
+                                   timeout=timeout, strict=strict, family=family,
+                                   addresses=addresses, deadline=deadline, progress=progress),
                        (host, port), deadline, progress)
+
+
+def validate_addresses(addresses: object) -> tuple[str, ...]:
+    """``addresses`` as a tuple of IP address strings; InvalidArgument unless it is a
+    non-empty sequence of them (a name here would be resolved, which is what passing
+    addresses avoids)."""
+    if isinstance(addresses, (str, bytes)) or not isinstance(addresses, Sequence) or not addresses:
+        raise InvalidArgument(f"addresses must be a non-empty sequence of IP addresses, not {addresses!r}")
+    for address in addresses:
+        if not isinstance(address, str) or ip_address(address) is None:
+            raise InvalidArgument(f"addresses must be IP addresses, not {address!r}")
+    return tuple(addresses)
 
 
 MAX_FIELD = 1024        # characters in a uuid or auth code: they travel in header blocks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .defaults import AUTH_CODE, TIMEOUT
 from .endpoint import Endpoint, Transcript
 from .ids import CLIENT_PREFIX, new_uuid
@@ -21,6 +23,8 @@ class Client(Endpoint):
     def __init__(self, address: tuple[str, int], uuid: str | None = None, *,
                  auth_code: str = AUTH_CODE, timeout: float = TIMEOUT,
                  transcript: Transcript | None = None, strict: bool = False,
-                 family: int = 0) -> None:
+                 family: int = 0,
+                 addresses: Sequence[str] | None = None) -> None:
         super().__init__(address, uuid or new_uuid(CLIENT_PREFIX), auth_code=auth_code, timeout=timeout,
-                         transcript=transcript, strict=strict, family=family)
+                         transcript=transcript, strict=strict, family=family,
+                         addresses=addresses)

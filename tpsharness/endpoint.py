@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from time import monotonic
 from typing import Any, Literal, overload
 
@@ -25,7 +25,7 @@ from .defaults import AUTH_CODE, TIMEOUT
 from .errors import (ConnectError, ProtocolError, ReceiptError, RegisterError, Rejected,
                      SendError, TPSError, UnknownDestination, UnreadOverflow)
 from .protocol import (BadRequest, Message, PrivateData, PrivateDataTemplate, Reader, RegisterReply,
-                       Reply, StrictReader, quote)
+                       Reply, StrictReader, quote, status_text)
 from .syscalls import Sleep
 
 # A transcript keeps this much of what each actor sent and received, per direction,
@@ -136,11 +136,12 @@ class Endpoint:
     actor = "peer"
     __slots__ = ("uuid", "auth_code", "_templates", "address", "label", "timeout", "transcript",
                  "strict", "sock", "_reader", "_replies", "_requests", "name", "family",
-                 "_unreadable", "_misplaced", "peer_closed")
+                 "_unreadable", "_misplaced", "peer_closed", "addresses")
 
     def __init__(self, address: tuple[str, int], uuid: str, *, auth_code: str = AUTH_CODE,
                  timeout: float = TIMEOUT, transcript: Transcript | None = None,
-                 strict: bool = False, family: int = 0) -> None:
+                 strict: bool = False, family: int = 0,
+                 addresses: Sequence[str] | None = None) -> None:
         self.uuid = uuid
         self.name = self.actor          # who this is in transcripts
         self.auth_code = auth_code
@@ -151,6 +152,8 @@ class Endpoint:
         self.transcript = transcript
         self.strict = strict
         self.family = family            # socket.AF_INET / AF_INET6 to use only that; 0 either
+        # the IP addresses to connect to, already resolved (and checked), or None to resolve
+        self.addresses = tuple(addresses) if addresses is not None else None
         self.sock: net.Socket | None = None
         self._reader: Reader | StrictReader = StrictReader("peer") if strict else Reader()
         self._replies: list[Message] = []       # arrived and not yet asked for; lists, since a
@@ -181,15 +184,16 @@ class Endpoint:
         timed_out = False
         reason: str | None
         try:
-            self.sock = await net.connect(self.address, deadline=deadline, family=self.family)
+            self.sock = await net.connect(self.address, deadline=deadline, family=self.family,
+                                          addresses=self.addresses)
         except ConnectionRefusedError as error:
             several = "every address failed" in str(error)
             reason = (f"TPS {self.label} refused the connection" if not several
                       else f"TPS {self.label} refused the connection ({str(error).partition('(')[2]}")
         except ConnectionResetError as error:
             reason = _describe(error, self.label)
-        except socket.gaierror as error:
-            reason = f"cannot resolve {self.address[0]!r} ({(error.strerror or str(error)).rpartition(': ')[2]})"
+        except socket.gaierror as error:        # net says why, after "connect to LABEL: "
+            reason = str(error.strerror or error).removeprefix(f"connect to {self.label}: ")
         except TimeoutError:
             reason = f"TPS {self.label} did not accept the connection within {format_ms(monotonic() - start)}"
             timed_out = True
@@ -341,7 +345,7 @@ class Endpoint:
         elapsed = monotonic() - started
         if ack.status == 200:
             return ack
-        reason = f"{ack.status} {ack.reason}".strip()
+        reason = status_text(ack)
         if ack.status == 404:
             raise UnknownDestination(f"TPS {self.label} answered {reason}: {dest!r} is not "
                                      f"registered, after {format_ms(elapsed)}", elapsed)

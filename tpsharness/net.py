@@ -14,20 +14,22 @@ ConnectionResetError, ...) and TimeoutError, with the peer address in the messag
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import struct
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, TypeAlias
 
 from .deadline import Deadline, Timeout
 from .defaults import HOST
 from .errors import InvalidArgument
 from .syscalls import ReadWait, WriteWait, forget_fd
+from .text import printable, quote_text
 
-__all__ = ["Socket", "connect", "listen", "format_address", "parse_address", "checked_address",
-           "RECV_SIZE"]
+__all__ = ["Socket", "connect", "listen", "resolve", "format_address", "parse_address",
+           "checked_address", "host_problem", "ip_address", "RECV_SIZE"]
 
 # The default read size. recv(n) allocates n bytes and shrinks them to what came:
 # here recv(65536) costs 0.65 us more per call than recv(16384), recv(262144) 12 us.
@@ -37,12 +39,70 @@ Address: TypeAlias = tuple[str, int]
 """A (host, port) pair (an IPv6 peer's address has two more items: flowinfo, scope)."""
 
 
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_NAME = 253      # characters in a DNS name, its trailing dot aside (RFC 1035)
+MAX_LABEL = 63      # characters in one label of it
+SHOWN_HOST = 100    # characters of a host that messages show
+
+
 def format_address(address: object) -> str:
-    """'127.0.0.1:6604' for a (host, port) pair; IPv6 hosts in brackets."""
+    """'127.0.0.1:6604' for a (host, port) pair; IPv6 hosts in brackets. A host that no
+    resolver would take (a NUL, ESC, 10 kB) is shown escaped and cut."""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        host, port = str(address[0]), address[1]
+        if len(host) > SHOWN_HOST or not host.isprintable():
+            host = printable(host, SHOWN_HOST)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(address)
+
+
+def ip_address(text: str) -> IPAddress | None:
+    """``text`` as an IP address, in every form a resolver reads as one: canonical
+    (an IPv6 zone too), and the decimal, hex, octal and short IPv4 forms inet_aton
+    takes (``2130706433``, ``0x7f.1``, ``0177.0.0.1``); an IPv4-mapped IPv6 address
+    as its IPv4 address. None when ``text`` is a name."""
+    try:
+        address: IPAddress = ipaddress.ip_address(text)
+    except ValueError:
+        if not text or not text.isascii() or not text[0].isdigit():
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(text))
+        except (OSError, ValueError):       # ValueError: a NUL in it
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` can be neither an address nor a host name (None when it can be one):
+    a NUL (the C resolver would stop there and look up the part before it), another
+    control character, more than 253 characters, an empty label, a label over 63
+    characters, or a name IDNA cannot encode. In words, for a failed connect stage."""
+    if ip_address(host) is not None:
+        return None
+    bad = next((char for char in host if not char.isprintable() or char.isspace()), None)
+    if bad is not None:
+        return f"the name holds {bad!r}"
+    name = host[:-1] if host.endswith(".") else host
+    if not name:
+        return "the name is empty"
+    if len(name) > MAX_NAME:
+        return f"the name is {len(host)} characters long, more than {MAX_NAME}"
+    if "" in name.split("."):
+        return "the name has an empty label"
+    try:
+        labels = name.encode("idna").split(b".")
+    except UnicodeError as error:
+        reason = str(error).partition("UnicodeError: ")[2].rstrip(")") or str(error)
+        if "too long" in reason:
+            return f"the name has a label longer than {MAX_LABEL} characters"
+        return f"IDNA cannot encode the name: {printable(reason, 60)}"
+    if any(len(label) > MAX_LABEL for label in labels):
+        return f"the name has a label longer than {MAX_LABEL} characters"
+    return None
 
 
 def checked_address(address: Any) -> tuple[str, int]:      # any value: this checks it
@@ -235,31 +295,80 @@ class Socket:
             self.close()
 
 
+AddrInfo: TypeAlias = tuple[Any, ...]
+"""One of getaddrinfo's answers: (family, type, proto, canonname, sockaddr)."""
+
+_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+def _addrinfo(host: str, port: int, family: int, flags: int = 0) -> list[AddrInfo]:
+    """getaddrinfo for a stream socket; socket.gaierror with a sentence that names the
+    host (escaped and cut) and why: a malformed name is refused before any lookup."""
+    shown = quote_text(host, SHOWN_HOST)
+    problem = host_problem(host)
+    if problem is not None:
+        raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {shown} ({problem})")
+    try:
+        infos: list[AddrInfo] = [*socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, flags)]
+        return infos
+    except (UnicodeError, ValueError) as error:      # what host_problem should have said
+        raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {shown} ({error})") from None
+    except socket.gaierror as error:
+        reason = error.strerror or str(error)
+        if family in _FAMILY_NAMES and not flags:
+            try:
+                others = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            except (OSError, UnicodeError, ValueError):
+                others = []
+            if others:
+                found = ", ".join(dict.fromkeys(str(info[4][0]) for info in others))
+                raise socket.gaierror(error.errno, f"{shown} does not resolve to an "
+                                                   f"{_FAMILY_NAMES[family]} address (only to "
+                                                   f"{printable(found, SHOWN_HOST)})") from None
+        raise socket.gaierror(error.errno, f"cannot resolve {shown} ({reason})") from None
+
+
+def resolve(address: Address, family: int = 0) -> list[str]:
+    """The IP addresses (host, port) resolves to, each once, in the resolver's order:
+    what ``connect(..., addresses=...)`` then connects to without a second lookup
+    (the exporter checks them against its allowlist in between).
+
+    socket.gaierror with a sentence naming the host when it does not resolve or is
+    no host name at all (a NUL, an empty label, 10 kB)."""
+    host, port = address
+    return list(dict.fromkeys(str(info[4][0]) for info in _addrinfo(host, port, family)))
+
+
 @types.coroutine
 def connect(address: Address, timeout: Timeout = None, *, deadline: Deadline | None = None,
-            family: int = 0) -> Generator[WriteWait, None, Socket]:
+            family: int = 0, addresses: Sequence[str] | None = None
+            ) -> Generator[WriteWait, None, Socket]:
     """Connect to (host, port); a Socket with TCP_NODELAY set.
 
     Name resolution uses getaddrinfo (blocking; instant for addresses and
     /etc/hosts names); ``family`` (socket.AF_INET or AF_INET6, 0 for either) keeps
-    only the addresses of one family. Each resolved address is tried in turn until
-    one accepts, each with a fair share of what is left of the deadline (the last
-    with all of it). Raises socket.gaierror naming the host when it does not
-    resolve, ConnectionRefusedError etc. naming the address (every address tried,
-    when there were several), TimeoutError.
+    only the addresses of one family. ``addresses`` (IP addresses, as ``resolve``
+    gives them) are connected to instead, and the name is not looked up at all.
+    Each address is tried in turn until one accepts, each with a fair share of what
+    is left of the deadline (the last with all of it). Raises socket.gaierror
+    naming the host when it does not resolve (or not in ``family``),
+    ConnectionRefusedError etc. naming the address (every address tried, when there
+    were several), TimeoutError.
     """
     host, port = address
     label = format_address(address)
     deadline = _deadline(timeout, deadline)
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        if addresses is None:
+            infos = _addrinfo(host, port, family)
+        else:
+            infos = [info for ip in addresses
+                     for info in _addrinfo(ip, port, 0, socket.AI_NUMERICHOST)
+                     if not family or info[0] == family]
     except socket.gaierror as error:
-        families: dict[int, str] = {socket.AF_INET: "IPv4 ", socket.AF_INET6: "IPv6 "}
-        wanted = families.get(family, "")
-        raise socket.gaierror(error.errno, f"connect to {label}: cannot resolve "
-                                           f"{host!r} to an {wanted}address: {error.strerror}"
-                              if wanted else f"connect to {label}: cannot resolve "
-                                             f"{host!r}: {error.strerror}") from None
+        raise socket.gaierror(error.errno, f"connect to {label}: {error.strerror}") from None
+    if not infos:
+        raise socket.gaierror(socket.EAI_NONAME, f"connect to {label}: no address to connect to")
     failures = []
     for number, (family_found, kind, proto, _, sockaddr) in enumerate(infos):
         left = len(infos) - number
