@@ -220,7 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(result, state, reason, transcript=args.verbose > 0))
     elif args.prometheus:
-        print(prometheus_text(result))
+        print(prometheus_text(result, state))
     else:
         print(status_line(result, state, reason, args.warning, args.critical))
         if args.verbose and result.transcript is not None:

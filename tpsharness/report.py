@@ -1,8 +1,13 @@
-"""A CheckResult rendered for monitoring: the plugin status line, JSON, Prometheus."""
+"""A CheckResult rendered for monitoring: the plugin status line, JSON, Prometheus.
+
+The probe metrics are defined once (``probe_metrics``): ``check --prometheus``
+prints them here, the exporter serves the same through prometheus_client.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from .checker import STAGES, CheckResult
 from .thresholds import Range
@@ -19,10 +24,19 @@ def state_of(result: CheckResult, warning: Range | None = None,
         return CRITICAL, None
     total = result.timings["total"]
     if critical is not None and critical.alerts(total):
-        return CRITICAL, f"total {total:.1f} ms outside the critical range {critical.text}"
+        return CRITICAL, f"total {total:.1f} ms {critical.side} the critical range {critical.text}"
     if warning is not None and warning.alerts(total):
-        return WARNING, f"total {total:.1f} ms outside the warning range {warning.text}"
+        return WARNING, f"total {total:.1f} ms {warning.side} the warning range {warning.text}"
     return OK, None
+
+
+def plugin_text(text: str) -> str:
+    """``text`` fit for a plugin's output line: a '|' (which starts perfdata) and every
+    character that is not printable (a CR or LF would start another line) escaped."""
+    if text.isprintable() and "|" not in text:
+        return text
+    return "".join("\\x7c" if char == "|" else char if char.isprintable() else repr(char)[1:-1]
+                   for char in text)
 
 
 def _perfdata(result: CheckResult, warning: Range | None, critical: Range | None) -> str:
@@ -36,7 +50,7 @@ def _perfdata(result: CheckResult, warning: Range | None, critical: Range | None
 def status_line(result: CheckResult, state: int, reason: str | None = None,
                 warning: Range | None = None, critical: Range | None = None) -> str:
     """``TPS OK - ... | connect=0.31ms ...``: one line, as monitoring systems read it."""
-    text = result.message
+    text = plugin_text(result.message)
     if reason:
         text = f"{text} ({reason})"
     if result.embedded:
@@ -53,25 +67,47 @@ def json_text(result: CheckResult, state: int, reason: str | None = None,
     return json.dumps(data, sort_keys=True)
 
 
-def prometheus_text(result: CheckResult) -> str:
-    """The text exposition format, as a blackbox-style prober gives it."""
-    lines = [
-        "# HELP tps_probe_success Whether the TPS check succeeded (1) or failed (0).",
-        "# TYPE tps_probe_success gauge",
-        f"tps_probe_success {1 if result.ok else 0}",
-        "# HELP tps_probe_duration_seconds How long each stage of the check took.",
-        "# TYPE tps_probe_duration_seconds gauge",
+class ProbeMetric(NamedTuple):
+    """One probe metric, a gauge: its name, its meaning (the HELP text), the name of its
+    one label (None for none) and its samples, (label value or None, value)."""
+
+    name: str
+    help: str
+    label: str | None
+    samples: list[tuple[str | None, int | float]]
+
+
+def probe_metrics(result: CheckResult, state: int) -> list[ProbeMetric]:
+    """The metrics of one check, as ``check --prometheus`` and the exporter's /probe give
+    them; ``state`` is the plugin state (state_of)."""
+    timings = result.timings
+    return [
+        ProbeMetric("tps_probe_success", "Whether the check passed: the payload reached the "
+                    "device within the timeout (1), or a stage failed (0).", None,
+                    [(None, 1 if result.ok else 0)]),
+        ProbeMetric("tps_probe_state", "The check's Monitoring Plugins state: 0 OK, 1 WARNING "
+                    "(total time outside --warning), 2 CRITICAL (a stage failed, or outside "
+                    "--critical).", None, [(None, state)]),
+        ProbeMetric("tps_probe_duration_seconds", "How long each stage of the check took, for "
+                    "each stage that ran.", "stage",
+                    [(stage, round(timings[stage] / 1000, 6)) for stage in STAGES if stage in timings]),
+        ProbeMetric("tps_probe_total_duration_seconds", "How long the whole check took.", None,
+                    [(None, round(timings.get("total", 0) / 1000, 6))]),
+        ProbeMetric("tps_probe_failed_stage", "The stage at which the check failed (1); 0 for "
+                    "the others.", "stage",
+                    [(stage, 1 if result.stage == stage else 0) for stage in STAGES]),
     ]
-    for stage in STAGES:
-        if stage in result.timings:
-            lines.append(f'tps_probe_duration_seconds{{stage="{stage}"}} {result.timings[stage] / 1000:.6f}')
-    lines += [
-        "# HELP tps_probe_total_duration_seconds How long the whole check took.",
-        "# TYPE tps_probe_total_duration_seconds gauge",
-        f"tps_probe_total_duration_seconds {result.timings.get('total', 0) / 1000:.6f}",
-        "# HELP tps_probe_failed_stage The stage at which the check failed (1); 0 for the others.",
-        "# TYPE tps_probe_failed_stage gauge",
-    ]
-    for stage in STAGES:
-        lines.append(f'tps_probe_failed_stage{{stage="{stage}"}} {1 if result.stage == stage else 0}')
+
+
+def prometheus_text(result: CheckResult, state: int) -> str:
+    """The text exposition format, as a blackbox-style prober gives it (the core has no
+    prometheus_client: these few gauges, whose label values are our stage names, are
+    written here; the exporter uses the library)."""
+    lines = []
+    for metric in probe_metrics(result, state):
+        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} gauge"]
+        for label, value in metric.samples:
+            shown = f"{value:.6f}" if isinstance(value, float) else str(value)
+            labels = f'{{{metric.label}="{label}"}}' if metric.label else ""
+            lines.append(f"{metric.name}{labels} {shown}")
     return "\n".join(lines)

@@ -44,6 +44,11 @@ class Range:
             raise InvalidArgument(f"bad range {text!r}: the start is above the end")
         return cls(raw, low, high, inside)
 
+    @property
+    def side(self) -> str:
+        """Where a value that alerts lies: 'outside' the range, or 'inside' an @ range."""
+        return "inside" if self.inside else "outside"
+
     def alerts(self, value: float) -> bool:
         within = self.low <= value <= self.high
         return within if self.inside else not within
