@@ -53,3 +53,25 @@ def test_a_harness_check_is_strict_when_the_harness_is(fake):
     finally:
         lenient.close()
         strict.close()
+
+
+def test_a_harness_is_a_context_manager_that_closes_what_it_opened(fake):
+    from conftest import wait_until
+
+    with Harness(fake.address, timeout=2) as tps:
+        device = tps.device()
+        client = tps.client()
+        assert client.send(device.uuid, b"inside").status == 200
+        assert wait_until(lambda: fake.stats.open_connections == 2)
+    assert device.endpoint.sock.closed and client.endpoint.sock.closed
+    assert wait_until(lambda: fake.stats.open_connections == 0), fake.stats
+
+
+def test_a_harness_closes_its_connections_when_the_block_raises(fake):
+    import pytest
+
+    with pytest.raises(RuntimeError):
+        with Harness(fake.address, timeout=2) as tps:
+            device = tps.device()
+            raise RuntimeError("the test failed")
+    assert device.endpoint.sock.closed

@@ -107,7 +107,10 @@ class RawHandle(_Handle[Raw]):
 
 
 class Harness:
-    """Simulated devices and clients against the TPS at ``address``, blocking calls."""
+    """Simulated devices and clients against the TPS at ``address``, blocking calls.
+
+    A context manager: ``with Harness(address) as tps:`` closes every connection it
+    opened at the end of the block, as ``close()`` does."""
 
     def __init__(self, address: tuple[str, int], *, timeout: float = TIMEOUT, strict: bool = False,
                  family: int = 0) -> None:
@@ -177,6 +180,12 @@ class Harness:
         for handle in self._handles:
             handle.close()
         self._handles.clear()
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def load(self, **options: Any) -> LoadResult:
         """A load run against this harness's TPS (see ``tpsharness.load``); a LoadResult.
