@@ -48,26 +48,30 @@ def test_without_tps_the_bundled_fake_serves_on_loopback(pytester):
     result.stdout.fnmatch_lines(["tps: the bundled fake TPS*"])
 
 
-def test_tps_option_names_the_server_under_test(pytester):
-    pytester.makepyfile("""
+def test_tps_option_names_the_server_under_test(pytester, fake):
+    port = fake.address[1]
+    pytester.makepyfile(f"""
         def test_address(tps_address):
-            assert tps_address == ("192.0.2.7", 6604)
+            assert tps_address == ("127.0.0.1", {port})
     """)
-    pytester.runpytest("--tps", "192.0.2.7:6604").assert_outcomes(passed=1)
+    pytester.runpytest("--tps", f"127.0.0.1:{port}").assert_outcomes(passed=1)
 
 
 def test_environment_variables_are_the_fallback(pytester, monkeypatch):
-    monkeypatch.setenv("TPS_ADDRESS", "[::1]:7000")
-    monkeypatch.setenv("TPS_TIMEOUT", "2.5")
-    pytester.makepyfile("""
-        def test_address(tps_address, tps):
-            assert tps_address == ("::1", 7000)
-            assert tps.timeout == 2.5
-    """)
-    pytester.runpytest().assert_outcomes(passed=1)
+    server = FakeTPS(host="::1")
+    with server.start_in_thread():
+        port = server.address[1]
+        monkeypatch.setenv("TPS_ADDRESS", f"[::1]:{port}")
+        monkeypatch.setenv("TPS_TIMEOUT", "2.5")
+        pytester.makepyfile(f"""
+            def test_address(tps_address, tps):
+                assert tps_address == ("::1", {port})
+                assert tps.timeout == 2.5
+        """)
+        pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_tps_fake_only_tests_are_skipped_against_a_real_server(pytester):
+def test_tps_fake_only_tests_are_skipped_against_a_real_server(pytester, fake):
     pytester.makepyfile("""
         import pytest
 
@@ -76,7 +80,7 @@ def test_tps_fake_only_tests_are_skipped_against_a_real_server(pytester):
             pass
     """)
     pytester.runpytest().assert_outcomes(passed=1)
-    result = pytester.runpytest("--tps", "192.0.2.7:6604", "-rs")
+    result = pytester.runpytest("--tps", "%s:%d" % fake.address, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*needs the bundled fake TPS*"])
 
@@ -255,13 +259,13 @@ def test_a_failure_in_a_repeated_step_names_the_right_step(pytester):
     result.stdout.fnmatch_lines(["*fixtures/test_repeated.tps.json: step 6 (app: expect_reply)"])
 
 
-def test_a_scenario_with_fake_options_gets_its_own_fake_and_is_skipped_against_a_real_tps(pytester):
+def test_a_scenario_with_fake_options_gets_its_own_fake_and_is_skipped_against_a_real_tps(pytester, fake):
     silent = {"fake": {"faults": ["silent"]}, "actors": {"cam": {"kind": "device"}},
               "steps": [{"do": "connect", "actor": "cam"}, {"do": "register", "actor": "cam"},
                         {"do": "expect_nothing", "actor": "cam", "for": 0.2}]}
     write_scenario(pytester, "silent", silent)
     pytester.runpytest().assert_outcomes(passed=1)
-    pytester.runpytest("--tps", "127.0.0.1:1").assert_outcomes(skipped=1)
+    pytester.runpytest("--tps", "%s:%d" % fake.address).assert_outcomes(skipped=1)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -403,16 +407,39 @@ def test_a_tps_that_dies_during_an_ordinary_test_skips_the_rest(pytester):
                                  "test_killing.py::test_b_kills_the_server"] * 2)
 
 
-def test_a_tps_that_never_accepted_is_not_reported_as_dying(pytester):
-    from conftest import free_port
-    pytester.makepyfile("""
-        def test_one(tps_address):
-            pass
+TWO_TESTS = """
+    def test_one(tps_address):
+        raise AssertionError("must not run")
 
-        def test_two(tps_address):
-            pass
-    """)
-    pytester.runpytest("--tps", f"127.0.0.1:{free_port()}").assert_outcomes(passed=2)
+    def test_two(tps):
+        raise AssertionError("must not run")
+"""
+
+
+@pytest.mark.parametrize("address, line", [
+    ("127.0.0.1:{port}", "tpsharness: the TPS at 127.0.0.1:{port} refused the connection; nothing was run"),
+    ("no-such-host.invalid:6604", "tpsharness: the TPS at no-such-host.invalid:6604 does not resolve "
+                                  "(*); nothing was run"),
+])
+def test_a_tps_that_is_not_there_stops_the_session_in_one_line(pytester, address, line):
+    from conftest import free_port
+    port = free_port()
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest("--tps", address.format(port=port))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {line.format(port=port)}"])
+    assert [text for text in result.stderr.lines if text.strip()] == \
+        [text for text in result.stderr.lines if "nothing was run" in text]
+    assert "must not run" not in result.stdout.str() + result.stderr.str()
+    assert result.stdout.str().strip() == ""          # no header, no collection, no failures
+
+
+def test_listing_the_tests_does_not_need_the_tps(pytester):
+    from conftest import free_port
+    pytester.makepyfile(TWO_TESTS)
+    result = pytester.runpytest("--tps", f"127.0.0.1:{free_port()}", "--collect-only", "-q")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*2 tests collected*"])
 
 
 # -- record -------------------------------------------------------------------------------------
@@ -455,6 +482,17 @@ def run_conformance(*args):
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                            "--pyargs", "tpsharness.conformance", *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def test_the_conformance_suite_against_a_refused_port_prints_one_line_and_runs_nothing():
+    """The issue's command: 27 failures in 3,633 lines before; one line now."""
+    from conftest import free_port
+    port = free_port()
+    result = run_conformance("--tps", f"127.0.0.1:{port}")
+    assert result.returncode == 4
+    output = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert output == [f"ERROR: tpsharness: the TPS at 127.0.0.1:{port} refused the connection; "
+                      f"nothing was run"], output
 
 
 @pytest.mark.slow

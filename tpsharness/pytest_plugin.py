@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from . import kernel, net
 from .defaults import TIMEOUT
 from .errors import ScenarioError
 from .harness import Harness
@@ -149,22 +150,70 @@ class TPSSession:
         return self.fake.address
 
     def accepts(self) -> str | None:
-        """None if the TPS accepts a connection now, else why not. Two tries, so a
-        momentarily full accept queue is not taken for a dead server."""
-        for attempt in range(2):
-            try:
-                with socket.create_connection(self.address(), timeout=min(self.timeout, PROBE_TIMEOUT)):
-                    return None
-            except OSError as error:
-                reason = error.strerror or str(error) or type(error).__name__
-                if attempt == 0:
-                    time.sleep(0.1)
-        return reason
+        """None if the TPS accepts a connection now, else why not ("Connection refused")."""
+        refusal = self._refusal()
+        return None if refusal is None else refusal.reason
+
+    def _refusal(self) -> Refusal | None:
+        """Two tries, so a momentarily full accept queue is not taken for a dead server."""
+        refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT))
+        if refusal is not None:
+            time.sleep(0.1)
+            refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT))
+        return refusal
+
+    def refusal_at_start(self) -> str | None:
+        """For a real TPS: the one line that stops the session before its first test
+        when the TPS refuses, does not resolve or does not accept; None when it is there."""
+        if self.real_address is None:
+            return None
+        refusal = self._refusal()
+        if refusal is None:
+            return None
+        host, port = self.real_address
+        return f"tpsharness: the TPS at {net.format_address((host, port))} {refusal}; nothing was run"
 
     def close(self) -> None:
         if self._running is not None:
             self._running.__exit__(None, None, None)
             self._running = None
+
+
+class Refusal:
+    """Why a TPS cannot be reached, said two ways: ``reason`` as the survival probe
+    reports it ("Connection refused"), ``str()`` as a sentence after "the TPS at X"."""
+
+    def __init__(self, sentence: str, reason: str) -> None:
+        self.sentence = sentence
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def unreachable(address: tuple[str, int], timeout: float) -> Refusal | None:
+    """None if the TPS at ``address`` accepts a connection within ``timeout``, else why
+    not. The same resolution and connect as the harness's (net.connect)."""
+    async def connect() -> None:
+        sock = await net.connect(address, timeout=timeout)
+        sock.close()
+
+    try:
+        kernel.run(connect(), timeout=timeout + 1)
+    except socket.gaierror as error:
+        sentence = str(error.strerror or error).removeprefix(f"connect to {net.format_address(address)}: ")
+        if sentence.startswith("cannot resolve ") and sentence.endswith(")"):
+            why = sentence.rpartition(" (")[2][:-1]       # "cannot resolve 'h' (why)"
+            return Refusal(f"does not resolve ({why})", why)
+        return Refusal(f"does not resolve: {sentence}", sentence)
+    except ConnectionRefusedError:
+        return Refusal("refused the connection", "Connection refused")
+    except TimeoutError:
+        return Refusal(f"did not accept a connection within {timeout:g} s", "timed out")
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return Refusal(f"cannot be reached ({reason})", reason)
+    return None
 
 
 def _session(config: pytest.Config) -> TPSSession:
@@ -175,9 +224,24 @@ _SESSION_KEY: pytest.StashKey[TPSSession] = pytest.StashKey()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_SESSION_KEY] = TPSSession(config)
+    session = config.stash[_SESSION_KEY] = TPSSession(config)
     config.addinivalue_line("markers", "tps_fake_only: needs the bundled fake TPS; skipped with --tps")
     config.addinivalue_line("markers", f"destructive: {DESTRUCTIVE_HELP}")
+    if _runs_tests(config):
+        refusal = session.refusal_at_start()    # one line, instead of a failure per test
+        if refusal is not None:
+            raise pytest.UsageError(refusal)
+        if session.real_address is not None:
+            session.state = "alive"
+
+
+def _runs_tests(config: pytest.Config) -> bool:
+    """Will this process run tests (not only list them, show help, or be an xdist
+    worker, whose controller has checked the TPS already)?"""
+    option = config.option
+    listing = any(getattr(option, name, False) for name in
+                  ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test", "markers"))
+    return not listing and not hasattr(config, "workerinput")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
