@@ -61,7 +61,7 @@ def test_warning_and_critical_ranges_on_total_time(fake):
     assert warning.stdout.startswith("TPS WARNING - ") and "outside the warning range ~:0" in warning.stdout
     assert re.search(PERFDATA.format(w="~:0", c="10000"), warning.stdout.strip())
     critical = tps("check", host, port, "-w", "~:0", "-c", "@0:100000")
-    assert critical.returncode == 2 and "outside the critical range @0:100000" in critical.stdout
+    assert critical.returncode == 2 and "inside the critical range @0:100000" in critical.stdout
 
 
 def test_json_output_is_one_object(fake):
@@ -115,11 +115,26 @@ def test_usage_errors_exit_unknown_with_the_usage(args):
     assert "usage:" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["check", "--help"], ["-V"], ["check", "-V"]])
-def test_help_and_version_exit_unknown_as_plugins_do(args):
+@pytest.mark.parametrize("args", [["check", "--help"], ["check", "-V"]])
+def test_checks_help_and_version_exit_unknown_as_plugins_do(args):
     result = tps(*args)
     assert result.returncode == 3
     assert "usage:" in result.stdout or re.fullmatch(r"tpsharness \d+\.\d+\.\d+\n", result.stdout)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-V"], ["load", "--help"], ["report", "--help"],
+                                  ["fuzz", "--help"], ["exporter", "--help"], ["record", "--help"]])
+def test_every_other_commands_help_and_version_exit_0_as_clis_do(args):
+    result = tps(*args)
+    assert result.returncode == 0, (args, result.stderr)
+    assert "usage:" in result.stdout or re.fullmatch(r"tpsharness \d+\.\d+\.\d+\n", result.stdout)
+
+
+@pytest.mark.parametrize("args", [["load", "--bogus"], ["exporter", "--bogus"], ["record"], ["--bogus"]])
+def test_a_usage_error_of_any_command_still_exits_3(args):
+    result = tps(*args)
+    assert result.returncode == 3, (args, result.returncode, result.stderr)
+    assert "usage:" in result.stderr
 
 
 def test_an_internal_error_is_unknown_with_a_traceback(monkeypatch, capsys):
@@ -253,4 +268,55 @@ def test_check_over_ipv6_only_reaches_a_server_on_ipv6(capsys):
         assert main(["check", "::1", port, "-6"]) == 0
         assert main(["check", "::1", port, "-4"]) == 2
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("TPS OK - [::1]:") and "connect: cannot resolve '::1'" in out[1], out
+    assert out[0].startswith("TPS OK - [::1]:"), out
+    assert "connect: '::1' does not resolve to an IPv4 address (only to ::1)" in out[1], out
+
+
+# -- papercuts a new user hit (issue 20) --------------------------------------------------------
+
+def test_an_inside_range_is_reported_as_inside(fake):
+    result = tps("check", *map(str, fake.address), "-w", "@0:100000")
+    assert result.returncode == 1
+    assert "inside the warning range @0:100000" in result.stdout, result.stdout
+    assert "outside" not in result.stdout
+
+
+def test_an_ipv4_only_address_with_dash_6_says_it_has_no_ipv6_address():
+    result = tps("check", "127.0.0.1", "6604", "-6", "-t", "1")
+    assert result.returncode == 2
+    assert result.stdout.startswith("TPS CRITICAL - connect: '127.0.0.1' does not resolve to an "
+                                    "IPv6 address (only to 127.0.0.1) after "), result.stdout
+
+
+def test_a_name_that_resolves_only_to_ipv4_with_dash_6_says_so(monkeypatch, capsys):
+    """As ``check localhost -6`` where localhost has no IPv6 address."""
+    import socket
+    real = socket.getaddrinfo
+
+    def ipv4_only(host, port, family=0, kind=0, *args):
+        if host == "localhost" and family == socket.AF_INET6:
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+        return real("127.0.0.1" if host == "localhost" else host, port, family, kind, *args)
+
+    monkeypatch.setattr(socket, "getaddrinfo", ipv4_only)
+    assert main(["check", "localhost", "6604", "-6", "-t", "1"]) == 2
+    out = capsys.readouterr().out
+    assert "connect: 'localhost' does not resolve to an IPv6 address (only to 127.0.0.1)" in out, out
+    assert "cannot resolve" not in out
+
+
+@pytest.mark.parametrize("thresholds, status, state", [(["-c", "0.001"], 2, 2), (["-w", "0.001"], 1, 1),
+                                                       ([], 0, 0)])
+def test_prometheus_output_says_the_threshold_state_beside_success(fake, thresholds, status, state):
+    result = tps("check", *map(str, fake.address), "--prometheus", *thresholds)
+    assert result.returncode == status, result.stdout
+    lines = result.stdout.splitlines()
+    assert "tps_probe_success 1" in lines          # the payload did arrive
+    assert f"tps_probe_state {state}" in lines, lines
+    assert any(line.startswith("# HELP tps_probe_state ") and "0 OK, 1 WARNING" in line for line in lines)
+
+
+def test_a_failed_stage_is_state_2_in_prometheus_output():
+    result = tps("check", "127.0.0.1", str(free_port()), "--prometheus", "-t", "1")
+    assert result.returncode == 2
+    assert {"tps_probe_success 0", "tps_probe_state 2"} <= set(result.stdout.splitlines())

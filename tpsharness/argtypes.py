@@ -37,3 +37,17 @@ def seconds_up_to(most: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be above 0 and at most {most:g} seconds, not {text}")
         return value
     return seconds
+
+
+def seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0, at most deadline.MAX_TIMEOUT."""
+    from .deadline import validate_timeout
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    try:
+        return validate_timeout(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None

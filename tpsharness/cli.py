@@ -1,7 +1,9 @@
-"""``python -m tpsharness check|record``: the command line, Monitoring Plugins style.
+"""``python -m tpsharness COMMAND``: the command line; ``check`` Monitoring Plugins style.
 
-Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
---version and internal errors too, as the plugin guidelines ask).
+check's exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors, --help,
+--version and internal errors too, as the plugin guidelines ask). Every other
+command, and ``tpsharness`` itself, exits 0 for --help and --version and 3 for a
+usage error; 1 and 2 are each command's own.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from .checker import (CheckProgress, CheckResult, check_async, run_bounded, vali
                       validate_payload)
 from .defaults import AUTH_CODE, HOST, PORT, TIMEOUT
 from .errors import UsageError
-from .deadline import MAX_TIMEOUT, Deadline, validate_timeout
-from .argtypes import port as _port, positive_int as _positive_int
-from .net import parse_address
+from .deadline import MAX_TIMEOUT, Deadline
+from .argtypes import port as _port, seconds as _seconds
 from .report import UNKNOWN, json_text, prometheus_text, state_of, status_line
 from .syscalls import NewTask
 from .thresholds import Range
@@ -30,31 +31,23 @@ from .thresholds import Range
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but every way out is exit status 3 (UNKNOWN), not 0 or 2."""
+    """argparse, but a usage error exits 3 (not 2). ``--help`` and ``--version`` exit
+    0, as CLIs do, except for ``check``, which follows the Monitoring Plugins
+    convention: every way out of it that is no verdict is 3 (UNKNOWN)."""
 
     commands: dict[str, argparse.ArgumentParser]    # the top parser's: name -> a subcommand's
+    help_status = 0         # what --help and --version exit with (check's parser: UNKNOWN)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             self._print_message(message, sys.stderr)
-        sys.exit(UNKNOWN)
+        sys.exit(self.help_status if status == 0 else UNKNOWN)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
 
 
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    try:
-        return validate_timeout(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None
 
 
 def _field(what: str) -> Callable[[str], str]:
@@ -118,6 +111,8 @@ def build_parser() -> _Parser:
         description="Register a simulated device on the TPS, send it private data from a simulated "
                     "client, and check that it arrives. Exit status 0 OK, 1 WARNING, 2 CRITICAL, "
                     "3 UNKNOWN.")
+    assert isinstance(check, _Parser)
+    check.help_status = UNKNOWN
     _add_target(check)
     check.add_argument("-w", "--warning", type=_range, metavar="RANGE",
                        help="WARNING when the total time in ms is outside RANGE (500, ~:500, @10:20)")
@@ -130,17 +125,8 @@ def build_parser() -> _Parser:
     check.add_argument("-v", "--verbose", action="count", default=0, help="add the wire transcript")
     check.add_argument("-V", "--version", action="version", version=f"tpsharness {__version__}")
 
-    exporter = commands.add_parser(
-        "exporter", help="serve Prometheus probes of TPS servers (blackbox_exporter style)",
-        description="GET /probe?target=HOST:PORT[&timeout=S] runs one check and answers its metrics; "
-                    "GET /metrics answers the exporter's own. Needs the 'exporter' extra.")
-    exporter.add_argument("--listen", type=_listen_address, default=(HOST, 9115),
-                          metavar="HOST:PORT",
-                          help=f"where to serve (default {HOST}:9115)")
-    exporter.add_argument("--max-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                          help="the longest a probe may take, whatever a scrape asks (default 60)")
-    exporter.add_argument("--max-concurrent", type=_positive_int, default=8, metavar="N",
-                          help="probes at once; one more gets 503 (default 8)")
+    from .exporter.cli import add_parser as add_exporter_parser
+    add_exporter_parser(commands)
     from .load.cli import add_parsers as add_load_parsers      # load, report
     add_load_parsers(commands)
     from .fuzz.cli import add_parser as add_fuzz_parser
@@ -149,24 +135,6 @@ def build_parser() -> _Parser:
     add_record_parser(commands, _add_target, target)
     parser.commands = commands.choices        # name -> its parser, for usage errors found later
     return parser
-
-
-def _listen_address(text: str) -> tuple[str, int]:
-    try:
-        return parse_address(text, 9115, allow_any_port=True)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-
-
-def cmd_exporter(args: argparse.Namespace) -> int:
-    try:
-        from .exporter import serve
-    except ImportError as error:
-        raise UsageError(f"the exporter needs prometheus_client: pip install 'tpsharness[exporter]' "
-                         f"({error})") from None
-    return serve(args.listen, max_timeout=args.max_timeout, max_concurrent=args.max_concurrent)
 
 
 def target(args: argparse.Namespace) -> tuple[str, int] | None:
@@ -244,8 +212,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fuzz":
             from .fuzz.cli import cmd_fuzz
             return cmd_fuzz(args)
-        if args.command == "exporter":
-            return cmd_exporter(args)
         if getattr(args, "handler", None) is not None:     # load, report
             return args.handler(args)
         raise UsageError(f"unknown command {args.command!r}")

@@ -151,6 +151,16 @@ class BadProbe(TPSHarnessError, ValueError):
     """A /probe request the exporter cannot run (no target, a bad timeout)."""
 
 
+class ForbiddenTarget(TPSHarnessError):
+    """A /probe target that no ``--allow-target`` allows: the exporter connects nowhere
+    and answers 403 with this one-line reason."""
+
+
+class ConfigError(TPSHarnessError):
+    """A configuration file (the exporter's ``--config`` or ``--web-config``) cannot be
+    used; the message names the file and the key."""
+
+
 class ServerDown(TPSHarnessError):
     """The server refused or did not accept a connection: it died or stopped listening."""
 
