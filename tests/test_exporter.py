@@ -17,63 +17,15 @@ import pytest
 pytest.importorskip("prometheus_client")
 
 from conftest import free_port, wait_until  # noqa: E402
+from exporter_helpers import exporter_at, get, held_checker, metric  # noqa: E402,F401  (a fixture)
 from fake_tps.server import FakeTPS  # noqa: E402
-from tpsharness.checker import CheckResult, check  # noqa: E402
+from tpsharness.checker import check  # noqa: E402
 from tpsharness.errors import ConfigError  # noqa: E402
 from tpsharness.exporter import (AllowList, BadProbe, Exporter, load_modules,  # noqa: E402
                                  load_web_config, make_exporter_server, parse_target)
 from tpsharness.exporter.allowlist import Rule  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def exporter_at():
-    """Start an exporter server on a free loopback port: ``start(server_options=...,
-    **exporter_options)`` gives its base URL, the Exporter and the server."""
-    servers = []
-
-    def start(server_options=None, **options):
-        exporter = Exporter(**options)
-        server = make_exporter_server(exporter, "127.0.0.1", 0, **(server_options or {}))
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"{server.scheme}://127.0.0.1:{server.server_address[1]}", exporter, server
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def get(url, headers=None, timeout=15, context=None):
-    """(status, body text) of a GET, error statuses included."""
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def metric(text, name, labels=""):
-    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-    assert match, f"{name}{labels} not in:\n{text}"
-    return float(match.group(1))
-
-
-def held_checker():
-    """A checker that blocks until released: (checker, started event, release event)."""
-    held, release = threading.Event(), threading.Event()
-
-    def slow_check(host, port, **options):
-        held.set()
-        release.wait(10)
-        return CheckResult(False, "connect", "held", host, port, "", 0, {"total": 1.0})
-
-    return slow_check, held, release
 
 
 # -- probes ------------------------------------------------------------------------------------
@@ -587,6 +539,21 @@ def test_the_exporter_command_serves_probes_until_sigterm_and_warns_without_an_a
         process.wait(10)
 
 
+def test_after_sigterm_new_connections_are_refused():
+    process = subprocess.Popen([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        match = re.match(r"tpsharness exporter listening on (http://\S+)/ ", process.stdout.readline())
+        assert match
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        with pytest.raises(OSError):
+            get(f"{match.group(1)}/metrics", timeout=2)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 def test_the_exporter_command_refuses_a_bad_listen_address_in_one_line():
     result = subprocess.run([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:99999"],
                             capture_output=True, text=True, timeout=30)
@@ -617,3 +584,33 @@ def test_every_metric_the_exporter_serves_is_documented_with_its_meaning(exporte
     missing = [name for name in sorted(names) if not re.search(rf"^\| `{name}(_total)?(\{{[^`]*\}})?` \| \w",
                                                                 doc, re.M)]
     assert names and not missing, missing
+
+
+def yaml_blocks(text):
+    return re.findall(r"```yaml\n(.*?)```", text, re.S)
+
+
+def test_the_docs_web_config_and_modules_are_ones_the_exporter_takes(tmp_path, pki):
+    import shutil
+
+    import yaml
+    blocks = yaml_blocks((REPO / "docs" / "exporter.md").read_text())
+    web = next(block for block in blocks if "tls_server_config:" in block)
+    shutil.copy(pki.server_cert, tmp_path / "server.pem")
+    shutil.copy(pki.server_key, tmp_path / "server.key")
+    (tmp_path / "web.yml").write_text(web)
+    config = load_web_config(tmp_path / "web.yml")
+    assert config.tls is not None and list(config.users) == ["prometheus"]
+    modules = next(block for block in blocks if block.startswith("modules:"))
+    (tmp_path / "exporter.yml").write_text(modules)
+    assert sorted(load_modules(tmp_path / "exporter.yml", 60)) == ["default", "field"]
+
+
+def test_the_docs_running_it_safely_scrapes_over_tls_with_basic_auth():
+    import yaml
+    text = (REPO / "docs" / "exporter.md").read_text()
+    safely = text[text.index("## Running it safely"):text.index("## `/metrics`")]
+    config = yaml.safe_load(next(block for block in yaml_blocks(safely) if "scrape_configs" in block))
+    for job in config["scrape_configs"]:
+        assert job["scheme"] == "https" and job["tls_config"]["ca_file"]
+        assert job["basic_auth"]["username"] and job["basic_auth"]["password_file"]

@@ -1,0 +1,176 @@
+"""The exporter against hostile scrapers: bursts, idle and half-sent requests, targets
+no resolver takes, absurd headers, a SIGTERM mid-probe.
+
+Each answer comes at once and in one line; nothing costs a thread per connection;
+nothing in flight is dropped without an answer.
+"""
+
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from conftest import wait_until  # noqa: E402
+from fake_tps.server import FakeTPS  # noqa: E402
+from exporter_helpers import exporter_at, get, held_checker, metric  # noqa: E402,F401  (a fixture)
+
+
+def exchange(address, request, count, seconds):
+    """Open ``count`` connections at once, send ``request`` on each, read each answer
+    until its close; the status of each ('unanswered' past ``seconds``)."""
+    selector = selectors.DefaultSelector()
+    answers = {}
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(address)
+        answers[sock] = b""
+        selector.register(sock, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + seconds
+    pending = set(answers)
+    while pending and time.monotonic() < deadline:
+        for key, events in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            sock = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                try:
+                    sock.send(request)
+                except OSError:
+                    pending.discard(sock)
+                    selector.unregister(sock)
+                    continue
+                selector.modify(sock, selectors.EVENT_READ)
+                continue
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            answers[sock] += data
+            if not data:
+                pending.discard(sock)
+                selector.unregister(sock)
+    statuses = []
+    for sock, answer in answers.items():
+        match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+        statuses.append(int(match.group(1)) if match and sock not in pending else "unanswered")
+        sock.close()
+    selector.close()
+    return statuses
+
+
+PROBE = b"GET /probe?target=127.0.0.1:1 HTTP/1.1\r\nHost: exporter\r\n\r\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_burst_of_300_scrapes_past_the_cap_gets_its_503s_at_once(exporter_at):
+    slow_check, held, release = held_checker()
+    base, exporter, server = exporter_at(checker=slow_check)          # at most 8 probes at once
+    try:
+        started = time.monotonic()
+        statuses = exchange(server.server_address, PROBE, 300, seconds=5)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert statuses.count(503) == 292, sorted(statuses, key=str)[-20:]
+    assert statuses.count("unanswered") == 8        # the 8 admitted probes, held
+    assert elapsed < 6
+    assert wait_until(lambda: metric(get(f"{base}/metrics")[1], "tps_exporter_probes_in_flight") == 0)
+
+
+@pytest.mark.timeout(60)
+def test_idle_and_half_sent_connections_cost_no_thread_and_end_at_the_request_timeout(exporter_at, fake):
+    base, _, server = exporter_at(server_options={"request_timeout": 1.0})
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(server.server_address, timeout=5) for _ in range(200)]
+    half = [socket.create_connection(server.server_address, timeout=5) for _ in range(200)]
+    for sock in half:
+        sock.sendall(b"GET /probe?target=127.0.0.1:1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    try:
+        assert wait_until(lambda: metric(get(f"{base}/metrics")[1], "tps_exporter_connections_open") >= 401)
+        assert threading.active_count() - threads_before < 5
+        started = time.monotonic()
+        status, text = get(f"{base}/probe?target=%s:%d" % fake.address, timeout=5)   # still served
+        assert status == 200 and metric(text, "tps_probe_success") == 1
+        assert time.monotonic() - started < 2
+        answers = [sock.recv(4096) for sock in idle + half]     # the server ends each of them
+        assert all(answer.startswith(b"HTTP/1.1 408 Request Timeout") for answer in answers), answers[:3]
+        assert all(sock.recv(4096) == b"" for sock in idle + half)
+    finally:
+        for sock in idle + half:
+            sock.close()
+    dropped = get(f"{base}/metrics")[1]
+    assert metric(dropped, "tps_exporter_connections_dropped_total", '{reason="request timeout"}') == 400
+
+
+@pytest.mark.parametrize("target, complaint", [
+    ("a..b", "the name has an empty label"),
+    (".", "the name is empty"),
+    ("a" * 64 + ".example", "a label longer than 63 characters"),
+    ("%FF%FE", "the query is not UTF-8"),
+    ("%EF%BF%BD%EF%BF%BD", "IDNA cannot encode the name"),
+    ("x" * 10_000, "the target is 10000 characters long"),
+])
+def test_a_target_no_resolver_takes_gets_400_in_one_line(exporter_at, target, complaint):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target={target}")
+    assert status == 400, text
+    assert complaint in text and text.count("\n") == 1 and len(text) < 300, text
+
+
+def test_a_nul_in_the_target_is_refused_instead_of_probing_the_part_before_it(exporter_at, fake):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target=127.0.0.1%00.evil.example:{fake.address[1]}")
+    assert status == 400 and "the name holds '\\x00'" in text, text
+    assert fake.stats.connections == 0
+
+
+@pytest.mark.parametrize("header", ["5e-324", "1e-9"])
+def test_a_scrape_timeout_that_leaves_no_time_gets_400(exporter_at, header):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target=127.0.0.1:1", {"X-Prometheus-Scrape-Timeout-Seconds": header})
+    assert status == 400 and "leaves less than 1 ms for the probe" in text, text
+
+
+def start_exporter(*options):
+    process = subprocess.Popen([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:0",
+                                *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    match = re.match(r"tpsharness exporter listening on (http://127\.0\.0\.1:\d+)/", line)
+    assert match, line + process.stderr.read()
+    return process, match.group(1)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("grace, probe_timeout, status", [("0.5", "10", 503), (None, "1", 200)])
+def test_on_sigterm_a_scrape_in_flight_gets_an_answer_before_the_exporter_exits(grace, probe_timeout, status):
+    """Past the grace the probe gets 503; within it (the default, 5 s), its result."""
+    silent = FakeTPS(faults=["silent"])
+    with silent.start_in_thread():
+        process, base = start_exporter(*(["--shutdown-grace", grace] if grace else []))
+        try:
+            answers = []
+            scrape = threading.Thread(target=lambda: answers.append(
+                get(f"{base}/probe?target=%s:%d&timeout={probe_timeout}" % silent.address)), daemon=True)
+            scrape.start()
+            assert wait_until(lambda: "tps_exporter_probes_in_flight 1.0" in get(f"{base}/metrics")[1])
+            process.send_signal(signal.SIGTERM)
+            scrape.join(float(grace or 5) + float(probe_timeout) + 3)
+            assert answers, "the scrape in flight got no answer"
+            assert answers[0][0] == status, answers
+            if status == 503:
+                assert "shutting down" in answers[0][1]
+            else:
+                assert metric(answers[0][1], "tps_probe_failed_stage", '{stage="register"}') == 1
+            assert process.wait(10) == 0
+        finally:
+            process.kill()
+            process.wait(10)
