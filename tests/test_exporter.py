@@ -614,3 +614,60 @@ def test_the_docs_running_it_safely_scrapes_over_tls_with_basic_auth():
     for job in config["scrape_configs"]:
         assert job["scheme"] == "https" and job["tls_config"]["ca_file"]
         assert job["basic_auth"]["username"] and job["basic_auth"]["password_file"]
+
+
+# -- the HTTP server's bounds ------------------------------------------------------------------
+
+def raw_exchange(address, data, timeout=5):
+    """Send ``data`` on a fresh connection; everything the server answers until it closes."""
+    with socket.create_connection(address, timeout=timeout) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n", b"413"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", b"400"),
+])
+def test_a_request_out_of_bounds_gets_its_status_and_a_close(exporter_at, request_bytes, status):
+    base, _, server = exporter_at()
+    answer = raw_exchange(server.server_address, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert b"Connection: close" in answer
+    assert get(f"{base}/metrics")[0] == 200
+
+
+def test_at_the_connection_limit_a_new_connection_evicts_the_oldest_unfinished_request(exporter_at, fake):
+    base, _, server = exporter_at(server_options={"max_connections": 5})
+    slow = [socket.create_connection(server.server_address, timeout=5) for _ in range(5)]
+    for sock in slow:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")     # never finished
+    try:
+        assert wait_until(lambda: server.exporter.connections._value.get() == 5)
+        status, text = get(f"{base}/probe?target=%s:%d" % fake.address)
+        assert status == 200 and metric(text, "tps_probe_success") == 1
+        assert slow[0].recv(4096) == b""                          # the oldest was closed
+        status, text = get(f"{base}/metrics")
+        assert metric(text, "tps_exporter_connections_dropped_total", '{reason="evicted"}') == 1
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_at_the_limit_with_every_connection_being_answered_a_new_one_gets_503(exporter_at):
+    slow_check, held, release = held_checker()
+    base, _, server = exporter_at(server_options={"max_connections": 1}, checker=slow_check)
+    first = threading.Thread(target=get, args=(f"{base}/probe?target=127.0.0.1:1",), daemon=True)
+    first.start()
+    try:
+        assert held.wait(10)
+        answer = raw_exchange(server.server_address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections at once" in answer
+    finally:
+        release.set()
+        first.join(10)

@@ -58,6 +58,8 @@ SHUTDOWN_GRACE = 5.0                # seconds in-flight requests get once a stop
 MAX_HEAD = 16 * 1024                # bytes of request line and headers
 MAX_BODY = 16 * 1024                # bytes of a request body (GET has none)
 AUTH_THREADS = 4                    # bcrypt comparisons at once
+MAX_REFUSING = 64                   # connections over the limit told 503 at once; more are closed
+REFUSE_TIMEOUT = 1.0                # seconds a refused connection may take to close its side
 _OVERLOAD = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
              b"Content-Length: 45\r\nConnection: close\r\n\r\n"
              b"too many connections at once; try again later\n")
@@ -229,6 +231,7 @@ class ExporterServer:
         self.server_address: tuple[str, int] = (bound[0], bound[1])
         self._connections: OrderedDict[int, _Connection] = OrderedDict()   # oldest first
         self._auth_running = 0
+        self._refusing = 0              # connections over the limit, being told so
         self._wake_reader, self._wake_writer = socket.socketpair()
         for end in (self._wake_reader, self._wake_writer):
             end.setblocking(False)
@@ -304,15 +307,33 @@ class ExporterServer:
                 raise
             if len(self._connections) >= self.max_connections and not self._evict_one():
                 self.exporter.dropped.labels("over the limit").inc()
-                if self.tls is None:
-                    _PlainStream(sock).send_nowait(_OVERLOAD)
-                sock.close()
+                if self.tls is None and self._refusing < MAX_REFUSING:
+                    await NewTask(self._refuse(sock), daemon=True)
+                else:
+                    sock.close()
                 continue
             stream = _TLSStream(sock, self.tls) if self.tls is not None else _PlainStream(sock)
             connection = _Connection(sock, stream)
             self._connections[id(connection)] = connection
             self.exporter.connections.inc()
             connection.tid = await NewTask(self._serve(connection), daemon=True)
+
+    async def _refuse(self, sock: net.Socket) -> None:
+        """503 to a connection over the limit. Its request is read and dropped before
+        the close (closing with unread bytes would reset the connection, and the reset
+        can reach the client before the 503 does)."""
+        self._refusing += 1
+        deadline = Deadline(REFUSE_TIMEOUT)
+        try:
+            sock.send_nowait(_OVERLOAD)
+            sock.shutdown_write()
+            while await sock.recv(net.RECV_SIZE, deadline=deadline):
+                pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._refusing -= 1
+            sock.close()
 
     def _evict_one(self) -> bool:
         """Close the oldest connection still sending its request; False if none is."""
@@ -390,7 +411,7 @@ class ExporterServer:
         TimeoutError past ``deadline``; ConnectionError if the client closed first."""
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         request: h11.Request | None = None
-        body = 0
+        body = head = 0
         while True:
             try:
                 event = parser.next_event()
@@ -401,6 +422,10 @@ class ExporterServer:
                 data = await stream.recv(deadline)
                 if not data:
                     raise ConnectionResetError("the client closed the connection")
+                if request is None:
+                    head += len(data)
+                    if head > MAX_HEAD:      # h11 bounds only a head still incomplete
+                        return Response.text(431, f"the request head is over {MAX_HEAD} bytes")
                 parser.receive_data(data)
             elif isinstance(event, h11.Request):
                 request = event
