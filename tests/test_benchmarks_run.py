@@ -56,9 +56,15 @@ def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rat
 
 
 @pytest.mark.slow
-def test_the_hostile_soak_prints_each_load_scenario_bounded():
-    out = run_bench("bench_hostile_soak.py", "--part", "load", "--seconds", "1", "--devices", "8",
-                    "--clients", "2")
-    for scenario in ("unique 12 kB reasons", "forged payloads", "reset storm"):
-        assert re.search(rf"^soak load  {scenario} .* peak RSS +[\d.]+ MB, .*: bounded$", out, re.M), out
-    assert out.rstrip().endswith("everything bounded"), out
+def test_the_hostile_soak_of_the_exporter_prints_its_bounds():
+    out = run_bench("bench_hostile_soak.py", "--part", "exporter", "--idle", "60", "--burst", "40",
+                    "--request-timeout", "1")
+    assert re.search(r"^idle +60 connections held \(30 silent, 30 half-sent\): exporter threads (\d+) -> \1,",
+                     out, re.M), out
+    assert re.search(r"^burst +40 scrapes at once: .*\d+ 200.* in [\d.]+ s", out, re.M), out
+    assert "unanswered" not in out, out
+    assert re.search(r"^held +60 of 60 closed by the exporter within [\d.]+ s", out, re.M), out
+    assert re.search(r"^memory +exporter RSS [\d.]+ MB baseline, [\d.]+ MB peak \(VmHWM\), [\d.]+ MB after$",
+                     out, re.M), out
+    assert re.search(r"^files +exporter stdout [\d,]+ bytes, stderr 0 bytes; exit status 0$", out, re.M), out
+    assert out.rstrip().endswith("OK"), out
