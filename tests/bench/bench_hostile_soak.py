@@ -198,7 +198,7 @@ def exporter_part(args):
             timed_out = sum(answer.startswith(b"HTTP/1.1 408") for answer in answers)
             evicted = exporter.metric('tps_exporter_connections_dropped_total{reason="evicted"}')
             print(f"held      {closed:,} of {args.idle:,} closed by the exporter within {took:.1f} s "
-                  f"({timed_out:,} with 408 Request Timeout, {evicted:.0f} evicted for the burst)")
+                  f"({timed_out:,} with 408 Request Timeout, {evicted:.0f} evicted at --max-connections)")
             if closed != args.idle:
                 failures.append(f"{args.idle - closed} held connections were never closed")
             if took > args.request_timeout + 1 + 1:

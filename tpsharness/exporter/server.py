@@ -308,6 +308,7 @@ class ExporterServer:
             if len(self._connections) >= self.max_connections and not self._evict_one():
                 self.exporter.dropped.labels("over the limit").inc()
                 if self.tls is None and self._refusing < MAX_REFUSING:
+                    self._refusing += 1
                     await NewTask(self._refuse(sock), daemon=True)
                 else:
                     sock.close()
@@ -317,12 +318,12 @@ class ExporterServer:
             self._connections[id(connection)] = connection
             self.exporter.connections.inc()
             connection.tid = await NewTask(self._serve(connection), daemon=True)
+            await _YIELD        # let it start reading (and so become evictable) before the next
 
     async def _refuse(self, sock: net.Socket) -> None:
         """503 to a connection over the limit. Its request is read and dropped before
         the close (closing with unread bytes would reset the connection, and the reset
         can reach the client before the 503 does)."""
-        self._refusing += 1
         deadline = Deadline(REFUSE_TIMEOUT)
         try:
             sock.send_nowait(_OVERLOAD)
@@ -478,6 +479,9 @@ class ExporterServer:
             return Response.text(503, f"cannot start a thread for the probe ({error})")
         assert isinstance(answer, Response)
         return answer
+
+
+_YIELD = Sleep(0)
 
 
 async def _on_thread(call: Callable[[], T], seconds: float,
