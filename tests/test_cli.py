@@ -320,3 +320,12 @@ def test_a_failed_stage_is_state_2_in_prometheus_output():
     result = tps("check", "127.0.0.1", str(free_port()), "--prometheus", "-t", "1")
     assert result.returncode == 2
     assert {"tps_probe_success 0", "tps_probe_state 2"} <= set(result.stdout.splitlines())
+
+
+def test_every_metric_of_prometheus_output_is_documented_with_its_meaning(fake):
+    from pathlib import Path
+    names = set(re.findall(r"^# TYPE (\w+) ", tps("check", *map(str, fake.address), "--prometheus").stdout,
+                           re.M))
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text()
+    missing = [name for name in sorted(names) if not re.search(rf"^\| `{name}(\{{[^`]*\}})?` \| \w", doc, re.M)]
+    assert len(names) == 5 and not missing, missing

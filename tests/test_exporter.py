@@ -208,49 +208,50 @@ class Listener:
         self.sock.close()
 
 
-def test_a_name_with_an_allowed_and_a_disallowed_address_connects_only_to_the_allowed(
-        exporter_at, fake, monkeypatch):
-    port = fake.address[1]
-    trap = Listener("127.0.0.2", port)          # the disallowed address, resolved first
+def fake_dns(monkeypatch, name, answers):
+    """Make ``name`` resolve to ``answers(lookup number)``, a list of IP addresses;
+    every other name as it does. Returns the list of lookups of ``name``."""
     real = socket.getaddrinfo
+    lookups = []
 
     def resolve(host, *args, **kwargs):
-        if host == "both.test":
-            return real("127.0.0.2", *args, **kwargs) + real("127.0.0.1", *args, **kwargs)
-        return real(host, *args, **kwargs)
+        if host != name:
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        return [info for ip in answers(len(lookups)) for info in real(ip, *args, **kwargs)]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return lookups
+
+
+def probe_with_a_trap(exporter_at, fake, query):
+    """A probe allowed only to 127.0.0.1, while a listener on 127.0.0.2 at the fake's port
+    counts connections that must not happen: (status, text, connections trapped)."""
+    trap = Listener("127.0.0.2", fake.address[1])
     try:
         base, _, _ = exporter_at(allowlist=AllowList(["127.0.0.1/32"]))
-        status, text = get(f"{base}/probe?target=both.test:{port}&debug=true")
+        status, text = get(f"{base}/probe?{query}")
     finally:
         trap.close()
+    return status, text, trap.accepted
+
+
+def test_a_name_with_an_allowed_and_a_disallowed_address_connects_only_to_the_allowed(
+        exporter_at, fake, monkeypatch):
+    fake_dns(monkeypatch, "both.test", lambda _: ["127.0.0.2", "127.0.0.1"])   # the disallowed first
+    status, text, trapped = probe_with_a_trap(exporter_at, fake,
+                                              f"target=both.test:{fake.address[1]}&debug=true")
     assert status == 200 and "succeeded" in text.splitlines()[0], text
     assert "Addresses: 127.0.0.1 (127.0.0.1 by 127.0.0.1/32; 1 other address(es) refused)" in text
-    assert trap.accepted == 0
+    assert trapped == 0
 
 
 def test_a_name_that_resolves_elsewhere_the_second_time_gets_nowhere(exporter_at, fake, monkeypatch):
     """DNS rebinding: the checked address is the one connected to; nothing is resolved again."""
-    port = fake.address[1]
-    trap = Listener("127.0.0.2", port)
-    real = socket.getaddrinfo
-    lookups = []
-
-    def rebinding(host, *args, **kwargs):
-        if host == "rebind.test":
-            lookups.append(host)
-            return real("127.0.0.1" if len(lookups) == 1 else "127.0.0.2", *args, **kwargs)
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    try:
-        base, _, _ = exporter_at(allowlist=AllowList(["127.0.0.1/32"]))
-        status, text = get(f"{base}/probe?target=rebind.test:{port}")
-    finally:
-        trap.close()
+    lookups = fake_dns(monkeypatch, "rebind.test", lambda n: ["127.0.0.1" if n == 1 else "127.0.0.2"])
+    status, text, trapped = probe_with_a_trap(exporter_at, fake, f"target=rebind.test:{fake.address[1]}")
     assert status == 200 and metric(text, "tps_probe_success") == 1
-    assert lookups == ["rebind.test"] and trap.accepted == 0
+    assert lookups == ["rebind.test"] and trapped == 0
 
 
 def test_check_with_addresses_resolves_nothing(fake, monkeypatch):

@@ -6,7 +6,6 @@ nothing in flight is dropped without an answer.
 """
 
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -21,50 +20,7 @@ pytest.importorskip("prometheus_client")
 from conftest import wait_until  # noqa: E402
 from fake_tps.server import FakeTPS  # noqa: E402
 from exporter_helpers import exporter_at, get, held_checker, metric  # noqa: E402,F401  (a fixture)
-
-
-def exchange(address, request, count, seconds):
-    """Open ``count`` connections at once, send ``request`` on each, read each answer
-    until its close; the status of each ('unanswered' past ``seconds``)."""
-    selector = selectors.DefaultSelector()
-    answers = {}
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.connect_ex(address)
-        answers[sock] = b""
-        selector.register(sock, selectors.EVENT_WRITE)
-    deadline = time.monotonic() + seconds
-    pending = set(answers)
-    while pending and time.monotonic() < deadline:
-        for key, events in selector.select(timeout=max(0.0, deadline - time.monotonic())):
-            sock = key.fileobj
-            if events & selectors.EVENT_WRITE:
-                try:
-                    sock.send(request)
-                except OSError:
-                    pending.discard(sock)
-                    selector.unregister(sock)
-                    continue
-                selector.modify(sock, selectors.EVENT_READ)
-                continue
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            answers[sock] += data
-            if not data:
-                pending.discard(sock)
-                selector.unregister(sock)
-    statuses = []
-    for sock, answer in answers.items():
-        match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
-        statuses.append(int(match.group(1)) if match and sock not in pending else "unanswered")
-        sock.close()
-    selector.close()
-    return statuses
+from http_burst import burst  # noqa: E402
 
 
 PROBE = b"GET /probe?target=127.0.0.1:1 HTTP/1.1\r\nHost: exporter\r\n\r\n"
@@ -75,9 +31,7 @@ def test_a_burst_of_300_scrapes_past_the_cap_gets_its_503s_at_once(exporter_at):
     slow_check, held, release = held_checker()
     base, exporter, server = exporter_at(checker=slow_check)          # at most 8 probes at once
     try:
-        started = time.monotonic()
-        statuses = exchange(server.server_address, PROBE, 300, seconds=5)
-        elapsed = time.monotonic() - started
+        statuses, elapsed = burst(server.server_address, PROBE, 300, seconds=5)
     finally:
         release.set()
     assert statuses.count(503) == 292, sorted(statuses, key=str)[-20:]

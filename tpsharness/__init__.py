@@ -10,8 +10,9 @@ The names below are imported when first used (a module ``__getattr__``), so that
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr__ below
     from .checker import CheckResult, check
@@ -31,15 +32,9 @@ _HOMES = {"check": ".checker", "CheckResult": ".checker", "Harness": ".harness",
           "Client": ".client", "TPSHarnessError": ".errors", "load": ".load", "LoadResult": ".load"}
 
 
-def __getattr__(name: str) -> object:
-    """The names of ``__all__`` (the check, the blocking harness, the actors, the root
-    error, the load run), imported with their dependencies only when asked for."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'tpsharness' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)
+"""The names of ``__all__`` (the check, the blocking harness, the actors, the root
+error, the load run), imported with their dependencies only when asked for."""
 
 
 def __dir__() -> list[str]:

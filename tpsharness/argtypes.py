@@ -1,6 +1,7 @@
 """argparse types the commands share: a bad value is a usage error naming it."""
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -51,3 +52,17 @@ def seconds(text: str) -> float:
         return validate_timeout(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None
+
+
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """A type for a number of seconds from ``low`` to ``high`` (0 allowed when low is)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be seconds from {low:g} to {high:g}, not {text}")
+        return value
+    parse.__name__ = "seconds"      # argparse names the type in some messages
+    return parse

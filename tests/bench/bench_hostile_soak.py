@@ -22,7 +22,6 @@ its baseline, its stdout and stderr (the only files it writes) a few lines.
 import argparse
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -33,6 +32,9 @@ import time
 import urllib.request
 
 import _common  # noqa: F401  (puts the repo on sys.path)
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from http_burst import burst  # noqa: E402  (tests/http_burst.py, shared with the tests)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HALF_SENT = b"GET /probe?target=127.0.0.1:1 HTTP/1.1\r\nHost: soak\r\nX-Slow: "
@@ -98,51 +100,6 @@ class ExporterProcess:
             status = self.process.wait()
         self._copier.join(5)
         return status, self.first_line + self.out.tell(), self.err.tell()
-
-
-def burst(address, request, count, seconds):
-    """``count`` connections at once, each sending ``request``; (statuses, seconds until
-    the last answer). A status is 'unanswered' when no answer came within ``seconds``."""
-    selector = selectors.DefaultSelector()
-    answers = {}
-    started = time.monotonic()
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.connect_ex(address)
-        answers[sock] = b""
-        selector.register(sock, selectors.EVENT_WRITE)
-    deadline = started + seconds
-    pending = set(answers)
-    while pending and time.monotonic() < deadline:
-        for key, events in selector.select(timeout=max(0.0, deadline - time.monotonic())):
-            sock = key.fileobj
-            if events & selectors.EVENT_WRITE:
-                try:
-                    sock.send(request)
-                    selector.modify(sock, selectors.EVENT_READ)
-                except OSError:
-                    pending.discard(sock)
-                    selector.unregister(sock)
-                continue
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            answers[sock] += data
-            if not data:
-                pending.discard(sock)
-                selector.unregister(sock)
-    elapsed = time.monotonic() - started
-    statuses = []
-    for sock, answer in answers.items():
-        match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
-        statuses.append(int(match.group(1)) if match and sock not in pending else "unanswered")
-        sock.close()
-    selector.close()
-    return statuses, elapsed
 
 
 def exporter_part(args):

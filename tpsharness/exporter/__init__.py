@@ -11,8 +11,9 @@ can say in one line that the extra is missing.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr__ below
     from ..errors import BadProbe, ForbiddenTarget
@@ -41,10 +42,4 @@ def make_exporter_server(exporter: Exporter, host: str = "127.0.0.1", port: int 
     return ExporterServer(exporter, host, port, **options)  # type: ignore[arg-type]
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'tpsharness.exporter' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)

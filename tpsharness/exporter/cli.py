@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..argtypes import positive_int, seconds
+from ..argtypes import positive_int, seconds, seconds_between
 from ..defaults import HOST
 from ..errors import ConfigError, InvalidArgument
 from ..net import format_address, parse_address
@@ -48,16 +48,6 @@ def _target_rule(text: str) -> str:
     return text
 
 
-def _grace(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 600, not {text}")
-    return value
-
-
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``exporter`` to the subcommands of tpsharness's parser."""
     parser = commands.add_parser(
@@ -89,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--request-timeout", type=seconds, default=5.0, metavar="SECONDS",
                         help="a request must arrive whole within this of its connection, or "
                              "gets 408 (default 5)")
-    parser.add_argument("--shutdown-grace", type=_grace, default=5.0, metavar="SECONDS",
+    parser.add_argument("--shutdown-grace", type=seconds_between(0, 600), default=5.0, metavar="SECONDS",
                         help="on SIGTERM, how long probes in flight may finish before they get "
                              "503 (default 5)")
     parser.set_defaults(handler=cmd_exporter)
