@@ -672,3 +672,15 @@ def test_at_the_limit_with_every_connection_being_answered_a_new_one_gets_503(ex
     finally:
         release.set()
         first.join(10)
+
+
+def test_an_encrypted_key_is_refused_at_start_instead_of_prompting(tmp_path, pki):
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")))
+    path = tmp_path / "web.yml"
+    path.write_text(f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {encrypted}\n")
+    with pytest.raises(ConfigError, match="not encrypted"):
+        load_web_config(path)

@@ -183,10 +183,16 @@ def _tls_context(where: str, settings: Any, base: Path) -> ssl.SSLContext:
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(resolve(settings["cert_file"]), resolve(settings["key_file"]))
-    except (OSError, ssl.SSLError) as error:
+        # an empty password: an encrypted key fails here instead of prompting on a terminal
+        context.load_cert_chain(resolve(settings["cert_file"]), resolve(settings["key_file"]),
+                                password=b"")
+    except ssl.SSLError as error:
         raise ConfigError(f"{where}: cannot load cert_file {settings['cert_file']!r} and key_file "
-                          f"{settings['key_file']!r}: {getattr(error, 'strerror', None) or error}") from None
+                          f"{settings['key_file']!r} ({error.reason or error}): is the key that "
+                          f"certificate's, PEM, and not encrypted?") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot load cert_file {settings['cert_file']!r} and key_file "
+                          f"{settings['key_file']!r}: {error.strerror or error}") from None
     for key, attribute, default in (("min_version", "minimum_version", "TLS12"),
                                     ("max_version", "maximum_version", "TLS13")):
         version = settings.get(key, default)
