@@ -158,8 +158,7 @@ class ProbeJob:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.exporter.in_flight.dec()
-            self.exporter._slots.release()
+            self.exporter.release_slot()
 
 
 class Exporter:
@@ -235,6 +234,11 @@ class Exporter:
                                       f"try again later")
         self.in_flight.inc()
         return ProbeJob(self, plan)
+
+    def release_slot(self) -> None:
+        """A probe ended (or will never run): its slot is free again."""
+        self.in_flight.dec()
+        self._slots.release()
 
     def refuse_stopping(self) -> Response:
         """The answer to a probe that arrives, or is still running, as the exporter stops."""
