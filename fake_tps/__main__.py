@@ -12,6 +12,7 @@ from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
 
 from .faults import FAULTS
+from .jsonlog import JsonLines
 from .options import FAULT_ALIASES, add_arguments, from_arguments
 from .server import FakeTPS
 
@@ -43,6 +44,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
     parser.add_argument("--port", type=_port, default=PORT,
                         help=f"port (default {PORT}; 0 picks a free one)")
+    parser.add_argument("--log", metavar="FILE",
+                        help="write one JSON line per event (connect, register, heartbeat, relay, "
+                             "reply, close, fault fired) to FILE (appended to), or - for standard "
+                             "output (the listening and stopped lines then go to stderr)")
     add_arguments(parser)
     return parser
 
@@ -54,9 +59,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    log = None
+    if args.log is not None:
+        try:
+            log = JsonLines.open(args.log)
+        except OSError as error:
+            parser.error(f"argument --log: cannot open {args.log!r}: {error.strerror or error}")
+    said = sys.stderr if args.log == "-" else sys.stdout    # stdout holds the events alone
     try:
         options = from_arguments(args)
-        server = FakeTPS(args.host, args.port, **vars(options))
+        server = FakeTPS(args.host, args.port, on_event=log, **vars(options))
     except ValueError as error:         # what the argument types let through
         parser.error(str(error))
     except OSError as error:
@@ -64,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.request_stop())
-    print(f"fake TPS listening on {format_address(server.address)}", flush=True)
+    print(f"fake TPS listening on {format_address(server.address)}", file=said, flush=True)
     scheduler = Scheduler()
     try:
         scheduler.new(server.serve())
@@ -72,8 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         scheduler.close()
         server.close()
+        if log is not None:
+            log.close()
     counters = " ".join(f"{name}={value}" for name, value in server.stats.as_dict().items())
-    print(f"fake TPS stopped: {counters}", flush=True)
+    print(f"fake TPS stopped: {counters}", file=said, flush=True)
     return 0
 
 
