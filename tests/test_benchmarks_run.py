@@ -56,6 +56,15 @@ def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rat
 
 
 @pytest.mark.slow
+def test_the_hostile_soak_prints_each_load_scenario_bounded():
+    out = run_bench("bench_hostile_soak.py", "--part", "load", "--seconds", "1", "--devices", "8",
+                    "--clients", "2")
+    for scenario in ("unique 12 kB reasons", "forged payloads", "reset storm"):
+        assert re.search(rf"^soak load  {scenario} .* peak RSS +[\d.]+ MB, .*: bounded$", out, re.M), out
+    assert out.rstrip().endswith("OK"), out
+
+
+@pytest.mark.slow
 def test_the_hostile_soak_of_the_exporter_prints_its_bounds():
     out = run_bench("bench_hostile_soak.py", "--part", "exporter", "--idle", "60", "--burst", "40",
                     "--request-timeout", "1")
