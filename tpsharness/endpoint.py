@@ -108,6 +108,7 @@ TEMPLATE_CACHE = 64        # prebuilt requests kept per endpoint, one per destin
 MAX_UNREAD = 4096
 MAX_UNREAD_BYTES = 16 * 1024 * 1024
 _CHECK_UNREAD_FROM = 32             # below this many queued, the bounds are not summed
+ARRIVED_READS = 64                  # reads read_arrived makes at most (1 MB)
 
 Payload = bytes | bytearray | memoryview
 """What private data may carry: any bytes-like object."""
@@ -498,6 +499,48 @@ class Endpoint:
             self._take(data[size:])
             data = data[:size]
         return data
+
+    def read_arrived(self) -> None:
+        """Read what has already arrived, without waiting, and sort it as the waiting
+        calls do: an exact replay looks so for what no step asked for (``unasked``).
+        Bytes that are not TPS messages end the reading there (the next waiting call
+        raises, ``take_bytes`` takes them); a close sets ``peer_closed``. At most
+        ARRIVED_READS reads: a flood is left in the socket for the steps that follow."""
+        sock = self.sock
+        if sock is None or sock.closed:
+            return
+        for _ in range(ARRIVED_READS):
+            if self.peer_closed or self._unreadable is not None:
+                return
+            try:
+                data = sock.recv_nowait(net.RECV_SIZE)
+            except OSError:
+                self.peer_closed = True
+                return
+            if data is None:
+                return
+            if self.transcript is not None:
+                self.transcript.record(self.name, "received" if data else "closed", data)
+            if not data:
+                self.peer_closed = True
+                return
+            try:
+                self._take(data)
+            except ProtocolError as error:      # UnreadOverflow too
+                self._unreadable = error
+
+    def unasked(self) -> list[str]:
+        """What arrived and no call took yet, one piece per message (replies first,
+        then relayed requests, each quoted), then in words what is not (yet) a whole
+        message; empty when nothing is left."""
+        pieces = [quote(message.raw, 120) for message in (*self._replies, *self._requests)]
+        if self._misplaced:
+            pieces.append(quote(self._misplaced, 120))
+        if self._unreadable is not None:
+            pieces.append(f"bytes that are not a TPS message ({self._unreadable})")
+        elif self._reader.buffered:
+            pieces.append(f"{format_size(self._reader.buffered)} of a message not whole yet")
+        return pieces
 
     @property
     def unread(self) -> int:
