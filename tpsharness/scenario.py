@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
 from . import kernel, net
-from .endpoint import Endpoint, Raw, Transcript
+from .endpoint import MAX_UNREAD, Endpoint, Raw, Transcript
 from .client import Client
 from .deadline import GRACE, Deadline
 from .device import Device
 from .defaults import AUTH_CODE, TIMEOUT
 from .errors import InvalidArgument, ScenarioError, ScenarioFailure, TPSError
+from .exact import MOVES, SETTLE, Watch
 from .ids import CLIENT_PREFIX, new_uuid
 from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote, quote_text, status_text
 from .text import printable
@@ -42,13 +43,13 @@ ACTOR_FIELDS: dict[str, FieldKind] = {"kind": str, "uuid": str, "auth_code": str
 
 # Each step: the actor kinds it applies to (None: no actor), required fields, optional ones.
 STEPS: dict[str, tuple[set[str] | None, dict[str, FieldKind], dict[str, FieldKind]]] = {
-    "connect": ({"device", "client", "raw"}, {}, {}),
+    "connect": ({"device", "client", "raw"}, {}, {"pending": dict}),
     "register": ({"device"}, {}, {"serial": str, "trailing_crlf": bool, "auth_code": str,
-                                  "times": int, "split_at": int, "pause": (int, float)}),
-    "heartbeat": ({"device"}, {}, {}),
+                                  "times": int, "split_at": int, "pause": (int, float), "pending": dict}),
+    "heartbeat": ({"device"}, {}, {"pending": dict}),
     "send": ({"device", "client"}, {"to": str}, {"payload": str, "payload_hex": str, "times": int,
-                                                 "split_at": int, "pause": (int, float)}),
-    "send_raw": ({"device", "client", "raw"}, {}, {"data": str, "data_hex": str}),
+                                                 "split_at": int, "pause": (int, float), "pending": dict}),
+    "send_raw": ({"device", "client", "raw"}, {}, {"data": str, "data_hex": str, "pending": dict}),
     "expect_reply": ({"device", "client", "raw"}, {}, {"status": int, "reason": str, "fields": dict,
                                                        "headers": dict, "within": (int, float)}),
     "expect_receipt": ({"device", "client", "raw"}, {}, {"payload": str, "payload_hex": str,
@@ -56,17 +57,19 @@ STEPS: dict[str, tuple[set[str] | None, dict[str, FieldKind], dict[str, FieldKin
     "expect_close": ({"device", "client", "raw"}, {}, {"within": (int, float), "no_bytes": bool}),
     "expect_nothing": ({"device", "client", "raw"}, {}, {"for": (int, float)}),
     "expect_bytes": ({"device", "client", "raw"}, {}, {"data": str, "data_hex": str, "within": (int, float)}),
-    "close": ({"device", "client", "raw"}, {}, {}),
+    "close": ({"device", "client", "raw"}, {}, {"pending": dict}),
     "wait": (None, {"seconds": (int, float)}, {}),
     "check_alive": (None, {}, {}),
 }
 COMMON_STEP_FIELDS: dict[str, FieldKind] = {"do": str, "actor": str, "note": str}
 TOP_FIELDS: dict[str, FieldKind] = {"description": str, "actors": dict, "steps": list, "fake": dict,
-                                    "recorded": dict, "destructive": bool, "speed": (int, float)}
+                                    "recorded": dict, "destructive": bool, "speed": (int, float),
+                                    "exact": bool, "pending_at_end": dict}
 # Register reply fields a scenario may check, by their wire names.
 REPLY_FIELDS = {"ErrorNum": "error_num", "ErrorString": "error_string",
                 "KeepAliveIntervel": "keepalive_interval", "UtcTime": "utc_time"}
 DEFAULT_WITHIN = 2.0
+MAX_PENDING = MAX_UNREAD        # what a 'pending' count may say: no more than an endpoint keeps
 # Bounds of the numeric step fields: (least, most). A file of a few bytes must not ask
 # for gigabytes or hours: "times" copies a request in memory, the others are seconds.
 MAX_SECONDS = 60
@@ -212,6 +215,20 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
             fail(where, f"the name {name!r} is reserved: ${{{name}}} stands for the address played against")
     if not data["steps"]:
         fail("steps", "a scenario needs at least one step")
+
+    def check_pending(where: str, key: str, counts: dict[str, Any]) -> None:
+        if not data.get("exact", False):
+            fail(where, f"{key!r} belongs to an exact scenario (\"exact\": true): it counts what may "
+                        "already have arrived there, on its way in the recording")
+        for name, count in counts.items():
+            if name not in actors:
+                fail(where, f"{key!r} names no actor: {_short(name)}")
+            if not _check_type(count, int) or not 1 <= count <= MAX_PENDING:
+                fail(where, f"{key!r} {_short(name)} must be a count from 1 to {MAX_PENDING}, "
+                            f"not {_short(count)}")
+
+    if "pending_at_end" in data:
+        check_pending("top level", "pending_at_end", data["pending_at_end"])
     speed = data.get("speed", 1)
     total = 0.0         # seconds the steps so far surely take, at the file's speed
     for number, step in enumerate(data["steps"], 1):
@@ -238,6 +255,8 @@ def validate(data: object, path: str = "<scenario>") -> ScenarioData:
         for key in required:
             if key not in step:
                 fail(where, f"missing field {key!r}")
+        if "pending" in step:
+            check_pending(where, "pending", step["pending"])
         if kinds is None:
             if "actor" in step:
                 fail(where, f"'{do}' takes no actor")
@@ -338,7 +357,13 @@ def json_schema() -> dict[str, Any]:
             schema.update(minimum=bounds[0], maximum=bounds[1])
         return schema
 
+    pending = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
+                                                          "maximum": MAX_PENDING}}
+
     def field_schema(name: str, kind: FieldKind) -> dict[str, Any]:
+        if name == "pending":
+            return {**pending, "description": "exact scenarios: per actor, how many of the messages "
+                                              "the steps below expect may already have arrived here"}
         return schema_of(kind, FIELD_BOUNDS.get(name))
 
     step_schemas = []
@@ -365,6 +390,10 @@ def json_schema() -> dict[str, Any]:
                       "description": "replay speed: waits and pauses are divided by it"},
             "destructive": {"type": "boolean", "description": "the scenario may kill the TPS; "
                             "against a real TPS it runs only with --tps-destructive, and last"},
+            "exact": {"type": "boolean", "description": "a recording: before each connect, write "
+                      "and close, and at the end, no actor may hold what no step took"},
+            "pending_at_end": {**pending, "description": "exact scenarios: per actor, how many "
+                               "messages may arrive after the last step (the recording ended first)"},
             "fake": {"type": "object", "additionalProperties": False, "properties": fake_properties,
                      "description": "FakeTPS behaviour options; the scenario then runs only "
                                     "against a bundled fake of its own"},
@@ -422,6 +451,7 @@ class _Player:
         self.recorded_after: list[Step] = []    # what a recorded step adds after itself
         self.stopped = False        # recording: a refusal ended what the template could do
         self.number = 0             # the step being played, from 1
+        self.labels = [_label(number, step) for number, step in enumerate(scenario.data["steps"], 1)]
         for name, spec in scenario.data["actors"].items():
             endpoint: Endpoint
             if spec["kind"] in ("device", "client"):
@@ -436,6 +466,8 @@ class _Player:
                                strict=strict, family=family)
             endpoint.name = name
             self.actors[name] = endpoint
+        exact = scenario.data.get("exact", False) and not recording
+        self.watch = Watch(self.actors, self.labels) if exact else None   # exact: what no step took
 
     def _expand(self, text: str) -> str:
         def uuid_of(match: re.Match[str]) -> str:
@@ -452,9 +484,19 @@ class _Player:
         return actor.uuid if actor is not None and actor.uuid else self._expand(name_or_uuid)
 
     async def play(self) -> None:
+        watch = self.watch
         try:
             for self.number, step in enumerate(self.scenario.data["steps"], 1):
+                if watch is not None and step["do"] in MOVES:
+                    self._check(watch, step, step.get("pending", {}))
+                    if step["do"] == "close":
+                        watch.closing(step["actor"])
                 outcome = await self._step(step)
+                if watch is not None:
+                    if step["do"] == "connect":
+                        watch.connected(step["actor"], self.number)
+                    elif step["do"].startswith("expect_"):
+                        watch.took(step["actor"], self.number, close=step["do"] == "expect_close")
                 if self.recording:
                     self.recorded.append(outcome)
                     self.recorded += self.recorded_after
@@ -462,13 +504,38 @@ class _Player:
                     if self.stopped or self.recorded_after or (
                             outcome["do"] in absent and step["do"] not in absent):
                         break       # what the template expected next cannot happen
+            if watch is not None:
+                if watch.waiting():
+                    await Sleep(SETTLE)     # what is on its way arrives, or is late
+                self._check(watch, None, self.scenario.data.get("pending_at_end", {}))
         finally:
+            if watch is not None:
+                watch.close()
             for endpoint in self.actors.values():
                 endpoint.close()
 
-    def fail(self, step: Step, expected: str, arrived: str) -> NoReturn:
-        actor = f"{step['actor']}: " if "actor" in step else ""
-        lines = [f"{self.scenario.path}: step {self.number} ({actor}{step['do']})",
+    def _check(self, watch: Watch, step: Step | None, allowed: dict[str, int]) -> None:
+        """Fail if an actor holds more than ``allowed`` that no step took, before
+        ``step`` (a move) or, for None, at the end."""
+        leftover = watch.check(self.number if step is not None else len(self.labels) + 1, allowed)
+        if leftover is None:
+            return
+        actor, pieces = leftover.actor, leftover.pieces
+        took = "the steps before took" if step is not None else f"the steps took, {SETTLE:g} s after the last"
+        if leftover.allowed:
+            expected = (f"at most {leftover.allowed} more for {actor} than {took} (on its way in the "
+                        f"recording): the scenario is exact")
+        else:
+            expected = (f"nothing more for {actor} than {took}: the scenario is exact, and the recorded "
+                        f"TPS had sent no more by {'this step' if step is not None else 'its end'}")
+        shown = "; ".join(pieces[:3]) + (f"; and {len(pieces) - 3} more" if len(pieces) > 3 else "")
+        arrived = f"what no step took, for {actor}, arrived {leftover.since}: {shown}"
+        if step is not None:
+            self.fail(step, expected, arrived)
+        self.fail({}, expected, arrived, where=f"the end, after {self.labels[-1]}")
+
+    def fail(self, step: Step, expected: str, arrived: str, where: str | None = None) -> NoReturn:
+        lines = [f"{self.scenario.path}: {where or _label(self.number, step)}",
                  f"  expected: {expected}", f"  arrived:  {arrived}", "  transcript:"]
         lines += [f"    {line}" for line in self.transcript.lines(200)] or ["    (nothing on the wire)"]
         raise ScenarioFailure("\n".join(lines), expected=str(expected), arrived=str(arrived))
@@ -663,6 +730,12 @@ class _Player:
                 "note": f"recorded: {error}"}
 
 
+def _label(number: int, step: Step) -> str:
+    """How messages name a step: 'step 3 (cam: register)'."""
+    actor = f"{step['actor']}: " if "actor" in step else ""
+    return f"step {number} ({actor}{step['do']})"
+
+
 def _refusal(reply: Reply | RegisterReply, stage: str) -> str:
     """What a recorded reply refused, in words ('' when it accepted)."""
     if stage == "register":
@@ -699,7 +772,7 @@ def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEO
 def _budget(scenario: Scenario, timeout: float, speed: float = 1) -> float:
     """The most a scenario may take: each step's own bound, plus slack, at most
     MAX_PLAY_SECONDS."""
-    total = 5.0
+    total = 5.0 + (SETTLE if scenario.data.get("exact") else 0)
     for step in scenario.data["steps"]:
         total += max(step.get("within", DEFAULT_WITHIN), step.get("for", 0.3),
                      step.get("seconds", 0) / speed, timeout if step["do"] == "connect" else 0) + 0.5
