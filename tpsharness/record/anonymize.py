@@ -17,9 +17,8 @@ import hashlib
 import os
 import re
 
-from ..errors import ProtocolError
-from ..protocol import Message, PrivateData, Reader, RegisterRequest
-from .conversation import RECEIVED, SENT, Conversation
+from ..protocol import PrivateData, RegisterRequest
+from .conversation import RECEIVED, SENT, Conversation, messages
 
 _HEADER = re.compile(rb"(\r\n(SrcUuid|DestUuid|AuthCode):[ \t]*)([^\r\n]*)", re.IGNORECASE)
 _JSON_FIELD = re.compile(rb'("(SerialNumber|AuthCode)"\s*:\s*)("([^"\\]*)"|\d+)')
@@ -83,13 +82,14 @@ class Anonymizer:
                 events[i] = (time, conn, kind, stream[position:position + len(data)])
                 position += len(data)
         out = Conversation(peers={conn: "actor" for conn in conversation.peers},
-                           started_mid_stream=set(conversation.started_mid_stream))
+                           started_mid_stream=set(conversation.started_mid_stream),
+                           ended=conversation.ended)
         for event in events:
             out.add(*event)
         return out
 
     def _learn(self, stream: bytes, *, requests: bool) -> None:
-        for message in _messages(stream)[0]:
+        for message in messages(stream)[0]:
             if isinstance(message, RegisterRequest) and requests:
                 self.pseudonym(message.serial)
                 self.auth_codes.add(message.auth_code)
@@ -100,10 +100,10 @@ class Anonymizer:
         self.auth_codes.discard("")
 
     def _rewrite(self, stream: bytes) -> bytes:
-        messages, rest_at = _messages(stream)
+        found, rest_at = messages(stream)
         out = bytearray(stream)
         position = 0
-        for message in messages:
+        for message in found:
             start = stream.find(message.raw, position)
             if start < 0:       # cannot happen: the reader returns slices of the stream
                 continue
@@ -151,17 +151,3 @@ class Anonymizer:
             if encoded in data:
                 data = data.replace(encoded, replaced.encode("latin-1", "replace"))
         return data
-
-
-def _messages(stream: bytes) -> tuple[list[Message], int]:
-    """The messages the stream begins with, and where the bytes that are not one begin."""
-    reader = Reader()
-    reader.feed(stream)
-    found: list[Message] = []
-    try:
-        for message in reader:
-            found.append(message)
-    except ProtocolError:
-        pass
-    return found, len(stream) - reader.buffered
-

@@ -268,6 +268,7 @@ class _Importer:
         if self.first_time is None:
             self.first_time = time
         time -= self.first_time
+        self.imported.conversation.ended = time
         self.imported.segments += 1
         port = self.port
         if dport == port:
@@ -356,7 +357,7 @@ def _drop_partial_starts(conversation: Conversation, imported: Imported) -> Conv
     if not late:
         return conversation
     began: set[int] = set()
-    kept = Conversation(peers=dict(conversation.peers), started_mid_stream=set(late))
+    kept = Conversation(peers=dict(conversation.peers), started_mid_stream=set(late), ended=conversation.ended)
     for time, conn, kind, data in conversation.events:
         if conn in late and conn not in began:
             if kind == SENT and data.lstrip(b"\r\n").startswith(b"POST "):

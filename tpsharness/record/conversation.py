@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ProtocolError
+from ..protocol import Message, Reader
+
 OPEN = "open"                       # the actor connected (and the TPS accepted)
 SENT = "sent"                       # bytes from the actor to the TPS, one read as it came
 RECEIVED = "received"               # bytes from the TPS to the actor
@@ -30,6 +33,7 @@ class Conversation:
     peers: dict[int, str] = field(default_factory=dict)
     size: int = 0
     started_mid_stream: set[int] = field(default_factory=set)   # a capture caught these late
+    ended: float | None = None      # when the recording stopped (None: at its last event)
 
     def open(self, time: float, conn: int, peer: str) -> None:
         self.peers[conn] = peer
@@ -42,7 +46,7 @@ class Conversation:
     def without(self, conns: set[int]) -> Conversation:
         """The same session less the events of ``conns`` (streams that were skipped)."""
         kept = Conversation(peers={c: p for c, p in self.peers.items() if c not in conns},
-                            started_mid_stream=self.started_mid_stream - conns)
+                            started_mid_stream=self.started_mid_stream - conns, ended=self.ended)
         for event in self.events:
             if event[1] not in conns:
                 kept.add(*event)
@@ -51,3 +55,23 @@ class Conversation:
     @property
     def duration(self) -> float:
         return self.events[-1][0] - self.events[0][0] if self.events else 0.0
+
+    @property
+    def end(self) -> float:
+        """When the recording stopped: ``ended``, else the time of its last event."""
+        if self.ended is not None:
+            return self.ended
+        return self.events[-1][0] if self.events else 0.0
+
+
+def messages(data: bytes) -> tuple[list[Message], int]:
+    """The messages ``data`` begins with, and where the bytes that are not one begin."""
+    reader = Reader()
+    reader.feed(data)
+    found: list[Message] = []
+    try:
+        for message in reader:
+            found.append(message)
+    except ProtocolError:
+        pass
+    return found, len(data) - reader.buffered

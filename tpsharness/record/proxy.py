@@ -130,6 +130,7 @@ class RecordingProxy:
             except TimeoutError:
                 self.stopped_by = "deadline"
         finally:
+            self.conversation.ended = self._now()
             kill(reader)
             kill(acceptor)
             self._listener.close()
