@@ -28,11 +28,12 @@ from typing import Any
 
 from ..defaults import AUTH_CODE
 from ..errors import ProtocolError
-from ..protocol import (NEED_DATA, BadRequest, PrivateData, PrivateDataTemplate, Reader,
+from ..protocol import (NEED_DATA, BadRequest, Message, PrivateData, PrivateDataTemplate, Reader,
                         RegisterReply, RegisterRequest, Reply, register_request)
 from ..scenario import (DEFAULT_WITHIN, MAX_FILE, MAX_RECORDED_BYTES, MAX_SECONDS,
                         MAX_TOTAL_SECONDS, ScenarioData, Step, bytes_field, validate)
-from .conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation
+from .conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation, messages
+from .inflight import InFlight
 
 MIN_GAP = 0.01          # seconds: a shorter pause between writes is not worth a wait
 FILE_MARGIN = 0.9       # of MAX_FILE a written scenario may fill (indentation is estimated)
@@ -77,7 +78,7 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
             continue
         if kind == RECEIVED:
             if conn not in relayed_to and actor.kind == "raw" and b"POST /PrivateData" in data:
-                for message in _messages(data):
+                for message in messages(data)[0]:
                     if isinstance(message, PrivateData):
                         relayed_to[conn] = message.dest
                         break
@@ -85,11 +86,11 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
         reader = readers.setdefault(conn, Reader())
         try:
             reader.feed(data)
-            messages = list(reader)
+            sent = list(reader)
         except ProtocolError:
             readers[conn] = Reader()        # what it sent was not a message: read on after it
             continue
-        for message in messages:
+        for message in sent:
             if isinstance(message, RegisterRequest):
                 if actor.kind == "raw" and not actor.uuid:
                     actor.kind, actor.uuid, actor.auth_code = "device", message.serial, message.auth_code
@@ -109,18 +110,6 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
         if "\r" in actor.auth_code or "\n" in actor.auth_code:
             actor.auth_code = AUTH_CODE
     return actors
-
-
-def _messages(data: bytes) -> list[Any]:
-    reader = Reader()
-    reader.feed(data)
-    found = []
-    try:
-        for message in reader:
-            found.append(message)
-    except ProtocolError:
-        pass
-    return found
 
 
 def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ()) -> list[list[int]]:
@@ -197,7 +186,12 @@ class _Writer:
         self.sure = 0.0                         # seconds the steps surely take
         self.size = 0.0                         # estimated bytes of the steps as written
         self.cut = ""
+        self.cut_at: int | None = None          # the first event the scenario leaves out
+        self.index = 0                          # the event being followed
         self.last_time: float | None = None
+        self.connected: set[int] = set()        # connections the scenario opens
+        self.open_at_cut: set[int] | None = None
+        self.inflight = InFlight()
 
     def scenario(self) -> Written:
         counters = {"device": 0, "client": 0, "raw": 0}
@@ -218,11 +212,9 @@ class _Writer:
                 entry["note"] = "the capture began after this device registered"
             spec[actor.name] = entry
         self.names = set(spec)
-        for event in self.conversation.events:
+        for self.index, event in enumerate(self.conversation.events):
             if event[1] in self.actors:
                 self._add(*event)
-                if self.cut:
-                    break
         if not self.steps:
             self.steps.append({"do": "wait", "seconds": 0, "note": "nothing happened"})
         counts = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counters.items() if n)
@@ -230,35 +222,70 @@ class _Writer:
             "description": self.description or f"Recorded by tpsharness record: {counts}",
             "recorded": {**self.recorded, "connections": len(self.actors),
                          **({"cut": self.cut} if self.cut else {})},
+            "exact": True,
+            **self._pending_at_end(),
             "actors": spec,
             "steps": self.steps,
         }
         return Written(self.stem, validate(data, f"test_{self.stem}.tps.json"), self.cut)
 
+    def _pending_at_end(self) -> dict[str, dict[str, int]]:
+        """Each move's ``pending``, and the top-level ``pending_at_end`` if any."""
+        still_open = self.open_at_cut if self.open_at_cut is not None else self.connected - self.closed
+        holders = {actor.uuid: conn for conn, actor in self.actors.items() if conn in still_open}
+        at_end = self.inflight.annotate(
+            {conn: actor.name for conn, actor in self.actors.items()},
+            end=self.cut_at if self.cut_at is not None else len(self.conversation.events),
+            end_time=self.conversation.end, open_conns=still_open, holders=holders)
+        return {"pending_at_end": at_end} if at_end else {}
+
     # -- events -> steps -------------------------------------------------------------------
 
-    def _add(self, time: float, conn: int, kind: str, data: bytes) -> bool:
-        """Add the steps of one event; False once the scenario is full (cut)."""
+    def _add(self, time: float, conn: int, kind: str, data: bytes) -> None:
+        """Follow one event: what was on its way at each move, and until the scenario
+        is cut, its steps."""
         actor = self.actors[conn]
         gap = 0.0 if self.last_time is None else max(0.0, time - self.last_time)
         self.last_time = time
+        inflight, index = self.inflight, self.index
         if kind == OPEN:
-            return self._wait(gap) and self._emit({"do": "connect", "actor": actor.name}) and \
+            if self._wait(gap) and self._move({"do": "connect", "actor": actor.name}):
+                self.connected.add(conn)
                 self._synthesized_register(actor)
-        if conn in self.closed:
-            return True         # after a close nothing on this connection can be seen
-        if kind == SENT:
-            return self._wait(gap) and all(self._emit(step) for step in self._writes(actor, data))
-        if kind == RECEIVED:
-            return all(self._emit(step) for step in self._expectations(actor, data, gap))
-        if kind == SERVER_CLOSED:
+        elif kind == SENT and conn not in self.closed:
+            inflight.wrote(index, time, conn, data)
+            if self._wait(gap):
+                for step in self._writes(actor, data):
+                    self._move(step)
+        elif kind == RECEIVED:
+            framed = self._frame(actor, data)
+            inflight.received(index, time, conn, [m if not isinstance(m, bytes) else None for m in framed],
+                              self.readers[conn].buffered > 0)
+            if conn not in self.closed and framed:       # after a close nothing can be seen
+                self._emit_all(self._expectations(actor, framed, gap))
+        elif kind == SERVER_CLOSED and conn not in self.closed:
             self.closed.add(conn)
             steps = self._leftover(actor)
+            inflight.received(index, time, conn, [None] if steps else [], False)
+            inflight.server_closed(index, time, conn)
             steps.append(self._expecting({"do": "expect_close", "actor": actor.name}, gap))
-            return self._wait_before_expecting(gap) and all(self._emit(step) for step in steps)
-        if kind == ACTOR_CLOSED:
+            if self._wait_before_expecting(gap):
+                self._emit_all(steps)
+        elif kind == ACTOR_CLOSED and conn not in self.closed:
             self.closed.add(conn)
-            return self._wait(gap) and self._emit({"do": "close", "actor": actor.name})
+            if self._wait(gap):
+                self._move({"do": "close", "actor": actor.name})
+
+    def _emit_all(self, steps: list[Step]) -> None:
+        for step in steps:
+            if not self._emit(step):
+                return
+
+    def _move(self, step: Step) -> bool:
+        """Emit ``step``, a move an exact replay checks before."""
+        if not self._emit(step):
+            return False
+        self.inflight.move(self.index, step)
         return True
 
     def _synthesized_register(self, actor: Actor) -> bool:
@@ -267,11 +294,13 @@ class _Writer:
         self.cseq[actor.conn] = 1
         self.registered.add(actor.conn)
         note = "not in the capture (it began after this register): the relays need it"
-        return self._emit({"do": "register", "actor": actor.name, "note": note}) and \
+        return self._move({"do": "register", "actor": actor.name, "note": note}) and \
             self._emit({"do": "expect_reply", "actor": actor.name, "status": 200,
                         "fields": {"ErrorNum": "200"}, "note": note})
 
     def _emit(self, step: Step) -> bool:
+        if self.cut:
+            return False
         size = len(json.dumps(step, indent=2)) * 1.5 + 8
         if self.size + size > MAX_FILE * FILE_MARGIN:
             return self._cut(f"the session is longer than a scenario file holds ({MAX_FILE} bytes); "
@@ -283,11 +312,15 @@ class _Writer:
     def _cut(self, why: str) -> bool:
         if not self.cut:
             self.cut = f"cut at step {len(self.steps) + 1}: {why}"
+            self.cut_at = self.index
+            self.open_at_cut = self.connected - self.closed
             self.steps.append({"do": "wait", "seconds": 0, "note": self.cut})
         return False
 
     def _wait(self, gap: float) -> bool:
-        """Waits for a gap before a write (or a connect, or a close)."""
+        """Waits for a gap before a write (or a connect, or a close); False once cut."""
+        if self.cut:
+            return False
         if gap < MIN_GAP:
             return True
         if self.sure + gap > MAX_TOTAL_SECONDS:
@@ -347,12 +380,12 @@ class _Writer:
         reader = Reader()
         reader.feed(data)
         try:
-            messages = list(reader)
+            found = list(reader)
         except ProtocolError:
             return None
-        if not messages:
+        if not found:
             return None
-        message, times = messages[0], len(messages)
+        message, times = found[0], len(found)
         consumed = len(message.raw) * times
         rest = data[consumed:]
         if data[:consumed] != message.raw * times or rest not in (b"", b"\r\n"):
@@ -405,26 +438,34 @@ class _Writer:
 
     # -- what came back ---------------------------------------------------------------------
 
-    def _expectations(self, actor: Actor, data: bytes, gap: float) -> list[Step]:
+    def _frame(self, actor: Actor, data: bytes) -> list[Message | bytes]:
+        """What ``data`` completes on the actor's connection, framed as the player frames
+        it: messages, and bytes that are not one (the reader then starts afresh)."""
         reader = self.readers.setdefault(actor.conn, Reader())
         reader.feed(data)
-        steps: list[Step] = []
+        framed: list[Message | bytes] = []
         while True:
             try:
                 message = reader.next()
             except ProtocolError:
-                garbage = reader.take()
-                for start in range(0, len(garbage), MAX_RECORDED_BYTES):
-                    steps.append({"do": "expect_bytes", "actor": actor.name,
-                                  **bytes_field("data", garbage[start:start + MAX_RECORDED_BYTES])})
-                break
+                framed.append(reader.take())
+                return framed
             if message is NEED_DATA:
-                break
-            steps.append(self._expectation(actor, message))
-        if steps:
-            if not self._wait_before_expecting(gap):
-                return []
-            self._expecting(steps[0], gap)
+                return framed
+            framed.append(message)
+
+    def _expectations(self, actor: Actor, framed: list[Message | bytes], gap: float) -> list[Step]:
+        steps: list[Step] = []
+        for item in framed:
+            if isinstance(item, bytes):
+                for start in range(0, len(item), MAX_RECORDED_BYTES):
+                    steps.append({"do": "expect_bytes", "actor": actor.name,
+                                  **bytes_field("data", item[start:start + MAX_RECORDED_BYTES])})
+            else:
+                steps.append(self._expectation(actor, item))
+        if not self._wait_before_expecting(gap):
+            return []
+        self._expecting(steps[0], gap)
         return steps
 
     def _expectation(self, actor: Actor, message: Any) -> Step:
