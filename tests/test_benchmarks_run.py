@@ -53,6 +53,8 @@ def test_the_record_benchmark_prints_the_proxy_latency_throughput_and_import_rat
                      r"added -?\d+ us", out, re.M), out
     assert re.search(r"^throughput: \d+ relays through the proxy .* relays/s on one core", out, re.M), out
     assert re.search(r"^import: 500 relays of 64 B, \d+ packets, .* MB/s .* dpkt decoding every packet", out, re.M), out
+    assert re.search(r"^replay: 50 relays among 6 actors, \d+ steps \(\d+ moves\): exact \d+ ms of CPU, "
+                     r"without exact \d+ ms: ratio \d+\.\d\dx", out, re.M), out
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Recording: what the proxy adds to a relay, what it carries, and how fast a capture
-imports; each against a baseline in the same run.
+"""Recording: what the proxy adds to a relay, what it carries, how fast a capture
+imports, and what an exact replay costs; each against a baseline in the same run.
 
     python tests/bench/bench_record.py                 # goals: added p50 <= 100 us, >= 20,000
                                                        # relays/s per proxy core, >= 50 MB/s import
@@ -11,6 +11,10 @@ of the medians. Throughput: tpsharness load (closed loop) through the proxy; the
 proxy's own CPU time (from /proc) per relay gives relays/s on one core. Import: a
 generated pcap of N relays, imported by the importer, against dpkt decoding every
 packet of the same file (the baseline a dpkt-only importer would start from).
+Replay: a recorded session of N relays among many actors, written as an exact
+scenario and played against the fake, against the same scenario without "exact"
+(no look at every connection before each move), in alternating rounds; the
+player's CPU time per play.
 """
 
 import argparse
@@ -31,9 +35,11 @@ import capture_writer                                       # noqa: E402
 from tpsharness import kernel                               # noqa: E402
 from tpsharness.client import Client                        # noqa: E402
 from tpsharness.device import Device                        # noqa: E402
-from tpsharness.protocol import private_data_request, reply  # noqa: E402
+from tpsharness.protocol import private_data_request, register_reply, register_request, reply  # noqa: E402
 from tpsharness.record.capture import import_capture        # noqa: E402
 from tpsharness.record.conversation import OPEN, RECEIVED, SENT, Conversation  # noqa: E402
+from tpsharness.record.writer import write_scenarios        # noqa: E402
+from tpsharness.scenario import Scenario, play, validate    # noqa: E402
 
 
 def start(command, pattern):
@@ -144,6 +150,41 @@ def bench_import(args):
           f"packet {size / 1e6 / baseline:.0f} MB/s ({baseline / ours:.1f}x slower than the importer)")
 
 
+def registered_conversation(relays, devices, clients, payload_size):
+    """generated_conversation's relays, after each device's register and its reply."""
+    relayed = generated_conversation(relays, devices, clients, payload_size)
+    conversation = Conversation()
+    for number in range(1, devices + clients + 1):
+        conversation.open(0.0, number, f"10.0.0.2:{40000 + number}")
+        if number <= devices:
+            conversation.add(0.0, number, SENT, register_request(f"cam-{number}"))
+            conversation.add(0.0, number, RECEIVED, register_reply(utc_time=0))
+    for event in relayed.events:
+        if event[2] != OPEN:
+            conversation.add(*event)
+    return conversation
+
+
+def bench_replay(args):
+    conversation = registered_conversation(args.replay_relays, args.devices, args.clients, args.payload_size)
+    exact = write_scenarios(conversation)[0].data
+    assert exact["exact"] and not [step for step in exact["steps"] if "pending" in step]
+    plain = {key: value for key, value in exact.items() if key != "exact"}
+    scenarios = [Scenario(f"<{name}>", validate(data)) for name, data in (("exact", exact), ("plain", plain))]
+    fake, port = start([sys.executable, "-m", "fake_tps", "--port", "0"], r"listening on [\d.]+:(\d+)")
+    try:
+        exact_cpu, plain_cpu = best_cpu_of(args.rounds, *[
+            lambda scenario=scenario: play(scenario, ("127.0.0.1", port)) for scenario in scenarios])
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    moves = sum(1 for step in exact["steps"] if step["do"] in ("connect", "send", "close"))
+    print(f"replay: {args.replay_relays} relays among {len(exact['actors'])} actors, "
+          f"{len(exact['steps'])} steps ({moves} moves): exact {exact_cpu * 1e3:.0f} ms of CPU, without "
+          f"exact {plain_cpu * 1e3:.0f} ms: ratio {exact_cpu / plain_cpu:.2f}x "
+          f"({(exact_cpu - plain_cpu) / moves * 1e6:.1f} us per move)")
+
+
 def best_cpu_of(rounds, *workloads):
     """As _common.best_of, in CPU seconds: an import is CPU-bound, and CPU time is what
     a busy machine disturbs least."""
@@ -173,11 +214,14 @@ def main():
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--import-relays", type=int, default=100_000)
     parser.add_argument("--payload-size", type=int, default=64, help="bytes of each relay's payload")
+    parser.add_argument("--replay-relays", type=int, default=2000, help="relays of the replayed scenario")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.relays, args.seconds, args.devices, args.clients, args.import_relays = 1, 50, 0.5, 4, 2, 500
+        args.replay_relays = 50
     bench_proxy(args)
     bench_import(args)
+    bench_replay(args)
 
 
 if __name__ == "__main__":
