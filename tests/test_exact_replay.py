@@ -279,3 +279,34 @@ def test_a_hand_made_conversation_without_an_end_uses_its_last_event():
     assert written.data["pending_at_end"] == {"device1": 1}
     assert [step["do"] for step in written.data["steps"]] == ["connect", "register"]
     assert written.data["actors"]["device1"] == {"kind": "device", "uuid": "cam-1"}
+
+
+def half_a_reply(end_with_a_close):
+    """A camera that got half its register reply (then nothing), heartbeat a second
+    later, and closed or not."""
+    conversation = Conversation()
+    conversation.open(0.0, 1, "10.0.0.2:40001")
+    conversation.add(0.001, 1, SENT, register_request("cam-1"))
+    conversation.add(0.002, 1, RECEIVED, REGISTER_OK[:len(REGISTER_OK) // 2])
+    conversation.add(0.2, 1, SENT, register_request("cam-1", cseq="2"))
+    if end_with_a_close:
+        conversation.add(0.4, 1, ACTOR_CLOSED)
+    conversation.ended = 5.0
+    return conversation
+
+
+def test_a_message_the_tps_never_finished_is_pending_from_its_first_byte_on():
+    [closed] = write_scenarios(half_a_reply(end_with_a_close=True))
+    moves = {step["do"]: step.get("pending") for step in closed.data["steps"]}
+    assert moves == {"connect": None, "register": None, "heartbeat": {"device1": 1}, "wait": None,
+                     "close": {"device1": 1}}
+    assert "pending_at_end" not in closed.data
+    [left_open] = write_scenarios(half_a_reply(end_with_a_close=False))
+    assert left_open.data["pending_at_end"] == {"device1": 1}
+    with served(faults=["half-reply"]) as halving:
+        for _ in range(3):
+            play(Scenario("<half>", closed.data), halving.address)
+    with served() as default, pytest.raises(ScenarioFailure) as failure:
+        play(Scenario("<half>", closed.data), default.address)
+    assert str(failure.value).startswith("<half>: step 6 (device1: close)")   # two whole replies
+    assert "at most 1 more for device1" in failure.value.expected

@@ -19,7 +19,7 @@ it, the event that brought its first byte, and a cause:
 - a cause more than MAX_LATENCY before it is none (the TPS sent it of itself).
 
 It was on its way at each move between its cause (or first byte) and its
-completion. At the end, ``pending_at_end`` counts what was on its way when the
+completion (a message the TPS never finished: from its first byte on). At the end, ``pending_at_end`` counts what was on its way when the
 scenario stops: at a cut, what the session received after it; when the recording
 stopped, the answers and relays still owed for writes made less than a window
 before (twice the slowest answer seen, at least the replay's settle), which the
@@ -28,6 +28,7 @@ recording ended too soon to see.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable
 
@@ -44,12 +45,13 @@ class InFlight:
 
     def __init__(self) -> None:
         self._moves: list[tuple[int, Step]] = []        # (event index, the move's step), in order
-        self._things: list[tuple[int, int, int]] = []   # (conn, on its way from, completed at)
+        self._things: list[tuple[int, int, float]] = []     # (conn, on its way from, completed at)
         self._unanswered: dict[int, list[list[float]]] = {}    # conn -> [[index, time, answers owed]]
         self._last_write: dict[int, tuple[int, float]] = {}   # conn -> (index, time)
         self._latest_write: tuple[int, float] | None = None   # of any connection
         self._sent: dict[tuple[str, str, bytes], list[tuple[int, float]]] = {}    # not yet relayed
         self._begun: dict[int, int] = {}        # conn -> the event that began its unfinished message
+        self._closed_at: dict[int, int] = {}    # conn -> the event at which its actor closed it
         self._slowest = 0.0                     # seconds from a cause to what it caused, at most
 
     def move(self, index: int, step: Step) -> None:
@@ -83,6 +85,11 @@ class InFlight:
         self._add(conn, index, index, time, self._latest_write)
         self._begun.pop(conn, None)
 
+    def actor_closed(self, index: int, conn: int) -> None:
+        """What the TPS sends ``conn`` from now on is never seen; a message it has begun
+        and never finishes was there at the close."""
+        self._closed_at[conn] = index
+
     def _add(self, conn: int, first: int, index: int, time: float,
              cause: tuple[int, float] | None) -> None:
         if cause is not None and time - cause[1] <= MAX_LATENCY:
@@ -112,7 +119,9 @@ class InFlight:
         at ``end_time`` (``holders``: uuid -> the open conn a relay to it reaches)."""
         indexes = [index for index, _ in self._moves]
         at_end: dict[int, int] = {}
-        for conn, first, done in self._things:
+        unfinished = [(conn, begun, self._closed_at[conn] + 0.5 if conn in self._closed_at else math.inf)
+                      for conn, begun in self._begun.items()]
+        for conn, first, done in self._things + unfinished:
             name = names.get(conn)
             if name is None:
                 continue

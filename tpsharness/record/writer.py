@@ -273,6 +273,7 @@ class _Writer:
                 self._emit_all(steps)
         elif kind == ACTOR_CLOSED and conn not in self.closed:
             self.closed.add(conn)
+            inflight.actor_closed(index, conn)
             if self._wait(gap):
                 self._move({"do": "close", "actor": actor.name})
 
