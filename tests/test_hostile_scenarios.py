@@ -5,6 +5,7 @@ harness made itself."""
 
 import json
 import subprocess
+import time
 import sys
 
 import pytest
@@ -130,3 +131,22 @@ def test_the_record_command_of_garbage_replies_writes_a_file_that_replays(tmp_pa
                                  "-o", str(out), "-t", "1"], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         play(load(out), server.address)
+
+
+# -- exact replays against a flood --------------------------------------------------------------
+
+def test_an_exact_replay_against_a_server_that_floods_acks_fails_at_the_next_move_in_bounded_memory():
+    from test_hostile_servers import TinyServer, flood, resident_bytes
+    from tpsharness.endpoint import MAX_UNREAD
+    steps = [{"do": "connect", "actor": "probe"}, {"do": "wait", "seconds": 0.2},
+             {"do": "send_raw", "actor": "probe", "data": "x"}]
+    exact = Scenario("<flooded>", validate({"exact": True, "actors": {"probe": {"kind": "raw"}}, "steps": steps}))
+    before = resident_bytes()
+    with TinyServer(flood(b"HTTP/1.1 200 OK\r\n\r\n")) as server:
+        started = time.monotonic()
+        with pytest.raises(ScenarioFailure) as failure:
+            play(exact, server.address, timeout=2)
+        assert time.monotonic() - started < 5
+    assert str(failure.value).startswith("<flooded>: step 3 (probe: send_raw)")
+    assert f"more than an endpoint keeps ({MAX_UNREAD} messages" in failure.value.arrived
+    assert resident_bytes() - before < 64 * 1024 * 1024

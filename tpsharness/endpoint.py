@@ -536,7 +536,9 @@ class Endpoint:
         pieces = [quote(message.raw, 120) for message in (*self._replies, *self._requests)]
         if self._misplaced:
             pieces.append(quote(self._misplaced, 120))
-        if self._unreadable is not None:
+        if isinstance(self._unreadable, UnreadOverflow):
+            pieces.append(str(self._unreadable))
+        elif self._unreadable is not None:
             pieces.append(f"bytes that are not a TPS message ({self._unreadable})")
         elif self._reader.buffered:
             pieces.append(f"{format_size(self._reader.buffered)} of a message not whole yet")
