@@ -116,6 +116,13 @@ def test_a_close_the_recording_did_not_have_is_found_and_an_expected_one_is_not(
         play(scenario([*steps[:4], {"do": "expect_close", "actor": "cam"}], exact=True), hasty.address)
 
 
+def test_a_close_a_later_step_expects_may_come_before_another_actors_move():
+    steps = [*REGISTERED[:3], {"do": "wait", "seconds": 0.5}, {"do": "connect", "actor": "app"},
+             {"do": "expect_close", "actor": "cam"}, {"do": "close", "actor": "app"}]
+    with served(idle_timeout=0.3) as hasty:
+        play(scenario(steps, exact=True), hasty.address)    # cam's close came before app connected
+
+
 def test_the_end_is_checked_after_a_short_settle(fake):
     steps = [*REGISTERED, {"do": "send", "actor": "app", "to": "cam", "times": 2},
              {"do": "expect_reply", "actor": "app", "status": 200},

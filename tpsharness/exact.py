@@ -6,10 +6,12 @@ the order things happened: what arrived before a move (a connect, a write, a clo
 by any actor) is expected by a step before that move. So before each move the
 player reads every connection for what has already arrived, without waiting, and
 anything that no step took is a difference: a second ack, a relay, bytes, a close
-that the recorded TPS did not send. A step's ``pending`` (written by the recorder)
-allows what the recording shows arriving after the move although it was caused
-before it (the reply to a request pipelined earlier, a relay of what another actor
-had sent): a faster server may send it sooner. At the end the player waits SETTLE
+that the recorded TPS did not send (a close that a later step expects may come
+early: idle timers and takeovers race with the moves). A step's ``pending``
+(written by the recorder) allows what the recording shows arriving after the move
+although it was caused before it (the reply to a request pipelined earlier, a
+relay of what another actor had sent): a faster server may send it sooner. At the
+end the player waits SETTLE
 seconds for what is still on its way, then looks once more (``pending_at_end``
 allows what the recording ended too soon to see).
 
@@ -22,7 +24,9 @@ end's SETTLE, or after the actor closed.
 from __future__ import annotations
 
 import selectors
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from .endpoint import Endpoint
 
@@ -50,9 +54,16 @@ class Watch:
     connections have something to read: a check reads only those, however many
     actors the scenario has."""
 
-    def __init__(self, actors: dict[str, Endpoint], labels: list[str]) -> None:
+    def __init__(self, actors: dict[str, Endpoint], steps: list[dict[str, Any]], labels: list[str]) -> None:
         self.actors = actors
         self.labels = labels                    # "step 3 (cam: register)", by step number - 1
+        # actor -> the numbers of its expect_close and connect steps, and which each is
+        self._marks: dict[str, tuple[list[int], list[bool]]] = {}
+        for number, step in enumerate(steps, 1):
+            if step["do"] in ("expect_close", "connect"):
+                numbers, closes = self._marks.setdefault(step["actor"], ([], []))
+                numbers.append(number)
+                closes.append(step["do"] == "expect_close")
         self._selector = selectors.DefaultSelector()
         self._open: set[str] = set()            # actors whose connection is open on our side
         self._fds: dict[str, int] = {}          # actor -> the fd the selector watches for it
@@ -99,7 +110,7 @@ class Watch:
     def check(self, number: int, allowed: dict[str, int]) -> Leftover | None:
         """Before step ``number`` (or after the last): read what has arrived, and the
         first actor holding more than ``allowed`` (actor -> count), or None."""
-        looked = self._looked
+        looked, self._looked = self._looked, min(number, len(self.labels))
         for key, _ in self._selector.select(0):
             name = key.data
             endpoint = self.actors[name]
@@ -109,7 +120,6 @@ class Watch:
             if name not in self._holding and self._pieces(name):
                 after = max(looked, self._read.get(name, 0))
                 self._holding[name] = f"after {self.labels[after - 1]}" if after else "before step 1"
-        self._looked = min(number, len(self.labels))
         for name, since in list(self._holding.items()):
             pieces = self._pieces(name)
             if not pieces:
@@ -121,9 +131,16 @@ class Watch:
     def _pieces(self, name: str) -> list[str]:
         endpoint = self.actors[name]
         pieces = endpoint.unasked()
-        if endpoint.peer_closed and name not in self._close_taken:
+        if endpoint.peer_closed and name not in self._close_taken and not self._close_ahead(name):
             pieces.append("the TPS closed the connection")
         return pieces
+
+    def _close_ahead(self, name: str) -> bool:
+        """Whether a step from the one being checked on expects the TPS to close this
+        connection of ``name`` (a close may come early: timers and takeovers race)."""
+        numbers, closes = self._marks.get(name, ([], []))
+        position = bisect_left(numbers, self._looked)
+        return position < len(numbers) and closes[position]
 
     def _unwatch(self, name: str) -> None:
         fd = self._fds.pop(name, None)

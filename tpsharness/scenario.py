@@ -467,7 +467,7 @@ class _Player:
             endpoint.name = name
             self.actors[name] = endpoint
         exact = scenario.data.get("exact", False) and not recording
-        self.watch = Watch(self.actors, self.labels) if exact else None   # exact: what no step took
+        self.watch = Watch(self.actors, scenario.data["steps"], self.labels) if exact else None
 
     def _expand(self, text: str) -> str:
         def uuid_of(match: re.Match[str]) -> str:

@@ -8,22 +8,23 @@ rest of a message it has begun. A faster server may send that before the move, s
 the move's ``pending`` says how many such things each actor may already hold.
 
 The writer tells an InFlight what happened, event by event. Each thing an actor
-receives (a message, bytes that are not one, a close) has the event that completed
-it, the event that brought its first byte, and a cause:
+receives (a message, or bytes that are not one) has the event that completed it,
+the event that brought its first byte, and a cause:
 
 - a relay: the latest write before it that held the same private data;
-- anything else on a connection: the write it answers, the latest one before it
-  not yet answered in full (a write answered once per request it held, at least
-  once); one answer too many goes to the latest write;
-- a close: the latest write of the session before it (a takeover, a refusal);
+- anything else: the write it answers, the latest one of its connection not yet
+  answered in full (a write is answered once per request it held, at least once);
+  one answer too many goes to the latest write;
 - a cause more than MAX_LATENCY before it is none (the TPS sent it of itself).
 
 It was on its way at each move between its cause (or first byte) and its
-completion (a message the TPS never finished: from its first byte on). At the end, ``pending_at_end`` counts what was on its way when the
-scenario stops: at a cut, what the session received after it; when the recording
-stopped, the answers and relays still owed for writes made less than a window
-before (twice the slowest answer seen, at least the replay's settle), which the
-recording ended too soon to see.
+completion; a message the TPS began and never finished, from its first byte on.
+(A close needs no count: the player lets a close come early when a later step
+expects it.) At the end, ``pending_at_end`` counts what was on its way when the
+scenario stops: at a cut, what the session received after it, closes included;
+when the recording stopped, the answers and relays still owed for writes made less
+than a window before (twice the slowest answer seen, at least the replay's settle),
+which the recording ended too soon to see.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ class InFlight:
         self._things: list[tuple[int, int, float]] = []     # (conn, on its way from, completed at)
         self._unanswered: dict[int, list[list[float]]] = {}    # conn -> [[index, time, answers owed]]
         self._last_write: dict[int, tuple[int, float]] = {}   # conn -> (index, time)
-        self._latest_write: tuple[int, float] | None = None   # of any connection
         self._sent: dict[tuple[str, str, bytes], list[tuple[int, float]]] = {}    # not yet relayed
         self._begun: dict[int, int] = {}        # conn -> the event that began its unfinished message
         self._closed_at: dict[int, int] = {}    # conn -> the event at which its actor closed it
+        self._server_closed: list[tuple[int, int]] = []     # (conn, event index)
         self._slowest = 0.0                     # seconds from a cause to what it caused, at most
 
     def move(self, index: int, step: Step) -> None:
@@ -61,7 +62,7 @@ class InFlight:
     def wrote(self, index: int, time: float, conn: int, data: bytes) -> None:
         found = messages(data)[0]
         self._unanswered.setdefault(conn, []).append([index, time, max(1, len(found))])
-        self._last_write[conn] = self._latest_write = (index, time)
+        self._last_write[conn] = (index, time)
         for message in found:
             if isinstance(message, PrivateData):
                 self._sent.setdefault(_key(message), []).append((index, time))
@@ -81,8 +82,8 @@ class InFlight:
         if unfinished:
             self._begun[conn] = begun if not things else index
 
-    def server_closed(self, index: int, time: float, conn: int) -> None:
-        self._add(conn, index, index, time, self._latest_write)
+    def server_closed(self, index: int, conn: int) -> None:
+        self._server_closed.append((conn, index))
         self._begun.pop(conn, None)
 
     def actor_closed(self, index: int, conn: int) -> None:
@@ -131,6 +132,9 @@ class InFlight:
                 pending = self._moves[position][1].setdefault("pending", {})
                 pending[name] = pending.get(name, 0) + 1
             if first < end <= done:
+                at_end[conn] = at_end.get(conn, 0) + 1
+        for conn, index in self._server_closed:
+            if index >= end:                # after a cut
                 at_end[conn] = at_end.get(conn, 0) + 1
         since = end_time - max(SETTLE, 2 * self._slowest)     # what was owed since is late, not lost
         for conn, owed in self._unanswered.items():

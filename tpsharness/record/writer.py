@@ -267,7 +267,7 @@ class _Writer:
             self.closed.add(conn)
             steps = self._leftover(actor)
             inflight.received(index, time, conn, [None] if steps else [], False)
-            inflight.server_closed(index, time, conn)
+            inflight.server_closed(index, conn)
             steps.append(self._expecting({"do": "expect_close", "actor": actor.name}, gap))
             if self._wait_before_expecting(gap):
                 self._emit_all(steps)
