@@ -14,7 +14,11 @@ register's SerialNumber. What the TPS sent back, framed as the player frames it,
 becomes ``expect_reply``, ``expect_receipt``, ``expect_bytes`` (bytes that are not a
 TPS message, or a request where a reply belongs) and ``expect_close``; a gap of
 more than MIN_GAP before a write becomes a ``wait``. A scenario is cut (and says
-so) where it would ask for more time or bytes than a scenario file may.
+so) where it would ask for more time or bytes than a scenario file may. Each
+expectation comes at the event that completed its message, so before the next move
+(a connect, a write, a close) of any actor: the scenario is exact (tpsharness.exact),
+and a move made while something was still on its way says so in its ``pending``
+(tpsharness.record.inflight).
 """
 
 from __future__ import annotations
@@ -218,26 +222,26 @@ class _Writer:
         if not self.steps:
             self.steps.append({"do": "wait", "seconds": 0, "note": "nothing happened"})
         counts = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counters.items() if n)
+        at_end = self._annotate_pending()
         data: ScenarioData = {
             "description": self.description or f"Recorded by tpsharness record: {counts}",
             "recorded": {**self.recorded, "connections": len(self.actors),
                          **({"cut": self.cut} if self.cut else {})},
             "exact": True,
-            **self._pending_at_end(),
+            **({"pending_at_end": at_end} if at_end else {}),
             "actors": spec,
             "steps": self.steps,
         }
         return Written(self.stem, validate(data, f"test_{self.stem}.tps.json"), self.cut)
 
-    def _pending_at_end(self) -> dict[str, dict[str, int]]:
-        """Each move's ``pending``, and the top-level ``pending_at_end`` if any."""
+    def _annotate_pending(self) -> dict[str, int]:
+        """Write each move's ``pending``; what may arrive after the last step, by actor."""
         still_open = self.open_at_cut if self.open_at_cut is not None else self.connected - self.closed
         holders = {actor.uuid: conn for conn, actor in self.actors.items() if conn in still_open}
-        at_end = self.inflight.annotate(
+        return self.inflight.annotate(
             {conn: actor.name for conn, actor in self.actors.items()},
             end=self.cut_at if self.cut_at is not None else len(self.conversation.events),
             end_time=self.conversation.end, open_conns=still_open, holders=holders)
-        return {"pending_at_end": at_end} if at_end else {}
 
     # -- events -> steps -------------------------------------------------------------------
 
