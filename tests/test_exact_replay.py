@@ -7,12 +7,12 @@ import pytest
 from conftest import wait_until
 from fake_tps import FakeTPS
 from tpsharness.errors import ScenarioError, ScenarioFailure, TPSError
-from tpsharness.exact import SETTLE
+from tpsharness.exact import MOVES, SETTLE
 from tpsharness.harness import Harness
 from tpsharness.protocol import private_data_request, register_reply, register_request, reply
 from tpsharness.record.conversation import ACTOR_CLOSED, RECEIVED, SENT, Conversation
 from tpsharness.record.writer import write_scenarios
-from tpsharness.scenario import MAX_PENDING, MAX_TOTAL_SECONDS, Scenario, play, validate
+from tpsharness.scenario import MAX_PENDING, MAX_TOTAL_SECONDS, Scenario, json_schema, play, validate
 
 from test_record import proxy_to
 
@@ -159,6 +159,17 @@ def test_the_loader_knows_exact_and_pending(top, step_pending, error):
     with pytest.raises(ScenarioError) as refused:
         validate({"actors": {"app": {"kind": "client"}}, "steps": [step], **top}, "f.json")
     assert error in str(refused.value)
+
+
+def test_the_schema_knows_exact_and_pending():
+    schema = json_schema()
+    top = schema["properties"]
+    assert top["exact"]["type"] == "boolean"
+    counts = {"type": "integer", "minimum": 1, "maximum": MAX_PENDING}
+    assert top["pending_at_end"]["additionalProperties"] == counts
+    steps = {s["properties"]["do"]["const"]: s["properties"] for s in top["steps"]["items"]["oneOf"]}
+    assert {do for do, fields in steps.items() if "pending" in fields} == set(MOVES)
+    assert steps["send"]["pending"]["additionalProperties"] == counts
 
 
 def test_pending_goes_only_on_moves():
