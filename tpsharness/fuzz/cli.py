@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
@@ -68,7 +69,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="how long to wait for what the model produced (default 0.25)")
     parser.add_argument("--start-timeout", type=_positive_seconds, default=10.0, metavar="SECONDS",
                         help="how long the server command may take to listen (default 10)")
-    parser.add_argument("-o", "--output", metavar="DIR", help="write each finding as DIR/test_<signature>.tps.json")
+    parser.add_argument("-o", "--output", metavar="DIR",
+                        help="write each finding as DIR/test_<signature>.tps.json (a name taken gets "
+                             "_2, _3...: nothing is overwritten)")
+    parser.add_argument("--force", action="store_true",
+                        help="with -o, replace a file of the same name instead")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
@@ -90,8 +95,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     try:
         import hypothesis   # noqa: F401  (an optional extra: say so plainly)
     except ImportError:
-        print("tpsharness fuzz: needs hypothesis: pip install 'tpsharness[fuzz]'", file=sys.stderr)
-        return FAILED
+        print("tpsharness fuzz: needs the 'fuzz' extra: pip install 'tpsharness[fuzz]'", file=sys.stderr)
+        return USAGE
     from .process import ServerProcess, ServerStartError
     from .runner import Fuzzer, Options
 
@@ -109,6 +114,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     server: ServerProcess | None = None
     target: Address
     interrupted = False
+    terminated: list[str] = []
+
+    def terminate(signum: int, frame: object) -> None:
+        terminated.append("SIGTERM")
+        raise KeyboardInterrupt     # unwinds as Ctrl-C does: the servers are stopped on the way out
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         if command is not None:
             try:
@@ -129,10 +141,14 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         fuzzer = Fuzzer(options)
         try:
             report = fuzzer.run()
-        except KeyboardInterrupt:       # Ctrl-C: what was found so far still counts
+        except KeyboardInterrupt:       # Ctrl-C or SIGTERM: what was found so far still counts
             report, interrupted = fuzzer.report, True
-            report.stopped_by = "interrupt"
-            print("tpsharness fuzz: interrupted", file=sys.stderr)
+            report.stopped_by = terminated[0] if terminated else "interrupt"
+            print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt:           # before the first program
+        print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'} before the run began",
+              file=sys.stderr)
+        return FAILED
     except ServerStartError as error:
         print(f"tpsharness fuzz: {error}", file=sys.stderr)
         return FAILED
@@ -140,13 +156,22 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         print(f"tpsharness fuzz: the run failed: {error}", file=sys.stderr)
         return FAILED
     finally:
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl-C must not
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)               # cut the cleaning up short
         if server is not None:
             server.close()
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, previous)
     paths: dict[str, str] = {}
     if args.output:
         from .fixture import write
         for signature, finding in report.findings.items():
-            paths[signature] = str(write(finding, args.output, args.model, f"{target[0]}:{target[1]}"))
+            try:
+                paths[signature] = str(write(finding, args.output, args.model, f"{target[0]}:{target[1]}",
+                                             force=args.force))
+            except OSError as error:
+                print(f"tpsharness fuzz: cannot write {signature} to {args.output}: "
+                      f"{error.strerror or error}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary(report, target, args.model, paths), indent=2))
     else:

@@ -1,40 +1,70 @@
-"""The server under test as a process the fuzzer starts and restarts (--server-cmd).
+"""The server under test as a process the fuzzer owns (--server-cmd).
 
 As AFL restarts its target after each crash, the fuzzer restarts the server, so
 that a crash can be shrunk: every candidate program runs against a live server.
-``{port}`` in the command is replaced by a free loopback port.
+The command is a shell line (``/bin/sh -c``, so ``cd DIR && exec ./server -s
+{port}`` works); ``{port}`` is replaced by a free loopback port. Each start is a
+session and process group of its own, and the whole group is killed on every path
+(restart, end, Ctrl-C, SIGTERM); a watchdog process kills it too if the fuzzer dies
+by SIGKILL, and a server that left its group (a daemon) is found by the variable
+every process it started inherits (``watchdog.ENVIRONMENT``). The leader is not
+reaped until its group has been killed, so the group id cannot be reused meanwhile.
+Its stdout and stderr go to a bounded ring (``output.OutputRing``), which crash
+triage reads along with the exit status.
 """
 
-import ctypes
+from __future__ import annotations
+
 import os
-import shlex
+import secrets
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from typing import IO
+from dataclasses import dataclass
+from types import TracebackType
 
 from ..defaults import HOST
 from ..errors import InvalidArgument, ServerStartError  # noqa: F401  (callers import it from here too)
+from . import watchdog
+from .output import RING_SIZE, OutputRing
 
 START_TIMEOUT = 10.0
+STOP_GRACE = 2.0                # seconds from SIGTERM to SIGKILL
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
+FIRST_BACKOFF = 0.001           # seconds between looks at the port, doubling up to
+LAST_BACKOFF = 0.05
+SHELL = "/bin/sh"
 
 
-def _die_with_parent() -> None:
-    """In the child (Linux): SIGTERM when the fuzzer dies, even by SIGKILL, so that a
-    killed run leaves no server behind."""
-    if sys.platform.startswith("linux"):
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: an exit code, or the signal that killed it."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def signal_name(self) -> str | None:
+        """The killing signal's name (SIGSEGV), also where a shell reported one as
+        128 + its number; None if no signal ended it."""
+        number = self.signal
+        if number is None and self.code is not None and 128 < self.code < 128 + 65:
+            number = self.code - 128
+        if number is None:
+            return None
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass
+            return signal.Signals(number).name
+        except ValueError:
+            return f"signal {number}"
 
-
-PR_SET_PDEATHSIG = 1
-
+    def __str__(self) -> str:
+        if self.signal is not None:
+            return f"killed by {self.signal_name}"
+        if self.signal_name is not None:
+            return f"exited with status {self.code} (a shell's report of {self.signal_name})"
+        return f"exited with status {self.code}"
 
 
 def free_port() -> int:
@@ -43,32 +73,172 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class _Watchdog:
+    """The watchdog process (see ``watchdog``): told of each group started, it
+    kills them all when the fuzzer closes its stdin or dies."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.process = subprocess.Popen([sys.executable, "-I", "-S", watchdog.__file__, token],
+                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def watch(self, group: int) -> None:
+        assert self.process.stdin is not None       # a pipe, made above
+        try:
+            self.process.stdin.write(b"%d\n" % group)
+            self.process.stdin.flush()
+        except OSError:             # it died: the fuzzer still kills its groups itself
+            pass
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(watchdog.GRACE + 5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _Launch:
+    """One start of the command: its process group, its port, its output."""
+
+    def __init__(self, command: str, port: int, token: str, ring_size: int) -> None:
+        self.port = port
+        self.marker = f"{watchdog.ENVIRONMENT}={token}."
+        read_end, write_end = os.pipe()
+        environment = dict(os.environ)
+        environment[watchdog.ENVIRONMENT] = f"{token}."
+        try:
+            self.process = subprocess.Popen([SHELL, "-c", command.replace("{port}", str(port))],
+                                            stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                                            start_new_session=True, env=environment)
+        except OSError as error:
+            os.close(read_end)
+            raise ServerStartError(f"cannot run {SHELL}: {error.strerror}") from None
+        finally:
+            os.close(write_end)
+        self.ring = OutputRing(read_end, ring_size)
+        self._status: ExitStatus | None = None      # once reaped
+
+    @property
+    def group(self) -> int:
+        return self.process.pid
+
+    def status(self) -> ExitStatus | None:
+        """The leader's exit status, or None while it runs; it is not reaped here."""
+        if self._status is not None:
+            return self._status
+        try:
+            result = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:       # reaped elsewhere: Popen knows how it ended
+            code = self.process.poll()
+            return None if code is None else ExitStatus(code=code) if code >= 0 else ExitStatus(signal=-code)
+        if result is None or result.si_pid == 0:
+            return None
+        if result.si_code == os.CLD_EXITED:
+            return ExitStatus(code=result.si_status)
+        return ExitStatus(signal=result.si_status)
+
+    def others_running(self) -> bool:
+        """Whether a process this start made still runs, the leader aside (a server
+        that forked into the background and let its shell exit)."""
+        prefix = self.marker.encode()
+        return any(pid != self.process.pid and _running(pid) for pid in watchdog.marked(prefix))
+
+    def alive(self) -> bool:
+        status = self.status()
+        return status is None or (status.code == 0 and self.others_running())
+
+    def wait_exit(self, timeout: float) -> ExitStatus | None:
+        """The leader's status once it exits, waiting at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        delay = FIRST_BACKOFF
+        while True:
+            status = self.status()
+            if status is not None or time.monotonic() >= deadline:
+                return status
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, LAST_BACKOFF)
+
+    def stop(self) -> ExitStatus | None:
+        """SIGTERM to the group, SIGKILL after STOP_GRACE (at once if the leader is
+        gone), the same to any process of this start outside the group; then reap.
+        The leader's status (None if it ended by our signal)."""
+        before = self.status()
+        if self._status is None:
+            _signal_group(self.group, signal.SIGTERM)
+            if before is None:
+                self.wait_exit(STOP_GRACE)
+            _signal_group(self.group, signal.SIGKILL)
+            for pid in watchdog.marked(self.marker.encode()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.process.kill()         # a leader that left its group and its environment
+            self.process.wait()
+            self._status = self.status() if before is None else before
+        self.ring.wait_ended(0.2)
+        self.ring.close()
+        return before
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except OSError:         # nothing left in it
+        pass
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 class ServerProcess:
-    """``command`` (a string; ``{port}`` filled in) listening on ``host``:``port``.
+    """``command`` (a shell line; ``{port}`` filled in) listening on ``host``:``port``.
 
     Where the fuzzer picked the port, the first restart also starts a spare server on
     another free port, and each later restart swaps to the spare (already listening)
     and starts the next one: shrinking a crash restarts the server for every crashing
-    candidate, and waiting for the interpreter to start was most of that. ``address``
-    follows the swaps.
+    candidate, and waiting for the server to start was most of that. ``address``
+    follows the swaps. A context manager: leaving it closes everything.
     """
 
     def __init__(self, command: str, host: str = HOST, port: int | None = None,
-                 start_timeout: float = START_TIMEOUT) -> None:
+                 start_timeout: float = START_TIMEOUT, ring_size: int = RING_SIZE) -> None:
+        if not command.strip():
+            raise InvalidArgument("the server command is empty")
         if "{port}" not in command and port is None:
             raise InvalidArgument("the server command needs {port}, or give HOST PORT it listens on")
         self.command = command
         self.host = host
         self.port = port if port is not None else free_port()
-        self.argv = self._argv(self.port)
-        if not self.argv:
-            raise InvalidArgument("the server command is empty")
         self.start_timeout = start_timeout
-        self.process: subprocess.Popen[bytes] | None = None
+        self.ring_size = ring_size
         self.restarts = 0
-        self._output: IO[bytes] = tempfile.TemporaryFile()
+        self.token = secrets.token_hex(8)
+        self._launches = 0
         self._spares = port is None         # the port is ours: a spare may take another
-        self._spare: tuple[subprocess.Popen[bytes], int, IO[bytes]] | None = None
+        self._current: _Launch | None = None
+        self._spare: _Launch | None = None
+        self._watchdog: _Watchdog | None = None
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -77,14 +247,17 @@ class ServerProcess:
     @property
     def spare_address(self) -> tuple[str, int] | None:
         """Where the next restart's server listens (None: the next restart starts one)."""
-        return None if self._spare is None else (self.host, self._spare[1])
+        return None if self._spare is None else (self.host, self._spare.port)
+
+    @property
+    def group(self) -> int | None:
+        """The process group of the server in use (None when stopped)."""
+        return None if self._current is None else self._current.group
 
     def start(self) -> None:
         """Start the command and wait until it accepts connections."""
-        self._output.seek(0)
-        self._output.truncate()
-        self.process = self._launch(self.argv, self._output)
-        self._wait_listening()
+        self._current = self._launch(self.port)
+        self._wait_listening(self._current)
 
     def restart(self) -> None:
         """A fresh server: the spare if there is one (then the address changes)."""
@@ -93,73 +266,80 @@ class ServerProcess:
         if self._spare is None:
             self.start()
         else:
-            self.process, self.port, output = self._spare
-            self._spare = None
-            self._output.close()
-            self._output = output
-            self.argv = self._argv(self.port)
-            self._wait_listening()
+            self._current, self._spare = self._spare, None
+            self.port = self._current.port
+            self._wait_listening(self._current)
         if self._spares:
-            port = free_port()
-            output = tempfile.TemporaryFile()
-            try:
-                self._spare = (self._launch(self._argv(port), output), port, output)
-            except ServerStartError:
-                output.close()      # it failed to run at all: the next restart says so
+            self._spare = self._launch(free_port())
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        """Whether the server in use runs (its leader, or what it left in the background)."""
+        return self._current is not None and self._current.alive()
+
+    def wait_exit(self, timeout: float) -> ExitStatus | None:
+        """The exit status of the server in use once its leader exits (at most
+        ``timeout`` s; None if it still runs)."""
+        return None if self._current is None else self._current.wait_exit(timeout)
+
+    def output(self) -> bytes:
+        """The last output of the server in use (at most ``ring_size`` bytes)."""
+        return b"" if self._current is None else self._current.ring.data()
+
+    def output_settled(self, timeout: float) -> bool:
+        """Wait until the server in use closed its output (at most ``timeout`` s)."""
+        return self._current is not None and self._current.ring.wait_ended(timeout)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 3 s; the whole process group."""
-        _stop(self.process)
-        self.process = None
+        """Stop the server in use and everything it started."""
+        if self._current is not None:
+            self._current.stop()
+            self._current = None
 
     def close(self) -> None:
         self.stop()
         if self._spare is not None:
-            _stop(self._spare[0])
-            self._spare[2].close()
+            self._spare.stop()
             self._spare = None
-        self._output.close()
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
 
-    def _argv(self, port: int) -> list[str]:
-        return shlex.split(self.command.replace("{port}", str(port)))
+    def _launch(self, port: int) -> _Launch:
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self.token)
+        self._launches += 1
+        launch = _Launch(self.command, port, f"{self.token}:{self._launches}", self.ring_size)
+        self._watchdog.watch(launch.group)
+        return launch
+
+    def _wait_listening(self, launch: _Launch) -> None:
+        """Return once ``launch`` accepts connections, looking with a short backoff.
+        A leader that exits 0 may have left the server in the background."""
+        deadline = time.monotonic() + self.start_timeout
+        delay = FIRST_BACKOFF
+        while True:
+            status = launch.status()
+            if status is not None and (status.code != 0 or not launch.others_running()):
+                output = self._quoted(launch)
+                self.stop()
+                left = " and left nothing running" if status.code == 0 else ""
+                raise ServerStartError(f"the server command {status}{left} before listening on "
+                                       f"{self.host}:{launch.port}{output}")
+            if _accepts(self.host, launch.port):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                output = self._quoted(launch)
+                self.stop()
+                raise ServerStartError(f"the server command did not listen on {self.host}:{launch.port} "
+                                       f"within {self.start_timeout:g} s{output}")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, LAST_BACKOFF)
 
     @staticmethod
-    def _launch(argv: list[str], output: IO[bytes]) -> subprocess.Popen[bytes]:
-        try:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
-        except OSError as error:
-            raise ServerStartError(f"cannot run {shlex.join(argv)}: {error.strerror}") from None
-
-    def _wait_listening(self) -> None:
-        assert self.process is not None     # launched by the caller
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise ServerStartError(f"the server command exited with status {self.process.returncode} "
-                                       f"before listening on {self.host}:{self.port}{self._last_output()}")
-            if self._accepts():
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerStartError(f"the server command did not listen on {self.host}:{self.port} "
-                                       f"within {self.start_timeout:g} s{self._last_output()}")
-            time.sleep(0.02)
-
-    def _accepts(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def _last_output(self) -> str:
-        self._output.seek(0)
-        text = self._output.read().decode("utf-8", "replace").strip()
+    def _quoted(launch: _Launch) -> str:
+        launch.ring.wait_ended(0.2)
+        text = launch.ring.text().strip()
         if not text:
             return "; it printed nothing"
         if len(text) > OUTPUT_SHOWN:
@@ -167,17 +347,9 @@ class ServerProcess:
         return "; its last output:\n" + text
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM, then SIGKILL after 3 s; the whole process group."""
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,259 @@
+"""tpsharness fuzz against hostile server commands and output directories (issue 16,
+items 6-8; issue 19's shell command): nothing left running, output bounded, nothing
+overwritten or written outside -o DIR.
+
+Each test here failed on the main branch before this work.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_until
+from tpsharness.fuzz.compare import Difference
+from tpsharness.fuzz.differential import Outcome
+from tpsharness.fuzz.fixture import write
+from tpsharness.fuzz.process import ServerProcess
+from tpsharness.fuzz.programs import Program, Step, Uuids
+from tpsharness.fuzz.runner import Finding
+
+FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
+
+# A server that forks twice: a worker that stays in its process group, and a daemon
+# that leaves the group and the session (setsid) and listens on a port of its own.
+# Each writes "<pid> <port>" to a file named after it once it is up.
+FORKING_SERVER = textwrap.dedent("""\
+    import os, runpy, socket, sys, time
+    port, prefix = sys.argv[1], sys.argv[2]
+
+    def announce(name, listener=None):
+        listening = listener.getsockname()[1] if listener else 0
+        with open(f"{prefix}.{name}.tmp", "w") as handle:
+            handle.write(f"{os.getpid()} {listening}")
+        os.rename(f"{prefix}.{name}.tmp", f"{prefix}.{name}")
+
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            helper = socket.socket()
+            helper.bind(("127.0.0.1", 0))
+            helper.listen()
+            announce("daemon", helper)
+            time.sleep(60)
+        os._exit(0)
+    if os.fork() == 0:
+        announce("worker")
+        time.sleep(60)
+        os._exit(0)
+    announce("leader")
+    sys.argv = ["fake_tps", "--port", port]
+    runpy.run_module("fake_tps", run_name="__main__")
+    """)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def forking_command(tmp_path: Path) -> tuple[str, Path]:
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING_SERVER)
+    prefix = tmp_path / "started"
+    return f"{sys.executable} {script} {{port}} {prefix}", prefix
+
+
+def started(prefix: Path, name: str) -> tuple[int, int]:
+    path = Path(f"{prefix}.{name}")
+    assert wait_until(path.exists, timeout=20), f"{name} never started"
+    pid, port = path.read_text().split()
+    return int(pid), int(port)
+
+
+def test_a_shell_server_command_with_cd_works(tmp_path: Path) -> None:
+    where = tmp_path / "server dir"
+    where.mkdir()
+    # the form users write: cd DIR && exec ./server -s {port}
+    server = ServerProcess(f"cd '{where}' && {sys.executable} -c \"open('here', 'w')\" && exec {FAKE}")
+    try:
+        server.start()
+        assert not refuses(server.port)
+        assert (where / "here").exists()
+    finally:
+        server.close()
+    assert refuses(server.port)
+
+
+def test_a_forking_server_leaves_nothing_running_or_listening(tmp_path: Path) -> None:
+    command, prefix = forking_command(tmp_path)
+    server = ServerProcess(command)
+    try:
+        server.start()
+        leader, _ = started(prefix, "leader")
+        worker, _ = started(prefix, "worker")
+        daemon, daemon_port = started(prefix, "daemon")
+        assert not refuses(server.port) and not refuses(daemon_port)
+    finally:
+        server.close()
+    assert wait_until(lambda: gone(leader) and gone(worker) and gone(daemon), timeout=10)
+    assert refuses(server.port) and refuses(daemon_port)
+
+
+def test_a_restart_stops_what_the_previous_server_left_behind(tmp_path: Path) -> None:
+    command, prefix = forking_command(tmp_path)
+    server = ServerProcess(command)
+    try:
+        server.start()
+        worker, _ = started(prefix, "worker")
+        daemon, daemon_port = started(prefix, "daemon")
+        for name in ("worker", "daemon"):
+            Path(f"{prefix}.{name}").unlink()
+        server.restart()
+        assert wait_until(lambda: gone(worker) and gone(daemon), timeout=10)
+        assert refuses(daemon_port) and server.alive()
+        started(prefix, "worker")       # the new server's own are up
+    finally:
+        server.close()
+
+
+def test_a_server_command_whose_shell_exits_is_still_owned(tmp_path: Path) -> None:
+    # "server &": the shell (the group's leader) exits 0 at once; the server runs on.
+    server = ServerProcess(f"{FAKE} &")
+    try:
+        server.start()
+        assert not refuses(server.port) and server.alive()
+    finally:
+        server.close()
+    assert wait_until(lambda: refuses(server.port), timeout=10)
+
+
+def fuzz_process(command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tpsharness", "fuzz", "--server-cmd", command,
+                             "--budget", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_fuzzer_stopped_by_a_signal_leaves_nothing_running(tmp_path: Path, how: signal.Signals) -> None:
+    command, prefix = forking_command(tmp_path)
+    fuzzer = fuzz_process(command)
+    try:
+        worker, _ = started(prefix, "worker")
+        daemon, daemon_port = started(prefix, "daemon")
+        assert fuzzer.stderr is not None
+        first = fuzzer.stderr.readline()        # the first progress line: programs are running
+        assert first.startswith("fuzz:"), first
+        fuzzer.send_signal(how)
+        out, err = fuzzer.communicate(timeout=20)
+        err = first + err
+    finally:
+        fuzzer.kill()
+        fuzzer.wait()
+    assert wait_until(lambda: gone(worker) and gone(daemon), timeout=10), (out, err)
+    assert refuses(daemon_port)
+    if how == signal.SIGTERM:       # it had time to say what it did
+        assert fuzzer.returncode == 2, (out, err)
+        assert "stopped by SIGTERM" in out and "terminated" in err
+
+
+def test_a_server_that_prints_100_mb_costs_no_memory(tmp_path: Path) -> None:
+    printer = tmp_path / "chatty.py"
+    printer.write_text("import sys\nchunk = b'chatter ' * 8192\n"
+                       "for _ in range(100 * 2 ** 20 // len(chunk)):\n    sys.stdout.buffer.write(chunk)\n"
+                       "sys.stdout.buffer.write(b'\\nlicence expired\\n')\nsys.exit(4)\n")
+    errors = tmp_path / "stderr"
+    with open(errors, "wb") as stderr:
+        fuzzer = subprocess.Popen([sys.executable, "-m", "tpsharness", "fuzz", "--server-cmd",
+                                   f"{sys.executable} {printer} {{port}}"],
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+    watchdog = threading.Timer(60, fuzzer.kill)
+    watchdog.start()
+    try:
+        _, status, usage = os.wait4(fuzzer.pid, 0)      # its own peak memory, not the test's
+    finally:
+        watchdog.cancel()
+    err = errors.read_bytes()
+    assert os.waitstatus_to_exitcode(status) == 2, err[-2000:]
+    assert b"exited with status 4" in err and b"licence expired" in err
+    assert len(err) < 4000, len(err)        # its last output is quoted, bounded
+    assert usage.ru_maxrss < 100 * 1024, f"{usage.ru_maxrss} KiB"
+
+
+def test_the_output_of_a_chatty_server_is_kept_in_a_bounded_ring(tmp_path: Path) -> None:
+    printer = tmp_path / "chatty.py"
+    printer.write_text("import runpy, sys\nchunk = b'chatter ' * 8192\n"
+                       "for _ in range(20 * 2 ** 20 // len(chunk)):\n    sys.stdout.buffer.write(chunk)\n"
+                       "sys.stdout.buffer.write(b'the last line\\n')\nsys.stdout.flush()\n"
+                       "sys.argv = ['fake_tps', '--port', sys.argv[1]]\n"
+                       "runpy.run_module('fake_tps', run_name='__main__')\n")
+    server = ServerProcess(f"{sys.executable} {printer} {{port}}")
+    try:
+        server.start()
+        assert wait_until(lambda: b"fake TPS listening" in server.output(), timeout=10)
+        output = server.output()
+    finally:
+        server.close()
+    assert len(output) <= 64 * 1024
+    assert b"the last line\n" in output
+
+
+def a_finding(signature: str = "wrong-status/register/first/200:400") -> Finding:
+    program = Program((("cam1", 0), ("cam2", 1), ("app", 2)), (Step("register", "cam1", (("serial", None),
+                                                                                       ("variant", "plain"))),))
+    outcome = Outcome(program, Uuids("fz00000001"), "127.0.0.1:6604", model_points={0: [{}]},
+                      features={0: "first"}, connects={0})
+    outcome.difference = Difference("wrong status", 0, "register", "first", "cam1",
+                                    "reply 200 (register reply, ErrorNum 200)", "reply 400", "200:400")
+    return Finding(signature, outcome, confirmed=True)
+
+
+def test_a_finding_never_overwrites_a_file_of_the_same_name(tmp_path: Path) -> None:
+    curated = tmp_path / "test_wrong_status_register_first_200_400.tps.json"
+    curated.write_text('{"hand": "edited"}\n')
+    path = write(a_finding(), tmp_path)
+    assert curated.read_text() == '{"hand": "edited"}\n'
+    assert path.name == "test_wrong_status_register_first_200_400_2.tps.json"
+    assert json.loads(path.read_text())["recorded"]["signature"] == "wrong-status/register/first/200:400"
+    assert write(a_finding(), tmp_path).name.endswith("_3.tps.json")
+
+
+def test_a_finding_never_follows_a_symlink_out_of_the_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me\n")
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    (findings / "test_wrong_status_register_first_200_400.tps.json").symlink_to(outside)
+    path = write(a_finding(), findings)
+    assert outside.read_text() == "keep me\n" and path.parent == findings and not path.is_symlink()
+    forced = write(a_finding(), findings, force=True)     # replaces the link itself, not its target
+    assert outside.read_text() == "keep me\n"
+    assert forced.name == "test_wrong_status_register_first_200_400.tps.json" and not forced.is_symlink()
+    assert sorted(p.name for p in findings.iterdir()) == [
+        "test_wrong_status_register_first_200_400.tps.json",
+        "test_wrong_status_register_first_200_400_2.tps.json"]      # no temporary file left
+
+
+def test_a_missing_fuzz_extra_is_one_line_and_exit_3() -> None:
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['hypothesis'] = None\n"
+                           "from tpsharness.cli import main\nsys.exit(main(['fuzz', '--budget', '1']))"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3
+    assert done.stderr == "tpsharness fuzz: needs the 'fuzz' extra: pip install 'tpsharness[fuzz]'\n"
