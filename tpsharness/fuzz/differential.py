@@ -64,7 +64,7 @@ def differential(program: Program, address: Address, model_name: str, settle: Se
 async def _run_server(program: Program, address: Address, settle: ServerSettle,
                       outcome: Outcome) -> Outcome:
     uuids, host = outcome.uuids, outcome.host
-    run = Run(program, address, uuids, host, settle)
+    run = Run(program, address, uuids, host, settle, outcome.exact_tails)
     last = None
     try:
         for index in sorted(outcome.model_points):
