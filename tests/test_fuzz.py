@@ -61,7 +61,8 @@ def test_a_planted_bug_is_found_shrunk_and_written_as_a_fixture_that_reproduces_
     assert len(ran_steps(finding)) <= 6, str(finding.program)
     path = write(finding, tmp_path)
     cls = signature.split("/")[0].replace("-", "_")
-    assert re.fullmatch(rf"test_{cls}_{finding.difference.do}_[a-z0-9_]+\.tps\.json", path.name), path.name
+    kind = "" if cls == "crash" else f"{finding.difference.do}_"     # a crash is named by its cause
+    assert re.fullmatch(rf"test_{cls}_{kind}[a-z0-9_]+\.tps\.json", path.name), path.name
     scenario = load(path)
     faulty = FakeTPS(faults=[fault])
     with faulty.start_in_thread():

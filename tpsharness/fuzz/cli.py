@@ -1,28 +1,34 @@
-"""``python -m tpsharness fuzz``: the parser, live progress, the summary, exit status.
+"""``python -m tpsharness fuzz``: the parser, running the servers, the findings written, exit status.
 
 Exit status: 0 nothing found, 1 something found, 2 the run failed (a server command
-that never listens, a server that cannot be reached), 3 usage error.
+that never listens, a server that cannot be reached, Ctrl-C or SIGTERM before a
+finding), 3 usage error (and a missing 'fuzz' extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING
 
 from ..argtypes import port as _port, positive_int as _positive_int
 from ..defaults import HOST
+from ..errors import InvalidArgument
+from .summary import print_summary, progress_printer, summary
 
 if TYPE_CHECKING:
     from .process import ServerProcess
+    from .programs import Program
     from .runner import Report
 
 Address = tuple[str, int]
 
 FOUND, NOTHING, FAILED, USAGE = 1, 0, 2, 3
 SELF_TEST_COMMAND = "{python} -m fake_tps --port {port}"
+FIELD_SELF_TEST = " --profile field"
 
 
 def _positive_seconds(text: str) -> float:
@@ -35,6 +41,17 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _address(text: str) -> Address:
+    from ..net import parse_address
+    try:
+        host, port = parse_address(text, 0)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, port
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``fuzz`` to the subcommands of tpsharness's parser."""
     from .model import MODELS
@@ -42,16 +59,27 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "fuzz", help="differential fuzzing: random programs against the TPS and the model",
         description="Run random programs of devices, clients and raw connections against the TPS "
-                    "and against the model (the bundled fake, in-process), compare what each "
-                    "shows, shrink every difference to a minimal program and write it as a "
-                    "scenario fixture. It tries to crash the server: do not point it at "
-                    "production. Exit status 0 nothing found, 1 found, 2 run failed, 3 usage error.")
+                    "and against the model (the bundled fake, in-process), or against a reference "
+                    "server, compare what each shows, shrink every difference to a minimal program "
+                    "and write it as a scenario fixture. It tries to crash the server: do not point "
+                    "it at production. Exit status 0 nothing found, 1 found, 2 run failed, 3 usage error.")
     parser.add_argument("host", nargs="?", metavar="HOST",
                         help="the TPS (default: the bundled fake, started as a process: a self-test)")
     parser.add_argument("port", nargs="?", type=_port, metavar="PORT", help="its port")
     parser.add_argument("--server-cmd", metavar="CMD",
-                        help="start the server with CMD and restart it after each crash; {port} in "
-                             "CMD is replaced by a free loopback port (then HOST PORT may be left out)")
+                        help="a shell command line (run by /bin/sh, so 'cd DIR && exec ./server' "
+                             "works) that starts the server; it is restarted after each crash, its "
+                             "crashes triaged from its exit status and output; {port} in CMD is "
+                             "replaced by a free loopback port (then HOST PORT may be left out)")
+    parser.add_argument("--reference", type=_address, metavar="HOST:PORT",
+                        help="compare the server with this one (a last release, another "
+                             "implementation) instead of with the model")
+    parser.add_argument("--reference-cmd", metavar="CMD",
+                        help="start the reference with CMD (a shell line with {port}), restarted "
+                             "after its crashes")
+    parser.add_argument("--seeds", metavar="DIR",
+                        help="start from the scenario files (*.tps.json) under DIR: fixtures, "
+                             "findings, recorded conversations; their steps are mutated and extended")
     parser.add_argument("--budget", type=_positive_seconds, default=60.0, metavar="SECONDS",
                         help="how long to fuzz (default 60)")
     parser.add_argument("--max-steps", type=_positive_int, default=10, metavar="N",
@@ -80,7 +108,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _unwritable(directory: str) -> str | None:
     """Why findings could not be written to ``directory`` (made if missing), or None."""
-    import os
     import tempfile
     try:
         os.makedirs(directory, exist_ok=True)
@@ -88,6 +115,22 @@ def _unwritable(directory: str) -> str | None:
             return None
     except OSError as error:
         return error.strerror or str(error)
+
+
+def _seeds(directory: str) -> tuple[Program, ...] | str:
+    """The programs of ``directory``'s scenarios (each skipped one said on stderr), or why none."""
+    from .seeds import load_seeds
+    if not os.path.isdir(directory):
+        return f"--seeds {directory}: not a directory"
+    seeds = load_seeds(directory)
+    for path, reason in seeds.skipped:
+        print(f"tpsharness fuzz: --seeds: skipped {path}: {reason}", file=sys.stderr)
+    for path in seeds.cut:
+        print(f"tpsharness fuzz: --seeds: {path}: only its first steps are used", file=sys.stderr)
+    if not seeds.programs:
+        return f"--seeds {directory}: no scenario there the fuzzer can play ({len(seeds.skipped)} skipped)"
+    print(f"tpsharness fuzz: --seeds: {len(seeds.programs)} programs from {directory}", file=sys.stderr)
+    return tuple(seeds.programs)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -102,17 +145,24 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
     if (args.host is None) != (args.port is None):
         return _usage("give both HOST and PORT, or neither")
+    if args.reference is not None and args.reference_cmd is not None:
+        return _usage("give --reference or --reference-cmd, not both")
     if args.output:         # checked before the run, so that no finding is lost at its end
         problem = _unwritable(args.output)
         if problem:
             return _usage(f"-o {args.output}: {problem}")
+    seeds: tuple[Program, ...] = ()
+    if args.seeds is not None:
+        loaded = _seeds(args.seeds)
+        if isinstance(loaded, str):
+            return _usage(loaded)
+        seeds = loaded
     command = args.server_cmd
     if command is None and args.host is None:
         command = SELF_TEST_COMMAND.replace("{python}", sys.executable)
         if args.model == "field":
-            command += " --profile field"
-    server: ServerProcess | None = None
-    target: Address
+            command += FIELD_SELF_TEST
+    servers: list[ServerProcess] = []
     interrupted = False
     terminated: list[str] = []
 
@@ -122,22 +172,28 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        if command is not None:
-            try:
-                server = ServerProcess(command, args.host or HOST, args.port,
-                                       start_timeout=args.start_timeout)
-            except ValueError as error:
-                return _usage(str(error))
-            server.start()
-            target = server.address
-        else:
-            target = (args.host, args.port)
-            _reachable(target)
+        try:
+            server = ServerProcess(command, args.host or HOST, args.port, start_timeout=args.start_timeout) \
+                if command is not None else None
+            reference_server = ServerProcess(args.reference_cmd, start_timeout=args.start_timeout) \
+                if args.reference_cmd is not None else None
+        except ValueError as error:
+            return _usage(str(error))
+        servers = [process for process in (server, reference_server) if process is not None]
+        for process in servers:
+            process.start()
+        target: Address = server.address if server is not None else (args.host, args.port)
+        if server is None:
+            _reachable(target, "the TPS")
+        reference = reference_server.address if reference_server is not None else args.reference
+        if args.reference is not None:
+            _reachable(args.reference, "the reference")
         options = Options(target=target, model=args.model, budget=args.budget,
                           max_programs=args.max_programs, max_findings=args.max_findings,
                           max_steps=args.max_steps, seed=args.seed, ignore=tuple(args.ignore),
-                          settle=args.settle, server=server,
-                          progress=None if args.json else _progress_printer())
+                          settle=args.settle, server=server, reference=reference,
+                          reference_server=reference_server, seeds=seeds,
+                          progress=None if args.json else progress_printer())
         fuzzer = Fuzzer(options)
         try:
             report = fuzzer.run()
@@ -145,6 +201,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             report, interrupted = fuzzer.report, True
             report.stopped_by = terminated[0] if terminated else "interrupt"
             print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        target = server.address if server is not None else target       # restarts move it
+        reference = reference_server.address if reference_server is not None else reference
+        restarts = sum(process.restarts for process in servers)
     except KeyboardInterrupt:           # before the first program
         print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'} before the run began",
               file=sys.stderr)
@@ -158,30 +217,38 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     finally:
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl-C must not
         signal.signal(signal.SIGTERM, signal.SIG_IGN)               # cut the cleaning up short
-        if server is not None:
-            server.close()
+        for process in servers:
+            process.close()
         signal.signal(signal.SIGINT, interrupt)
         signal.signal(signal.SIGTERM, previous)
-    paths: dict[str, str] = {}
-    if args.output:
-        from .fixture import write
-        for signature, finding in report.findings.items():
-            try:
-                paths[signature] = str(write(finding, args.output, args.model, f"{target[0]}:{target[1]}",
-                                             force=args.force))
-            except OSError as error:
-                print(f"tpsharness fuzz: cannot write {signature} to {args.output}: "
-                      f"{error.strerror or error}", file=sys.stderr)
+    paths = _write(report, args, target)
     if args.json:
-        print(json.dumps(summary(report, target, args.model, paths), indent=2))
+        print(json.dumps(summary(report, target, args.model, paths, reference, restarts), indent=2))
     else:
-        print_summary(report, target, args.model, paths, self_test=args.host is None and args.server_cmd is None)
+        print_summary(report, target, args.model, paths, self_test=args.host is None and args.server_cmd is None,
+                      reference=reference, restarts=restarts)
     if report.findings:
         return FOUND
     return FAILED if interrupted else NOTHING
 
 
-def _reachable(target: Address) -> None:
+def _write(report: Report, args: argparse.Namespace, target: Address) -> dict[str, str]:
+    """Each finding as a fixture in ``-o DIR``: signature -> path (a failure said, the rest written)."""
+    from .fixture import write
+    paths: dict[str, str] = {}
+    if not args.output:
+        return paths
+    for signature, finding in report.findings.items():
+        try:
+            paths[signature] = str(write(finding, args.output, args.model, f"{target[0]}:{target[1]}",
+                                         force=args.force))
+        except OSError as error:
+            print(f"tpsharness fuzz: cannot write {signature} to {args.output}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+    return paths
+
+
+def _reachable(target: Address, what: str) -> None:
     """OSError naming the target unless it accepts a connection."""
     import socket
 
@@ -189,70 +256,10 @@ def _reachable(target: Address) -> None:
         with socket.create_connection(target, timeout=5):
             pass
     except OSError as error:
-        raise OSError(f"cannot connect to the TPS at {target[0]}:{target[1]}: "
+        raise OSError(f"cannot connect to {what} at {target[0]}:{target[1]}: "
                       f"{error.strerror or error}") from None
 
 
 def _usage(message: str) -> int:
     print(f"tpsharness fuzz: error: {message}", file=sys.stderr)
     return USAGE
-
-
-def _progress_printer(stream: TextIO | None = None) -> Callable[[Report], None]:
-    stream = stream or sys.stderr
-    live = stream.isatty()
-
-    def show(report: Report) -> None:
-        line = (f"fuzz: {report.elapsed:5.0f} s  {report.programs} programs  {report.steps} steps  "
-                f"{report.steps_per_second:.0f} steps/s  {len(report.findings)} findings")
-        if live:
-            print(f"\r{line}", end="", file=stream, flush=True)
-        elif int(report.elapsed) % 10 == 0:
-            print(line, file=stream, flush=True)
-    return show
-
-
-def summary(report: Report, target: Address, model: str,
-            paths: dict[str, str] | None = None) -> dict[str, Any]:
-    """The run as a JSON-able dict."""
-    paths = paths or {}
-    return {
-        "target": f"{target[0]}:{target[1]}", "model": model, "programs": report.programs,
-        "steps": report.steps, "seconds": round(report.elapsed, 3),
-        "steps_per_second": round(report.steps_per_second, 1), "crashes": report.crashes,
-        "stopped_by": report.stopped_by, "unrepeatable": report.unrepeatable,
-        "findings": [{"signature": signature, "class": finding.difference.cls,
-                      "description": finding.difference.describe(),
-                      "program": [str(step) + ("" if ran else "  (skipped)")
-                                  for step, ran in finding.listing()],
-                      "found_after": round(finding.found_after, 3),
-                      "fixture": paths.get(signature)}
-                     for signature, finding in report.findings.items()],
-    }
-
-
-def print_summary(report: Report, target: Address, model: str, paths: dict[str, str] | None = None,
-                  self_test: bool = False, stream: TextIO | None = None) -> None:
-    stream = stream or sys.stdout
-    paths = paths or {}
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    what = "the bundled fake against itself" if self_test else f"{target[0]}:{target[1]}"
-    print(f"tpsharness fuzz: {what}, model {model}: {report.programs} programs, {report.steps} steps "
-          f"in {report.elapsed:.1f} s ({report.steps_per_second:.0f} steps/s, each also run on the "
-          f"model), stopped by {report.stopped_by}", file=stream)
-    if report.unrepeatable:
-        print(f"  {len(report.unrepeatable)} difference(s) did not repeat with a patient settle "
-              f"window and were dropped: {', '.join(report.unrepeatable)}", file=stream)
-    if not report.findings:
-        print("  found nothing", file=stream)
-        return
-    print(f"  {len(report.findings)} finding(s):", file=stream)
-    for signature, finding in report.findings.items():
-        print(f"\n  {signature}  (after {finding.found_after:.1f} s)", file=stream)
-        print(f"    {finding.difference.describe()}", file=stream)
-        for number, (step, ran) in enumerate(finding.listing(), 1):
-            print(f"    {number:3}. {step}{'' if ran else '  (skipped: its connection was closed)'}",
-                  file=stream)
-        if signature in paths:
-            print(f"    written to {paths[signature]}", file=stream)

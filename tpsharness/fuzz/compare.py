@@ -1,9 +1,12 @@
-"""Comparing the server's observation points with the model's; classes and signatures.
+"""Comparing the server's observation points with the oracle's (the model's, or a
+reference server's); classes and signatures.
 
 A difference has a class (CLASSES), the step where it showed, and the abstract state
 that matters there (``feature``: a heartbeat, a takeover, a send to an unknown uuid,
 a split write...). Its signature is ``class/step kind/feature[/detail]``: findings
 are deduplicated by it, ``--ignore`` names it, and the fixture file is named after it.
+A crash with evidence (triage) is known by its cause instead: ``crash/<label>@<digest>``.
+Against a reference server, replies are compared by their bytes too ("reply bytes").
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from ..protocol import quote
 from .observations import Garbage, Point, Relay, Reply, Seen
 from .programs import SELF, UNKNOWN, Step
+from .triage import Evidence, signature_of
 
 if TYPE_CHECKING:
     from .executor import Run
@@ -23,8 +27,8 @@ Found = tuple[int, str, str, str, str, str]     # point number, actor, class, ex
 
 FIELD_READ = 4096      # what a field server reads at once: the most one relay of it carries
 
-CLASSES = ("crash", "no answer", "wrong status", "missing relay", "corrupted relay", "extra relay",
-           "missing close", "unexpected close")
+CLASSES = ("crash", "no answer", "wrong status", "reply bytes", "missing relay", "corrupted relay",
+           "extra relay", "missing close", "unexpected close")
 
 
 @dataclass
@@ -40,18 +44,34 @@ class Difference:
     got: str                    # what the server did
     detail: str = ""            # in the signature too (the two statuses, for wrong status)
     point: int = 0              # which write of the step (1 for the second half of a split)
+    evidence: Evidence | None = None    # a crash's, when the fuzzer owns the server (triage)
+    oracle: str = "model"       # what the server was compared with: the model, or the reference
+    side: str = "server"        # who crashed: the server, or the reference
 
     @property
     def signature(self) -> str:
-        parts = [self.cls.replace(" ", "-"), self.do, self.feature or "-"]
+        side = "reference-" if self.side == "reference" else ""
+        if self.cls == "crash" and self.evidence is not None:
+            return side + signature_of(self.evidence)
+        parts = [side + self.cls.replace(" ", "-"), self.do, self.feature or "-"]
         return "/".join(parts + ([self.detail] if self.detail else []))
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """What a round shrinks towards: the class and step kind, or a crash's cause."""
+        if self.cls == "crash" and self.evidence is not None:
+            return (self.side + " crash", self.signature)
+        return (self.cls if self.side == "server" else f"{self.side} {self.cls}", self.do)
 
     def describe(self) -> str:
         where = f"step {self.step + 1} ({self.do}, {self.feature})"
         if self.cls == "crash":
-            return f"crash after {where}: {self.got}"
+            who = "the reference crashed" if self.side == "reference" else "crash"
+            found = f": {self.evidence.describe()}" if self.evidence is not None else ""
+            return f"{who} after {where}: {self.got}{found}"
         return (f"{self.cls} at {where}{', second write' if self.point else ''}: "
-                f"on {self.actor}'s connection the model showed {self.expected}, the server {self.got}")
+                f"on {self.actor}'s connection the {self.oracle} showed {self.expected}, "
+                f"the server {self.got}")
 
 
 def slug(signature: str) -> str:
@@ -60,7 +80,8 @@ def slug(signature: str) -> str:
 
 
 def first_difference(model_points: Sequence[Point], server_points: Sequence[Point],
-                     acting: str | None, *, exact_tails: bool = True) -> Found | None:
+                     acting: str | None, *, exact_tails: bool = True,
+                     exact_replies: bool = False) -> Found | None:
     """The first difference between two lists of points, or None: per point, the acting
     actor's connection first, then the others by class order.
 
@@ -69,11 +90,13 @@ def first_difference(model_points: Sequence[Point], server_points: Sequence[Poin
     into reads, which differs between the in-process model and a server elsewhere, so
     its bytes would make timing a finding. For the same reason a relay longer than
     one field read is compared by its first FIELD_READ bytes: the rest is whatever
-    that connection received next (a register reply's UtcTime, say)."""
+    that connection received next (a register reply's UtcTime, say). ``exact_replies``
+    (two servers) compares replies by their bytes too, UtcTime aside."""
     for number, (expected, got) in enumerate(zip(model_points, server_points)):
         found = []
         for actor in sorted(set(expected) | set(got)):
-            difference = _compare_seen(expected.get(actor, Seen()), got.get(actor, Seen()), exact_tails)
+            difference = _compare_seen(expected.get(actor, Seen()), got.get(actor, Seen()), exact_tails,
+                                       exact_replies)
             if difference is not None:
                 found.append((actor != acting, CLASSES.index(difference[0]), actor, difference))
         if found:
@@ -82,12 +105,15 @@ def first_difference(model_points: Sequence[Point], server_points: Sequence[Poin
     return None
 
 
-def _compare_seen(expected: Seen, got: Seen, exact_tails: bool = True) -> tuple[str, str, str, str] | None:
+def _compare_seen(expected: Seen, got: Seen, exact_tails: bool = True,
+                  exact_replies: bool = False) -> tuple[str, str, str, str] | None:
     """(class, expected text, got text, detail) for the first difference, or None."""
     for index in range(max(len(expected.messages), len(got.messages))):
         want = expected.messages[index] if index < len(expected.messages) else None
         have = got.messages[index] if index < len(got.messages) else None
         if want == have or (not exact_tails and _cut_alike(want, have)):
+            if exact_replies and isinstance(want, Reply) and isinstance(have, Reply) and want.form != have.form:
+                return "reply bytes", quote(want.form, 120), quote(have.form, 120), f"{want.status}"
             continue
         wanted = str(want) if want is not None else "nothing more"
         saw = str(have) if have is not None else ("a close" if got.closed else "nothing")
@@ -212,6 +238,5 @@ def feature(run: Run, holders: Holders, step: Step, kinds: Mapping[str, str]) ->
             state += "+large"
         return state + suffix
     if step.do == "send_raw":
-        raw = step.get("raw")
-        return raw.base.replace("_", "-") + ("" if raw.mutation == "none" else f"+{raw.mutation}")
+        return str(step.get("raw").feature)
     return ""

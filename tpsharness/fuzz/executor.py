@@ -244,6 +244,7 @@ class ServerSettle:
         self.min_grace = min_grace
         self.patient = patient
         self.latency = grace / 2          # a running estimate of the server's answer time
+        self.waited = 0.0                 # seconds spent waiting out windows and graces, in all
 
     async def __call__(self, run: Run, expected: Point | None = None) -> Point:
         expected = expected or {}
@@ -255,6 +256,7 @@ class ServerSettle:
                 break
             now = monotonic()
             if now >= start + self.timeout:
+                self.waited += now - start
                 return run.take_point()
             try:
                 await WaitReadable(run.group, start + self.timeout - now)
@@ -274,7 +276,8 @@ class ServerSettle:
         waits in select, whose timeout has microseconds. It blocks the kernel, which
         is right here: the server's run is the only task in its kernel.
         """
-        end = monotonic() + seconds
+        begin = monotonic()
+        end = begin + seconds
         while True:
             fds = [conn.sock.fd for conn in run.conns.values() if conn.open]
             remaining = end - monotonic()
@@ -288,6 +291,7 @@ class ServerSettle:
                 except TimeoutError:
                     pass
             run.drain()
+        self.waited += monotonic() - begin
 
     def grace_now(self) -> float:
         return min(self.grace, max(self.min_grace, 1.5 * self.latency))

@@ -1,10 +1,12 @@
-"""A finding as a scenario fixture: the minimal program, expecting what the model did.
+"""A finding as a scenario fixture: the minimal program, expecting what the oracle did.
 
-Each step that ran becomes its scenario step, followed by what the model showed at
-its points (expect_reply, expect_receipt, expect_close). At the step that diverged,
-an actor on which the server did something extra gets expect_nothing; the scenario
-ends with check_alive. Replayed against the server it fails where the server
-diverged (at check_alive for a crash); against the model it passes.
+Each step that ran becomes its scenario step, followed by what the oracle (the
+model, or the reference server) showed at its points (expect_reply,
+expect_receipt, expect_close). At the step that diverged, an actor on which the
+server did something extra gets expect_nothing; the scenario ends with
+check_alive. Replayed against the server it fails where the server diverged (at
+check_alive for a crash); against the oracle it passes. A crash's fixture is
+``destructive`` and carries the server's evidence (its status, report, frames).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
     difference = finding.difference
     actors: dict[str, dict[str, str]] = {}
     steps: list[ScenarioStep] = []
+    expected = outcome.oracle_points
     for index in sorted(outcome.model_points):
         step = program.steps[index]
         if step.actor is not None and step.actor not in actors:
@@ -49,7 +52,7 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
         if index in outcome.connects:
             steps.append({"do": "connect", "actor": step.actor})
         steps.append(_action(step, program, uuids, outcome.host))
-        for point in outcome.model_points[index]:
+        for point in expected.get(index, []):
             steps += _point_expectations(point)
         if index == difference.step:
             if _server_did_more(difference):
@@ -57,16 +60,24 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
                               "note": f"the server showed {difference.got}"})
             break
     steps.append({"do": "check_alive"})
-    scenario = {
-        "description": (f"Found by tpsharness fuzz (model {model}): {difference.describe()}. "
-                        f"Against the server this scenario fails there; against the model it passes."),
-        "recorded": {"by": "tpsharness fuzz", "signature": finding.signature, "class": difference.cls,
-                     "model": model, "target": target or outcome.host,
-                     "program": str(program).splitlines(),
-                     "model_showed": difference.expected, "server_showed": difference.got},
+    if difference.side == "reference":
+        verdict = "Against the reference this scenario fails at check_alive; against the server it passes."
+    else:
+        verdict = f"Against the server this scenario fails there; against the {outcome.oracle} it passes."
+    recorded: dict[str, Any] = {
+        "by": "tpsharness fuzz", "signature": finding.signature, "class": difference.cls, "model": model,
+        "target": target or outcome.host, "compared_with": outcome.oracle, "program": str(program).splitlines(),
+        f"{outcome.oracle}_showed": difference.expected, "server_showed": difference.got}
+    if finding.evidence is not None:
+        recorded["evidence"] = finding.evidence.as_dict()
+    scenario: dict[str, Any] = {
+        "description": f"Found by tpsharness fuzz (model {model}): {difference.describe()}. {verdict}",
+        "recorded": recorded,
         "actors": actors,
         "steps": steps,
     }
+    if difference.cls == "crash":
+        scenario["destructive"] = True
     return validate(scenario, fixture_name(finding.signature))
 
 

@@ -10,6 +10,7 @@ of a message not yet complete (a field server's cut relay).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
@@ -17,12 +18,17 @@ from ..protocol import Message, PrivateData, Reader, RegisterReply, quote
 from ..protocol import Reply as WireReply
 
 
+_UTC_TIME = re.compile(rb'("UtcTime"\s*:\s*)"\d*"')     # the time of day: differs between any two replies
+
+
 @dataclass(frozen=True)
 class Reply:
-    """A reply: its status, and ErrorNum when it is the register reply."""
+    """A reply: its status, and ErrorNum when it is the register reply. ``form`` is
+    its bytes (UtcTime's digits masked), compared only between two servers."""
 
     status: int
     error_num: str | None = None
+    form: bytes = field(default=b"", compare=False, repr=False)
 
     def __str__(self) -> str:
         register = f" (register reply, ErrorNum {self.error_num})" if self.error_num is not None else ""
@@ -63,9 +69,9 @@ def summarise(message: Message) -> Summary:
     if isinstance(message, PrivateData):
         return Relay(message.raw, message.src, message.body)
     if isinstance(message, RegisterReply):
-        return Reply(message.status, message.error_num)
+        return Reply(message.status, message.error_num, _UTC_TIME.sub(rb'\1"?"', message.raw))
     if isinstance(message, WireReply):
-        return Reply(message.status)
+        return Reply(message.status, form=message.raw)
     return Garbage(message.raw[:200])   # a register or unknown request: no server sends one
 
 

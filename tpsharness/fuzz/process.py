@@ -60,6 +60,8 @@ class ExitStatus:
             return f"signal {number}"
 
     def __str__(self) -> str:
+        if self.code is None and self.signal is None:
+            return "ended, its exit status unknown (it ran in the background, not as the command)"
         if self.signal is not None:
             return f"killed by {self.signal_name}"
         if self.signal_name is not None:
@@ -124,6 +126,7 @@ class _Launch:
             os.close(write_end)
         self.ring = OutputRing(read_end, ring_size)
         self._status: ExitStatus | None = None      # once reaped
+        self.background = False     # the leader exited 0 and left the server running
 
     @property
     def group(self) -> int:
@@ -155,11 +158,15 @@ class _Launch:
         return status is None or (status.code == 0 and self.others_running())
 
     def wait_exit(self, timeout: float) -> ExitStatus | None:
-        """The leader's status once it exits, waiting at most ``timeout`` s."""
+        """The server's status once it exits, waiting at most ``timeout`` s: the
+        leader's, or an unknown one for a server in the background once nothing of
+        this start runs."""
         deadline = time.monotonic() + timeout
         delay = FIRST_BACKOFF
         while True:
             status = self.status()
+            if self.background:
+                status = None if self.others_running() else ExitStatus()
             if status is not None or time.monotonic() >= deadline:
                 return status
             time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
@@ -319,6 +326,7 @@ class ServerProcess:
         delay = FIRST_BACKOFF
         while True:
             status = launch.status()
+            launch.background = status is not None and status.code == 0
             if status is not None and (status.code != 0 or not launch.others_running()):
                 output = self._quoted(launch)
                 self.stop()

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from ..errors import InvalidArgument
 from ..protocol import PrivateDataTemplate, register_request
+from . import values
+from .values import Hostile
 
 POOL = 3                    # uuids shared by every actor of a program
 UNKNOWN = POOL              # a destination nobody holds
@@ -67,6 +69,11 @@ class RawData:
     mutation: str = "none"
     at: int = 0
     extra: bytes = b""
+
+    @property
+    def feature(self) -> str:
+        """The state a signature names: the base, and the mutation if any."""
+        return self.base.replace("_", "-") + ("" if self.mutation == "none" else f"+{self.mutation}")
 
     def build(self, uuids: Uuids, host: str) -> bytes:
         if self.base == "garbage":
@@ -186,13 +193,29 @@ pool_index = st.integers(0, POOL - 1)
 destinations = st.integers(0, SELF)
 split_points = st.integers(1, 400)
 
+sizes = st.integers(0, values.MAX_SIZE)     # each value class's parameter: 0 is its smallest
+
+
+def _hostile(base: str) -> st.SearchStrategy[Hostile]:
+    """Requests of ``base`` with one place given a value of a class of its kind."""
+    places = ([f"json:{path}" for path in values.JSON_PLACES] if base == "register" else []) + \
+        [f"header:{name}" for name in values.HEADERS[base]] + [f"line:{part}" for part in values.LINE_PARTS]
+    classes = {"json": values.JSON_CLASSES, "header": values.HEADER_CLASSES, "line": values.LINE_CLASSES}
+    return st.sampled_from(places).flatmap(lambda where: st.builds(
+        Hostile, st.just(base), st.just(where), st.sampled_from(classes[where.split(":")[0]]), sizes,
+        pool_index, st.integers(0, UNKNOWN) if base == "private_data" else st.just(0),
+        st.binary(max_size=8) if base == "private_data" else st.just(b"")))
+
+
 raw_data = st.one_of(
     st.builds(RawData, st.just("garbage"), garbage=st.sampled_from(KNOWN_GARBAGE)),
     st.builds(RawData, st.just("register"), serial=pool_index, mutation=st.sampled_from(MUTATIONS),
               at=st.integers(0, 400), extra=st.binary(max_size=4)),
+    _hostile("register"),
     st.builds(RawData, st.just("private_data"), serial=pool_index,
               dest=st.integers(0, UNKNOWN), payload=st.binary(max_size=8),
               mutation=st.sampled_from(MUTATIONS), at=st.integers(0, 400), extra=st.binary(max_size=4)),
+    _hostile("private_data"),
     st.builds(RawData, st.just("garbage"), garbage=st.binary(min_size=1, max_size=48)),
 )
 
@@ -242,7 +265,12 @@ def identities() -> st.SearchStrategy[tuple[tuple[str, int], ...]]:
                              for actor, shift in zip(DEFAULT_IDENTITY, shifts)))
 
 
-def programs(max_steps: int = 10) -> st.SearchStrategy[Program]:
-    """Programs of 1 to ``max_steps`` steps."""
-    return st.builds(lambda ids, body: Program(ids, tuple(body)), identities(),
-                     st.lists(steps(), min_size=1, max_size=max_steps))
+def programs(max_steps: int = 10, seeds: tuple[Program, ...] = ()) -> st.SearchStrategy[Program]:
+    """Programs of 1 to ``max_steps`` steps; with ``seeds``, half of them made from a
+    seed (seeds.seeded)."""
+    generated = st.builds(lambda ids, body: Program(ids, tuple(body)), identities(),
+                          st.lists(steps(), min_size=1, max_size=max_steps))
+    if not seeds:
+        return generated
+    from .seeds import seeded
+    return st.one_of(seeded(seeds, max_steps), generated)

@@ -2,15 +2,20 @@
 
 Each round is one hypothesis search with its own seed: it runs programs until one
 shows a difference whose signature is new, and shrinks it with hypothesis's own
-shrinker. The round's target is that difference's class and step kind: while it
-shrinks, a candidate that shows another class or step kind counts as passing, so
-the target shrinks on its own (the other turns up as a later round's target), but
-the state that matters (a split write, a takeover) may simplify; the finding gets
-the signature of the smallest program. The smallest failing program seen is kept, so
-a search cut short by the budget still leaves one. After the round it is run once
-more with a patient settle window: only a difference that repeats is a finding
-(timing alone never makes one). Found signatures are ignored by the next rounds,
-until the budget, the program count or the finding count runs out.
+shrinker. The round's target is that difference's class and step kind (a crash's
+cause, when triage knows it): while it shrinks, a candidate that shows another
+counts as passing, so the target shrinks on its own (the other turns up as a later
+round's target), but the state that matters (a split write, a takeover) may
+simplify; the finding gets the signature of the smallest program. The smallest
+failing program seen is kept, so a search cut short by the budget still leaves
+one. After the round it is run once more with a patient settle window: only a
+difference that repeats is a finding (timing alone never makes one). Found
+signatures are ignored by the next rounds (a crash already binned is not shrunk
+again), until the budget, the program count or the finding count runs out.
+
+With a server command, each crash is triaged (``triage``): the server's exit status
+and last output name its cause, which bins it. Every moment of the run belongs to
+one phase (``PHASES``), so the report says where the time went.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import random
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,9 +37,13 @@ from .differential import Address, Outcome, differential
 from .executor import ServerSettle
 from .process import ServerProcess
 from .programs import Program, Step, programs
+from .triage import Evidence, triage
 
 PATIENT_FACTOR = 10             # the confirming run waits this many times longer
 OVERRUN = 5.0                   # seconds a program or a confirmation may run past the budget
+TRIAGE_WAIT = 5.0               # seconds a crashed server may take to exit (a sanitizer symbolizes)
+OUTPUT_WAIT = 0.5               # then for its output to end
+PHASES = ("explore", "shrink", "confirm", "restart")
 
 
 class _Stop(BaseException):
@@ -61,9 +71,14 @@ class Finding:
 
     @property
     def difference(self) -> Difference:
-        """What the server and the model disagreed on."""
+        """What the server and the oracle disagreed on."""
         assert self.outcome.difference is not None     # a Finding is made of a difference
         return self.outcome.difference
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """A crash's evidence (with a server command), else None."""
+        return self.difference.evidence
 
     @property
     def program(self) -> Program:
@@ -95,7 +110,10 @@ class Options:
     ignore: tuple[str, ...] = ()
     settle: float = 0.25        # seconds to wait for what the model produced
     grace: float = 0.002        # then at most this long for anything extra
-    server: ServerProcess | None = None     # restarted after a crash
+    server: ServerProcess | None = None     # restarted after a crash, its crashes triaged
+    reference: Address | None = None        # a second server: the server is compared with it
+    reference_server: ServerProcess | None = None     # the reference's command, restarted too
+    seeds: tuple[Program, ...] = ()         # programs to start from (--seeds)
     progress: Callable[[Report], None] | None = None    # called about once a second
 
     def __post_init__(self) -> None:
@@ -108,14 +126,19 @@ class Options:
 
 @dataclass
 class Report:
-    """The run so far: counters, findings, the differences that did not repeat."""
+    """The run so far: counters, findings, the differences that did not repeat, and
+    where the time went."""
 
     findings: dict[str, Finding] = field(default_factory=dict)      # signature -> Finding (confirmed)
     unrepeatable: list[str] = field(default_factory=list)          # signatures seen once, not again
     programs: int = 0
     steps: int = 0              # steps run on the server (each also ran on the model)
     elapsed: float = 0.0
-    crashes: int = 0
+    crashes: int = 0            # programs that crashed the server (or the reference)
+    bins: Counter[str] = field(default_factory=Counter)            # crash signature -> times seen
+    phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))  # seconds
+    phase_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    settle_waits: float = 0.0   # seconds spent waiting out settle windows and graces (within phases)
     stopped_by: str = ""
     trace: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
 
@@ -128,6 +151,42 @@ class Report:
     def steps_per_second(self) -> float:
         """Steps run on the server per second of the run (each also ran on the model)."""
         return self.steps / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def exploring_steps_per_second(self) -> float:
+        """Steps per second while exploring (generating and running new programs)."""
+        seconds = self.phases["explore"]
+        return self.phase_steps["explore"] / seconds if seconds else 0.0
+
+    @property
+    def distinct_crashes(self) -> int:
+        """Crash findings: one per root cause."""
+        return sum(1 for finding in self.findings.values() if finding.difference.cls == "crash")
+
+    def shares(self) -> dict[str, float]:
+        """Each phase's share of the run (0..1), and the settle waits' (part of the others)."""
+        total = sum(self.phases.values()) or 1.0
+        shares = {name: seconds / total for name, seconds in self.phases.items()}
+        shares["settle"] = self.settle_waits / total
+        return shares
+
+
+class _Clock:
+    """The phase each moment of the run belongs to."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases = phases
+        self.current: str | None = None
+        self.since = 0.0
+
+    def switch(self, name: str | None) -> str | None:
+        """Charge the time since the last switch to the current phase; the previous one."""
+        now = time.monotonic()
+        previous = self.current
+        if previous is not None:
+            self.phases[previous] += now - self.since
+        self.current, self.since = name, now
+        return previous
 
 
 class Fuzzer:
@@ -142,9 +201,13 @@ class Fuzzer:
         self.rng = random.Random(options.seed)
         self.started = 0.0
         self.deadline = 0.0
+        self.clock = _Clock(self.report.phases)
         self.settle = ServerSettle(options.settle, options.grace)
         self.patient = ServerSettle(options.settle * PATIENT_FACTOR, options.grace * PATIENT_FACTOR,
                                     patient=True)
+        self.reference_settles = (ServerSettle(options.settle, options.grace),
+                                  ServerSettle(options.settle * PATIENT_FACTOR,
+                                               options.grace * PATIENT_FACTOR, patient=True))
         self._last_progress = 0.0
         self._stop_reason: str | None = None
         self._fatal: Exception | None = None       # what made the run fail, raised at its end
@@ -157,11 +220,14 @@ class Fuzzer:
         try:
             while self._stop_reason is None:
                 round_number += 1
+                self.clock.switch("explore")
                 self._round(self.options.seed * 1000 + round_number)
                 self._confirm()
         except _Stop:           # raised outside a search: a restart failed while confirming
             pass
         finally:
+            self.clock.switch(None)
+            self._tally_settles()
             self.report.elapsed = time.monotonic() - self.started
             self.report.stopped_by = self._stop_reason or "budget"
         if self._fatal is not None:
@@ -175,7 +241,7 @@ class Fuzzer:
         @settings(max_examples=10 ** 9, deadline=None, database=None, derandomize=False,
                   suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
                   report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
-        @given(programs(self.options.max_steps))
+        @given(programs(self.options.max_steps, self.options.seeds))
         def search(program: Program) -> None:
             self._check(program)
 
@@ -190,20 +256,21 @@ class Fuzzer:
 
     def _check(self, program: Program) -> None:
         self._should_stop()
-        outcome = self._execute(program, self.settle)
+        outcome = self._execute(program, self.settle, self.reference_settles[0])
         difference = outcome.difference
         if difference is None or difference.signature in self.ignored:
             return
         signature = difference.signature
-        key = (difference.cls, difference.do)
-        crash_ends_run = difference.cls == "crash" and self.options.server is None
+        key = difference.target
+        crash_ends_run = difference.cls == "crash" and self._owner(difference) is None
         if self.target is None or crash_ends_run:
             self.target = key
         elif key != self.target:
             return
         finding = Finding(signature, outcome, found_after=time.monotonic() - self.started)
-        if self.best is None or (self.best.difference.cls, self.best.difference.do) != key:
+        if self.best is None or self.best.difference.target != key:
             self.best = finding
+            self.clock.switch("shrink")     # from here on this round shrinks
         elif finding.size() < self.best.size():
             finding.found_after = self.best.found_after
             self.best = finding
@@ -213,31 +280,67 @@ class Fuzzer:
             raise _Stop()
         raise _divergence_type(f"{key[0]}/{key[1]}")(difference.describe())
 
-    def _execute(self, program: Program, settle: ServerSettle) -> Outcome:
+    def _owner(self, difference: Difference) -> ServerProcess | None:
+        """The process of the side that crashed, if the fuzzer runs it."""
+        if difference.side == "reference":
+            return self.options.reference_server
+        return self.options.server
+
+    def _execute(self, program: Program, settle: ServerSettle, reference_settle: ServerSettle) -> Outcome:
         prefix = f"fz{self.rng.getrandbits(32):08x}"
-        budget = 10.0 + len(program.steps) * (settle.timeout * 2 + 2.0)
+        sides = 2 if self.options.reference is not None else 1
+        budget = 10.0 + sides * len(program.steps) * (settle.timeout * 2 + 2.0)
         budget = min(budget, max(self.deadline + OVERRUN - time.monotonic(), 0.1))
-        server = self.options.server
+        server, reference_server = self.options.server, self.options.reference_server
         target = server.address if server is not None else self.options.target     # a restart may move it
+        reference = reference_server.address if reference_server is not None else self.options.reference
         try:
-            outcome = differential(program, target, self.options.model, settle, prefix, budget)
+            outcome = differential(program, target, self.options.model, settle, prefix, budget,
+                                   reference, reference_settle)
         except TimeoutError:        # the run's end (plus OVERRUN) came first
             self._stop_reason = self._stop_reason or "budget"
             raise _Stop() from None
         self.report.programs += 1
         self.report.steps += outcome.steps_run
-        self.report.trace.update(f"{program}\n{outcome.difference and outcome.difference.signature}\n".encode())
-        crashed = outcome.difference is not None and outcome.difference.cls == "crash"
+        if self.clock.current is not None:
+            self.report.phase_steps[self.clock.current] += outcome.steps_run
+        difference = outcome.difference
+        crashed = difference is not None and difference.cls == "crash"
         self.report.crashes += crashed
-        if server is not None and (crashed or not server.alive()):
-            try:
-                server.restart()
-            except Exception as error:      # ServerStartError: the run cannot go on
-                self._fatal = error
-                self._stop_reason = "server"
-                raise _Stop() from None
+        server_crashed = crashed and difference is not None and difference.side == "server"
+        reference_crashed = outcome.reference_crash is not None
+        self._recover(server, server_crashed, difference if server_crashed else None)
+        self._recover(reference_server, reference_crashed,
+                      outcome.reference_crash if difference is outcome.reference_crash else None)
+        if crashed and difference is not None:
+            self.report.bins[difference.signature] += 1
+        self.report.trace.update(f"{program}\n{difference and difference.signature}\n".encode())
         self._tick()
         return outcome
+
+    def _recover(self, process: ServerProcess | None, crashed: bool, difference: Difference | None) -> None:
+        """After a program: triage a crash of ``process`` into ``difference``, and
+        restart it if it crashed or died."""
+        if process is None or not (crashed or not process.alive()):
+            return
+        previous = self.clock.switch("restart")
+        try:
+            if difference is not None:
+                difference.evidence = self._triage(process, difference)
+            process.restart()
+        except Exception as error:      # ServerStartError: the run cannot go on
+            self._fatal = error
+            self._stop_reason = "server"
+            raise _Stop() from None
+        finally:
+            self.clock.switch(previous)
+
+    @staticmethod
+    def _triage(process: ServerProcess, difference: Difference) -> Evidence:
+        status = process.wait_exit(TRIAGE_WAIT)
+        if status is not None:
+            process.output_settled(OUTPUT_WAIT)
+        return triage(status, process.output(), shape=f"{difference.do}/{difference.feature}")
 
     def _simplify(self, finding: Finding) -> Finding:
         """One last pass over the shrunk program: without the steps after the one that
@@ -251,7 +354,7 @@ class Fuzzer:
                 return None     # (half the overrun: the confirmation needs the rest)
             program = Program(best.program.identities, steps)
             try:
-                outcome = self._execute(program, self.settle)
+                outcome = self._execute(program, self.settle, self.reference_settles[0])
             except _Stop:
                 return None
             difference = outcome.difference
@@ -282,7 +385,13 @@ class Fuzzer:
         self.report.elapsed = now - self.started
         if self.options.progress is not None and now - self._last_progress >= 1.0:
             self._last_progress = now
+            self.clock.switch(self.clock.current)       # bring the phase times up to now
+            self._tally_settles()
             self.options.progress(self.report)
+
+    def _tally_settles(self) -> None:
+        self.report.settle_waits = sum(settle.waited for settle in (self.settle, self.patient,
+                                                                      *self.reference_settles))
 
     # -- after a round: keep what repeats ------------------------------------------------
 
@@ -291,9 +400,11 @@ class Fuzzer:
         if finding is None:
             return
         if not finding.confirmed:
+            self.clock.switch("shrink")
             finding = self._simplify(finding)
+            self.clock.switch("confirm")
             try:
-                again = self._execute(finding.program, self.patient)
+                again = self._execute(finding.program, self.patient, self.reference_settles[1])
             except _Stop:
                 self.report.unrepeatable.append(f"{finding.signature} (not confirmed: the budget ran out)")
                 raise
