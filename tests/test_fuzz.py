@@ -265,11 +265,11 @@ def test_a_restart_after_the_first_swaps_to_a_spare_server_already_listening() -
             except OSError:
                 return False
         assert wait_until(spare_listens, timeout=20)
-        spare_process = server._spare.process if server._spare else None
+        spare_process = server._spare_queue[0].process if server._spare_queue else None
         server.restart()
         assert server.address == spare and server._current is not None and server._current.process is spare_process and server.alive()
         assert server.spare_address not in (None, spare, first)
-        next_spare = server._spare.process if server._spare else None
+        next_spare = server._spare_queue[0].process if server._spare_queue else None
     finally:
         server.close()
     assert next_spare is not None and next_spare.poll() is not None     # close stops the spare too

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from conftest import free_port, wait_until
 from tpsharness.fuzz.compare import Difference
 from tpsharness.fuzz.differential import Outcome
 from tpsharness.fuzz.fixture import write
@@ -27,35 +27,45 @@ from tpsharness.fuzz.runner import Finding
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
 
-# A server that forks twice: a worker that stays in its process group, and a daemon
-# that leaves the group and the session (setsid) and listens on a port of its own.
-# Each writes "<pid> <port>" to a file named after it once it is up.
+# A server that forks: a worker that stays in its session; the server itself as a
+# daemon (fork, setsid, fork) listening on {port}; and a "database" daemon on a port
+# of its own, a shared service that is not the server. Each writes "<pid> <port>"
+# to a file named after it once it is up; the leader then waits.
 FORKING_SERVER = textwrap.dedent("""\
     import os, runpy, socket, sys, time
     port, prefix = sys.argv[1], sys.argv[2]
 
-    def announce(name, listener=None):
-        listening = listener.getsockname()[1] if listener else 0
+    def announce(name, listening=0):
         with open(f"{prefix}.{name}.tmp", "w") as handle:
             handle.write(f"{os.getpid()} {listening}")
         os.rename(f"{prefix}.{name}.tmp", f"{prefix}.{name}")
 
-    if os.fork() == 0:
+    def daemon():
+        if os.fork():
+            return False
         os.setsid()
-        if os.fork() == 0:
-            helper = socket.socket()
-            helper.bind(("127.0.0.1", 0))
-            helper.listen()
-            announce("daemon", helper)
-            time.sleep(60)
+        if os.fork():
+            os._exit(0)
+        return True
+
+    if daemon():
+        helper = socket.socket()
+        helper.bind(("127.0.0.1", 0))
+        helper.listen()
+        announce("database", helper.getsockname()[1])
+        time.sleep(60)
+        os._exit(0)
+    if daemon():
+        announce("daemon", int(port))
+        sys.argv = ["fake_tps", "--port", port]
+        runpy.run_module("fake_tps", run_name="__main__")
         os._exit(0)
     if os.fork() == 0:
         announce("worker")
         time.sleep(60)
         os._exit(0)
     announce("leader")
-    sys.argv = ["fake_tps", "--port", port]
-    runpy.run_module("fake_tps", run_name="__main__")
+    time.sleep(60)
     """)
 
 
@@ -110,27 +120,35 @@ def test_a_forking_server_leaves_nothing_running_or_listening(tmp_path: Path) ->
         server.start()
         leader, _ = started(prefix, "leader")
         worker, _ = started(prefix, "worker")
-        daemon, daemon_port = started(prefix, "daemon")
-        assert not refuses(server.port) and not refuses(daemon_port)
+        daemon, port = started(prefix, "daemon")
+        database, database_port = started(prefix, "database")
+        assert port == server.port and not refuses(port)
     finally:
         server.close()
-    assert wait_until(lambda: gone(leader) and gone(worker) and gone(daemon), timeout=10)
-    assert refuses(server.port) and refuses(daemon_port)
+    try:
+        assert wait_until(lambda: gone(leader) and gone(worker) and gone(daemon), timeout=10)
+        assert refuses(port)
+        assert not gone(database) and not refuses(database_port)    # a shared service stays
+    finally:
+        os.kill(database, signal.SIGKILL)
 
 
 def test_a_restart_stops_what_the_previous_server_left_behind(tmp_path: Path) -> None:
     command, prefix = forking_command(tmp_path)
-    server = ServerProcess(command)
+    server = ServerProcess(command, port=free_port())      # a port of our choosing: no spares
     try:
         server.start()
         worker, _ = started(prefix, "worker")
-        daemon, daemon_port = started(prefix, "daemon")
-        for name in ("worker", "daemon"):
+        daemon, port = started(prefix, "daemon")
+        database, _ = started(prefix, "database")
+        os.kill(database, signal.SIGKILL)
+        for name in ("worker", "daemon", "database"):
             Path(f"{prefix}.{name}").unlink()
         server.restart()
         assert wait_until(lambda: gone(worker) and gone(daemon), timeout=10)
-        assert refuses(daemon_port) and server.alive()
+        assert server.alive() and not refuses(server.port)
         started(prefix, "worker")       # the new server's own are up
+        os.kill(started(prefix, "database")[0], signal.SIGKILL)
     finally:
         server.close()
 
@@ -156,8 +174,10 @@ def test_a_fuzzer_stopped_by_a_signal_leaves_nothing_running(tmp_path: Path, how
     command, prefix = forking_command(tmp_path)
     fuzzer = fuzz_process(command)
     try:
+        leader, _ = started(prefix, "leader")
         worker, _ = started(prefix, "worker")
-        daemon, daemon_port = started(prefix, "daemon")
+        daemon, port = started(prefix, "daemon")
+        database, _ = started(prefix, "database")
         assert fuzzer.stderr is not None
         first = fuzzer.stderr.readline()        # the first progress line: programs are running
         assert first.startswith("fuzz:"), first
@@ -167,8 +187,11 @@ def test_a_fuzzer_stopped_by_a_signal_leaves_nothing_running(tmp_path: Path, how
     finally:
         fuzzer.kill()
         fuzzer.wait()
-    assert wait_until(lambda: gone(worker) and gone(daemon), timeout=10), (out, err)
-    assert refuses(daemon_port)
+    try:
+        assert wait_until(lambda: gone(leader) and gone(worker) and gone(daemon), timeout=10), (out, err)
+        assert refuses(port)
+    finally:
+        os.kill(database, signal.SIGKILL)
     if how == signal.SIGTERM:       # it had time to say what it did
         assert fuzzer.returncode == 2, (out, err)
         assert "stopped by SIGTERM" in out and "terminated" in err

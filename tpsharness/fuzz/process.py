@@ -4,13 +4,12 @@ As AFL restarts its target after each crash, the fuzzer restarts the server, so
 that a crash can be shrunk: every candidate program runs against a live server.
 The command is a shell line (``/bin/sh -c``, so ``cd DIR && exec ./server -s
 {port}`` works); ``{port}`` is replaced by a free loopback port. Each start is a
-session and process group of its own, and the whole group is killed on every path
-(restart, end, Ctrl-C, SIGTERM); a watchdog process kills it too if the fuzzer dies
-by SIGKILL, and a server that left its group (a daemon) is found by the variable
-every process it started inherits (``watchdog.ENVIRONMENT``). The leader is not
-reaped until its group has been killed, so the group id cannot be reused meanwhile.
-Its stdout and stderr go to a bounded ring (``output.OutputRing``), which crash
-triage reads along with the exit status.
+session of its own, and all of it is killed on every path (restart, end, Ctrl-C,
+SIGTERM), with a server that daemonized out of it (``watchdog.belonging``); a
+watchdog process does the same if the fuzzer dies by SIGKILL. The leader is not
+reaped until then, so its session id cannot be reused meanwhile. Its stdout and
+stderr go to a bounded ring (``output.OutputRing``), which crash triage reads along
+with the exit status.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -34,8 +34,10 @@ START_TIMEOUT = 10.0
 STOP_GRACE = 2.0                # seconds from SIGTERM to SIGKILL
 OUTPUT_SHOWN = 1500             # characters of the command's output quoted in errors
 FIRST_BACKOFF = 0.001           # seconds between looks at the port, doubling up to
-LAST_BACKOFF = 0.05
+LAST_BACKOFF = 0.01
 SHELL = "/bin/sh"
+MAX_SPARES = 8                  # servers kept listening for the next restarts
+SPARE_PATIENCE = 0.02           # seconds a restart may wait for its spare before another is kept
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ def free_port() -> int:
 
 
 class _Watchdog:
-    """The watchdog process (see ``watchdog``): told of each group started, it
-    kills them all when the fuzzer closes its stdin or dies."""
+    """The watchdog process (see ``watchdog``): told of each start (session, port),
+    it kills them all when the fuzzer closes its stdin or dies."""
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -85,10 +87,10 @@ class _Watchdog:
                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def watch(self, group: int) -> None:
+    def watch(self, session: int, port: int) -> None:
         assert self.process.stdin is not None       # a pipe, made above
         try:
-            self.process.stdin.write(b"%d\n" % group)
+            self.process.stdin.write(b"%d %d\n" % (session, port))
             self.process.stdin.flush()
         except OSError:             # it died: the fuzzer still kills its groups itself
             pass
@@ -107,7 +109,7 @@ class _Watchdog:
 
 
 class _Launch:
-    """One start of the command: its process group, its port, its output."""
+    """One start of the command: its session, its port, its output."""
 
     def __init__(self, command: str, port: int, token: str, ring_size: int) -> None:
         self.port = port
@@ -129,8 +131,12 @@ class _Launch:
         self.background = False     # the leader exited 0 and left the server running
 
     @property
-    def group(self) -> int:
+    def session(self) -> int:
         return self.process.pid
+
+    def members(self) -> list[int]:
+        """The processes of this start's session, the leader's zombie aside."""
+        return watchdog.members({self.session})
 
     def status(self) -> ExitStatus | None:
         """The leader's exit status, or None while it runs; it is not reaped here."""
@@ -149,13 +155,16 @@ class _Launch:
 
     def others_running(self) -> bool:
         """Whether a process this start made still runs, the leader aside (a server
-        that forked into the background and let its shell exit)."""
-        prefix = self.marker.encode()
-        return any(pid != self.process.pid and _running(pid) for pid in watchdog.marked(prefix))
+        that forked into the background and let its shell exit), in any session."""
+        return any(pid != self.process.pid for pid in self.members()) or \
+            bool(watchdog.marked(self.marker.encode()))
 
     def alive(self) -> bool:
-        status = self.status()
-        return status is None or (status.code == 0 and self.others_running())
+        """The leader runs, or it left the server in the background, listening."""
+        if self.status() is None:
+            return True
+        return self.background and (any(pid != self.process.pid for pid in self.members()) or
+                                    watchdog.accepts(self.port))
 
     def wait_exit(self, timeout: float) -> ExitStatus | None:
         """The server's status once it exits, waiting at most ``timeout`` s: the
@@ -165,29 +174,29 @@ class _Launch:
         delay = FIRST_BACKOFF
         while True:
             status = self.status()
-            if self.background:
-                status = None if self.others_running() else ExitStatus()
+            if self.background:         # the server is not our child: it ended when its port did
+                status = None if watchdog.accepts(self.port) else ExitStatus()
             if status is not None or time.monotonic() >= deadline:
                 return status
             time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, LAST_BACKOFF)
 
     def stop(self) -> ExitStatus | None:
-        """SIGTERM to the group, SIGKILL after STOP_GRACE (at once if the leader is
-        gone), the same to any process of this start outside the group; then reap.
-        The leader's status (None if it ended by our signal)."""
+        """SIGTERM to everything of this start, SIGKILL after STOP_GRACE (at once if
+        the leader is gone); then reap. The leader's status (None if it ended by our
+        signal)."""
         before = self.status()
         if self._status is None:
-            _signal_group(self.group, signal.SIGTERM)
+            watchdog.kill(self.members(), signal.SIGTERM)
             if before is None:
                 self.wait_exit(STOP_GRACE)
-            _signal_group(self.group, signal.SIGKILL)
-            for pid in watchdog.marked(self.marker.encode()):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            self.process.kill()         # a leader that left its group and its environment
+            watchdog.kill(self.members(), signal.SIGKILL)
+            escaped = watchdog.daemons({self.port}, self.marker.encode())
+            watchdog.kill(escaped, signal.SIGTERM)
+            if escaped:
+                time.sleep(watchdog.GRACE)
+                watchdog.kill(watchdog.daemons({self.port}, self.marker.encode()), signal.SIGKILL)
+            self.process.kill()
             self.process.wait()
             self._status = self.status() if before is None else before
         self.ring.wait_ended(0.2)
@@ -195,30 +204,16 @@ class _Launch:
         return before
 
 
-def _signal_group(group: int, sig: int) -> None:
-    try:
-        os.killpg(group, sig)
-    except OSError:         # nothing left in it
-        pass
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 class ServerProcess:
     """``command`` (a shell line; ``{port}`` filled in) listening on ``host``:``port``.
 
     Where the fuzzer picked the port, the first restart also starts a spare server on
-    another free port, and each later restart swaps to the spare (already listening)
-    and starts the next one: shrinking a crash restarts the server for every crashing
-    candidate, and waiting for the server to start was most of that. ``address``
-    follows the swaps. A context manager: leaving it closes everything.
+    another free port, and each later restart swaps to the oldest spare (already
+    listening, as a rule) and starts another: shrinking a crash restarts the server
+    for every crashing candidate, and waiting for the server to start was most of
+    that. When a restart still waits for its spare, one more is kept (at most
+    MAX_SPARES). ``address`` follows the swaps. A context manager: leaving it closes
+    everything.
     """
 
     def __init__(self, command: str, host: str = HOST, port: int | None = None,
@@ -237,7 +232,8 @@ class ServerProcess:
         self._launches = 0
         self._spares = port is None         # the port is ours: a spare may take another
         self._current: _Launch | None = None
-        self._spare: _Launch | None = None
+        self._spare_queue: deque[_Launch] = deque()
+        self._spare_count = 1           # spares kept, once the first restart made one
         self._watchdog: _Watchdog | None = None
 
     def __enter__(self) -> ServerProcess:
@@ -254,12 +250,12 @@ class ServerProcess:
     @property
     def spare_address(self) -> tuple[str, int] | None:
         """Where the next restart's server listens (None: the next restart starts one)."""
-        return None if self._spare is None else (self.host, self._spare.port)
+        return None if not self._spare_queue else (self.host, self._spare_queue[0].port)
 
     @property
-    def group(self) -> int | None:
-        """The process group of the server in use (None when stopped)."""
-        return None if self._current is None else self._current.group
+    def session(self) -> int | None:
+        """The session (and process group) of the server in use (None when stopped)."""
+        return None if self._current is None else self._current.session
 
     def start(self) -> None:
         """Start the command and wait until it accepts connections."""
@@ -267,17 +263,20 @@ class ServerProcess:
         self._wait_listening(self._current)
 
     def restart(self) -> None:
-        """A fresh server: the spare if there is one (then the address changes)."""
+        """A fresh server: the oldest spare if there is one (then the address changes)."""
         self.stop()
         self.restarts += 1
-        if self._spare is None:
+        if not self._spare_queue:
             self.start()
         else:
-            self._current, self._spare = self._spare, None
+            self._current = self._spare_queue.popleft()
             self.port = self._current.port
+            began = time.monotonic()
             self._wait_listening(self._current)
-        if self._spares:
-            self._spare = self._launch(free_port())
+            if time.monotonic() - began > SPARE_PATIENCE:
+                self._spare_count = min(self._spare_count + 1, MAX_SPARES)
+        while self._spares and len(self._spare_queue) < self._spare_count:
+            self._spare_queue.append(self._launch(free_port()))
 
     def alive(self) -> bool:
         """Whether the server in use runs (its leader, or what it left in the background)."""
@@ -304,9 +303,8 @@ class ServerProcess:
 
     def close(self) -> None:
         self.stop()
-        if self._spare is not None:
-            self._spare.stop()
-            self._spare = None
+        while self._spare_queue:
+            self._spare_queue.popleft().stop()
         if self._watchdog is not None:
             self._watchdog.close()
             self._watchdog = None
@@ -316,7 +314,7 @@ class ServerProcess:
             self._watchdog = _Watchdog(self.token)
         self._launches += 1
         launch = _Launch(self.command, port, f"{self.token}:{self._launches}", self.ring_size)
-        self._watchdog.watch(launch.group)
+        self._watchdog.watch(launch.session, port)
         return launch
 
     def _wait_listening(self, launch: _Launch) -> None:

@@ -44,6 +44,8 @@ OVERRUN = 5.0                   # seconds a program or a confirmation may run pa
 TRIAGE_WAIT = 5.0               # seconds a crashed server may take to exit (a sanitizer symbolizes)
 OUTPUT_WAIT = 0.5               # then for its output to end
 PHASES = ("explore", "shrink", "confirm", "restart")
+SHRINK_RUNS = 400               # programs one round may run shrinking its target
+CRASH_SHRINK_RUNS = 30          # ... when each costs a restart (a crash of a server we run)
 
 
 class _Stop(BaseException):
@@ -198,6 +200,7 @@ class Fuzzer:
         self.ignored = set(options.ignore)
         self.target: tuple[str, str] | None = None     # this round's (class, step kind)
         self.best: Finding | None = None                # the smallest program showing it
+        self.shrink_runs = 0                            # programs this round ran shrinking it
         self.rng = random.Random(options.seed)
         self.started = 0.0
         self.deadline = 0.0
@@ -256,6 +259,11 @@ class Fuzzer:
 
     def _check(self, program: Program) -> None:
         self._should_stop()
+        if self.best is not None:
+            self.shrink_runs += 1
+            crash = self.best.difference.cls == "crash"
+            if self.shrink_runs > (CRASH_SHRINK_RUNS if crash else SHRINK_RUNS):
+                raise _Stop()       # the round ends with the smallest program so far
         outcome = self._execute(program, self.settle, self.reference_settles[0])
         difference = outcome.difference
         if difference is None or difference.signature in self.ignored:
@@ -340,7 +348,8 @@ class Fuzzer:
         status = process.wait_exit(TRIAGE_WAIT)
         if status is not None:
             process.output_settled(OUTPUT_WAIT)
-        return triage(status, process.output(), shape=f"{difference.do}/{difference.feature}")
+        shape = f"{difference.do}/{difference.feature.split('+')[0]}"     # the step, not its variant
+        return triage(status, process.output(), shape=shape)
 
     def _simplify(self, finding: Finding) -> Finding:
         """One last pass over the shrunk program: without the steps after the one that
@@ -397,6 +406,7 @@ class Fuzzer:
 
     def _confirm(self) -> None:
         finding, self.best, self.target = self.best, None, None
+        self.shrink_runs = 0
         if finding is None:
             return
         if not finding.confirmed:

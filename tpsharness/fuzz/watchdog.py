@@ -2,51 +2,121 @@
 
 ``ServerProcess`` starts this file as a process of its own session (``python -I -S
 watchdog.py TOKEN``: standard library only, nothing of tpsharness is imported) and
-keeps the write end of its stdin. The fuzzer writes one line per server it starts,
-the server's process group id. When stdin ends, because the fuzzer closed it or
-because the fuzzer died, every process group it was told of is killed, and so is
-every process whose environment carries ``TPSHARNESS_FUZZ_SERVER=TOKEN:...`` (a
-server that double-forked and called setsid left its group but kept that variable).
-The parent-death signal cannot do this: it reaches only the direct child.
+keeps the write end of its stdin. The fuzzer writes one line per server it starts:
+its session id (the leader's pid, which is also its process group) and its port.
+When stdin ends, because the fuzzer closed it or because the fuzzer died, each of
+those is killed with everything that belongs to it (``belonging``). The
+parent-death signal cannot do this: it reaches only the direct child.
+
+What belongs to a start: every process of its session (``members``), and, while
+its port still accepts connections once those are gone, every process of a session
+of its own that inherited ``TPSHARNESS_FUZZ_SERVER=TOKEN:N.`` and listens on that
+port (``daemons``: a server that daemonized, fork, setsid, fork). A daemon that does
+not listen on the port (a database or a redis the command started) is a shared
+service, not the server: it is left running.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 
 ENVIRONMENT = "TPSHARNESS_FUZZ_SERVER"     # the variable every server process inherits
 GRACE = 0.5                 # seconds between SIGTERM and SIGKILL
+LISTEN = "0A"               # the state of a listening socket in /proc/net/tcp
 
 
-def marked(prefix: bytes) -> list[int]:
-    """Pids of this user's processes whose environment holds ``prefix`` (one
-    ``NAME=VALUE`` entry's start), the caller's own excepted."""
-    pids = []
+def _processes() -> list[tuple[int, int]]:
+    """(pid, session id) of every process that is not a zombie, the caller excepted."""
+    found = []
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                entries = handle.read().split(b"\0")
-        except OSError:         # gone, or another user's
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        if any(entry.startswith(prefix) for entry in entries):
-            pids.append(int(name))
-    return pids
+        if fields[0] != b"Z":
+            found.append((int(name), int(fields[3])))     # state, ppid, pgrp, session
+    return found
 
 
-def kill_all(groups: set[int], prefix: bytes, sig: int) -> None:
-    """Send ``sig`` to every process group of ``groups`` and every marked process."""
-    for group in groups:
+def _marked(pid: int, prefix: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return any(entry.startswith(prefix) for entry in handle.read().split(b"\0"))
+    except OSError:         # gone, or another user's
+        return False
+
+
+def _listening(ports: set[int]) -> set[str]:
+    """The socket inodes listening on ``ports`` (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            os.killpg(group, sig)
+            with open(table) as handle:
+                lines = handle.readlines()[1:]
         except OSError:
-            pass
-    for pid in marked(prefix):
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == LISTEN and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def marked(prefix: bytes) -> list[int]:
+    """Pids of the processes that carry ``prefix`` in their environment."""
+    return [pid for pid, _ in _processes() if _marked(pid, prefix)]
+
+
+def members(sessions: set[int]) -> list[int]:
+    """Pids of the processes of ``sessions``."""
+    return [pid for pid, session in _processes() if session in sessions]
+
+
+def daemons(ports: set[int], prefix: bytes) -> list[int]:
+    """Pids of the sessions of processes that carry ``prefix`` in their environment and
+    listen on one of ``ports`` (slow where the machine has many sockets: used only
+    when a port still accepts connections after its server's session is gone)."""
+    ports = {port for port in ports if accepts(port)}
+    inodes = _listening(ports) if ports else set()
+    if not inodes:
+        return []
+    processes = _processes()
+    escaped = {session for pid, session in processes if _marked(pid, prefix) and _holds(pid, inodes)}
+    return [pid for pid, session in processes if session in escaped]
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
         try:
             os.kill(pid, sig)
         except OSError:
@@ -56,15 +126,21 @@ def kill_all(groups: set[int], prefix: bytes, sig: int) -> None:
 def main(token: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # only the end of stdin stops us
     prefix = f"{ENVIRONMENT}={token}:".encode()
-    groups: set[int] = set()
+    starts: dict[int, int] = {}
     for line in sys.stdin.buffer:
-        if line.strip().isdigit():
-            groups.add(int(line))
-    kill_all(groups, prefix, signal.SIGTERM)
+        fields = line.split()
+        if len(fields) == 2 and all(field.isdigit() for field in fields):
+            starts[int(fields[0])] = int(fields[1])
+    sessions, ports = set(starts), set(starts.values())
+    kill(members(sessions), signal.SIGTERM)
     deadline = time.monotonic() + GRACE
-    while time.monotonic() < deadline and marked(prefix):
+    while time.monotonic() < deadline and members(sessions):
         time.sleep(0.02)
-    kill_all(groups, prefix, signal.SIGKILL)
+    kill(members(sessions), signal.SIGKILL)
+    escaped = daemons(ports, prefix)
+    kill(escaped, signal.SIGTERM)
+    time.sleep(GRACE if escaped else 0)
+    kill(daemons(ports, prefix), signal.SIGKILL)
 
 
 if __name__ == "__main__":
