@@ -1,6 +1,8 @@
 """python -m fake_tps: serve the fake TPS until SIGINT or SIGTERM, then print counters."""
 
 import argparse
+import os
+import resource
 import signal
 import sys
 import textwrap
@@ -11,7 +13,7 @@ from tpsharness.defaults import HOST, PORT
 from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address
 
-from .faults import FAULTS
+from .faults import FAULTS, Crash
 from .jsonlog import JsonLines
 from .options import FAULT_ALIASES, add_arguments, from_arguments
 from .server import FakeTPS
@@ -86,9 +88,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
         if log is not None:
             log.close()
+    if server.crash is not None:
+        return crash(server.crash)
     counters = " ".join(f"{name}={value}" for name, value in server.stats.as_dict().items())
     print(f"fake TPS stopped: {counters}", file=said, flush=True)
     return 0
+
+
+def crash(how: Crash) -> int:
+    """End the process as the planted crash says: its report on stderr, then its
+    signal (no core file) or its exit status."""
+    sys.stdout.flush()
+    sys.stderr.write(how.report.replace("{pid}", str(os.getpid())))
+    sys.stderr.flush()
+    if how.signal is None:
+        return how.status
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    signal.signal(how.signal, signal.SIG_DFL)
+    os.kill(os.getpid(), how.signal)
+    return 128 + how.signal     # (not reached: the signal ends the process)
 
 
 if __name__ == "__main__":

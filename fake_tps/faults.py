@@ -10,10 +10,18 @@ here); docs/protocol.md section 4 lists the catalogue.
 
 Hook functions see the server through ``Server``, the small public interface below
 (``FakeTPS`` is one), never through its private names.
+
+Three faults crash the server as a C/C++ one crashes, each its own way (``Crash``):
+what it prints last and how the process ends. A FakeTPS serving in a thread only
+stops serving (a test process must not die); ``python -m fake_tps`` then prints
+the report and exits with the crash's status or signal, for tpsharness fuzz's
+triage to read.
 """
 
 from __future__ import annotations
 
+import json
+import signal
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,8 +52,8 @@ class Server(Protocol):
     def close_peer(self, peer: Peer, reason: str) -> None:
         """Close ``peer`` and remove its table entries; ``reason`` goes into its close event."""
 
-    def die(self) -> None:
-        """Stop serving, as a crashed server would."""
+    def die(self, crash: Crash | None = None) -> None:
+        """Stop serving, as a crashed server would (``crash``: how the process ends)."""
 
     def note(self, text: str) -> None:
         """Record an event."""
@@ -74,6 +82,36 @@ TakeoverHook = Callable[[Server, Peer, Peer], bool]             # (newer, older)
 RELAYS_BEFORE_DROPPING = 3      # the drop-relays-after-3 fault
 GARBAGE = b"\x16\x03\x01 this is not HTTP\r\n\x00\xff\xfe\r\n\r\n"
 CORRUPT_REGISTER_BODY = b'{"TransProxy": corrupt'
+LONG_HEADER = 1024              # a header value longer than this kills die-on-long-header
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """How a planted crash ends ``python -m fake_tps``: the report it prints last on
+    stderr (``{pid}`` is its pid), and its exit status, or the signal that kills it."""
+
+    report: str = ""
+    status: int = 1
+    signal: int | None = None
+
+
+# What a C++ server prints when AddressSanitizer catches it reading past a buffer (the
+# frames are the imitated server's, not the fake's), and when an exception escapes.
+ASAN_CRASH = Crash(
+    "=================================================================\n"
+    "=={pid}==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x602000000b1c at pc "
+    "0x55c3d1e4a2b1 bp 0x7ffc1e0a3f20 sp 0x7ffc1e0a3f18\n"
+    "READ of size 4 at 0x602000000b1c thread T0\n"
+    "    #0 0x55c3d1e4a2b0 in auth_code_of(Json::Value const&) src/register.cpp:48\n"
+    "    #1 0x55c3d1e4b3c4 in handle_register(Peer*, Message const&) src/register.cpp:97\n"
+    "    #2 0x55c3d1e4c5d8 in on_read(bufferevent*, void*) src/server.cpp:212\n"
+    "    #3 0x7f3a1b2c3d4e in event_base_loop (/lib/x86_64-linux-gnu/libevent-2.1.so.7+0x1e4d4)\n"
+    "\n"
+    "SUMMARY: AddressSanitizer: heap-buffer-overflow src/register.cpp:48 in auth_code_of(Json::Value const&)\n"
+    "=={pid}==ABORTING\n", status=1)
+TERMINATE_CRASH = Crash("terminate called after throwing an instance of 'std::length_error'\n"
+                        "  what():  basic_string::_M_create\n", signal=signal.SIGABRT)
+SEGV_CRASH = Crash(signal=signal.SIGSEGV)     # as the field server died: no word, a SIGSEGV
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +190,33 @@ def _die_on_dangling_entry(server: Server, peer: Peer, request: PrivateData,
     if target is None or not target.closed:
         return False
     server.note(f"private data for dangling {request.dest!r}: dying, as the field server did")
-    server.die()
+    server.die(SEGV_CRASH)
     return True
+
+
+def _die_on_non_string_auth_code(server: Server, peer: Peer, message: Message) -> bool:
+    if not isinstance(message, RegisterRequest):
+        return False
+    body = message.raw.partition(b"\r\n\r\n")[2]
+    try:
+        auth_code = json.loads(body)["TransProxy"]["Body"]["AuthCode"]
+    except (ValueError, RecursionError, KeyError, TypeError):
+        return False            # no AuthCode, or not the register JSON: not this bug
+    if isinstance(auth_code, str):
+        return False
+    server.note(f"register with an AuthCode that is not a string ({type(auth_code).__name__}): dying")
+    server.die(ASAN_CRASH)
+    return True
+
+
+def _die_on_long_header(server: Server, peer: Peer, message: Message) -> bool:
+    head = message.raw.partition(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n")[1:]:
+        if len(line.partition(b":")[2].strip()) > LONG_HEADER:
+            server.note(f"a header value of more than {LONG_HEADER} bytes: dying")
+            server.die(TERMINATE_CRASH)
+            return True
+    return False
 
 
 def _drop(server: Server, sender: Peer, target: Peer,
@@ -213,7 +276,7 @@ FAULTS: Mapping[str, Fault] = MappingProxyType({
     "corrupt-relays": Fault("relay private data with its last byte changed", relay=_corrupt_last_byte),
     "duplicate-relays": Fault("relay each private data twice", relay=_twice),
     "die-on-dangling-entry": Fault("like the field server, keep a dangling entry when a connection "
-                                   "registers a second serial, and die (stop serving) on private "
+                                   "registers a second serial, and die (SIGSEGV) on private "
                                    "data for it", second_serial=_keep_dangling_entry,
                                    private_data=_die_on_dangling_entry),
     # Plausible server bugs, planted for tpsharness fuzz to find.
@@ -225,6 +288,11 @@ FAULTS: Mapping[str, Fault] = MappingProxyType({
                                  "one connection", relay=_drop_after_some),
     "takeover-closes-newer": Fault("on a takeover, close the newer connection instead of the "
                                    "older one", takeover=_close_newer),
+    "die-on-non-string-auth-code": Fault("crash (an AddressSanitizer report, exit status 1) on a "
+                                         "register whose AuthCode is not a JSON string",
+                                         message=_die_on_non_string_auth_code),
+    "die-on-long-header": Fault(f"crash (an uncaught std::length_error, SIGABRT) on a request "
+                                f"with a header value over {LONG_HEADER} bytes", message=_die_on_long_header),
 })
 
 

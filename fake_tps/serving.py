@@ -24,7 +24,7 @@ from tpsharness.syscalls import NewTask, Sleep, WaitReadable, kill, spawn
 
 from .bridge import CALL_TIMEOUT, Bridge, ServerThread
 from .events import EventLog, OnEvent, Stats, make_event
-from .faults import Hooks
+from .faults import Crash, Hooks
 from .options import FakeOptions
 from .peer import Peer
 
@@ -46,6 +46,7 @@ class Serving:
     def __init__(self, host: str, port: int, on_event: OnEvent | None = None) -> None:
         self.on_event = on_event        # called with each Event, in the server's thread
         self.stats = Stats()
+        self.crash: Crash | None = None     # how a planted crash ended serving
         self._log = EventLog()
         self._listener = net.listen(host, port)
         self.address: tuple[str, int] = self._listener.sock.getsockname()[:2]
@@ -277,9 +278,11 @@ class Serving:
             self.close_peer(peer, reason)
         self._table.clear()
 
-    def die(self) -> None:
+    def die(self, crash: Crash | None = None) -> None:
         """Stop serving as a crashed server would: the listener first (whoever sees a
-        connection close then finds the server dead), then every connection."""
+        connection close then finds the server dead), then every connection. ``crash``
+        is kept for ``python -m fake_tps``, which ends the process so."""
+        self.crash = crash or self.crash
         self._listener.close()
         self._close_all("the server died")
         self.request_stop()

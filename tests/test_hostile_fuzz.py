@@ -22,7 +22,8 @@ from tpsharness.fuzz.compare import Difference
 from tpsharness.fuzz.differential import Outcome
 from tpsharness.fuzz.fixture import write
 from tpsharness.fuzz.process import ServerProcess
-from tpsharness.fuzz.programs import Program, Step, Uuids
+from tpsharness.fuzz.programs import Program, Step
+from tpsharness.fuzz.uuids import Uuids
 from tpsharness.fuzz.runner import Finding
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"

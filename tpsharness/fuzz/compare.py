@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..protocol import quote
 from .observations import Garbage, Point, Relay, Reply, Seen
-from .programs import SELF, UNKNOWN, Step
+from .programs import Step
+from .uuids import SELF, UNKNOWN
 from .triage import Evidence, signature_of
 
 if TYPE_CHECKING:

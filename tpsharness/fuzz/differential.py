@@ -23,7 +23,8 @@ from .compare import Difference, Holders, feature, first_difference
 from .executor import ModelSettle, Run, ServerDown, ServerSettle
 from .observations import Point, Seen
 from .model import make_model
-from .programs import CAST, Program, Uuids
+from .programs import CAST, Program
+from .uuids import Uuids
 
 if TYPE_CHECKING:
     from fake_tps import FakeTPS

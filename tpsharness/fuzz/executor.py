@@ -20,7 +20,8 @@ from ..kernel import ReadGroup
 from ..protocol import PrivateDataTemplate, register_request
 from ..syscalls import Sleep, WaitReadable
 from .observations import Inbox, Point, Seen
-from .programs import Program, Step, Uuids
+from .programs import Program, Step
+from .uuids import Uuids
 
 if TYPE_CHECKING:
     from fake_tps import FakeTPS

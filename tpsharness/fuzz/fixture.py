@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ..scenario import validate
 from .compare import Difference, slug
 from .observations import Point, Relay, Reply, Seen
-from .programs import CAST, Program, Step, Uuids
+from .programs import CAST, Program, Step
+from .uuids import Uuids
 
 if TYPE_CHECKING:
     from .runner import Finding

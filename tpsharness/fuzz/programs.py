@@ -10,7 +10,7 @@ executor, so hypothesis may delete any step while it shrinks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from ..errors import InvalidArgument
 from ..protocol import PrivateDataTemplate, register_request
 from . import values
+from .uuids import POOL, SELF, UNKNOWN, Uuids
 from .values import Hostile
 
-POOL = 3                    # uuids shared by every actor of a program
-UNKNOWN = POOL              # a destination nobody holds
-SELF = POOL + 1             # the sender's own uuid
+__all__ = ["POOL", "SELF", "UNKNOWN", "Uuids", "Step", "RawData", "Program", "Hostile", "programs", "steps",
+           "identities", "mutate", "MUTATIONS", "CAST", "DEFAULT_IDENTITY"]
+
 CAST = {"cam1": "device", "cam2": "device", "app": "client", "raw": "raw"}
 DEFAULT_IDENTITY = {"cam1": 0, "cam2": 1, "app": 2}     # distinct until shrinking says otherwise
 LARGE = 4097                # a body above the field servers' 4096-byte read
@@ -146,29 +147,6 @@ class Program:
         return [name for name in CAST if name in used]
 
 
-@dataclass
-class Uuids:
-    """The pool's uuids for one program: fresh per program, the same for the model
-    and the server under test (relays carry them and are compared byte for byte)."""
-
-    prefix: str
-    pool: list[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pool = [f"{self.prefix}-u{index}" for index in range(POOL)]
-
-    @property
-    def unknown(self) -> str:
-        return f"{self.prefix}-nobody"
-
-    def dest(self, index: int, own: str) -> str:
-        if index == UNKNOWN:
-            return self.unknown
-        if index == SELF:
-            return own
-        return self.pool[index]
-
-
 def _show(value: object) -> str:
     if isinstance(value, bytes):
         return repr(value) if len(value) <= 24 else f"{value[:16]!r}...({len(value)} B)"
@@ -197,16 +175,20 @@ sizes = st.integers(0, values.MAX_SIZE)     # each value class's parameter: 0 is
 
 
 def _hostile(base: str) -> st.SearchStrategy[Hostile]:
-    """Requests of ``base`` with one place given a value of a class of its kind."""
+    """Requests of ``base`` with one place given a value of a class of its kind: each
+    (place, class) pair is one choice, equally likely (one draw, not two)."""
+    classes = {"json": values.JSON_CLASSES, "header": values.HEADER_CLASSES, "line": values.LINE_CLASSES}
     places = ([f"json:{path}" for path in values.JSON_PLACES] if base == "register" else []) + \
         [f"header:{name}" for name in values.HEADERS[base]] + [f"line:{part}" for part in values.LINE_PARTS]
-    classes = {"json": values.JSON_CLASSES, "header": values.HEADER_CLASSES, "line": values.LINE_CLASSES}
-    return st.sampled_from(places).flatmap(lambda where: st.builds(
-        Hostile, st.just(base), st.just(where), st.sampled_from(classes[where.split(":")[0]]), sizes,
-        pool_index, st.integers(0, UNKNOWN) if base == "private_data" else st.just(0),
-        st.binary(max_size=8) if base == "private_data" else st.just(b"")))
+    pairs = [(where, kind) for where in places for kind in classes[where.split(":")[0]]]
+    return st.builds(lambda pair, size, serial, dest, payload: Hostile(base, pair[0], pair[1], size, serial,
+                                                                      dest, payload),
+                     st.sampled_from(pairs), sizes, pool_index,
+                     st.integers(0, UNKNOWN) if base == "private_data" else st.just(0),
+                     st.binary(max_size=8) if base == "private_data" else st.just(b""))
 
 
+hostile_data = st.one_of(_hostile("register"), _hostile("private_data"))
 raw_data = st.one_of(
     st.builds(RawData, st.just("garbage"), garbage=st.sampled_from(KNOWN_GARBAGE)),
     st.builds(RawData, st.just("register"), serial=pool_index, mutation=st.sampled_from(MUTATIONS),
@@ -243,14 +225,17 @@ def _steps_of(actor: str, kind: str) -> list[tuple[str, st.SearchStrategy[Step]]
 
 # How often each kind of step is drawn (by repetition); hypothesis shrinks towards the first.
 KIND_WEIGHTS = ("register", "send", "register", "send", "send_raw", "close", "register", "send",
-                "connect", "send_raw", "close", "wait")
+                "connect", "send_raw", "close", "wait", "hostile", "hostile")
 
 
 def steps() -> st.SearchStrategy[Step]:
     """Any one step of any actor of the cast: a kind (by KIND_WEIGHTS), then an actor
-    that can do it and the step's arguments."""
+    that can do it and the step's arguments. A "hostile" step is a send_raw of a
+    request with a hostile value (values), so that each class is tried often."""
     by_kind = {"wait": [st.builds(lambda seconds: Step("wait", None, (("seconds", seconds),)),
-                                  st.sampled_from([0.001, 0.003]))]}
+                                  st.sampled_from([0.001, 0.003]))],
+               "hostile": [st.builds(lambda actor, data: _step("send_raw", actor, raw=data),
+                                     st.sampled_from(list(CAST)), hostile_data)]}
     for actor, kind in CAST.items():
         for do, strategy in _steps_of(actor, kind):
             by_kind.setdefault(do, []).append(strategy)
@@ -265,12 +250,7 @@ def identities() -> st.SearchStrategy[tuple[tuple[str, int], ...]]:
                              for actor, shift in zip(DEFAULT_IDENTITY, shifts)))
 
 
-def programs(max_steps: int = 10, seeds: tuple[Program, ...] = ()) -> st.SearchStrategy[Program]:
-    """Programs of 1 to ``max_steps`` steps; with ``seeds``, half of them made from a
-    seed (seeds.seeded)."""
-    generated = st.builds(lambda ids, body: Program(ids, tuple(body)), identities(),
-                          st.lists(steps(), min_size=1, max_size=max_steps))
-    if not seeds:
-        return generated
-    from .seeds import seeded
-    return st.one_of(seeded(seeds, max_steps), generated)
+def programs(max_steps: int = 10) -> st.SearchStrategy[Program]:
+    """Programs of 1 to ``max_steps`` steps."""
+    return st.builds(lambda ids, body: Program(ids, tuple(body)), identities(),
+                     st.lists(steps(), min_size=1, max_size=max_steps))

@@ -25,10 +25,11 @@ import random
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis import strategies as st
 from hypothesis.errors import HypothesisWarning
 
 from ..errors import Divergence, InvalidArgument
@@ -37,6 +38,8 @@ from .differential import Address, Outcome, differential
 from .executor import ServerSettle
 from .process import ServerProcess
 from .programs import Program, Step, programs
+from .values import Hostile
+from .seeds import seeded
 from .triage import Evidence, triage
 
 PATIENT_FACTOR = 10             # the confirming run waits this many times longer
@@ -244,7 +247,7 @@ class Fuzzer:
         @settings(max_examples=10 ** 9, deadline=None, database=None, derandomize=False,
                   suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
                   report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
-        @given(programs(self.options.max_steps, self.options.seeds))
+        @given(self._strategy())
         def search(program: Program) -> None:
             self._check(program)
 
@@ -256,6 +259,13 @@ class Fuzzer:
             pass
         except Exception:       # the shrunk Divergence (or hypothesis's Flaky): recorded already
             pass
+
+    def _strategy(self) -> st.SearchStrategy[Program]:
+        """Programs to run: generated ones, and as many made from a seed if there are seeds."""
+        generated = programs(self.options.max_steps)
+        if not self.options.seeds:
+            return generated
+        return st.one_of(seeded(self.options.seeds, self.options.max_steps), generated)
 
     def _check(self, program: Program) -> None:
         self._should_stop()
@@ -353,12 +363,14 @@ class Fuzzer:
 
     def _simplify(self, finding: Finding) -> Finding:
         """One last pass over the shrunk program: without the steps after the one that
-        diverged, then without each earlier step in turn (a step the model skipped too).
-        Hypothesis's shrinker can stop at a local minimum (a run cut short, a target
-        that moved); a smaller program that shows the same signature replaces it."""
+        diverged, then without each earlier step in turn (a step the model skipped too),
+        then each hostile value at the smallest size that still shows it. Hypothesis's
+        shrinker can stop at a local minimum (a run cut short, a target that moved, the
+        cap on a crash's shrinking); a smaller program that shows the same signature
+        replaces it."""
         best = finding
 
-        def without(steps: tuple[Step, ...]) -> Finding | None:
+        def attempt(steps: tuple[Step, ...]) -> Finding | None:
             if self._stop_reason not in (None, "budget") or time.monotonic() >= self.deadline + OVERRUN / 2:
                 return None     # (half the overrun: the confirmation needs the rest)
             program = Program(best.program.identities, steps)
@@ -373,10 +385,21 @@ class Fuzzer:
 
         steps = best.program.steps
         if len(steps) > best.difference.step + 1:
-            best = without(steps[:best.difference.step + 1]) or best
+            best = attempt(steps[:best.difference.step + 1]) or best
         for index in range(best.difference.step - 1, -1, -1):  # backwards: earlier indices stay put
             steps = best.program.steps
-            best = without(steps[:index] + steps[index + 1:]) or best
+            best = attempt(steps[:index] + steps[index + 1:]) or best
+        for index, step in enumerate(best.program.steps):
+            value = step.get("raw")
+            low = 0
+            while isinstance(value, Hostile) and low < value.size:     # the least size that still shows it
+                size = (low + value.size) // 2
+                smaller = Step(step.do, step.actor, (("raw", replace(value, size=size)),))
+                found = attempt(best.program.steps[:index] + (smaller,) + best.program.steps[index + 1:])
+                if found is None:
+                    low = size + 1
+                else:
+                    best, value = found, smaller.get("raw")
         return best
 
     def _should_stop(self) -> None:

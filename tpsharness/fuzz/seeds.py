@@ -26,8 +26,8 @@ from ..defaults import AUTH_CODE
 from ..errors import ScenarioError
 from ..protocol import PrivateDataTemplate, register_request
 from ..scenario import Scenario, load
-from .programs import (DEFAULT_IDENTITY, MUTATIONS, POOL, SELF, UNKNOWN, Program, Step, Uuids, identities,
-                       mutate, steps)
+from .programs import DEFAULT_IDENTITY, MUTATIONS, Program, Step, identities, mutate, steps
+from .uuids import POOL, SELF, UNKNOWN, Uuids
 
 MAX_SEED_STEPS = 64             # a longer recording is cut to its first steps
 MAX_WAIT = 0.5                  # seconds: a longer wait waits for a timeout, which the model does not keep

@@ -73,12 +73,11 @@ class Evidence:
 
     def describe(self) -> str:
         """One line: the status, the kind, where."""
-        text = f"{self.status}; {self.kind}"
         if self.frames:
-            text += f" in {self.frames[0]}"
-        elif self.line and self.line not in self.kind:
-            text += f": {self.line}"
-        return text
+            return f"{self.status}; {self.kind} in {self.frames[0]}"
+        if self.line.startswith(self.kind):
+            return f"{self.status}; {self.line}"
+        return f"{self.status}; {self.kind}" + (f": {self.line}" if self.line else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "kind": self.kind, "line": self.line, "frames": list(self.frames),

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import AUTH_CODE
 from ..protocol import PRIVATE_DATA_PATH, REGISTER_PATH, REGISTER_REQ
+from .uuids import SELF, UNKNOWN
 
 if TYPE_CHECKING:
-    from .programs import Uuids
+    from .uuids import Uuids
 
 MAX_SIZE = 65536                # the largest size drawn: a 64 KiB string
 MAX_COUNT = 64                  # keys, items, nesting levels
@@ -113,12 +114,12 @@ class Hostile:
         if self.base == "register":
             what = f"register(u{self.serial})"
         else:
-            to = {3: "unknown", 4: "self"}.get(self.dest, f"u{self.dest}")
+            to = {UNKNOWN: "unknown", SELF: "self"}.get(self.dest, f"u{self.dest}")
             what = f"private_data(u{self.serial}->{to}, {self.payload!r})"
         place, _, name = self.where.partition(":")
         shown = name.removeprefix("TransProxy.") or "the body" if place == "json" else \
-            f"{name}:" if place == "header" else f"the {name}"
-        return f"{what} {shown}={self.kind}({self.size})"
+            f"header {name}" if place == "header" else f"the {name}"
+        return f"{what} with {shown} {self.kind}({self.size})"
 
 
 def json_value(kind: str, size: int) -> str:
