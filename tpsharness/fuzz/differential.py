@@ -144,7 +144,8 @@ async def _run_reference(program: Program, address: Address, settle: ServerSettl
                          outcome: Outcome) -> None:
     """Every step the model ran, on the reference, waiting for what the model showed;
     its points go to ``outcome.reference_points``. A refusal is the reference's crash."""
-    run = Run(program, address, outcome.uuids, outcome.host, settle, outcome.exact_tails)
+    run = Run(program, address, outcome.uuids, outcome.host, settle, outcome.exact_tails,
+              early=False)      # it goes on past a difference: each point must be whole
     last = None
     try:
         for index in sorted(outcome.model_points):

@@ -70,13 +70,15 @@ class Run:
     """One program's actors against the server at ``address``."""
 
     def __init__(self, program: Program, address: tuple[str, int], uuids: Uuids, host: str,
-                 settle: Settle, exact_tails: bool = True) -> None:
+                 settle: Settle, exact_tails: bool = True, early: bool = True) -> None:
         self.program = program
         self.address = (str(address[0]), int(address[1]))
         self.uuids = uuids
         self.host = host                # the same Host header for model and server
         self.settle = settle
         self.exact_tails = exact_tails      # False: an unfinished message counts by its presence
+        self.acting: str | None = None      # the actor of the step being run
+        self.early = early                  # a point may end once it is known to differ (see apart)
         self.conns: dict[str, Conn] = {}            # actor -> the current connection
         self.connected_before: set[str] = set()
         self.lost: set[str] = set()                 # actors whose connection the server closed
@@ -127,6 +129,7 @@ class Run:
         """Run one step; its observation points (a list of {actor: Seen})."""
         points = []
         actor = step.actor or ""        # only a wait step has no actor, and it neither connects nor writes
+        self.acting = step.actor
         if self.connects_first(step):       # what the server says on accept joins the step's point
             await self._connect(actor)
         if step.do == "connect":
@@ -177,6 +180,14 @@ class Run:
         """{actor: Seen} of every actor with a connection, since the last point."""
         return {actor: conn.inbox.take() for actor, conn in self.conns.items()
                 if conn.open or conn.inbox.seen.closed or conn.inbox.seen.messages}
+
+    def apart(self, expected: Point) -> bool:
+        """Whether the acting actor's connection already differs from ``expected`` in a
+        way nothing later can change (a message that is not the one expected, one too
+        many, a close): the point's difference is then known, waiting is pointless."""
+        if not self.early or self.acting is None or self.acting not in self.conns:
+            return False
+        return self.conns[self.acting].inbox.apart(expected.get(self.acting, Seen()))
 
     def satisfied(self, expected: Point) -> bool:
         empty = Seen()
@@ -253,7 +264,7 @@ class ServerSettle:
         expects_something = any(seen.messages or seen.closed or seen.tail for seen in expected.values())
         while True:
             run.drain()
-            if run.satisfied(expected) or not any(conn.open for conn in run.conns.values()):
+            if run.satisfied(expected) or run.apart(expected) or not any(conn.open for conn in run.conns.values()):
                 break
             now = monotonic()
             if now >= start + self.timeout:

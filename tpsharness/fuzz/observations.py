@@ -134,6 +134,15 @@ class Inbox:
         tail = self.tail()
         return len(tail) >= len(expected.tail) if exact_tails else bool(tail)
 
+    def apart(self, expected: Seen) -> bool:
+        """True once this point differs from ``expected`` for good: a message other
+        than the one expected at its place, more messages, or a close not expected
+        (after a close nothing more arrives)."""
+        seen = self.seen
+        if len(seen.messages) > len(expected.messages) or (seen.closed and not expected.closed):
+            return True
+        return any(want != have for want, have in zip(expected.messages, seen.messages))
+
     def take(self) -> Seen:
         """This point's Seen; the next point starts empty."""
         seen, self.seen = self.seen, Seen()
