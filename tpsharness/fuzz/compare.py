@@ -114,7 +114,7 @@ def _compare_seen(expected: Seen, got: Seen, exact_tails: bool = True,
         have = got.messages[index] if index < len(got.messages) else None
         if want == have or (not exact_tails and _cut_alike(want, have)):
             if exact_replies and isinstance(want, Reply) and isinstance(have, Reply) and want.form != have.form:
-                return "reply bytes", quote(want.form, 120), quote(have.form, 120), f"{want.status}"
+                return ("reply bytes", *_where_apart(want.form, have.form), f"{want.status}")
             continue
         wanted = str(want) if want is not None else "nothing more"
         saw = str(have) if have is not None else ("a close" if got.closed else "nothing")
@@ -157,6 +157,16 @@ def _code(message: Reply | Relay | Garbage | None) -> str:
     if message.error_num is not None and message.error_num != "200":
         return f"{message.status}-{message.error_num}"
     return str(message.status)
+
+
+def _where_apart(expected: bytes, got: bytes, before: int = 16, after: int = 48) -> tuple[str, str]:
+    """The two byte strings around their first difference, as "<n> B, from byte <i>: ..."."""
+    at = next((index for index, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+    start = max(0, at - before)
+
+    def around(data: bytes) -> str:
+        return f"a reply of {len(data)} B, from byte {start}: {data[start:at + after]!r}"
+    return around(expected), around(got)
 
 
 def _relay_bytes(relay: Relay) -> str:
