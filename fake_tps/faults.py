@@ -288,7 +288,7 @@ FAULTS: Mapping[str, Fault] = MappingProxyType({
                                  "one connection", relay=_drop_after_some),
     "takeover-closes-newer": Fault("on a takeover, close the newer connection instead of the "
                                    "older one", takeover=_close_newer),
-    "die-on-non-string-auth-code": Fault("crash (an AddressSanitizer report, exit status 1) on a "
+    "die-on-auth-code-type": Fault("crash (an AddressSanitizer report, exit status 1) on a "
                                          "register whose AuthCode is not a JSON string",
                                          message=_die_on_non_string_auth_code),
     "die-on-long-header": Fault(f"crash (an uncaught std::length_error, SIGABRT) on a request "

@@ -192,7 +192,13 @@ def test_the_fuzz_benchmark_runs_and_prints_its_figures() -> None:
                           text=True, timeout=140)
     assert done.returncode == 0, done.stderr
     assert re.search(r"^self-test idle .* \d+ steps/s .* 0 findings", done.stdout, re.M), done.stdout
+    assert re.search(r"^exploring \(out-of-process fake\) +--model strict: +\d+ steps/s .* --model field: +\d+ "
+                     r"steps/s", done.stdout, re.M), done.stdout
+    assert re.search(r"^phases, crashing fake .* explore \d+% shrink \d+% confirm \d+% restart \d+%, settle waits "
+                     r"\d+%; \d+ crashes, [12] distinct", done.stdout, re.M), done.stdout
     assert re.search(r"^find takeover-closes-newer +median first seen", done.stdout, re.M), done.stdout
+    assert re.search(r"^find die-on-long-header +median first seen .* minimal program 1-1 steps", done.stdout,
+                     re.M), done.stdout
 
 
 def test_a_seed_and_a_program_count_make_a_run_repeat_exactly() -> None:
@@ -331,3 +337,52 @@ def test_ctrl_c_prints_what_was_found_so_far_and_exits_2() -> None:
     assert fuzzer.returncode == 2, (out, err)
     assert "stopped by interrupt" in out and "found nothing" in out, out
     assert "interrupted" in err
+
+
+def test_a_point_waiting_for_a_cut_message_sees_the_one_held() -> None:
+    # The field model's cut relays: a point is satisfied by the bytes held, not only by
+    # whole messages (it waited out every settle window before).
+    from tpsharness.fuzz.observations import Inbox, Seen
+    inbox = Inbox()
+    inbox.feed(b"POST /PrivateData HTTP/1.1\r\nHost: x\r\n")
+    assert inbox.satisfies(Seen(tail=b"POST /PrivateData HTTP/1.1\r\n"))
+    assert not inbox.satisfies(Seen(tail=b"POST /PrivateData HTTP/1.1\r\nHost: x\r\nDestUuid: y\r\n"))
+    assert inbox.satisfies(Seen(tail=b"POST /PrivateData HTTP/1.1\r\nHost: x\r\nDestUuid: y\r\n"), exact_tails=False)
+
+
+def test_a_point_known_to_differ_for_good_stops_waiting() -> None:
+    from tpsharness.fuzz.observations import Inbox, Reply, Seen
+    from tpsharness.protocol import reply
+    inbox = Inbox()
+    assert not inbox.apart(Seen([Reply(200)]))         # nothing yet: it may still come
+    inbox.feed(reply(404))
+    assert inbox.apart(Seen([Reply(200)]))              # another status at its place
+    assert not inbox.apart(Seen([Reply(404), Reply(200)]))
+    closed = Inbox()
+    closed.seen.closed = True
+    assert closed.apart(Seen([Reply(200)])) and not closed.apart(Seen(closed=True))
+
+
+def test_every_moment_of_a_run_belongs_to_one_phase() -> None:
+    report = run_against(f"{FAKE} --fault die-on-dangling-entry", budget=60, max_findings=1, seed=1)
+    assert set(report.phases) == {"explore", "shrink", "confirm", "restart"}
+    assert abs(sum(report.phases.values()) - report.elapsed) < 0.05 * report.elapsed + 0.05
+    assert report.phases["restart"] > 0 and report.phases["shrink"] > 0 and report.crashes > 0
+    assert 0 < report.settle_waits < report.elapsed
+    assert report.phase_steps["explore"] > 0 and report.exploring_steps_per_second > 0
+
+
+def test_the_progress_line_and_the_summary_say_where_the_time_went() -> None:
+    import io
+    from tpsharness.fuzz.summary import print_summary, progress_printer, summary
+    report = run_against(FAKE, budget=60, max_programs=30, seed=2)
+    stream = io.StringIO()
+    progress_printer(stream)(Report(elapsed=10.0, programs=1, phases=dict(report.phases)))
+    assert re.search(r"explore \d+% shrink \d+% confirm \d+% restart \d+%, settle waits \d+%", stream.getvalue())
+    out = io.StringIO()
+    print_summary(report, ("127.0.0.1", 1), "strict", stream=out)
+    assert re.search(r"time: exploring [\d.]+ s \(\d+%, \d+ steps/s\), shrinking [\d.]+ s .*restarting .*\n"
+                     r" +of which waiting out settle windows [\d.]+ s \(\d+%\)", out.getvalue()), out.getvalue()
+    data = summary(report, ("127.0.0.1", 1), "strict")
+    assert set(data["phases"]) == set(report.phases) and data["exploring_steps_per_second"] > 0
+    assert data["distinct_crashes"] == 0 and data["crash_bins"] == {}

@@ -151,7 +151,7 @@ def run_against(command: str, **options: object) -> Report:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fault, status, last", [
-    ("die-on-non-string-auth-code", "exited with status 1", "ABORTING"),
+    ("die-on-auth-code-type", "exited with status 1", "ABORTING"),
     ("die-on-long-header", "killed by SIGABRT", "what():  basic_string::_M_create"),
 ])
 def test_a_planted_crash_is_found_triaged_and_shrunk_to_one_step(fault: str, status: str, last: str,
@@ -178,7 +178,7 @@ def test_a_planted_crash_is_found_triaged_and_shrunk_to_one_step(fault: str, sta
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_both_planted_crashes_together_are_two_findings_each_with_its_own_status_and_last_line() -> None:
-    report = run_against(f"exec {FAKE} --fault die-on-non-string-auth-code --fault die-on-long-header",
+    report = run_against(f"exec {FAKE} --fault die-on-auth-code-type --fault die-on-long-header",
                          budget=90, max_findings=2, seed=1)
     assert len(report.findings) == 2 and report.distinct_crashes == 2, list(report.findings)
     evidence = [finding.evidence for finding in report.findings.values()]

@@ -1,4 +1,4 @@
-"""tpsharness fuzz: false positives, time to find each planted bug, steps/s.
+"""tpsharness fuzz: false positives, exploring speed, where the time goes, time to find each planted bug.
 
     python tests/bench/bench_fuzz.py              # 60 s self-tests, 5 seeds per fault
     python tests/bench/bench_fuzz.py --quick      # seconds: that it still runs
@@ -6,10 +6,16 @@
 1. The fake (a process) against the model for --seconds: must find nothing; again
    with every core kept busy by spinning processes (a slow server must not look
    like a wrong one). Prints steps/s: each step runs on the server and the model.
-2. Each planted fault, fuzzed through --server-cmd until the first finding, over
+2. Exploring steps/s, side by side, against an out-of-process fake: the default
+   fake with --model strict, and a field-like fake with --model field.
+3. The time share of each phase (exploring, shrinking, confirming, restarting, and
+   the settle waits within them) in a run against a fake that crashes often (both
+   planted crashes, through a server command).
+4. Each planted fault, fuzzed through --server-cmd until the first finding, over
    --seeds seeds: the median time until the first difference was seen and until it
-   was shrunk and confirmed, and the minimal program's length (goal: <= 30 s, <= 6).
-3. With --field-profile: the fake's field profile (a process, python -m fake_tps
+   was shrunk and confirmed, and the minimal program's length (goal: <= 30 s,
+   <= 6 steps; the planted crashes <= 3).
+5. With --field-profile: the fake's field profile (a process, python -m fake_tps
    --profile field) against --model field for --seconds, seeds 1 to --seeds: must
    find nothing (issue 17), and nothing else runs.
 """
@@ -25,12 +31,20 @@ from _common import best_of  # noqa: F401  (puts the worktree on sys.path)
 
 from tpsharness.fuzz.process import ServerProcess
 from tpsharness.fuzz.runner import Fuzzer, Options, Report
+from tpsharness.fuzz.summary import phases_line
 
-FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
+FAKE = f"exec {sys.executable} -m fake_tps --port {{port}}"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "takeover-closes-newer",
-           "die-on-dangling-entry"]
+           "die-on-dangling-entry", "die-on-auth-code-type", "die-on-long-header"]
+CRASHES = ["die-on-auth-code-type", "die-on-long-header"]
+
+
+def field_fake() -> str:
+    """The field-like fake: the field profile where the fake has one, else its old name."""
+    usage = subprocess.run([sys.executable, "-m", "fake_tps", "--help"], capture_output=True, text=True).stdout
+    return f"{FAKE} " + ("--profile field" if "--profile" in usage else "--fault one-read-one-message")
 
 
 def fuzz(command: str, **options: Any) -> Report:
@@ -57,6 +71,25 @@ def self_test(seconds: float, label: str, seed: int) -> Report:
     return report
 
 
+def exploring(seconds: float, seed: int) -> None:
+    """Exploring steps/s against the default fake (strict) and a field-like one (field)."""
+    rates = []
+    for label, command, model in (("strict", FAKE, "strict"), ("field", field_fake(), "field")):
+        report = fuzz(command, budget=seconds, seed=seed, model=model)
+        rates.append(f"--model {label}: {report.exploring_steps_per_second:4.0f} steps/s "
+                     f"({len(report.findings)} findings)")
+    print(f"exploring (out-of-process fake)  {'   '.join(rates)}   (goal for field: >= 300)", flush=True)
+
+
+def crash_heavy(seconds: float, seed: int) -> None:
+    """Where the time goes when the server crashes often."""
+    command = f"{FAKE} " + " ".join(f"--fault {fault}" for fault in CRASHES)
+    report = fuzz(command, budget=seconds, seed=seed)
+    print(f"phases, crashing fake {report.elapsed:5.1f} s: {phases_line(report)}; {report.crashes} crashes, "
+          f"{report.distinct_crashes} distinct; exploring {report.exploring_steps_per_second:.0f} steps/s",
+          flush=True)
+
+
 def time_to_find(fault: str, seeds: int, budget: float) -> None:
     seen, done, lengths, missed = [], [], [], 0
     for seed in range(1, seeds + 1):
@@ -69,9 +102,9 @@ def time_to_find(fault: str, seeds: int, budget: float) -> None:
         done.append(report.elapsed)
         lengths.append(sum(1 for _, ran in finding.listing() if ran))
     if not seen:
-        print(f"find {fault:24} not found in {seeds} runs of {budget:g} s", flush=True)
+        print(f"find {fault:28} not found in {seeds} runs of {budget:g} s", flush=True)
         return
-    print(f"find {fault:24} median first seen {statistics.median(seen):5.1f} s, shrunk and confirmed "
+    print(f"find {fault:28} median first seen {statistics.median(seen):5.1f} s, shrunk and confirmed "
           f"{statistics.median(done):5.1f} s (max {max(done):5.1f} s), minimal program "
           f"{min(lengths)}-{max(lengths)} steps, {missed} of {seeds} runs missed it", flush=True)
 
@@ -111,7 +144,9 @@ def main() -> None:
             for process in busy:
                 process.kill()
                 process.wait()
-    for fault in (["takeover-closes-newer"] if args.quick else PLANTED):
+    exploring(args.seconds, seed=3)
+    crash_heavy(args.seconds, seed=4)
+    for fault in (["takeover-closes-newer", "die-on-long-header"] if args.quick else PLANTED):
         time_to_find(fault, args.seeds, args.budget)
 
 

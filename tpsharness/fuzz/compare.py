@@ -68,8 +68,10 @@ class Difference:
         where = f"step {self.step + 1} ({self.do}, {self.feature})"
         if self.cls == "crash":
             who = "the reference crashed" if self.side == "reference" else "crash"
-            found = f": {self.evidence.describe()}" if self.evidence is not None else ""
-            return f"{who} after {where}: {self.got}{found}"
+            if self.evidence is None:
+                return f"{who} after {where}: {self.got}"
+            how = self.got.split(" (")[0]       # the refusal's errno adds nothing to the evidence
+            return f"{who} after {where}: {how}: {self.evidence.describe()}"
         return (f"{self.cls} at {where}{', second write' if self.point else ''}: "
                 f"on {self.actor}'s connection the {self.oracle} showed {self.expected}, "
                 f"the server {self.got}")

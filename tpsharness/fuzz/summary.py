@@ -102,7 +102,7 @@ def print_summary(report: Report, target: Address, model: str, paths: dict[str, 
                   file=stream)
         evidence = finding.evidence
         if evidence is not None:
-            print(f"    the server {evidence.status}; {evidence.kind}", file=stream)
+            print(f"    evidence: {evidence.status}; {evidence.kind}", file=stream)
             if evidence.line and evidence.line != evidence.kind:
                 print(f"      {evidence.line}", file=stream)
             for number, frame in enumerate(evidence.frames):
@@ -126,5 +126,5 @@ def _times(report: Report, restarts: int) -> str:
         if name == "restart" and restarts:
             text += f", {restarts} restarts"
         parts.append(text + ")")
-    return ", ".join(parts) + f"; waiting out settle windows {report.settle_waits:.1f} s " \
-                              f"({shares['settle']:.0%}, within the others)"
+    return ", ".join(parts) + f"\n        of which waiting out settle windows {report.settle_waits:.1f} s " \
+                              f"({shares['settle']:.0%})"
