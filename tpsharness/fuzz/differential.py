@@ -101,7 +101,7 @@ async def _run_server(program: Program, address: Address, settle: ServerSettle,
             try:
                 points = await run.execute(step, expected_points.get(index))
             except ServerDown as error:
-                outcome.difference = _crash(outcome, index, str(error))
+                outcome.difference = crash(outcome, index, str(error))
                 return outcome
             outcome.steps_run += 1
             outcome.server_points[index] = points
@@ -134,7 +134,7 @@ async def _run_server(program: Program, address: Address, settle: ServerSettle,
             refused = await _refused(address)
             if refused:
                 index = outcome.difference.step if outcome.difference else last
-                outcome.difference = _crash(outcome, index, _how(run, refused))
+                outcome.difference = crash(outcome, index, _how(run, refused))
     finally:
         run.close()
     return outcome
@@ -154,14 +154,14 @@ async def _run_reference(program: Program, address: Address, settle: ServerSettl
                 outcome.reference_points[index] = await run.execute(program.steps[index],
                                                                     outcome.model_points[index])
             except ServerDown as error:
-                outcome.reference_crash = _crash(outcome, index, str(error), side="reference")
+                outcome.reference_crash = crash(outcome, index, str(error), side="reference")
                 return
         if last is not None:
             await settle.linger(run, 2 * settle.grace_now())
             outcome.reference_late = run.take_point()
             refused = await _refused(address)
             if refused:
-                outcome.reference_crash = _crash(outcome, last, _how(run, refused), side="reference")
+                outcome.reference_crash = crash(outcome, last, _how(run, refused), side="reference")
     finally:
         run.close()
 
@@ -191,7 +191,7 @@ def _how(run: Run, refused: str) -> str:
         f" ({refused})"
 
 
-def _crash(outcome: Outcome, index: int, how: str, side: str = "server") -> Difference:
+def crash(outcome: Outcome, index: int, how: str, side: str = "server") -> Difference:
     step = outcome.program.steps[index]
     return Difference("crash", index, step.do, outcome.features.get(index, ""), None,
                       "the server still accepting connections", how, side=side)

@@ -54,6 +54,11 @@ class OutputRing:
         with self._lock:
             return bytes(self._buffer[-self.size:])
 
+    def since(self, mark: int) -> bytes:
+        """What was read after ``total`` was ``mark`` (at most ``size`` bytes of it)."""
+        with self._lock:
+            return bytes(self._buffer[-min(self.total - mark, self.size):]) if self.total > mark else b""
+
     def text(self) -> str:
         """``data()`` as text (undecodable bytes replaced)."""
         return self.data().decode("utf-8", "replace")

@@ -291,6 +291,14 @@ class ServerProcess:
         """The last output of the server in use (at most ``ring_size`` bytes)."""
         return b"" if self._current is None else self._current.ring.data()
 
+    def output_mark(self) -> int:
+        """Where the output of the server in use is now (for ``output_since``)."""
+        return 0 if self._current is None else self._current.ring.total
+
+    def output_since(self, mark: int) -> bytes:
+        """What the server in use printed after ``output_mark()`` gave ``mark``."""
+        return b"" if self._current is None else self._current.ring.since(mark)
+
     def output_settled(self, timeout: float) -> bool:
         """Wait until the server in use closed its output (at most ``timeout`` s)."""
         return self._current is not None and self._current.ring.wait_ended(timeout)

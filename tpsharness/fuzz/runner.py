@@ -34,13 +34,13 @@ from hypothesis.errors import HypothesisWarning
 
 from ..errors import Divergence, InvalidArgument
 from .compare import Difference, slug
-from .differential import Address, Outcome, differential
+from .differential import Address, Outcome, crash, differential
 from .executor import ServerSettle
 from .process import ServerProcess
 from .programs import Program, Step, programs
 from .values import Hostile
 from .seeds import seeded
-from .triage import Evidence, triage
+from .triage import Evidence, dying, triage
 
 PATIENT_FACTOR = 10             # the confirming run waits this many times longer
 OVERRUN = 5.0                   # seconds a program or a confirmation may run past the budget
@@ -312,12 +312,15 @@ class Fuzzer:
         server, reference_server = self.options.server, self.options.reference_server
         target = server.address if server is not None else self.options.target     # a restart may move it
         reference = reference_server.address if reference_server is not None else self.options.reference
+        marks = [process.output_mark() if process is not None else 0 for process in (server, reference_server)]
         try:
             outcome = differential(program, target, self.options.model, settle, prefix, budget,
                                    reference, reference_settle)
         except TimeoutError:        # the run's end (plus OVERRUN) came first
             self._stop_reason = self._stop_reason or "budget"
             raise _Stop() from None
+        self._dying(outcome, server, marks[0], "server")
+        self._dying(outcome, reference_server, marks[1], "reference")
         self.report.programs += 1
         self.report.steps += outcome.steps_run
         if self.clock.current is not None:
@@ -335,6 +338,26 @@ class Fuzzer:
         self.report.trace.update(f"{program}\n{difference and difference.signature}\n".encode())
         self._tick()
         return outcome
+
+    @staticmethod
+    def _dying(outcome: Outcome, process: ServerProcess | None, mark: int, side: str) -> None:
+        """A server that printed a crash report during the program and then exits
+        crashed in it, even if it still accepted the last probe (it was dying)."""
+        if process is None or not outcome.model_points or not dying(process.output_since(mark)):
+            return
+        known = outcome.difference if side == "server" else outcome.reference_crash
+        if known is not None and known.cls == "crash":
+            return
+        if process.wait_exit(TRIAGE_WAIT) is None:
+            return
+        index = known.step if known is not None else max(outcome.model_points)
+        found = crash(outcome, index, "it printed a crash report and exited", side=side)
+        if side == "server":
+            outcome.difference = found
+        else:
+            outcome.reference_crash = found
+            if outcome.difference is None or outcome.difference.cls != "crash":
+                outcome.difference = found
 
     def _recover(self, process: ServerProcess | None, crashed: bool, difference: Difference | None) -> None:
         """After a program: triage a crash of ``process`` into ``difference``, and

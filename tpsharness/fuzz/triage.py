@@ -43,6 +43,10 @@ _PYTHON_LAST = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|W
 _PYTHON_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)')
 _GO_PANIC = re.compile(r"^panic: (.*)$")
 _RUST_PANIC = re.compile(r"^thread '([^']*)' panicked at (.*)$")
+_DYING = re.compile(rb"==\d+==\s*ERROR: \w+Sanitizer|\w+Sanitizer:DEADLYSIGNAL|: runtime error: |"
+                    rb"terminate called after throwing|Assertion `.*' failed|CRASH HANDLED|crashed due to \[SIG|"
+                    rb"^Traceback \(most recent call last\)|^panic: |panicked at |double free|"
+                    rb"stack smashing detected", re.M)
 # What varies between two runs of one bug: addresses, pids, numbers, the fuzzer's uuids.
 _VARYING = [(re.compile(r"fz[0-9a-f]{8}-(?:u\d+|nobody)"), "<uuid>"), (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
             (re.compile(r"\d+"), "N")]
@@ -104,6 +108,13 @@ def triage(status: ExitStatus | None, output: bytes, shape: str = "") -> Evidenc
         parts.append(shape)
     label = found.label + (f"/{_function(frames[0]).split('(')[0]}" if frames and found.frame_label else "")
     return Evidence(state, found.kind, _slug(label), _cut(found.line), tuple(frames), tail, " | ".join(parts))
+
+
+def dying(output: bytes) -> bool:
+    """Whether ``output`` holds the start of a crash report: a server can take a while
+    to die after printing one (a sanitizer symbolizing its frames), and still accept
+    connections meanwhile."""
+    return _DYING.search(output) is not None
 
 
 def signature_of(evidence: Evidence) -> str:
