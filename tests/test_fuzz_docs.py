@@ -13,7 +13,6 @@ evidence and exit statuses must match exactly: with --seed and --max-programs or
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from tpsharness.fuzz.watchdog import accepts
 
 ROOT = Path(__file__).parent.parent
 PAGE = ROOT / "docs" / "fuzz.md"
@@ -72,14 +72,6 @@ def matches(expected: list[str], actual: list[str]) -> bool:
     return at(0, 0)
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)       # about ten fuzzing runs of seconds each, two pytest runs
 def test_the_worked_examples_print_what_the_page_shows(tmp_path: Path) -> None:
@@ -106,7 +98,7 @@ def test_the_worked_examples_print_what_the_page_shows(tmp_path: Path) -> None:
                     fakes.append(subprocess.Popen(command[:-1].replace(shown, real), shell=True, env=environment,
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     deadline = time.monotonic() + 20
-                    while not listening(int(real)) and time.monotonic() < deadline:
+                    while not accepts(int(real)) and time.monotonic() < deadline:
                         time.sleep(0.05)
                     continue
                 done = subprocess.run(["bash", "-c", f"{{ {command} ; }} 2>&1"], cwd=ROOT, env=environment,
