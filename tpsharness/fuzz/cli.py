@@ -22,7 +22,7 @@ from .summary import print_summary, progress_printer, summary
 if TYPE_CHECKING:
     from .process import ServerProcess
     from .programs import Program
-    from .runner import Report
+    from .report import Report
 
 Address = tuple[str, int]
 

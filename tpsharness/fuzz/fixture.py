@@ -25,7 +25,7 @@ from .programs import CAST, Program, Step
 from .uuids import Uuids
 
 if TYPE_CHECKING:
-    from .runner import Finding
+    from .report import Finding
 
 ScenarioStep = dict[str, Any]      # a scenario step, as JSON holds it
 

@@ -1,6 +1,6 @@
 """What a fuzzing run prints: the live progress line, the summary, its JSON form.
 
-Both say where the time went (the phases of ``runner.PHASES``), how many crashes
+Both say where the time went (the phases of ``report.PHASES``), how many crashes
 there were and how many distinct ones, and for each finding its program and, for a
 crash, the evidence the server left.
 """
@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 if TYPE_CHECKING:
-    from .runner import Finding, Report
+    from .report import Finding, Report
 
 Address = tuple[str, int]
 PHASE_WORDS = {"explore": "exploring", "shrink": "shrinking", "confirm": "confirming", "restart": "restarting"}
