@@ -107,6 +107,16 @@ def test_a_seed_s_bytes_take_the_run_s_uuids_and_keep_their_content_length_right
     assert b"Content-Length: %d\r\n" % len(body) in head + b"\r\n"
 
 
+def test_a_seed_s_tps_placeholder_is_the_address_played_against(tmp_path: Path) -> None:
+    (tmp_path / "test_get.tps.json").write_text(json.dumps({
+        "actors": {"raw": {"kind": "raw"}},
+        "steps": [{"do": "send_raw", "actor": "raw", "data": "GET / HTTP/1.1\r\nHost: ${tps}\r\n\r\n"},
+                  {"do": "expect_bytes", "actor": "raw", "data": "HTTP/1.1 400"}]}))
+    (program,) = load_seeds(tmp_path).programs
+    assert [step.do for step in program.steps] == ["send_raw"]       # expectations dropped
+    assert program.steps[0].get("raw").build(Uuids("fz1"), "127.0.0.1:7") == b"GET / HTTP/1.1\r\nHost: 127.0.0.1:7\r\n\r\n"
+
+
 @pytest.mark.parametrize("scenario, why", [
     ({"actors": {name: {"kind": "device"} for name in "abc"},
       "steps": [{"do": "connect", "actor": "a"}]}, "3 devices"),

@@ -41,12 +41,6 @@ PLANTED = ["forget-after-heartbeat", "misroute-relays", "drop-relays-after-3", "
 CRASHES = ["die-on-auth-code-type", "die-on-long-header"]
 
 
-def field_fake() -> str:
-    """The field-like fake: the field profile where the fake has one, else its old name."""
-    usage = subprocess.run([sys.executable, "-m", "fake_tps", "--help"], capture_output=True, text=True).stdout
-    return f"{FAKE} " + ("--profile field" if "--profile" in usage else "--fault one-read-one-message")
-
-
 def fuzz(command: str, **options: Any) -> Report:
     server = ServerProcess(command)
     server.start()
@@ -74,7 +68,7 @@ def self_test(seconds: float, label: str, seed: int) -> Report:
 def exploring(seconds: float, seed: int) -> None:
     """Exploring steps/s against the default fake (strict) and a field-like one (field)."""
     rates = []
-    for label, command, model in (("strict", FAKE, "strict"), ("field", field_fake(), "field")):
+    for label, command, model in (("strict", FAKE, "strict"), ("field", f"{FAKE} --profile field", "field")):
         report = fuzz(command, budget=seconds, seed=seed, model=model)
         rates.append(f"--model {label}: {report.exploring_steps_per_second:4.0f} steps/s "
                      f"({len(report.findings)} findings)")

@@ -225,7 +225,7 @@ def _steps_of(actor: str, kind: str) -> list[tuple[str, st.SearchStrategy[Step]]
 
 # How often each kind of step is drawn (by repetition); hypothesis shrinks towards the first.
 KIND_WEIGHTS = ("register", "send", "register", "send", "send_raw", "close", "register", "send",
-                "connect", "send_raw", "close", "wait", "hostile", "hostile")
+                "connect", "send_raw", "close", "wait", "hostile")
 
 
 def steps() -> st.SearchStrategy[Step]:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from ..defaults import AUTH_CODE
 from ..errors import ScenarioError
 from ..protocol import PrivateDataTemplate, register_request
-from ..scenario import Scenario, load
+from ..scenario import TARGET_PLACEHOLDER, Scenario, load
 from .programs import DEFAULT_IDENTITY, MUTATIONS, Program, Step, identities, mutate, steps
 from .uuids import POOL, SELF, UNKNOWN, Uuids
 
@@ -158,7 +158,12 @@ class _Pool:
                 self.hold(self.expand(step["serial"]))
 
     def expand(self, text: str) -> str:
-        return _PLACEHOLDER.sub(lambda match: self.own.get(match.group(1), match.group(0)), text)
+        """``text`` with ${actor} as that actor's uuid and ${tps} as the target's address."""
+        def value(match: re.Match[str]) -> str:
+            if match.group(1) == TARGET_PLACEHOLDER:
+                return "${host}"        # SeedBytes puts the address played against there
+            return self.own.get(match.group(1), match.group(0))
+        return _PLACEHOLDER.sub(value, text)
 
     def hold(self, uuid: str) -> None:
         if uuid not in self.index:
