@@ -36,7 +36,7 @@ OUTPUT_SHOWN = 1500             # characters of the command's output quoted in e
 FIRST_BACKOFF = 0.001           # seconds between looks at the port, doubling up to
 LAST_BACKOFF = 0.01
 SHELL = "/bin/sh"
-MAX_SPARES = 8                  # servers kept listening for the next restarts
+MAX_SPARES = 12                 # servers kept listening for the next restarts
 SPARE_PATIENCE = 0.02           # seconds a restart may wait for its spare before another is kept
 
 

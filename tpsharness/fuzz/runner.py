@@ -48,7 +48,7 @@ OVERRUN = 5.0                   # seconds a program or a confirmation may run pa
 TRIAGE_WAIT = 5.0               # seconds a crashed server may take to exit (a sanitizer symbolizes)
 OUTPUT_WAIT = 0.5               # then for its output to end
 SHRINK_RUNS = 400               # programs one round may run shrinking its target
-CRASH_SHRINK_RUNS = 30          # ... when each costs a restart (a crash of a server we run)
+CRASH_SHRINK_RUNS = 15          # ... when each costs a restart (a crash of a server we run)
 
 
 class _Stop(BaseException):
@@ -250,7 +250,7 @@ class Fuzzer:
         if process.wait_exit(TRIAGE_WAIT) is None:
             return
         index = known.step if known is not None else max(outcome.model_points)
-        found = crash(outcome, index, "it printed a crash report and exited", side=side)
+        found = crash(outcome, index, "it printed a crash report", side=side)
         if side == "server":
             outcome.difference = found
         else:

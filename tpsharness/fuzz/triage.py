@@ -55,6 +55,11 @@ _RUNTIME = re.compile(r"(^|[\s/])(libc|libstdc\+\+|libgcc|ld-linux|nptl|sysdeps|
                       r"libsanitizer|compiler-rt|asan_|ubsan_|sanitizer_common)|"
                       r"^(__|_start|abort|raise|gsignal|std::terminate|__cxa_|__gnu_cxx::__verbose|"
                       r"__pthread_kill|pthread_kill|__interceptor_|operator new|operator delete|malloc|free)")
+# A sanitizer's shadow memory and its legend: never worth a line of a finding.
+_LEGEND = re.compile(r"^(\s*0x[0-9a-f]+:\s|=>0x|Shadow byte|\s*(Addressable|Partially addressable|Heap (left|right) "
+                     r"redzone|Freed heap region|Stack (left|mid|right) redzone|Stack after return|Stack use after "
+                     r"scope|Global redzone|Global init order|Poisoned by user|Container overflow|Array cookie|"
+                     r"Intra object redzone|ASan internal|Left alloca redzone|Right alloca redzone):)")
 # Lines that only echo the status or wrap a report: never the distinctive one.
 _NOISE = re.compile(r"^(==\d+==\s*ABORTING|SUMMARY: |Aborted|Segmentation fault|Killed|.*core dumped|"
                     r"AddressSanitizer:DEADLYSIGNAL|AddressSanitizer can not provide|Shadow |"
@@ -94,7 +99,7 @@ def triage(status: ExitStatus | None, output: bytes, shape: str = "") -> Evidenc
     lines = [line.rstrip("\r") for line in output.decode("utf-8", "replace").splitlines()]
     state = "still running, no longer listening" if status is None else str(status)
     signal_name = None if status is None else status.signal_name
-    tail = tuple(_cut(line) for line in lines if line.strip())[-LINES_KEPT:]
+    tail = tuple(_cut(line) for line in lines if line.strip() and not _LEGEND.match(line))[-LINES_KEPT:]
     found = _sanitizer(lines) or _terminate(lines) or _assertion(lines) or _python(lines) or \
         _panic(lines) or _handler(lines)
     how = signal_name or ("running" if status is None else f"exit {status.code}")
