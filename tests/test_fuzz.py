@@ -386,3 +386,22 @@ def test_the_progress_line_and_the_summary_say_where_the_time_went() -> None:
     data = summary(report, ("127.0.0.1", 1), "strict")
     assert set(data["phases"]) == set(report.phases) and data["exploring_steps_per_second"] > 0
     assert data["distinct_crashes"] == 0 and data["crash_bins"] == {}
+
+
+def test_a_fixture_expects_no_silence_from_a_connection_the_model_closed() -> None:
+    # The server answered (wrong status none:200) where the model closed: the close is
+    # the expectation; an expect_nothing after it would fail against the model too.
+    from tpsharness.fuzz.compare import Difference
+    from tpsharness.fuzz.differential import Outcome
+    from tpsharness.fuzz.observations import Seen
+    from tpsharness.fuzz.programs import Program
+    from tpsharness.fuzz.uuids import Uuids
+    program = Program((("cam1", 0), ("cam2", 1), ("app", 2)),
+                      (Step("register", "cam2", (("serial", 0), ("variant", "plain"))),))
+    outcome = Outcome(program, Uuids("fz00000002"), "127.0.0.1:6604", model_points={0: [{"cam2": Seen(closed=True)}]},
+                      features={0: "second-serial-unknown"}, connects={0})
+    outcome.difference = Difference("wrong status", 0, "register", "second-serial-unknown", "cam2", "nothing more",
+                                    "reply 200 (register reply, ErrorNum 200)", "none:200")
+    steps = scenario_of(Finding("wrong-status/register/second-serial-unknown/none:200", outcome))["steps"]
+    assert {"do": "expect_close", "actor": "cam2"} in steps
+    assert not any(step["do"] == "expect_nothing" for step in steps)

@@ -177,6 +177,11 @@ class ServerStartError(TPSHarnessError):
     """The server command died at start or never listened; the message quotes its output."""
 
 
+class Inexpressible(TPSHarnessError):
+    """A scenario the fuzzer cannot play as one of its programs (--seeds); the message
+    says why (more actors than its cast, a wait for a timeout...)."""
+
+
 class Divergence(TPSHarnessError):
     """A program made the server differ from the model (the fuzzer makes one subclass
     per signature, so that hypothesis shrinks each signature on its own)."""

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ..defaults import AUTH_CODE
-from ..errors import ScenarioError
+from ..errors import Inexpressible, ScenarioError
 from ..protocol import PrivateDataTemplate, register_request
 from ..scenario import TARGET_PLACEHOLDER, Scenario, load
 from .programs import DEFAULT_IDENTITY, MUTATIONS, Program, Step, identities, mutate, steps
@@ -37,10 +37,6 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][\w-]*)\}")
 _LENGTH = re.compile(rb"(Content-Length:[ \t]*)(\d+)", re.IGNORECASE)
 LENGTH_MARK, END_MARK = b"${length}", b"${end}"
 _SERIAL = "tpsharness-seed-serial"     # where a register's serial goes, until it is a pool marker
-
-
-class Inexpressible(Exception):
-    """A scenario the fuzzer's cast and steps cannot play (the reason is the message)."""
 
 
 @dataclass(frozen=True)
