@@ -274,3 +274,19 @@ def test_a_missing_fuzz_extra_is_one_line_and_exit_3() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 3
     assert done.stderr == "tpsharness fuzz: needs the 'fuzz' extra: pip install 'tpsharness[fuzz]'\n"
+
+
+def test_a_spare_that_died_before_its_turn_is_skipped_not_fatal(tmp_path: Path) -> None:
+    server = ServerProcess(FAKE)
+    try:
+        server.start()
+        server.restart()                # the first restart starts the first spare
+        spare = server._spare_queue[0]
+        assert wait_until(lambda: accepts(spare.port), timeout=20)
+        os.kill(spare.process.pid, signal.SIGKILL)      # something of the machine's killed it
+        assert wait_until(lambda: not spare.alive(), timeout=10)
+        server.restart()
+        assert server.alive() and accepts(server.port) and server.lost_spares == 1
+        assert server.port != spare.port
+    finally:
+        server.close()

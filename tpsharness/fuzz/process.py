@@ -228,6 +228,7 @@ class ServerProcess:
         self.start_timeout = start_timeout
         self.ring_size = ring_size
         self.restarts = 0
+        self.lost_spares = 0            # spares that died before their turn (see restart)
         self.token = secrets.token_hex(8)
         self._launches = 0
         self._spares = port is None         # the port is ours: a spare may take another
@@ -263,18 +264,26 @@ class ServerProcess:
         self._wait_listening(self._current)
 
     def restart(self) -> None:
-        """A fresh server: the oldest spare if there is one (then the address changes)."""
+        """A fresh server: the oldest spare that is still alive, if there is one (then
+        the address changes), else a new start. A spare that died waiting (its port
+        taken by another process meanwhile, or something of the machine's that
+        connected to it) is stopped and counted in ``lost_spares``, not fatal."""
         self.stop()
         self.restarts += 1
-        if not self._spare_queue:
-            self.start()
-        else:
-            self._current = self._spare_queue.popleft()
-            self.port = self._current.port
+        while self._spare_queue:
+            spare = self._spare_queue.popleft()
+            if not spare.alive():
+                spare.stop()
+                self.lost_spares += 1
+                continue
+            self._current, self.port = spare, spare.port
             began = time.monotonic()
-            self._wait_listening(self._current)
+            self._wait_listening(spare)
             if time.monotonic() - began > SPARE_PATIENCE:
                 self._spare_count = min(self._spare_count + 1, MAX_SPARES)
+            break
+        else:
+            self.start()
         while self._spares and len(self._spare_queue) < self._spare_count:
             self._spare_queue.append(self._launch(free_port()))
 
