@@ -211,7 +211,7 @@ class ServerProcess:
     another free port, and each later restart swaps to the oldest spare (already
     listening, as a rule) and starts another: shrinking a crash restarts the server
     for every crashing candidate, and waiting for the server to start was most of
-    that. When a restart still waits for its spare, one more is kept (at most
+    that. When a restart still waits for its spare, twice as many are kept (at most
     MAX_SPARES). ``address`` follows the swaps. A context manager: leaving it closes
     everything.
     """
@@ -280,7 +280,7 @@ class ServerProcess:
             began = time.monotonic()
             self._wait_listening(spare)
             if time.monotonic() - began > SPARE_PATIENCE:
-                self._spare_count = min(self._spare_count + 1, MAX_SPARES)
+                self._spare_count = min(self._spare_count * 2, MAX_SPARES)
             break
         else:
             self.start()
