@@ -121,8 +121,9 @@ def run(found: list[Block], scratch: Path) -> Iterator[Command]:
                 elif text.endswith("&"):       # a fake in the background, on a port of our own
                     shown = re.search(r"--port (\d+)", text).group(1)     # type: ignore[union-attr]
                     real = ports.setdefault(shown, str(free_port()))
-                    fakes.append(subprocess.Popen(text[:-1].replace(shown, real), shell=True, env=environment,
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    fakes.append(subprocess.Popen(["bash", "-c", "exec " + text[:-1].replace(shown, real)],
+                                                  env=environment, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))     # (exec: stopped below)
                     deadline = time.monotonic() + 20
                     while not accepts(int(real)) and time.monotonic() < deadline:
                         time.sleep(0.05)
