@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..text import printable
 from .histograms import Latencies
 
 if TYPE_CHECKING:
@@ -40,14 +41,6 @@ def clip(text: str, limit: int = EXAMPLE_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def printable(text: str, limit: int = REASON_TEXT_LIMIT) -> str:
-    """A peer's text made safe to print and to use as a key: printable ASCII only
-    (anything else becomes ``?``), cut to ``limit`` characters."""
-    cut = text[:limit]
-    safe = "".join(c if " " <= c <= "~" else "?" for c in cut)
-    return safe + "..." if len(text) > limit else safe
 
 
 class Errors:
@@ -84,7 +77,7 @@ class Errors:
 def status_reason(status: int, reason: str) -> str:
     """'404 Not Found': the reason a refusal counts under (the peer's phrase made
     printable and short, so that a TPS cannot make a reason per message)."""
-    return f"{status} {printable(reason)}".strip()
+    return f"{status} {printable(reason, REASON_TEXT_LIMIT)}".strip()
 
 
 # How endpoint.py's sentences begin after "TPS <address> ": what each one means. A

@@ -22,9 +22,9 @@ from time import monotonic
 from typing import Protocol
 from zlib import crc32
 
-from ..protocol import PrivateData, RegisterReply, Reply, quote
+from ..protocol import PrivateData, RegisterReply, Reply, quote, status_text
 from . import payload as payload_format
-from .accounting import MAX_EXAMPLES, Counters, Streams, printable, reply_status
+from .accounting import MAX_EXAMPLES, Counters, Streams, reply_status
 from .endpoints import LoadClient, LoadDevice, Message
 
 LoadEndpoint = LoadDevice | LoadClient
@@ -103,7 +103,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                     unexpected(endpoint, message)
                 elif message.status != 200:
                     errors.add(reply_status(message), f"device {endpoint.uuid}: TPS answered "
-                               f"{message.status} {printable(message.reason)} to a heartbeat or an answer")
+                               f"{status_text(message)} to a heartbeat or an answer")
             return
         client: LoadClient = endpoint   # type: ignore[assignment]  # the pool holds devices and clients
         acks = client.whole_acks(data)
@@ -184,7 +184,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
         else:
             counters.rejected += 1
             errors.add(reply_status(message), f"client {endpoint.uuid}: TPS answered "
-                       f"{message.status} {printable(message.reason)} to private data")
+                       f"{status_text(message)} to private data")
             refill(endpoint, now)
 
     def received_by_client(endpoint: LoadClient, message: PrivateData, now: float) -> None:
