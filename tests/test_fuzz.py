@@ -130,7 +130,10 @@ def test_the_command_exits_1_and_writes_the_finding(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--budget", "0"], "the budget must be above 0"),
+    (["--budget", "0"], "must be seconds above 0"),
+    (["--budget", "inf"], "must be seconds above 0 to 604800, not inf"),
+    (["--settle", "nan"], "must be seconds above 0 to 30, not nan"),
+    (["--start-timeout", "1e9"], "must be seconds above 0 to 600"),
     (["--budget", "soon"], "not a number of seconds"),
     (["127.0.0.1"], "give both HOST and PORT"),
     (["--server-cmd", "sleep 1"], "needs {port}"),

@@ -27,19 +27,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def seconds_up_to(most: float) -> Callable[[str], float]:
-    """A number of seconds above 0 and at most ``most`` (inf and NaN are not)."""
-    def seconds(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not 0 < value <= most:
-            raise argparse.ArgumentTypeError(f"must be above 0 and at most {most:g} seconds, not {text}")
-        return value
-    return seconds
-
-
 def seconds(text: str) -> float:
     """A timeout: a finite number of seconds above 0, at most deadline.MAX_TIMEOUT."""
     from .deadline import validate_timeout
@@ -54,15 +41,17 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error).replace(repr(value), text)) from None
 
 
-def seconds_between(low: float, high: float) -> Callable[[str], float]:
-    """A type for a number of seconds from ``low`` to ``high`` (0 allowed when low is)."""
+def seconds_between(low: float, high: float, *, low_allowed: bool = True) -> Callable[[str], float]:
+    """A type for a finite number of seconds from ``low`` to ``high`` (``low`` itself
+    only when ``low_allowed``): a timeout, a budget, a grace. inf and NaN are refused."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"must be seconds from {low:g} to {high:g}, not {text}")
+        if not (math.isfinite(value) and low <= value <= high and (low_allowed or value > low)):
+            bounds = f"from {low:g}" if low_allowed else f"above {low:g}"
+            raise argparse.ArgumentTypeError(f"must be seconds {bounds} to {high:g}, not {text}")
         return value
     parse.__name__ = "seconds"      # argparse names the type in some messages
     return parse

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ..argtypes import port as _port, positive_int as _positive_int
+from ..argtypes import port as _port, positive_int as _positive_int, seconds_between
 from ..defaults import HOST
 from ..errors import InvalidArgument
 from .summary import print_summary, progress_printer, summary
@@ -28,17 +28,10 @@ Address = tuple[str, int]
 
 FOUND, NOTHING, FAILED, USAGE = 1, 0, 2, 3
 SELF_TEST_COMMAND = "{python} -m fake_tps --port {port}"
+MAX_BUDGET = 7 * 24 * 3600.0    # a week: a longer campaign is a series of runs
+MAX_SETTLE = 30.0               # seconds a point waits for the server (confirmations x10)
+MAX_START_TIMEOUT = 600.0       # seconds a server command may take to listen
 FIELD_SELF_TEST = " --profile field"
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the budget must be above 0 seconds, not {text}")
-    return value
 
 
 def _address(text: str) -> Address:
@@ -80,7 +73,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--seeds", metavar="DIR",
                         help="start from the scenario files (*.tps.json) under DIR: fixtures, "
                              "findings, recorded conversations; their steps are mutated and extended")
-    parser.add_argument("--budget", type=_positive_seconds, default=60.0, metavar="SECONDS",
+    parser.add_argument("--budget", type=seconds_between(0, MAX_BUDGET, low_allowed=False), default=60.0, metavar="SECONDS",
                         help="how long to fuzz (default 60)")
     parser.add_argument("--max-steps", type=_positive_int, default=10, metavar="N",
                         help="the most steps in one program (default 10)")
@@ -93,9 +86,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "framing, one TCP read = one message")
     parser.add_argument("--ignore", action="append", default=[], metavar="SIGNATURE",
                         help="a known finding's signature to silence (repeatable)")
-    parser.add_argument("--settle", type=_positive_seconds, default=0.25, metavar="SECONDS",
+    parser.add_argument("--settle", type=seconds_between(0, MAX_SETTLE, low_allowed=False), default=0.25, metavar="SECONDS",
                         help="how long to wait for what the model produced (default 0.25)")
-    parser.add_argument("--start-timeout", type=_positive_seconds, default=10.0, metavar="SECONDS",
+    parser.add_argument("--start-timeout", type=seconds_between(0, MAX_START_TIMEOUT, low_allowed=False), default=10.0, metavar="SECONDS",
                         help="how long the server command may take to listen (default 10)")
     parser.add_argument("-o", "--output", metavar="DIR",
                         help="write each finding as DIR/test_<signature>.tps.json (a name taken gets "

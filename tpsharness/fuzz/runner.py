@@ -20,6 +20,7 @@ one phase (``PHASES``), so the report says where the time went.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import warnings
@@ -89,8 +90,12 @@ class Options:
         from .model import MODELS
         if self.model not in MODELS:
             raise InvalidArgument(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
-        if not self.budget > 0:
-            raise InvalidArgument(f"the budget must be above 0 s, not {self.budget!r}")
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise InvalidArgument(f"the budget must be a finite number of seconds above 0, "
+                                  f"not {self.budget!r}")
+        if not (math.isfinite(self.settle) and self.settle > 0):
+            raise InvalidArgument(f"the settle window must be a finite number of seconds above 0, "
+                                  f"not {self.settle!r}")
 
 
 class Fuzzer:

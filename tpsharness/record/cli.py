@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import positive_int as _positive_int, seconds_up_to
+from ..argtypes import positive_int as _positive_int, seconds_between
 from ..defaults import HOST, PORT
 from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
 from ..net import format_address, parse_address
@@ -72,7 +72,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                              "relay every connection to --upstream, recording what passes")
     parser.add_argument("--upstream", type=_address(PORT), metavar="HOST:PORT",
                         help="the TPS the proxy relays to")
-    parser.add_argument("--duration", type=seconds_up_to(MAX_DURATION), metavar="S",
+    parser.add_argument("--duration", type=seconds_between(0, MAX_DURATION, low_allowed=False), metavar="S",
                         help="stop the proxy and write after S seconds (default: at Ctrl-C)")
     parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
                         help=f"stop and write once N bytes are recorded (default {DEFAULT_MAX_BYTES})")
