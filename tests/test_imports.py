@@ -16,6 +16,18 @@ def test_importing_the_kernel_does_not_load_h11():
     assert result.returncode == 0, result.stderr
 
 
+def test_only_strict_http_loads_h11_so_the_hot_paths_do_not_pay_for_it():
+    """h11 is the strict reference (docs/protocol.md section 5): a check, a load worker
+    and the fake import it only when a StrictReader is made."""
+    result = _python("import sys, tpsharness.checker, tpsharness.load.local, fake_tps.server\n"
+                     "assert 'h11' not in sys.modules, 'h11 loaded by an import'\n"
+                     "from tpsharness.protocol import StrictReader, register_request\n"
+                     "reader = StrictReader('server')\n"
+                     "reader.feed(register_request('cam'))\n"
+                     "assert reader.next().serial == 'cam' and 'h11' in sys.modules")
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_module_and_the_function_have_their_own_names():
     import tpsharness
     import tpsharness.checker as module

@@ -18,9 +18,10 @@ import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-import h11
+if TYPE_CHECKING:      # h11 is imported when a StrictReader is made: the hot path never needs it
+    import h11
 
 from .defaults import AUTH_CODE, HOST, KEEPALIVE_INTERVAL, PORT
 from .errors import InvalidArgument, MessageTooLarge, ProtocolError
@@ -540,6 +541,8 @@ class StrictReader(_MessageReader):
         return False
 
     def _new_connection(self, replies: bool) -> h11.Connection:
+        import h11
+
         if not replies:
             return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header)
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header)
@@ -548,6 +551,8 @@ class StrictReader(_MessageReader):
         return conn
 
     def next(self) -> Message | _NeedData:
+        import h11
+
         if self._conn is None:
             if not self._pending:
                 return NEED_DATA
@@ -581,6 +586,8 @@ class StrictReader(_MessageReader):
                                     f"{quote(self._raw)}", self._raw)
 
     def _check_head(self, event: h11.Request | h11.Response) -> None:
+        import h11
+
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
         if isinstance(event, h11.Response):
             framed = "content-length" in headers or "transfer-encoding" in headers
@@ -594,6 +601,8 @@ class StrictReader(_MessageReader):
                                   f"{self._max_body}", self._raw[:200])
 
     def _finish(self, conn: h11.Connection) -> Message:
+        import h11
+
         event = self._event
         assert event is not None, "EndOfMessage comes after the message's head"
         data, _closed = conn.trailing_data
