@@ -1,12 +1,16 @@
 """Load mode: generator CPU, memory, workers and accuracy, against ``python -m fake_tps``.
 
     python tests/bench/bench_load.py [--quick] [--rounds 2] [--skip-memory] [--skip-workers]
+    python tests/bench/bench_load.py --tps HOST:PORT --skip-memory --skip-workers --skip-accuracy
 
 cpu:       one worker drives 1,000 devices, 100 clients, window 8, 64 B for 10 s; the
            generator's CPU-seconds per delivered relay, ours (the kernel, EndpointPool)
            against a lean asyncio Protocol generator doing the same work with the same
            accounting (the same reader, payloads, sequence streams and histograms),
-           alternately, each in a fresh process; the fake TPS in a process of its own.
+           alternately, each in a fresh process; the fake TPS in a process of its own
+           (started afresh for each run), or the TPS at --tps HOST:PORT (a field server,
+           which is not the bottleneck the Python fake is). Each round's ratio is printed
+           (the two runs of a round are side by side), then the best of each.
 memory:    10,000 held devices (or what the open-file limit allows) in one worker: RSS.
 workers:   delivered relays/s with --workers 2 against 1.
 accuracy:  the fake's --reply-delay 0.05: relay p50 should read 50-55 ms; then an open
@@ -15,6 +19,7 @@ accuracy:  the fake's --reply-delay 0.05: relay p50 should read 50-55 ms; then a
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -223,11 +228,22 @@ def run_child(kind, address, args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def tps_under_test(args):
+    """A fresh fake TPS process per run, or the server the user named with --tps."""
+    if args.tps is None:
+        with FakeProcess() as address:
+            yield address
+    else:
+        host, _, port = args.tps.rpartition(":")
+        yield (host, int(port))
+
+
 def cpu_per_relay(args):
     runs = {"ours": [], "asyncio": []}
     for _ in range(args.rounds):
         for kind in ("ours", "asyncio"):
-            with FakeProcess() as address:
+            with tps_under_test(args) as address:
                 figures = run_child(kind, address, args)
             runs[kind].append(figures["cpu"] / figures["delivered"] * 1e6)
             system = runs[kind][-1] * figures["system_share"]
@@ -235,6 +251,8 @@ def cpu_per_relay(args):
                   f"({figures['delivered'] / figures['wall']:,.0f}/s), generator CPU {figures['cpu']:.2f} s: "
                   f"{runs[kind][-1]:.1f} us per relay (about {runs[kind][-1] - system:.1f} us user, "
                   f"{system:.1f} us system)", flush=True)
+        print(f"cpu        round {len(runs['ours'])}: ratio "
+              f"{runs['asyncio'][-1] / runs['ours'][-1]:.2f}x", flush=True)
     ours, baseline = min(runs["ours"]), min(runs["asyncio"])
     args.per_relay_us = ours
     print(f"cpu        {args.devices:,} devices, {args.clients} clients, window {args.window}, "
@@ -392,6 +410,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     parser.add_argument("--memory-devices", type=int, default=min(10_000, hard - 100))
+    parser.add_argument("--tps", metavar="HOST:PORT",
+                        help="run the cpu comparison against this TPS instead of a fresh fake")
     parser.add_argument("--quick", action="store_true", help="small workloads (the test suite's smoke run)")
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-accounting", action="store_true")
