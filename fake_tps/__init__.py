@@ -6,6 +6,8 @@ The server is imported on first use, so ``import fake_tps`` stays cheap.
 
 from typing import TYPE_CHECKING
 
+from tpsharness.lazy import lazy_names
+
 if TYPE_CHECKING:       # what mypy and the docs see; at run time __getattr__ imports them
     from .events import Event, Stats
     from .faults import FAULTS, Fault
@@ -13,14 +15,9 @@ if TYPE_CHECKING:       # what mypy and the docs see; at run time __getattr__ im
     from .peer import Peer
     from .server import FakeTPS
 
-_HOMES = {"FakeTPS": "server", "FakeOptions": "options", "OPTIONS": "options", "FAULTS": "faults",
-          "Fault": "faults", "Stats": "events", "Event": "events", "Peer": "peer"}
+_HOMES = {"FakeTPS": ".server", "FakeOptions": ".options", "OPTIONS": ".options", "FAULTS": ".faults",
+          "Fault": ".faults", "Stats": ".events", "Event": ".events", "Peer": ".peer"}
 
 __all__ = list(_HOMES)
 
-
-def __getattr__(name: str) -> object:
-    if name in _HOMES:
-        import importlib
-        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-    raise AttributeError(f"module 'fake_tps' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _HOMES)

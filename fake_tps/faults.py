@@ -1,8 +1,8 @@
 """The fake's injected faults, for the harness's own tests: one table, each entry one
 misbehaviour, what it does and the step of the server it changes.
 
-The server has a few hook points (accept, message, reply, register, private data,
-relay, takeover); a fault is a description plus the functions it puts on some
+The server has a few hook points (``HOOKS``: accept, message, reply, register reply,
+register, second serial, private data, relay, takeover); a fault is a description plus the functions it puts on some
 of them. The server groups the active faults' functions by hook when its faults are
 set (``Hooks``), so a step with no fault costs one truth test. A new fault is one
 entry of ``FAULTS`` (and, if no existing hook function fits, one small function

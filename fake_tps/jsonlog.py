@@ -60,7 +60,9 @@ class JsonLines:
             print(f"fake TPS: --log: cannot write to {self.name} ({error.strerror or error}); "
                   f"no more events are logged", file=sys.stderr, flush=True)
             if not self._owned:     # what is left in stdout's buffer must not fail at exit
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.stream.fileno())
+                os.close(null)
 
     def close(self) -> None:
         if self._owned:

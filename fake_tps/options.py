@@ -150,10 +150,15 @@ def _known_faults(faults: object) -> frozenset[str]:
     """``faults`` (names) as a frozenset; InvalidArgument naming any unknown one."""
     if isinstance(faults, (str, bytes)) or not isinstance(faults, Collection):
         raise InvalidArgument(f"faults must be a list of fault names, not {faults!r}")
-    chosen = frozenset(faults)
-    unknown = sorted(str(name) for name in chosen - FAULTS.keys() - FAULT_ALIASES.keys())
+    named = list(faults)
+    for name in named:
+        if not isinstance(name, str):
+            raise InvalidArgument(f"a fault is named by a string, not {name!r}")
+    chosen = frozenset(named)
+    unknown = sorted(chosen - FAULTS.keys() - FAULT_ALIASES.keys())
     if unknown:
-        raise InvalidArgument(f"unknown fault {', '.join(map(repr, unknown))} (known: {', '.join(FAULTS)})")
+        raise InvalidArgument(f"unknown fault {', '.join(map(repr, unknown))} "
+                              f"(known: {', '.join([*FAULTS, *FAULT_ALIASES])})")
     return chosen
 
 

@@ -42,7 +42,7 @@ from typing import Any
 from tpsharness import net
 from tpsharness.defaults import HOST
 from tpsharness.errors import InvalidArgument, MessageTooLarge, ProtocolError
-from tpsharness.protocol import (BadRequest, Message, PrivateData, Reader, RegisterRequest, StrictReader,
+from tpsharness.protocol import (BadRequest, Message, Unrecognised, PrivateData, Reader, RegisterRequest, StrictReader,
                                  quote_text, register_reply, reply)
 
 from . import field
@@ -52,7 +52,7 @@ from .options import OPTIONS, FakeOptions, signature
 from .peer import Peer
 from .serving import Serving
 
-__all__ = ["FakeTPS", "FAULTS", "Fault", "Stats", "OPTIONS"]
+__all__ = ["FakeTPS"]
 
 log = logging.getLogger("fake_tps")
 
@@ -137,7 +137,7 @@ class FakeTPS(Serving):
         reader = peer.reader
         strict = self.options.strict_http
         if not reader.buffered and not data.strip(b"\r\n") and not strict:
-            self._handle(peer, BadRequest(f"a read of nothing but CR/LF ({len(data)} bytes)", data))
+            self._handle(peer, Unrecognised(f"a read of nothing but CR/LF ({len(data)} bytes)", data))
             return
         reader.feed(data)
         try:
@@ -155,7 +155,7 @@ class FakeTPS(Serving):
                 self.close_peer(peer, "protocol error")
                 return
             peer.reader = self._new_reader()        # what was read is discarded
-            self._handle(peer, BadRequest(str(error), error.data))
+            self._handle(peer, Unrecognised(str(error), error.data))
         if peer.reader.buffered:
             if peer.request_started is None:
                 peer.request_started = now
@@ -199,7 +199,7 @@ class FakeTPS(Serving):
                 keep(self, peer, first_serial)
                 self._fault_fired(peer, "second_serial")
             return
-        if not serial:      # only the field profile reads one (3.1 rule 3), on a fresh connection
+        if not serial:      # only the field profile reads one (3.1 rule 3): answered, entered nowhere
             self.note(f"{peer.address} registered an empty serial: answered, entered nothing")
             self.send_reply(peer, self._register_reply())
             return
@@ -273,7 +273,7 @@ class FakeTPS(Serving):
             f"a reply ({getattr(request, 'status', '?')}) where a request belongs"
         self.note(f"400 to {peer.address}: {reason}")
         self.stats.bad_requests += 1
-        if not isinstance(request, field.Refused):      # unrecognised input (section 3)
+        if isinstance(request, Unrecognised) or not isinstance(request, BadRequest):  # section 3
             peer.idle_timeout = min(peer.idle_timeout, self.options.bad_request_idle_timeout)
         self.send_reply(peer, self._replies[400])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import select
 import threading
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from time import monotonic
@@ -37,7 +37,7 @@ S = TypeVar("S", bound="Serving")
 DELAYED_ENTRY_COST = 256    # bytes a request waiting out reply_delay costs beyond its own
 
 
-class Serving:
+class Serving(ABC):
     """Connections, reads, timeouts and control; the protocol is a subclass's."""
 
     options: FakeOptions

@@ -215,18 +215,63 @@ def test_default_a_null_serial_gets_400(default: Connect) -> None:
 ], ids=["no TerminalType", "no MessageType", "no SerialNumber", "another MessageType", "not JSON"])
 def test_rule_3_a_register_without_what_it_needs_gets_400_and_keeps_the_idle_timeout(
         field_fake: FakeTPS, field: Connect, body: bytes) -> None:
-    field_fake.configure(bad_request_idle_timeout=0.2)
     device = field()
-    device.send(register_with(body))
-    assert device.raw() == BAD
+    assert_keeps_the_idle_timeout(field_fake, field, device, register_with(body))
     assert field_fake.registered() == set()
-    assert not device.closed_by_server(0.5)      # only unrecognised input cuts it (rule 2)
+
+
+def assert_keeps_the_idle_timeout(server: FakeTPS, connect: Connect, refused: Wire, data: bytes) -> None:
+    """``data`` gets 400 on ``refused`` and leaves its idle timeout alone: a connection
+    given unrecognised input at the same moment has its timeout cut and is closed, and
+    ``refused`` is still open then (a cut would have closed it in the same sweep)."""
+    server.configure(bad_request_idle_timeout=0.2)
+    unrecognised = connect()
+    refused.send(data)
+    assert refused.raw() == BAD
+    unrecognised.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert unrecognised.raw() == BAD
+    assert unrecognised.closed_by_server(timeout=5)
+    assert not refused.closed_by_server(0.1)      # only unrecognised input cuts it (rule 2)
 
 
 def test_default_a_register_without_a_terminal_type_gets_400_too(default: Connect) -> None:
     device = default()
     device.send(register_with(register_json(header=b'"MessageType": "MSG_TRANSPROXY_REGISTER_REQ"')))
     assert device.raw() == BAD
+
+
+@pytest.mark.parametrize("serial, as_text", [(b'"tab\there"', "tab\there"), (b'/* a comment */ "cam-c"', "cam-c"),
+                                             (b'// to the end of the line\n "cam-l"', "cam-l")],
+                         ids=["a raw tab", "a block comment", "a line comment"])
+def test_rule_3_the_json_is_read_as_leniently_as_jsoncpp_does(field_fake: FakeTPS, field: Connect,
+                                                             serial: bytes, as_text: str) -> None:
+    """Control characters inside strings, and comments where a value begins: the public
+    C++ field server (jsoncpp's reader) registers these; Python's json alone refuses them."""
+    device = field()
+    device.send(register_with(register_json(serial)))
+    assert isinstance(device.message(), RegisterReply)
+    assert field_fake.registered() == {as_text}
+
+
+@pytest.mark.parametrize("serial", [b'"cam-a" /* after the value */', b'"cam-a" // after the value\n'])
+def test_rule_3_a_comment_after_a_value_gets_400_as_jsoncpp_refuses_it(field_fake: FakeTPS, field: Connect,
+                                                                     serial: bytes) -> None:
+    device = field()
+    device.send(register_with(register_json(serial)))
+    assert device.raw() == BAD
+    assert field_fake.registered() == set()
+
+
+def test_default_a_comment_in_the_register_json_gets_400(default: Connect) -> None:
+    device = default()
+    device.send(register_with(register_json(b'/* a comment */ "cam-c"')))
+    assert device.raw() == BAD
+
+
+def test_default_a_refused_request_keeps_the_idle_timeout(fake: FakeTPS, default: Connect) -> None:
+    """docs/protocol.md section 4: only unrecognised input cuts it, as on a field server."""
+    device = default()
+    assert_keeps_the_idle_timeout(fake, default, device, private_data_request("app", "", b"x"))
 
 
 def test_rule_3_a_register_read_without_a_blank_line_gets_400(field: Connect) -> None:
@@ -317,6 +362,25 @@ def test_rule_4_an_unknown_destination_gets_404_and_claims_nothing(field_fake: F
     client.send(private_data_request("cam-1", "nobody", b"x"))
     assert client.raw() == NOT_FOUND
     assert field_fake.registered() == {"cam-1"} and device.silent(0.2)
+
+
+def test_rule_4_a_message_to_its_own_connection_gets_400_and_keeps_the_idle_timeout(
+        field_fake: FakeTPS, field: Connect) -> None:
+    device = registered(field, "cam-1")
+    assert_keeps_the_idle_timeout(field_fake, field, device, private_data_request("cam-1", "cam-1", b"x"))
+    assert device.reader.buffered == 0
+
+
+def test_rule_4_the_table_is_looked_at_before_the_sender_claims_its_srcuuid(field_fake: FakeTPS,
+                                                                            field: Connect) -> None:
+    """A registered device that writes to its own serial under a SrcUuid not yet its own:
+    the message is not to itself as the table stood, so the claim, 200 and the relay
+    back to it follow (as on the public C++ field server)."""
+    device = registered(field, "cam-1")
+    request = private_data_request("new-src", "cam-1", b"back to me")
+    device.send(request)
+    assert received(device, len(OK) + len(request)) == OK + request
+    assert field_fake.registered() == {"cam-1", "new-src"}
 
 
 # -- rule 5: the whole read goes to the first destination ----------------------------------------

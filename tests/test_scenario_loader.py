@@ -107,6 +107,8 @@ WAIT = {"do": "wait", "seconds": 0}
     ({"max_output": 1}, "unknown option 'max_output'"),
     ({"faults": ["no-such-fault"]}, "unknown fault 'no-such-fault'"),
     ({"faults": "silent"}, "'faults' must be a list"),
+    ({"faults": [["silent"]]}, "a fault is named by a string, not ['silent']"),
+    ({"faults": [{"a": 1}]}, "a fault is named by a string"),
     ({"idle_timeout": -1}, "'idle_timeout' must be at least"),
     ({"reply_delay": 1e308}, f"'reply_delay' must be at most {MAX_SECONDS}"),
     ({"max_body": -5}, "'max_body' must be at least 0"),

@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fuzz":
             from .fuzz.cli import cmd_fuzz
             return cmd_fuzz(args)
-        if getattr(args, "handler", None) is not None:     # load, report
+        if getattr(args, "handler", None) is not None:     # load, report, record, exporter
             return args.handler(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:

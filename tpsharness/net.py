@@ -90,7 +90,7 @@ def host_problem(host: str) -> str | None:
     if not name:
         return "the name is empty"
     if len(name) > MAX_NAME:
-        return f"the name is {len(host)} characters long, more than {MAX_NAME}"
+        return f"the name is {len(name)} characters long, more than {MAX_NAME}"
     if "" in name.split("."):
         return "the name has an empty label"
     try:

@@ -29,7 +29,7 @@ from .text import printable, quote, quote_text
 
 __all__ = [
     "DEFAULT_PORT", "DEFAULT_HOST_HEADER", "MAX_HEADER", "DEFAULT_MAX_BODY", "NEED_DATA",
-    "RegisterRequest", "PrivateData", "BadRequest", "Reply", "RegisterReply", "Message",
+    "RegisterRequest", "PrivateData", "BadRequest", "Unrecognised", "Reply", "RegisterReply", "Message",
     "register_request", "private_data_request", "PrivateDataTemplate",
     "register_reply", "reply", "Reader", "StrictReader", "quote", "quote_text", "status_text",
 ]
@@ -107,6 +107,13 @@ class BadRequest:
 
     reason: str
     raw: bytes = field(default=b"", repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecognised(BadRequest):
+    """Input that is neither a register nor private data (garbage, another method or
+    path): 400, and a field server cuts that connection's idle timeout (docs/protocol.md
+    section 3). A refused register or private data is a plain BadRequest: it keeps it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +265,9 @@ def classify_request(method: str | None, target: str, headers: dict[str, str], b
     quotes a peer's text by a short prefix only (docs/protocol.md section 1).
     """
     if method is None:
-        return BadRequest(f"not an HTTP request line: {quote_text(target)}", raw)
+        return Unrecognised(f"not an HTTP request line: {quote_text(target)}", raw)
     if method != "POST":
-        return BadRequest(f"unsupported method {method[:20]} {quote_text(target)}", raw)
+        return Unrecognised(f"unsupported method {method[:20]} {quote_text(target)}", raw)
     if target == PRIVATE_DATA_PATH:
         src = headers.get("srcuuid")
         dest = headers.get("destuuid")
@@ -287,7 +294,7 @@ def classify_request(method: str | None, target: str, headers: dict[str, str], b
         cseq = header.get("CSeq", "")
         return RegisterRequest(serial, terminal_type, auth_code if isinstance(auth_code, str) else "",
                                cseq if isinstance(cseq, str) else "", raw)
-    return BadRequest(f"unknown path {quote_text(target)}", raw)
+    return Unrecognised(f"unknown path {quote_text(target)}", raw)
 
 
 def classify_reply(status: int, reason: str, headers: dict[str, str], body: bytes,
