@@ -407,6 +407,67 @@ def test_a_tps_that_dies_during_an_ordinary_test_skips_the_rest(pytester):
                                  "test_killing.py::test_b_kills_the_server"] * 2)
 
 
+class DyingListener:
+    """A listener that keeps the first ``healthy`` connections it accepts open and closes
+    every later one at once: a TPS that aborts with its listener still taking
+    connections into the backlog, until its exit resets them."""
+
+    def __init__(self, healthy):
+        import socket
+        import threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.healthy, self.held = healthy, []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.healthy > 0:
+                self.healthy -= 1
+                self.held.append(connection)
+            else:
+                connection.close()
+
+    def close(self):
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+AFTER_A_FAILURE = """
+    def test_a_fails(tps_address):
+        raise AssertionError("the TPS is aborting")
+
+    def test_b_after_it(tps_address):
+        pass
+"""
+
+
+@pytest.mark.parametrize("healthy, outcomes", [(1, {"failed": 1, "skipped": 1}),
+                                               (1000, {"failed": 1, "passed": 1})],
+                         ids=["dying", "alive"])
+def test_after_a_failure_a_tps_whose_new_connections_are_closed_at_once_is_dead(pytester, healthy,
+                                                                                 outcomes):
+    """The probe at the start is answered; the probe after the failure is closed at
+    once: the TPS is dying, and what follows is skipped. A TPS that keeps the new
+    connection open is alive."""
+    pytester.makepyfile(AFTER_A_FAILURE)
+    server = DyingListener(healthy)
+    try:
+        result = pytester.runpytest("--tps", "%s:%d" % server.address, "-rs", "-p", "no:randomly")
+    finally:
+        server.close()
+    result.assert_outcomes(**outcomes)
+    if healthy == 1:
+        result.stdout.fnmatch_lines(["*stopped accepting connections during this test (closed at once): it died",
+                                     "SKIPPED*the TPS died during test_after_a_failure*::test_a_fails"])
+
+
 TWO_TESTS = """
     def test_one(tps_address):
         raise AssertionError("must not run")
@@ -509,12 +570,12 @@ def test_conformance_reports_field_framing_as_xfails_with_reasons():
     with server.start_in_thread():
         result = run_conformance("--tps", f"127.0.0.1:{server.address[1]}", "-rxs")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert re.search(r"\b23 passed, 2 skipped, 4 xfailed", result.stdout), result.stdout[-1500:]
+    assert re.search(r"\b22 passed, 3 skipped, 4 xfailed", result.stdout), result.stdout[-1500:]
     assert "answered 1 of 2 registers sent in one segment" in result.stdout
     assert "answered [400, 400] to a register split across two segments" in result.stdout
     assert "the device received 4096 bytes of a 65536-byte request" in result.stdout
     assert result.stdout.count("destructive: may kill the TPS under test; against a real TPS it runs "
-                               "only with --tps-destructive") == 2, result.stdout[-1500:]
+                               "only with --tps-destructive") == 3, result.stdout[-1500:]
 
 
 @pytest.mark.slow

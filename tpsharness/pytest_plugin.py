@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = TIMEOUT
 MAX_TIMEOUT = 600.0         # seconds; a larger --tps-timeout is a typo, not a wish
 PROBE_TIMEOUT = 3.0         # seconds a survival probe waits for the TPS to accept
+DYING_WAIT = 1.0            # after a failed test: seconds its connection must stay open
 SCENARIO_SUFFIX = ".tps.json"
 DESTRUCTIVE_HELP = "may kill the TPS under test; against a real TPS it runs only with " \
                    "--tps-destructive (or TPS_DESTRUCTIVE=1), after every other test"
@@ -149,17 +150,18 @@ class TPSSession:
             self._running.__enter__()
         return self.fake.address
 
-    def accepts(self) -> str | None:
-        """None if the TPS accepts a connection now, else why not ("Connection refused")."""
-        refusal = self._refusal()
+    def accepts(self, *, held: float = 0.0) -> str | None:
+        """None if the TPS accepts a connection now (and keeps it ``held`` seconds), else
+        why not ("Connection refused")."""
+        refusal = self._refusal(held)
         return None if refusal is None else refusal.reason
 
-    def _refusal(self) -> Refusal | None:
+    def _refusal(self, held: float = 0.0) -> Refusal | None:
         """Two tries, so a momentarily full accept queue is not taken for a dead server."""
-        refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT))
+        refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT), held=held)
         if refusal is not None:
             time.sleep(0.1)
-            refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT))
+            refusal = unreachable(self.address(), min(self.timeout, PROBE_TIMEOUT), held=held)
         return refusal
 
     def refusal_at_start(self) -> str | None:
@@ -191,15 +193,27 @@ class Refusal:
         return self.sentence
 
 
-def unreachable(address: tuple[str, int], timeout: float) -> Refusal | None:
-    """None if the TPS at ``address`` accepts a connection within ``timeout``, else why
-    not. The same resolution and connect as the harness's (net.connect)."""
-    async def connect() -> None:
+def unreachable(address: tuple[str, int], timeout: float, *, held: float = 0.0) -> Refusal | None:
+    """None if the TPS at ``address`` accepts a connection within ``timeout`` (and, with
+    ``held``, keeps it open that long: a dying server's listener still takes connections
+    into its backlog, and only its exit resets them), else why not. The same resolution
+    and connect as the harness's (net.connect)."""
+    async def connect() -> Refusal | None:
         sock = await net.connect(address, timeout=timeout)
-        sock.close()
+        try:
+            if held > 0 and not await sock.recv(1, timeout=held):
+                return Refusal("closed a new connection at once", "closed at once")
+        except TimeoutError:
+            pass            # silent and open: what a live TPS does with an idle connection
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            return Refusal(f"reset a new connection ({reason})", reason)
+        finally:
+            sock.close()
+        return None
 
     try:
-        kernel.run(connect(), timeout=timeout + 1)
+        return kernel.run(connect(), timeout=timeout + held + 1)
     except socket.gaierror as error:
         sentence = str(error.strerror or error).removeprefix(f"connect to {net.format_address(address)}: ")
         if sentence.startswith("cannot resolve ") and sentence.endswith(")"):
@@ -213,7 +227,6 @@ def unreachable(address: tuple[str, int], timeout: float) -> Refusal | None:
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         return Refusal(f"cannot be reached ({reason})", reason)
-    return None
 
 
 def _session(config: pytest.Config) -> TPSSession:
@@ -352,7 +365,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     session = _session(item.config)
     death = None
     if call.when == "call" and session.state == "alive" and _uses_session_tps(item):
-        reason = session.accepts()
+        # After a failure against a real TPS, a new connection must also stay open a
+        # moment: a server that is aborting (writing a core, or a sanitizer's report)
+        # still accepts into its backlog until it exits.
+        held = DYING_WAIT if call.excinfo is not None and not session.is_fake else 0.0
+        reason = session.accepts(held=held)
         if reason is not None:
             session.state, session.died_during = "dead", item.nodeid
             host, port = session.address()

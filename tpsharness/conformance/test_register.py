@@ -74,9 +74,11 @@ def test_a_second_serial_held_by_another_connection_is_taken_over(tps: Harness) 
         assert first.receive().body == f"to {serial}".encode(), f"private data for {serial} went astray"
 
 
+@pytest.mark.destructive
 def test_a_register_with_numeric_fields_registers_the_numbers_text(tps: Harness) -> None:
     """docs/protocol.md section 1: the field project's device simulator sends its
-    SerialNumber and AuthCode as JSON numbers; the number's decimal text is the serial."""
+    SerialNumber and AuthCode as JSON numbers; the number's decimal text is the serial.
+    Destructive: the public C++ field server aborts on it (a jsoncpp assertion)."""
     number = int.from_bytes(os.urandom(6), "big") + 10 ** 15     # unique on a shared server
     device = tps.device(uuid=str(number), register=False)
     body = ('{"TransProxy": {"Header": {"CSeq": 3, "MessageType": "MSG_TRANSPROXY_REGISTER_REQ", '
