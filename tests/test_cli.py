@@ -329,3 +329,35 @@ def test_every_metric_of_prometheus_output_is_documented_with_its_meaning(fake):
     doc = (Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text()
     missing = [name for name in sorted(names) if not re.search(rf"^\| `{name}(\{{[^`]*\}})?` \| \w", doc, re.M)]
     assert len(names) == 5 and not missing, missing
+
+
+@pytest.mark.parametrize("command", [["check", "--tiemout", "3", "127.0.0.1", "6604"],
+                                     ["load", "--devcies", "10", "127.0.0.1", "16700"],
+                                     ["fuzz", "--bugdet", "5", "127.0.0.1", "16700"]])
+def test_a_misspelt_option_before_host_and_port_is_named_not_taken_for_host(command, capsys):
+    """argparse would take the misspelt option's value for HOST and blame PORT."""
+    with pytest.raises(SystemExit) as exit:
+        main(command)
+    assert exit.value.code == 3
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        f"tpsharness {command[0]}: error: unrecognized arguments: {command[1]}"
+
+
+def test_an_unambiguous_prefix_of_an_option_is_still_taken(capsys):
+    from tpsharness.cli import build_parser, misspelt_option
+    assert misspelt_option(build_parser(), ["check", "--time", "1", "--warn=3", "h", "1"]) is None
+
+
+def test_only_check_speaks_nagios_when_a_command_fails_inside(monkeypatch, capsys):
+    """A bug or a late Ctrl-C in record, load, report, fuzz or the exporter is its own
+    line on stderr and exit 2 ("the run could not be carried out"), not check's
+    'TPS UNKNOWN' line on stdout."""
+    import tpsharness.load.cli as load_cli
+
+    def broken(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(load_cli, "cmd_report", broken)
+    assert main(["report", "whatever.json", "-o", "whatever.html"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "tpsharness report: interrupted\n"

@@ -20,6 +20,7 @@ from tpsharness.protocol import register_reply
 BAD_NAMES = {
     "an empty label": ("a..b", "the name has an empty label"),
     "only a dot": (".", "the name is empty"),
+    "nothing (an empty $HOSTADDRESS$)": ("", "the name is empty"),
     "a 64-character label": ("a" * 64 + ".example", "a label longer than 63 characters"),
     "replacement characters": ("\ufffd\ufffd", "IDNA cannot encode the name"),
     "10 kB": ("x" * 10_000, "the name is 10000 characters long, more than 253"),
@@ -42,7 +43,7 @@ def test_a_name_no_resolver_takes_fails_the_connect_stage(name):
     assert len(result.message) < 400, len(result.message)
 
 
-@pytest.mark.parametrize("host", ["a..b", ".", "x" * 10_000])
+@pytest.mark.parametrize("host", ["a..b", ".", "", "x" * 10_000])
 def test_the_command_says_so_in_one_critical_line(host):
     result = tps("check", host, "6604", "-t", "1")
     assert result.returncode == 2, result.stdout + result.stderr

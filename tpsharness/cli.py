@@ -197,9 +197,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return state
 
 
+FAILED_RUN = 2      # every command but check: the run could not be carried out
+
+
+def misspelt_option(parser: _Parser, argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str] | None:
+    """The command's parser and the first ``--name`` it does not know (exactly or as a
+    unique prefix), if any. Found before parsing, because argparse would take the value
+    after it for HOST, and then blame PORT for what is HOST."""
+    command = next((word for word in argv if not word.startswith("-")), None)
+    sub = parser.commands.get(command) if command is not None else None
+    if sub is None:
+        return None
+    known = sub._option_string_actions
+    for word in argv[argv.index(command) + 1:]:
+        if word == "--":
+            return None
+        name = word.partition("=")[0]
+        if name.startswith("--") and name not in known and \
+                sum(option.startswith(name) for option in known) != 1:
+            return sub, word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    misspelt = misspelt_option(parser, words)
+    if misspelt is not None:
+        misspelt[0].error(f"unrecognized arguments: {misspelt[1]}")
+    args, extras = parser.parse_known_args(words)
     if extras:          # argparse would blame the top-level command; the subcommand's usage helps
         parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
@@ -220,9 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tpsharness {args.command}: error: {error}", file=sys.stderr)
         return UNKNOWN
     except KeyboardInterrupt:
+        if args.command != "check":     # the others stop on a signal themselves; this is a late one
+            print(f"tpsharness {args.command}: interrupted", file=sys.stderr)
+            return FAILED_RUN
         print("TPS UNKNOWN - interrupted")
         return UNKNOWN
-    except Exception as error:          # a bug: say so, with the traceback, as UNKNOWN
+    except Exception as error:          # a bug: say so, with the traceback
+        if args.command != "check":
+            print(f"tpsharness {args.command}: internal error: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            traceback.print_exc()
+            return FAILED_RUN
         print(f"TPS UNKNOWN - internal error: {type(error).__name__}: {error}")
         traceback.print_exc()
         return UNKNOWN

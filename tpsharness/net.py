@@ -106,14 +106,16 @@ def host_problem(host: str) -> str | None:
 
 
 def checked_address(address: Any) -> tuple[str, int]:      # any value: this checks it
-    """``address`` as a (host, port) tuple; InvalidArgument unless host is a non-empty string
-    and port a whole number 1-65535 (the socket layer would wrap 70000 to 4464)."""
+    """``address`` as a (host, port) tuple; InvalidArgument unless host is a string and
+    port a whole number 1-65535 (the socket layer would wrap 70000 to 4464). A host no
+    resolver takes, the empty one included (Nagios's empty $HOSTADDRESS$), fails the
+    connect later, in words (host_problem)."""
     try:
         host, port = address
     except (TypeError, ValueError):
         raise InvalidArgument(f"an address is (host, port), not {address!r}") from None
-    if not isinstance(host, str) or not host:
-        raise InvalidArgument(f"the host must be a non-empty string, not {host!r}")
+    if not isinstance(host, str):
+        raise InvalidArgument(f"the host must be a string, not {host!r}")
     if isinstance(port, str) and port.isdigit() and port.isascii():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
