@@ -361,3 +361,11 @@ def test_only_check_speaks_nagios_when_a_command_fails_inside(monkeypatch, capsy
     assert main(["report", "whatever.json", "-o", "whatever.html"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == "tpsharness report: interrupted\n"
+
+
+def test_a_bracketed_ipv6_host_is_checked_as_the_status_line_writes_it(capsys):
+    from fake_tps import FakeTPS
+    server = FakeTPS(host="::1")
+    with server.start_in_thread():
+        assert main(["check", "[::1]", str(server.address[1])]) == 0
+    assert capsys.readouterr().out.startswith(f"TPS OK - [::1]:{server.address[1]} registered ")

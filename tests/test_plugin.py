@@ -85,11 +85,12 @@ def test_tps_fake_only_tests_are_skipped_against_a_real_server(pytester, fake):
     result.stdout.fnmatch_lines(["*needs the bundled fake TPS*"])
 
 
-def test_a_malformed_tps_address_is_a_usage_error(pytester):
+@pytest.mark.parametrize("address", ["no-port-here", "[::1", "[::1:6604", "::1]:6604", "h:٦٦٠٤"])
+def test_a_malformed_tps_address_is_a_usage_error(pytester, address):
     pytester.makepyfile("def test_nothing(tps_address): pass")
-    result = pytester.runpytest("--tps", "no-port-here")
+    result = pytester.runpytest("--tps", address)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--tps / TPS_ADDRESS expects HOST:PORT, got 'no-port-here'*"])
+    result.stderr.fnmatch_lines([f"*--tps / TPS_ADDRESS expects HOST:PORT, got {address!r}*"])
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "inf", "nan", "1e9", "soon"])

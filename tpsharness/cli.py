@@ -152,6 +152,8 @@ def target(args: argparse.Namespace) -> tuple[str, int] | None:
         if port is not None:
             raise UsageError("a PORT without a HOST")
         return None
+    if host.startswith("[") and host.endswith("]"):     # '[::1]', as the status line writes it
+        host = host[1:-1]
     return host, port or PORT
 
 

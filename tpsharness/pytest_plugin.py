@@ -67,7 +67,8 @@ def parse_address(text: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' as (host, port); pytest.UsageError otherwise."""
     host, colon, port = text.strip().rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or "[" in host or "]" in host or not (port.isdigit() and port.isascii()) \
+            or not 0 < int(port) < 65536:
         raise pytest.UsageError(f"--tps / TPS_ADDRESS expects HOST:PORT, got {text!r}")
     return host, int(port)
 
