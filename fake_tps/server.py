@@ -239,6 +239,8 @@ class FakeTPS(Serving):
             return
         if self._table.get(request.src) is not peer:
             self._claim(request.src, peer)       # the sender is now reachable by SrcUuid
+            if peer.serial is None:     # and, on a connection that had none, that is its serial
+                peer.serial = request.src
         elif target is peer:
             self._bad_request(peer, BadRequest("PrivateData whose SrcUuid and DestUuid both name "
                                                "the sending connection"))

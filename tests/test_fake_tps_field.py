@@ -383,6 +383,28 @@ def test_rule_4_the_table_is_looked_at_before_the_sender_claims_its_srcuuid(fiel
     assert field_fake.registered() == {"cam-1", "new-src"}
 
 
+@pytest.mark.parametrize("profile", ["field", "default"])
+def test_a_claimed_srcuuid_is_the_serial_of_a_connection_that_had_none(profile: str) -> None:
+    """Section 1's table, as the public C++ field server keeps it: a connection that
+    sent private data under SrcUuid X then registering an unknown Y is a second,
+    unknown serial (closed); registering X is its heartbeat."""
+    server = FakeTPS(profile=profile)
+    with server.start_in_thread():
+        device = registered(lambda: Wire(server.address), "cam-1")
+        for serial, closed in (("other-serial", True), ("app-x", False)):
+            client = Wire(server.address)
+            client.send(private_data_request("app-x", "cam-1", b"hi"))
+            assert client.raw() == OK
+            client.send(register_request(serial))
+            if closed:
+                assert client.closed_by_server() and client.reader.buffered == 0
+            else:
+                answer = client.message()
+                assert isinstance(answer, RegisterReply) and answer.ok
+            client.close()
+        device.close()
+
+
 # -- rule 5: the whole read goes to the first destination ----------------------------------------
 
 def test_rule_5_the_whole_read_goes_to_the_first_destination(field: Connect) -> None:
