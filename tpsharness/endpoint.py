@@ -319,7 +319,7 @@ class Endpoint:
             return message
         self._misplaced = message.raw
         elapsed = monotonic() - started
-        if message.__class__ is BadRequest:        # framed, but neither a reply nor a request
+        if isinstance(message, BadRequest):        # framed, but neither a reply nor a request
             sent = f"sent bytes that are not a reply ({start_line(message)})"
         else:
             sent = f"sent a request ({start_line(message)})"
