@@ -14,7 +14,7 @@ pytest.importorskip("hdrh")
 
 import tpsharness  # noqa: E402
 from tpsharness.load.fake import FakeProcess  # noqa: E402
-from tpsharness.protocol import register_reply  # noqa: E402
+from tpsharness.protocol import register_reply, reply  # noqa: E402
 
 from hostile_tps import HostileTPS, forged  # noqa: E402
 from test_load import cli  # noqa: E402
@@ -154,3 +154,92 @@ def test_a_reason_phrase_with_the_words_of_other_causes_is_counted_by_its_status
     with HostileTPS(register=refuse_with_words) as tps:
         result = tpsharness.load(*tps.address, **RUN)
     assert set(result.errors) == {"503 refused reset closed within timed out"}, result.errors
+
+
+# -- review findings: what may offset a loss, who sent it, answers, registers -----------------------
+
+def _ack_only(tps, conn, message):
+    """Ack a message and relay nothing; the device's connection, or None."""
+    conn.sendall(reply(200))
+    return tps.devices.get(message.dest)
+
+
+def test_forged_copies_of_messages_never_relayed_do_not_hide_the_loss():
+    def drop_and_forge(tps, conn, message):
+        device = _ack_only(tps, conn, message)
+        device.sendall(message.raw.replace(message.body, forged(message.body, pair=0xFFFFFFFF)))
+
+    with HostileTPS(relay=drop_and_forge) as tps:
+        result = tpsharness.load(*tps.address, thresholds=["corrupted.rate<=100%"], **RUN)
+    assert result.sent > 0 and result.delivered == 0
+    assert result.lost == result.sent and result.corrupted == result.sent
+    assert result.exit_code == 1 and result.verdict.startswith(
+        f"FAILED: {result.sent:,} of {result.sent:,} messages (100.0%) lost")
+
+
+def test_a_damaged_message_offsets_its_loss_once_however_many_copies_come():
+    def damage_twice(tps, conn, message):
+        device = _ack_only(tps, conn, message)
+        body = message.body
+        damaged = body[:-1] + bytes([body[-1] ^ 0xFF])          # a padding byte: the checksum fails
+        device.sendall(message.raw.replace(body, damaged) * 2)
+
+    with HostileTPS(relay=damage_twice) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.sent > 0 and result.delivered == 0 and result.lost == 0
+    assert result.corrupted == 2 * result.sent and result.exit_code == 1
+
+
+def test_a_relay_under_another_srcuuid_is_misattributed_not_delivered():
+    def relay_as_someone_else(tps, conn, message):
+        device = _ack_only(tps, conn, message)
+        device.sendall(message.raw.replace(b"SrcUuid: " + message.src.encode(), b"SrcUuid: " + b"x" * len(message.src)))
+
+    with HostileTPS(relay=relay_as_someone_else) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.sent > 0 and result.delivered == 0 and result.lost == 0
+    assert result.misattributed == result.sent and result.exit_code == 1
+    assert "reached their device naming the wrong sender (SrcUuid)" in result.verdict
+    assert result.integrity["misattributed"]
+
+
+def _relay_both_ways(drop_answers):
+    def relay(tps, conn, message):
+        clients = tps.__dict__.setdefault("clients", {})
+        if message.src in tps.devices:          # a device's answer to its client
+            conn.sendall(reply(200))
+            if not drop_answers:
+                clients[message.dest].sendall(message.raw)
+            return
+        clients[message.src] = conn
+        HostileTPS.relay_as_field(tps, conn, message)
+    return relay
+
+
+@pytest.mark.parametrize("drop_answers", [False, True], ids=["answered", "answers-dropped"])
+def test_answers_a_tps_drops_are_counted_and_judged(drop_answers):
+    with HostileTPS(relay=_relay_both_ways(drop_answers)) as tps:
+        result = tpsharness.load(*tps.address, reply_every=2, **RUN)
+    assert result.delivered == result.sent > 0 and result.answers > 0
+    if drop_answers:
+        assert result.replies == 0 and result.unanswered == result.answers and result.exit_code == 1
+        assert (f"{result.answers:,} of {result.answers:,} devices' answers never reached their client"
+                in result.verdict)
+    else:
+        assert result.replies == result.answers and result.unanswered == 0 and result.exit_code == 0
+
+
+def test_devices_the_tps_refuses_to_register_fail_the_run():
+    def refuse_every_other(tps, conn, message):
+        if int(message.serial.rsplit("-", 1)[1]) % 2:
+            conn.sendall(reply(403))
+        else:
+            HostileTPS.register_as_field(tps, conn, message)
+
+    with HostileTPS(register=refuse_every_other) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.devices == 2 and result.unregistered == 2 and result.delivered == result.sent > 0
+    assert result.exit_code == 1 and "2 of 4 devices could not register" in result.verdict
+    with HostileTPS(register=refuse_every_other) as tps:
+        result = tpsharness.load(*tps.address, integrity=False, **RUN)
+    assert result.exit_code == 0 and "2 of 4 devices could not register, not judged" in result.verdict

@@ -196,10 +196,11 @@ def test_thresholds_hold_or_fail_on_the_figures():
 @pytest.mark.parametrize("args, message", [
     (["--rate", "0"], "--rate must be above 0"),
     (["--payload-size", "16"], "smaller than the 32-byte header"),
-    (["--devices", "0"], "--devices must be at least 1"),
+    (["--devices", "0"], "--devices: must be at least 1"),
+    (["--workers", "-3"], "--workers: must be at least 1, not -3"),
     (["--devices", "1", "--clients", "5000"], "over 1000 per device"),
     (["--threshold", "relay.p99<5parsecs"], "bad threshold"),
-    (["127.0.0.1", "70000"], "PORT must be 1-65535"),
+    (["127.0.0.1", "70000"], "PORT: port must be 1-65535"),
     (["--workers", "3", "--devices", "2"], "3 workers cannot share 2 devices"),
 ])
 def test_impossible_parameters_are_a_usage_error(args, message):

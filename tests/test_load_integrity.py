@@ -127,7 +127,8 @@ def test_a_user_threshold_on_a_count_replaces_its_default():
                              **dict(SHORT, drain=0.3))
     assert result.lost == result.sent > 0
     assert [expression for expression, _, _ in result.thresholds] == [
-        "misrouted==0", "corrupted==0", "duplicated==0", "reordered==0", "rejected==0", "lost.rate<=100%"]
+        "misrouted==0", "misattributed==0", "corrupted==0", "duplicated==0", "reordered==0", "rejected==0",
+        "unanswered==0", "unregistered==0", "lost.rate<=100%"]
     assert result.exit_code == 0
     assert result.verdict == (f"PASSED ({result.lost:,} of {result.sent:,} messages (100.0%) lost, "
                               "within lost.rate<=100%)")
@@ -145,7 +146,8 @@ def test_the_documented_option_turns_the_integrity_thresholds_off():
 def test_a_clean_run_holds_every_default_and_passes():
     code, out, _ = cli("load", "--devices", "4", "--clients", "2", "--duration", "0.5", "--quiet")
     assert code == 0, out
-    assert ("ok    misrouted==0, lost==0, corrupted==0, duplicated==0, reordered==0, rejected==0   "
+    assert ("ok    misrouted==0, misattributed==0, lost==0, corrupted==0, duplicated==0, reordered==0, rejected==0, "
+            "unanswered==0, unregistered==0   "
             "(integrity, by default)") in out
     assert "errors: none" in out and out.rstrip().splitlines()[-1] == "PASSED"
 

@@ -3,10 +3,13 @@
 Deliveries are counted at the devices, never by acks (field servers coalesce them).
 Each (client, device) pair is a stream of sequence numbers. A message that arrives
 intact is ``delivered`` at its own device (``reordered`` too when a later one of its
-stream arrived there first), ``misrouted`` at any other device, and ``duplicated``
-when it had arrived before; one whose bytes are not a payload this run sent is
+stream arrived there first), ``misrouted`` at any other device, ``misattributed`` at
+its own device under another SrcUuid than its sender's, and ``duplicated`` when it
+had arrived before; one whose bytes are not a payload this run sent is
 ``corrupted``. ``lost`` is what was sent and never arrived anywhere, nor was refused
-by the TPS, once the run drained.
+by the TPS, once the run drained: a corrupted arrival offsets it only when its bytes
+were damaged and its header still names a message sent that had not arrived (once
+per message); a forgery, a copy, or bytes at a client never do.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ if TYPE_CHECKING:
     from ..errors import TPSError
     from ..protocol import RegisterReply, Reply
 
-INTEGRITY = ("misrouted", "lost", "corrupted", "duplicated", "reordered")
+INTEGRITY = ("misrouted", "misattributed", "lost", "corrupted", "duplicated", "reordered")
 """The ways a message can go wrong at the devices, in the order a verdict names them."""
-JUDGED = (*INTEGRITY, "rejected")
+JUDGED = (*INTEGRITY, "rejected", "unanswered", "unregistered")
 """What a run is held to by default: every way a message did not reach its device
-intact, once and in order, a refusal by the TPS included."""
+intact, once and in order, a refusal by the TPS included; every device's answer
+back at its client; every device registered."""
 
 MAX_MISSING = 65536         # gaps remembered per pair; a later arrival past them counts as duplicate
 MAX_MISSING_TOTAL = 1 << 18     # and in all (a set entry costs ~60 bytes: 16 MB at most)
@@ -131,8 +135,8 @@ class Streams:
     """
 
     __slots__ = ("next_seq", "highest", "at_destination", "missing", "missing_total", "device_of",
-                 "client_of", "delivered", "arrived", "reordered", "duplicated", "corrupted",
-                 "misrouted", "examples")
+                 "client_of", "delivered", "arrived", "damaged", "reordered", "duplicated", "corrupted",
+                 "misrouted", "misattributed", "examples")
 
     def __init__(self, client_of: list[int], device_of: list[int]) -> None:
         pairs = len(client_of)
@@ -145,10 +149,12 @@ class Streams:
         self.missing_total = 0
         self.delivered = 0                  # unique messages received intact at their device
         self.arrived = 0                    # unique messages received intact anywhere
+        self.damaged = 0                    # unique messages that arrived only with damaged bytes
         self.reordered = 0
         self.duplicated = 0
         self.corrupted = 0
         self.misrouted = 0
+        self.misattributed = 0
         # kind -> [(pair, seq, device index that got it, detail)], the first few
         self.examples: dict[str, list[tuple[int, int, int, int]]] = {kind: [] for kind in INTEGRITY}
 
@@ -208,6 +214,20 @@ class Streams:
             self.arrived += 1
         self._example("misrouted", pair, seq, device)
 
+    def misattribute(self, pair: int, seq: int, device: int) -> None:
+        """Account one intact message of ``pair`` at its own ``device`` under a SrcUuid
+        that is not its sender's."""
+        self.misattributed += 1
+        if self._first_arrival(pair, seq):
+            self.arrived += 1
+        self._example("misattributed", pair, seq, device)
+
+    def damage(self, pair: int, seq: int) -> None:
+        """Account a damaged payload at a device whose header names message ``seq`` of
+        ``pair``: it arrived (not lost), once, however many damaged copies come."""
+        if self._first_arrival(pair, seq):
+            self.damaged += 1
+
     def _example(self, kind: str, pair: int, seq: int, device: int, detail: int = -1) -> None:
         examples = self.examples[kind]
         if len(examples) < MAX_EXAMPLES:
@@ -224,9 +244,6 @@ class Streams:
                 break
         return found
 
-    def sent(self) -> int:
-        return sum(self.next_seq)
-
 
 class Counters:
     """Everything one worker counts during a run (added across workers)."""
@@ -236,7 +253,9 @@ class Counters:
         self.errors = Errors()
         self.acked = 0
         self.rejected = 0           # messages the TPS answered with a non-200 status
-        self.replies = 0
+        self.replies = 0            # devices' answers back at their clients
+        self.answers = 0            # answers the devices wrote
+        self.unregistered = 0       # devices whose register failed
         self.heartbeats = 0
         self.devices = 0            # registered
         self.clients = 0            # connected

@@ -3,7 +3,8 @@
 A device's read is framed and each relayed payload checked before it is believed:
 its checksum, its pair, that the pair's client is its sender, that its number was
 sent and its send time lies within the run. A payload that passes is delivered (at
-its own device) or misrouted (anywhere else, a client included); one that fails is
+its own device, under its sender's SrcUuid), misattributed (at its own device under
+another SrcUuid) or misrouted (anywhere else, a client included); one that fails is
 corrupted. A client's read is acks (counted in a batch when the read is nothing
 else, matched in order to send times), refusals, or private data: its device's
 answer, or a message that reached it instead of a device.
@@ -79,6 +80,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
     header_size = payload_format.HEADER_SIZE
     ask = payload_format.ASK_REPLY if answers else 0
     by_src = {client.uuid: client for client in clients}
+    uuids = [client.uuid for client in clients]
     errors = counters.errors
     own_in_read = False             # the device read being framed held a message for its device
 
@@ -127,6 +129,10 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                 if device_of[pair] != endpoint.index:
                     misrouted(endpoint, endpoint.index, sender, pair, seq, now)
                     return
+                if src != uuids[sender]:
+                    streams.misattribute(pair, seq, endpoint.index)
+                    refill(clients[sender], now)
+                    return
                 own_in_read = True
                 if seq == highest[pair] + 1:            # Streams.receive's usual case, inline
                     highest[pair] = at_destination[pair] = seq
@@ -136,6 +142,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                     return
                 relay_append(int((now - due) * 1e6))
                 if flags & ask:
+                    counters.answers += 1
                     write(endpoint, answers[pair](body))
                 client = clients[sender]
                 if client.in_flight > 0:        # refill(), inline
@@ -162,9 +169,16 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
         if len(evidence.corrupted) < MAX_EXAMPLES:
             evidence.corrupted.append(
                 {"at": endpoint.uuid, "src": quote(src.encode("utf-8", "replace"), 60),
-                 "why": payload_format.describe_damage(body, pairs, client_of, next_seq, start, now)})
+                 "why": payload_format.describe_damage(body, pairs, client_of, next_seq)})
+        if len(body) >= header_size:
+            check, sender, pair, seq, _, _ = unpack_header(body)
+            if check == crc32(body[4:]):
+                return              # made up: it replaces no message, lost or in flight
+            if endpoint.__class__ is LoadDevice and pair < pairs and client_of[pair] == sender \
+                    and seq < next_seq[pair]:
+                streams.damage(pair, seq)       # one of ours, damaged: it arrived, once
         client = by_src.get(src)
-        if client is not None and (len(body) < header_size or unpack_header(body)[0] != crc32(body[4:])):
+        if client is not None:
             refill(client, now)
 
     def on_client_message(endpoint: LoadClient, message: Message, now: float) -> None:

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from ..argtypes import port, positive_int
 from ..defaults import PORT, TIMEOUT
 from ..errors import InvalidArgument, UsageError
 
@@ -20,11 +21,9 @@ NOT_CARRIED_OUT = 2
 _EXTRAS = {"load": ("hdrh", "execnet"), "report": ("hdrh", "execnet", "matplotlib")}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+def _whole_or_zero(text: str) -> int:
+    """A whole number, 0 included (0: none)."""
+    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def _number(text: str) -> float:
@@ -44,51 +43,51 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                     "1 a threshold failed, 2 the run could not be carried out, 3 usage error.")
     load.add_argument("host", nargs="?", metavar="HOST",
                       help="the TPS (default: the bundled fake TPS, started as a separate process)")
-    load.add_argument("port", nargs="?", type=_positive_int, metavar="PORT", help=f"its port (default {PORT})")
-    load.add_argument("--devices", type=_positive_int, default=100, metavar="N", help="held devices (100)")
-    load.add_argument("--clients", type=_positive_int, default=10, metavar="M",
+    load.add_argument("port", nargs="?", type=port, metavar="PORT", help=f"its port (default {PORT})")
+    load.add_argument("--devices", type=positive_int, default=100, metavar="N", help="held devices (100)")
+    load.add_argument("--clients", type=positive_int, default=10, metavar="M",
                       help="clients, spread evenly over the devices (10)")
     load.add_argument("--duration", type=_number, default=10.0, metavar="S", help="seconds of traffic (10)")
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--rate", type=_number, metavar="R",
                       help="open loop: R messages/s in total, latency from each one's scheduled time")
-    mode.add_argument("--window", type=_positive_int, metavar="W",
+    mode.add_argument("--window", type=positive_int, metavar="W",
                       help="closed loop: W messages in flight per client (default 1)")
-    load.add_argument("--payload-size", type=_positive_int, default=64, metavar="B",
+    load.add_argument("--payload-size", type=positive_int, default=64, metavar="B",
                       help="payload bytes, 32-byte header included (64)")
     load.add_argument("--ramp", type=_number, default=0.0, metavar="S",
                       help="spread the devices' connect and register over S seconds (0)")
     load.add_argument("--heartbeat", action="store_true",
                       help="devices re-register before the KeepAliveIntervel of the register reply")
-    load.add_argument("--reply-every", type=_positive_int, default=0, metavar="K",
+    load.add_argument("--reply-every", type=_whole_or_zero, default=0, metavar="K",
                       help="every K-th message asks its device to answer (reply latency); 0: none")
     load.add_argument("--timeout", type=_number, default=TIMEOUT, metavar="S",
                       help="connect/register deadline; how long a window, and the end of the run, wait for "
                            "deliveries before counting messages as timed out or lost "
                            f"({TIMEOUT:g})")
-    load.add_argument("--workers", type=_positive_int, default=1, metavar="K",
+    load.add_argument("--workers", type=positive_int, default=1, metavar="K",
                       help="K worker processes on this host (execnet popen gateways)")
     load.add_argument("--tx", action="append", default=[], metavar="SPEC",
                       help="a worker per SPEC, xdist style: popen, ssh=user@host//python=/venv/bin/python")
     load.add_argument("--threshold", action="append", default=[], metavar="EXPR",
                       help="'relay.p99<50ms', 'lost.rate<0.1%%', 'errors.rate<0.1%%', 'delivered.rate>=20000/s'; "
-                           "one on misrouted, lost, corrupted, duplicated, reordered or rejected replaces its "
-                           "default (==0)")
+                           "one on misrouted, misattributed, lost, corrupted, duplicated, reordered, rejected, "
+                           "unanswered or unregistered replaces its default (==0)")
     load.add_argument("--no-integrity-thresholds", dest="integrity", action="store_false",
-                      help="do not hold the run to misrouted==0, lost==0, corrupted==0, duplicated==0, "
-                           "reordered==0 and rejected==0 (a run that only measures speed; the counts are "
-                           "still shown)")
+                      help="do not hold the run to misrouted==0, misattributed==0, lost==0, corrupted==0, "
+                           "duplicated==0, reordered==0, rejected==0, unanswered==0 and unregistered==0 (a run "
+                           "that only measures speed; the counts are still shown)")
     load.add_argument("--json", metavar="FILE", help="write the result, histograms included, as JSON")
-    load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv and PREFIX_latency.csv")
+    load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv, PREFIX_latency.csv and PREFIX_summary.csv")
     load.add_argument("--quiet", action="store_true", help="no progress line")
     load.add_argument("--fake-option", action="append", default=[], metavar="ARG",
                       help="an option for the bundled fake TPS, e.g. --fake-option=--reply-delay=0.05")
     load.set_defaults(handler=cmd_load)
 
     report = commands.add_parser(
-        "report", help="merge load results (JSON) into one self-contained HTML page",
-        description="Merge RESULT.json files of load runs (histograms merged exactly) and write an "
-                    "HTML page: summary, throughput and latency percentiles over time, latency "
+        "report", help="show load results (JSON) on one self-contained HTML page",
+        description="Write an HTML page of RESULT.json files of load runs, each file shown as a run "
+                    "of its own: summary, throughput and latency percentiles over time, latency "
                     "distribution. Needs matplotlib (the 'report' extra).")
     report.add_argument("results", nargs="+", metavar="RESULT.json")
     report.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
@@ -112,8 +111,6 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     if args.port is not None and args.host is None:
         raise UsageError("a PORT without a HOST")
-    if args.port is not None and not 0 < args.port < 65536:
-        raise UsageError(f"PORT must be 1-65535, not {args.port}")
     for option, path in (("--json", args.json), ("--csv", args.csv)):
         if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
             raise UsageError(f"{option} {path}: no directory {os.path.dirname(path)!r} to write it in")
@@ -141,7 +138,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as error:
         if progress is not None:
             progress.done()
-        print(f"tpsharness load: the run could not be carried out: {error}")
+        print(f"tpsharness load: the run could not be carried out: {error}", file=sys.stderr)
         return NOT_CARRIED_OUT
     if progress is not None:
         progress.done()

@@ -152,20 +152,22 @@ class Engine:
 
     async def _drain(self) -> None:
         """Wait (up to the drain time) until every message arrived or was refused and
-        acked; or, once the counts only say so with corrupted ones counted in, until
-        nothing more came for SETTLE (a corrupted payload cannot say which message it
-        was, and a TPS that coalesces acks never sends the rest)."""
+        acked, and every answer a device wrote came back; or, once the counts only say
+        so with corrupted ones counted in, until nothing more came for SETTLE (a
+        corrupted payload may not say which message it was, and a TPS that coalesces
+        acks never sends the rest)."""
         drain_end = monotonic() + (self.config.drain_time if not self.aborted else 0.0)
         counters, streams = self.counters, self.streams
         assert streams is not None          # the pairs are built before the traffic
 
-        def progress() -> tuple[int, int, int, int]:
-            return streams.arrived, streams.corrupted, counters.acked, counters.rejected
+        def progress() -> tuple[int, int, int, int, int]:
+            return streams.arrived, streams.corrupted, counters.acked, counters.rejected, counters.replies
 
         last, settled = progress(), monotonic()
         while monotonic() < drain_end and not self.aborted:
-            missing = self.sent - streams.arrived - counters.rejected
-            if missing <= 0 and counters.acked + counters.rejected >= self.sent:
+            missing = self.sent - streams.arrived - streams.damaged - counters.rejected
+            if (missing <= 0 and counters.acked + counters.rejected >= self.sent
+                    and counters.replies >= counters.answers):
                 break
             await Sleep(0.01)
             now = progress()
@@ -193,12 +195,6 @@ class Engine:
             return f"; it no longer accepts connections ({error})"
         sock.close()
         return "; it still accepts connections"
-
-    def _in_flight(self) -> int:
-        streams = self.streams
-        if streams is None:
-            return 0
-        return self.sent - streams.arrived - streams.corrupted - self.counters.rejected
 
     async def _wait_for_start(self) -> None:
         control = self.control
@@ -245,6 +241,7 @@ class Engine:
             device.close()
             device.closed = True
             counters.errors.add(cause_of(error, device.label), f"device {device.uuid}: {error}")
+            counters.unregistered += 1
             return
         counters.latency["register"].buffer.append(int((monotonic() - started) * 1e6))
         device.partial = True           # the register's reading may have left part of a message
@@ -508,7 +505,7 @@ class Engine:
             self._sweep_stalled()
         if self.on_tick is not None:
             values = self._counter_values()
-            wrong = sum(values[kind] for kind in ("misrouted", "corrupted", "duplicated", "reordered"))
+            wrong = sum(values[kind] for kind in ("misrouted", "misattributed", "corrupted", "duplicated", "reordered"))
             self.on_tick(dict(entry, worker=self.name, total_sent=self.sent, total_delivered=delivered,
                               total_errors=errors, total_wrong=wrong, counters=values,
                               cpu_seconds=round(cpu - (self._cpu_start or cpu), 4)))
@@ -547,17 +544,19 @@ class Engine:
     def _counter_values(self) -> dict[str, int]:
         counters = self.counters
         streams = self.streams
-        arrived = streams.arrived if streams else 0
-        corrupted = streams.corrupted if streams else 0
+        arrived = (streams.arrived + streams.damaged) if streams else 0
         return {
             "sent": self.sent, "acked": counters.acked,
             "delivered": streams.delivered if streams else 0,
             "misrouted": streams.misrouted if streams else 0,
-            "lost": max(0, self.sent - arrived - counters.rejected - corrupted),
+            "misattributed": streams.misattributed if streams else 0,
+            "lost": max(0, self.sent - arrived - counters.rejected),
             "duplicated": streams.duplicated if streams else 0,
             "reordered": streams.reordered if streams else 0,
-            "corrupted": corrupted,
-            "rejected": counters.rejected, "replies": counters.replies,
+            "corrupted": streams.corrupted if streams else 0,
+            "rejected": counters.rejected, "replies": counters.replies, "answers": counters.answers,
+            "unanswered": max(0, counters.answers - counters.replies),
+            "unregistered": counters.unregistered,
             "heartbeats": counters.heartbeats, "devices": counters.devices, "clients": counters.clients,
             "unsent": max(0, self._pace_total - self._paced) if self.start is not None else 0,
         }

@@ -79,6 +79,8 @@ def _example(kind: str, example: dict[str, Any]) -> str:
     message = f"{example.get('sender')}'s message #{example.get('message')} for {example.get('to')}"
     if kind == "misrouted":
         return f"{message} reached {example.get('at')}"
+    if kind == "misattributed":
+        return f"{message} reached it under another SrcUuid"
     if kind == "lost":
         return f"{message} never arrived"
     if kind == "duplicated":
@@ -104,10 +106,13 @@ def summary_text(result: LoadResult) -> str:
         lines.append(f"the run could not be carried out: {result.aborted}")
     lines.append("")
     lines.append(f"{'messages':<12}{'count':>12}{'per second':>14}")
-    for name in ("sent", "acked", "delivered", "misrouted", "lost", "duplicated", "reordered", "corrupted",
-                 "rejected", "replies"):
+    for name in ("sent", "acked", "delivered", "misrouted", "misattributed", "lost", "duplicated",
+                 "reordered", "corrupted", "rejected", "answers", "replies", "unanswered"):
+        if name in ("misattributed", "answers", "unanswered") and not counters.get(name):
+            continue
         lines.append(f"{name:<12}{counters.get(name, 0):>12,}{result.rate(name):>14,.1f}")
     lines.append(f"{'devices':<12}{counters.get('devices', 0):>12,}   registered"
+                 + (f", {counters['unregistered']:,} could not" if counters.get("unregistered") else "")
                  + (f", {counters.get('heartbeats', 0):,} heartbeats" if counters.get("heartbeats") else ""))
     lines.append(f"{'clients':<12}{counters.get('clients', 0):>12,}   connected")
     if counters.get("unsent"):

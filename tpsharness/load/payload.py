@@ -39,8 +39,7 @@ def read(body: bytes) -> tuple[int, int, int, float, int] | None:
     return _LAYOUT.unpack_from(body)[1:]
 
 
-def describe_damage(body: bytes, pairs: int, client_of: list[int], next_seq: list[int],
-                    start: float, now: float) -> str:
+def describe_damage(body: bytes, pairs: int, client_of: list[int], next_seq: list[int]) -> str:
     """Why ``body`` is not a payload this run sent: which check it fails (for a
     corrupted message's example). Every field is the TPS's to forge."""
     if len(body) < HEADER_SIZE:

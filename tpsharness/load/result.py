@@ -87,8 +87,9 @@ class LoadResult:
 
     @property
     def anomaly_count(self) -> int:
-        """Messages that went wrong: misrouted, lost, corrupted, duplicated, reordered, rejected."""
-        return sum(self.counters.get(kind, 0) for kind in JUDGED)
+        """Messages that went wrong: misrouted, misattributed, lost, corrupted, duplicated,
+        reordered, rejected (not the answers and devices JUDGED also counts)."""
+        return sum(self.counters.get(kind, 0) for kind in (*INTEGRITY, "rejected"))
 
     def latency(self, phase: str) -> dict[str, float | None]:
         """{count, p50, p90, p99, p99.9, max} of ``phase`` in milliseconds."""

@@ -3,15 +3,17 @@
 
     METRIC OP VALUE[UNIT]     OP: < <= > >= == !=
     latency:  register|ack|relay|reply . p50|p90|p99|p99.9|max|count   units us, ms, s
-    counts:   sent acked delivered misrouted lost duplicated reordered corrupted rejected
-              replies heartbeats devices clients unsent errors          no unit
+    counts:   sent acked delivered misrouted misattributed lost duplicated reordered
+              corrupted rejected replies answers unanswered heartbeats devices
+              unregistered clients unsent errors                        no unit
     rates:    COUNT.rate        per second of traffic ('/s'), or for errors, misrouted,
-              lost, duplicated, reordered, corrupted, rejected: a fraction of sent ('%')
+              misattributed, lost, duplicated, reordered, corrupted, rejected: a
+              fraction of sent ('%')
 
-Integrity holds by default: ``misrouted==0``, ``lost==0``, ``corrupted==0``,
-``duplicated==0``, ``reordered==0`` and ``rejected==0`` are checked in every run
-unless the user gives a threshold on that count (which replaces its default) or
-turns them off.
+Integrity holds by default: ``misrouted==0``, ``misattributed==0``, ``lost==0``,
+``corrupted==0``, ``duplicated==0``, ``reordered==0``, ``rejected==0``,
+``unanswered==0`` and ``unregistered==0`` are checked in every run unless the user
+gives a threshold on that count (which replaces its default) or turns them off.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ if TYPE_CHECKING:
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
               "==": operator.eq, "!=": operator.ne}
 _SYNTAX = re.compile(r"^\s*([a-z][a-z0-9.]*)\s*(<=|>=|==|!=|<|>)\s*([0-9]*\.?[0-9]+)\s*(us|ms|s|%|/s)?\s*$")
-_COUNTS = ("sent", "acked", "delivered", "misrouted", "lost", "duplicated", "reordered", "corrupted",
-           "rejected", "replies", "heartbeats", "devices", "clients", "unsent", "errors")
-_FRACTIONS = ("errors", "misrouted", "lost", "duplicated", "reordered", "corrupted", "rejected")
+_COUNTS = ("sent", "acked", "delivered", "misrouted", "misattributed", "lost", "duplicated", "reordered",
+           "corrupted", "rejected", "replies", "answers", "unanswered", "heartbeats", "devices",
+           "unregistered", "clients", "unsent", "errors")
+_FRACTIONS = ("errors", "misrouted", "misattributed", "lost", "duplicated", "reordered", "corrupted", "rejected")
 DEFAULTS = tuple(f"{kind}==0" for kind in JUDGED)
 """The thresholds every run is held to unless told otherwise: integrity."""
 _STATS = ("p50", "p90", "p99", "p99.9", "max", "count")

@@ -34,8 +34,15 @@ def what_happened(kind: str, result: LoadResult) -> str:
         if to_clients and to_clients == result.counters.get("misrouted", 0):
             return "reached the wrong client"
         return "reached the wrong device or client" if to_clients else "reached the wrong device"
-    return {"lost": "lost", "corrupted": "arrived corrupted", "duplicated": "arrived more than once",
-            "reordered": "arrived out of order", "rejected": "refused by the TPS"}[kind]
+    return {"misattributed": "reached their device naming the wrong sender (SrcUuid)", "lost": "lost",
+            "corrupted": "arrived corrupted", "duplicated": "arrived more than once",
+            "reordered": "arrived out of order", "rejected": "refused by the TPS",
+            "unanswered": "never reached their client", "unregistered": "could not register"}[kind]
+
+
+OF_WHAT = {"unanswered": ("answers", "devices' answers"), "unregistered": ("", "devices")}
+"""The kinds that count something else than messages: (the count of them all, if
+not devices + unregistered, and what they are)."""
 
 
 def _share(count: int, total: int) -> str:
@@ -64,6 +71,11 @@ def verdict(result: LoadResult) -> str:
         parts.append("the run was interrupted (Ctrl-C) before its end")
 
     def counted(kind: str, count: int, first: bool) -> str:
+        if kind in OF_WHAT:
+            total_name, things = OF_WHAT[kind]
+            total = (result.counters.get(total_name, 0) if total_name
+                     else result.counters.get("devices", 0) + count)
+            return f"{count:,} of {total:,} {things} {what_happened(kind, result)}"
         if first and count <= sent:
             return f"{count:,} of {sent:,} messages ({_share(count, sent)}) {what_happened(kind, result)}"
         if first:           # copies and forgeries can outnumber what was sent
