@@ -128,3 +128,61 @@ def test_on_sigterm_a_scrape_in_flight_gets_an_answer_before_the_exporter_exits(
         finally:
             process.kill()
             process.wait(10)
+
+
+# -- review findings: secrets on the debug page, the allowlist as a DNS oracle ---------------------
+
+def test_debug_true_never_shows_a_modules_secret_auth_code(exporter_at):
+    from tpsharness.exporter.config import Module
+
+    server = FakeTPS(check_auth="s3cr3t-code")
+    with server.start_in_thread():
+        modules = {"default": Module("default"), "secret": Module("secret", 5.0, "s3cr3t-code")}
+        base, _, _ = exporter_at(modules=modules)
+        status, text = get(f"{base}/probe?target=%s:%d&module=secret&debug=true" % server.address)
+        assert status == 200 and "succeeded" in text.splitlines()[0], text
+        assert "s3cr3t-code" not in text
+        assert "AuthCode: (not shown)" in text and "the module's AuthCode not shown" in text
+        status, text = get(f"{base}/probe?target=%s:%d&debug=true" % server.address)
+        assert "the AuthCode as sent" in text   # the default code is no secret
+
+
+@pytest.mark.parametrize("line", [
+    '{"Body": {"AuthCode": "s3cr3t-code", "SerialNumber": "cam"}}',       # a register's JSON
+    "b'HTTP/1.1 400 s3cr3t-code is wrong\\r\\n'",                        # a peer echoing it
+    "b'POST /PrivateData HTTP/1.1\\r\\nAuthCode: s3cr'... (205 bytes)",  # cut inside the code
+])
+def test_the_debug_transcript_hides_every_form_of_the_secret(line):
+    from tpsharness.exporter.app import redact
+
+    hidden = redact(line, "s3cr3t-code")
+    assert "s3cr" not in hidden and "(not shown)" in hidden
+
+
+@pytest.mark.parametrize("resolves", [True, False], ids=["resolves", "does-not-resolve"])
+@pytest.mark.parametrize("rules", [["*.tps.test:6604"], ["*.tps.test:6604", "127.0.0.1:6604"]],
+                         ids=["names-only", "names-and-networks"])
+def test_a_name_the_allowlist_refuses_gets_the_same_403_whether_or_not_it_resolves(
+        exporter_at, monkeypatch, caplog, rules, resolves):
+    from tpsharness.exporter import AllowList
+
+    real = socket.getaddrinfo
+    looked_up = []
+
+    def resolve(host, *args, **kwargs):
+        looked_up.append(host)
+        if host == "internal.corp":
+            if not resolves:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real("10.1.2.3", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    caplog.set_level("WARNING")
+    base, _, _ = exporter_at(allowlist=AllowList(rules))
+    status, text = get(f"{base}/probe?target=internal.corp:6604")
+    assert (status, text) == (403, "target internal.corp:6604 is not allowed by any --allow-target\n")
+    assert "10.1.2.3" not in text
+    assert ("internal.corp" in looked_up) == (len(rules) > 1)     # names only: nothing to look up
+    if resolves and len(rules) > 1:
+        assert "10.1.2.3" in caplog.text             # the operator still sees it, in the log

@@ -31,7 +31,6 @@ from ..net import IPAddress, format_address, host_problem, ip_address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_SHOWN_ADDRESSES = 4        # resolved addresses a refusal names
 
 
 def normal_name(host: str) -> str:
@@ -131,9 +130,22 @@ class AllowList:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
+    @property
+    def has_networks(self) -> bool:
+        """Whether a rule allows addresses (then a name's addresses must be looked up)."""
+        return any(rule.network is not None for rule in self.rules)
+
+    def allows_name(self, host: str, port: int) -> bool:
+        """Whether a name rule allows ``host`` (a name, not an address) at ``port``."""
+        if ip_address(host) is not None:
+            return False
+        name = normal_name(host)
+        return any(rule.allows_name(name, port) for rule in self.rules)
+
     def permitted(self, host: str, port: int, addresses: Sequence[str]) -> tuple[list[str], str]:
         """The addresses of ``addresses`` (what ``host`` resolved to) that may be connected
-        to, in order, and why, in words; ForbiddenTarget with a one-line reason when none may."""
+        to, in order, and why, in words; ForbiddenTarget when none may (its reason names
+        no address: what a name resolves to is not the scraper's to learn)."""
         if not self.rules:
             return list(addresses), "no --allow-target: every address is allowed"
         name = normal_name(host) if ip_address(host) is None else None
@@ -152,10 +164,4 @@ class AllowList:
         if allowed:
             refused = len(addresses) - len(allowed)
             return allowed, ", ".join(why) + (f"; {refused} other address(es) refused" if refused else "")
-        target = format_address((host, port))
-        if name is None:
-            raise ForbiddenTarget(f"target {target} is not allowed by any --allow-target")
-        shown = ", ".join(addresses[:_SHOWN_ADDRESSES])
-        more = f" and {len(addresses) - _SHOWN_ADDRESSES} more" if len(addresses) > _SHOWN_ADDRESSES else ""
-        raise ForbiddenTarget(f"target {target} is not allowed: it resolves to {shown}{more}, "
-                              f"which no --allow-target allows")
+        raise ForbiddenTarget(f"target {format_address((host, port))} is not allowed by any --allow-target")

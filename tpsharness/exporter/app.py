@@ -7,14 +7,18 @@ its own (name resolution and the check block). A scraper cannot pile up work: a
 probe's timeout is capped and cut to Prometheus's own scrape timeout, and one more
 probe than the cap gets 503 at once instead of waiting.
 
-A probe resolves its target once, keeps the addresses the allowlist allows (403
-with the reason when none is), and checks the TPS at exactly those addresses.
+A probe resolves its target once, keeps the addresses the allowlist allows, and
+checks the TPS at exactly those addresses. With an allowlist, a name no name rule
+allows gets 403 whether or not it resolves, and the answer never names what it
+resolved to (that goes to the log).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from .. import net
 from ..checker import STAGES, CheckResult, check
-from ..defaults import HOST, PORT
+from ..defaults import AUTH_CODE, HOST, PORT
 from ..endpoint import format_ms
 from ..errors import BadProbe, ConnectError, ForbiddenTarget, InvalidArgument
 from ..report import CRITICAL, OK, probe_metrics
@@ -45,8 +49,10 @@ SCRAPE_TIMEOUT_OFFSET = 0.5           # leave Prometheus this much of its own ti
 DEFAULT_MAX_CONCURRENT = 8
 PROBE_PARAMETERS = ("target", "module", "timeout", "debug")
 MAX_TARGET = 300                      # characters of a target: a host name has at most 253
+SHOWN_ADDRESSES = 4                   # resolved addresses a refusal logs
 DEBUG_TRANSCRIPT_LINES = 400          # transcript lines a debug page shows at most
 TEXT = "text/plain; charset=utf-8"
+log = logging.getLogger(__name__)
 
 
 class Checker(Protocol):
@@ -321,9 +327,15 @@ class Exporter:
         the debug page, or 403."""
         started = monotonic()
         module = plan.module
+        allowlist = self.allowlist
+        by_name = not allowlist or allowlist.allows_name(plan.host, plan.port)
+        if not by_name and not allowlist.has_networks:
+            return self._forbidden(plan, "no rule allows its name")
         try:
             found = net.resolve((plan.host, plan.port))
         except socket.gaierror as error:
+            if not by_name:
+                return self._forbidden(plan, f"it does not resolve ({error.strerror})")
             elapsed = monotonic() - started
             reason = str(ConnectError(f"{error.strerror} after {format_ms(elapsed)}"))
             result = CheckResult(False, "connect", reason, plan.host, plan.port, "", 0,
@@ -331,10 +343,10 @@ class Exporter:
             addresses_note = "none: the name does not resolve"
         else:
             try:
-                allowed, why = self.allowlist.permitted(plan.host, plan.port, found)
+                allowed, why = allowlist.permitted(plan.host, plan.port, found)
             except ForbiddenTarget as error:
-                self.rejected.labels("forbidden").inc()
-                return Response.text(403, str(error))
+                shown = ", ".join(found[:SHOWN_ADDRESSES]) + (" ..." if len(found) > SHOWN_ADDRESSES else "")
+                return self._forbidden(plan, f"it resolves to {shown}, which no rule allows", str(error))
             addresses_note = f"{', '.join(allowed)} ({why})"
             payload = os.urandom((module.payload_size + 1) // 2).hex()[:module.payload_size].encode()
             result = self._check(plan.host, plan.port, timeout=plan.timeout, auth_code=module.auth_code,
@@ -345,6 +357,29 @@ class Exporter:
             return Response(200, metrics, CONTENT_TYPE_PLAIN_0_0_4)
         return Response(200, debug_page(plan, result, addresses_note, metrics).encode(), TEXT)
 
+    def _forbidden(self, plan: ProbePlan, why: str, answer: str | None = None) -> Response:
+        """403 for a target the allowlist refuses; what it resolved to goes to the log,
+        never to the scraper (whether or not a name resolves, and to what, would
+        otherwise be an oracle for the exporter's DNS)."""
+        self.rejected.labels("forbidden").inc()
+        target = net.format_address((plan.host, plan.port))
+        log.warning("probe of %s refused by --allow-target: %s", target, why)
+        return Response.text(403, answer or f"target {target} is not allowed by any --allow-target")
+
+
+_AUTH_CODE_FIELD = re.compile(r'(AuthCode"?\s*:\s*"?)((?:[^"\\]|\\[^rn])*?)(?="|\\r\\n|$)', re.I)
+HIDDEN = "(not shown)"
+
+
+def redact(line: str, auth_code: str) -> str:
+    """A transcript line with a module's secret AuthCode hidden: every AuthCode header
+    and JSON value, whoever sent it, and the code itself wherever a peer echoed it."""
+    line = _AUTH_CODE_FIELD.sub(lambda match: match.group(1) + HIDDEN, line)
+    for form in {auth_code, quote_text(auth_code, len(auth_code) * 4 + 8)[1:-1]}:
+        if form:
+            line = line.replace(form, HIDDEN)
+    return line
+
 
 def debug_page(plan: ProbePlan, result: CheckResult, addresses: str, metrics: bytes) -> str:
     """``&debug=true``: what the probe did, as blackbox_exporter's debug output shows it:
@@ -352,21 +387,24 @@ def debug_page(plan: ProbePlan, result: CheckResult, addresses: str, metrics: by
     metrics that would have been returned."""
     target = net.format_address((plan.host, plan.port))
     outcome = "succeeded" if result.ok else f"failed at {result.stage}"
+    secret = plan.module.auth_code != AUTH_CODE
+    message = printable(result.message, 2000)
     lines = [f"Probe of {target} with module {plan.module.name!r}: {outcome}",
-             printable(result.message, 2000), "",
+             redact(message, plan.module.auth_code) if secret else message, "",
              "Module configuration:"]
     lines += [f"  {key:13} {value}" for key, value in plan.module.describe()]
     lines += [f"  this probe's timeout: {plan.timeout:g} s ({plan.timeout_note})", "",
               f"Addresses: {addresses}", "", "Stage timings:"]
     lines += [f"  {stage:9} {result.timings[stage]:10.3f} ms" for stage in (*STAGES, "total")
               if stage in result.timings]
-    lines += ["", "Transcript (both sides' bytes, in order; the AuthCode as sent):"]
+    lines += ["", "Transcript (both sides' bytes, in order; "
+              + ("the module's AuthCode not shown):" if secret else "the AuthCode as sent):")]
     if result.transcript is None or not result.transcript.entries:
         lines.append("  (nothing was sent or received)")
     else:
         entries = len(result.transcript.entries)
-        lines += [f"  {line}" for line in islice(result.transcript.lines(limit=200),
-                                                 DEBUG_TRANSCRIPT_LINES)]
+        shown = islice(result.transcript.lines(limit=200), DEBUG_TRANSCRIPT_LINES)
+        lines += [f"  {redact(line, plan.module.auth_code) if secret else line}" for line in shown]
         if entries > DEBUG_TRANSCRIPT_LINES:
             lines.append(f"  ... {entries - DEBUG_TRANSCRIPT_LINES} more lines not shown")
     lines += ["", "Metrics that would have been returned:", metrics.decode().rstrip()]
