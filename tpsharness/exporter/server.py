@@ -17,8 +17,9 @@ library tpsharness already depends on) parses and writes HTTP/1.1:
   once, from the loop, without waiting for a thread;
 - TLS is the ``ssl`` module's, through memory BIOs, so that a handshake waits
   on the kernel like any other read;
-- ``shutdown`` stops accepting, lets the requests in flight finish within a grace,
-  answers 503 to the probes still running, and closes the rest.
+- ``shutdown`` stops accepting, closes at once the connections still sending their
+  request (503 to one that began), lets those being answered finish within a
+  grace, answers 503 to the probes still running, and closes the rest.
 
 Every answer closes its connection (``Connection: close``): a scraper reconnects each
 interval, and nothing idles between requests.
@@ -174,13 +175,14 @@ class _Connection:
     """One accepted connection: its stream, its task, and what it is doing
     ('reading' its request, 'working' on a thread, 'writing' the answer)."""
 
-    __slots__ = ("sock", "stream", "tid", "state")
+    __slots__ = ("sock", "stream", "tid", "state", "began")
 
     def __init__(self, sock: net.Socket, stream: _PlainStream | _TLSStream) -> None:
         self.sock = sock
         self.stream = stream
         self.tid = 0
         self.state = "new"          # its task has not run yet
+        self.began = False          # a byte of its request arrived
 
 
 class _Pending:
@@ -286,6 +288,11 @@ class ExporterServer:
         self.stopping = True
         kill(acceptor)
         self.listener.close()
+        for connection in list(self._connections.values()):
+            if connection.state in ("new", "reading"):      # nothing to finish: no grace for it
+                if connection.began:
+                    connection.stream.send_nowait(encode(Response.text(503, "the exporter is shutting down")))
+                self._close(connection)
         grace = Deadline(self.shutdown_grace)
         while self._connections and not grace.expired:
             await Sleep(min(0.05, grace.remaining()))
@@ -385,7 +392,7 @@ class ExporterServer:
             self.exporter.dropped.labels("tls handshake").inc()
             return None
         try:
-            request = await self._read_request(connection.stream, deadline)
+            request = await self._read_request(connection, deadline)
         except TimeoutError:
             self.exporter.dropped.labels("request timeout").inc()
             return Response.text(408, f"the request did not arrive whole within "
@@ -406,10 +413,10 @@ class ExporterServer:
             return await self._run_probe(answer)
         return answer
 
-    async def _read_request(self, stream: _PlainStream | _TLSStream,
-                            deadline: Deadline) -> Request | Response:
+    async def _read_request(self, connection: _Connection, deadline: Deadline) -> Request | Response:
         """The request (h11 parses it), or the Response that refuses it (400, 413, 431).
         TimeoutError past ``deadline``; ConnectionError if the client closed first."""
+        stream = connection.stream
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         request: h11.Request | None = None
         body = head = 0
@@ -423,6 +430,7 @@ class ExporterServer:
                 data = await stream.recv(deadline)
                 if not data:
                     raise ConnectionResetError("the client closed the connection")
+                connection.began = True
                 if request is None:
                     head += len(data)
                     if head > MAX_HEAD:      # h11 bounds only a head still incomplete
