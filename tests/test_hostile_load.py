@@ -156,6 +156,52 @@ def test_a_reason_phrase_with_the_words_of_other_causes_is_counted_by_its_status
     assert set(result.errors) == {"503 refused reset closed within timed out"}, result.errors
 
 
+def test_a_register_answered_with_bytes_that_are_not_a_reply_is_a_protocol_error():
+    def greet(tps, conn, message):
+        conn.sendall(b"HELLO there friend\r\nX: y\r\n\r\n")
+
+    with HostileTPS(register=greet) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert set(result.errors) == {"protocol error"}, result.errors
+
+
+# Every sentence endpoint.py and device.py raise for a connect or a register, as they
+# write it (timeouts carry timed_out=True and are told by it, whatever their words).
+@pytest.mark.parametrize("sentence, timed_out, cause", [
+    ("refused the connection after 0.1 ms", False, "refused"),
+    ("refused the connection (every address failed: ...) after 0.1 ms", False, "refused"),
+    ("reset the connection before the register reply after 1.0 ms", False, "reset"),
+    ("closed the connection while sending, after 1.0 ms", False, "closed by the TPS"),
+    ("closed the connection before the register reply (after a partial message: b'HT') after 1 ms",
+     False, "closed by the TPS"),
+    ("answered bytes that are not a TPS message (no status line) after 1.0 ms", False, "protocol error"),
+    ("sent bytes that are not a reply (HELLO there friend) where the register reply belongs after 1 ms",
+     False, "protocol error"),
+    ("sent a request (POST /PrivateData) where the register reply belongs after 1.0 ms", False,
+     "protocol error"),
+    ("sent a request (POST /TransProxy) (our own request, sent back) where the register reply belongs "
+     "after 1.0 ms", False, "protocol error"),
+    ("sent 4,097 messages (1.0 MB) nobody asked for, while this endpoint waited for the register "
+     "reply, after 1.0 ms", False, "protocol error"),
+    ("answered 404 Not Found after 1.0 ms", False, "404 Not Found"),
+    ("answered status 502 after 1.0 ms", False, "502"),
+    ("answered 200 OK without the register reply JSON (body b'') after 1.0 ms", False,
+     "200 without register JSON"),
+    ("refused 'cam-1' with ErrorNum 401 (bad auth) after 1.0 ms", False, "register refused"),
+    ("did not accept the connection within 5000.0 ms after 5000.0 ms", True, "timeout"),
+    ("did not take the request within 5000.0 ms", True, "timeout"),
+    ("sent 1.2 MB but no register reply within 5000.0 ms", True, "timeout"),
+    ("sent only 12 bytes of a register reply, then nothing, within 5000.0 ms", True, "timeout"),
+    ("sent no register reply within 5000.0 ms", True, "timeout"),
+])
+def test_each_connect_and_register_sentence_counts_under_its_cause(sentence, timed_out, cause):
+    from tpsharness.errors import RegisterError
+    from tpsharness.load.accounting import cause_of
+
+    error = RegisterError(f"TPS 127.0.0.1:6604 {sentence}", 1.0, timed_out=timed_out)
+    assert cause_of(error, "127.0.0.1:6604") == cause
+
+
 # -- review findings: what may offset a loss, who sent it, answers, registers -----------------------
 
 def _ack_only(tps, conn, message):

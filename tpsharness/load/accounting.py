@@ -84,19 +84,18 @@ def status_reason(status: int, reason: str) -> str:
     return f"{status} {printable(reason, REASON_TEXT_LIMIT)}".strip()
 
 
-# How endpoint.py's sentences begin after "TPS <address> ": what each one means. A
+# How the sentences of endpoint.py and device.py that are not timeouts (those carry
+# ``timed_out``, checked first) begin after "TPS <address> ": what each one means. A
 # peer's own text (a reason phrase, quoted bytes) only ever comes after these words.
 _SENTENCES = (
     ("refused the connection", "refused"),
     ("reset the connection", "reset"),
     ("closed the connection", "closed by the TPS"),
     ("answered bytes that are not a TPS message", "protocol error"),
-    ("sent bytes that are not a TPS message", "protocol error"),
+    ("sent bytes that are not a reply", "protocol error"),
     ("sent a request", "protocol error"),
-    ("sent only", "timeout"),
-    ("sent no", "timeout"),
-    ("did not", "timeout"),
 )
+_FLOOD = re.compile(r"sent [\d,]+ messages \(")       # an UnreadOverflow: messages nobody asked for
 _STATUS = re.compile(r"answered (?:status )?([1-5]\d\d)\b(.*?)(?: after \d|$)", re.S)
 _REFUSED_SERIAL = re.compile(r"refused .* with ErrorNum ")
 
@@ -119,7 +118,12 @@ def cause_of(error: TPSError, label: str) -> str:
             return cause
     status = _STATUS.match(sentence)
     if status:
-        return status_reason(int(status.group(1)), status.group(2).strip())
+        code = int(status.group(1))
+        if code == 200:             # device.py's only 200 refusal: a reply that is not a register's
+            return "200 without register JSON"
+        return status_reason(code, status.group(2).strip())
+    if _FLOOD.match(sentence):
+        return "protocol error"
     if _REFUSED_SERIAL.match(sentence):
         return "register refused"
     return OTHER
