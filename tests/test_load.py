@@ -510,3 +510,9 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command_and_exit_3(tmp_path,
 def test_a_result_file_that_cannot_be_written_is_refused_before_the_run(tmp_path):
     code, out, err = cli("load", "--duration", "0.2", "--json", str(tmp_path / "missing" / "run.json"))
     assert code == 3 and "no directory" in err and "fake TPS" not in out
+
+
+def test_a_run_that_could_not_be_carried_out_says_so_on_stderr_and_exits_2():
+    code, out, err = cli("load", "--fake-option=--no-such-option", "--quiet", "--duration", "0.1")
+    assert code == 2 and out == ""
+    assert err.startswith("tpsharness load: the run could not be carried out: the bundled fake TPS did not start")
