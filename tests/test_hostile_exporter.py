@@ -205,3 +205,45 @@ def test_a_stop_closes_idle_and_half_sent_connections_at_once_instead_of_waiting
     finally:
         idle.close()
         half.close()
+
+
+class _HeldAuth:
+    """Basic auth whose password comparisons (bcrypt's, at a high cost) hold until released."""
+
+    users = {"u": b"$2b$17$" + b"x" * 53}
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def known(self, credentials):
+        return None
+
+    def verify(self, credentials):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(20)
+        with self.lock:
+            self.running -= 1
+        return False
+
+
+def test_password_comparisons_left_running_past_their_request_still_hold_their_slot(exporter_at):
+    from tpsharness.exporter.server import AUTH_THREADS
+
+    auth = _HeldAuth()
+    base, _, server = exporter_at(server_options={"auth": auth, "request_timeout": 0.3})
+    wrong = {"Authorization": "Basic dTp3cm9uZw=="}         # u:wrong
+    try:
+        answers = [get(f"{base}/metrics", headers=wrong) for _ in range(AUTH_THREADS + 4)]
+        assert [status for status, _ in answers[:AUTH_THREADS]] == [503] * AUTH_THREADS
+        assert all("could not be checked in time" in text for _, text in answers[:AUTH_THREADS])
+        assert all(status == 503 and "too many authentications" in text for status, text in answers[AUTH_THREADS:])
+        assert auth.most == AUTH_THREADS            # before, each timed-out request freed its slot
+    finally:
+        auth.release.set()
+    assert wait_until(lambda: auth.running == 0)
+    assert wait_until(lambda: get(f"{base}/metrics", headers=wrong)[0] == 401)   # the slots came back

@@ -232,7 +232,7 @@ class ExporterServer:
         bound = self.listener.sock.getsockname()
         self.server_address: tuple[str, int] = (bound[0], bound[1])
         self._connections: OrderedDict[int, _Connection] = OrderedDict()   # oldest first
-        self._auth_running = 0
+        self._auth_slots = threading.BoundedSemaphore(AUTH_THREADS)    # released by the thread, when done
         self._refusing = 0              # connections over the limit, being told so
         self._wake_reader, self._wake_writer = socket.socketpair()
         for end in (self._wake_reader, self._wake_writer):
@@ -405,7 +405,7 @@ class ExporterServer:
             return self.exporter.refuse_stopping() if request.path == "/probe" else \
                 Response.text(503, "the exporter is shutting down")
         if self.auth is not None:
-            refusal = await self._authenticate(connection, request)
+            refusal = await self._authenticate(request, deadline)
             if refusal is not None:
                 return refusal
         answer = self.exporter.handle(request)
@@ -454,21 +454,29 @@ class ExporterServer:
             else:                       # ConnectionClosed, or a close mid-request
                 raise ConnectionResetError("the client closed the connection")
 
-    async def _authenticate(self, connection: _Connection, request: Request) -> Response | None:
+    async def _authenticate(self, request: Request, deadline: Deadline) -> Response | None:
         """None when the request's credentials are right; else the 401 (or a 503 when too
-        many comparisons run at once)."""
+        many comparisons run at once, or the request's deadline passes first). A slot is
+        freed when its comparison ends, not when its request gives up: a comparison left
+        running still counts."""
         assert self.auth is not None
         credentials = parse_basic(request.headers.get("authorization"))
         verdict = self.auth.known(credentials)
         if verdict is None and credentials is not None:
-            if self._auth_running >= AUTH_THREADS:
+            slots = self._auth_slots
+            if not slots.acquire(blocking=False):
                 return Response.text(503, "too many authentications at once; try again later")
-            self._auth_running += 1
+            auth, given = self.auth, credentials
+
+            def compare() -> bool:
+                try:
+                    return auth.verify(given)
+                finally:
+                    slots.release()
             try:
-                auth, given = self.auth, credentials
-                verdict = bool(await _on_thread(lambda: auth.verify(given), self.request_timeout))
-            finally:
-                self._auth_running -= 1
+                verdict = bool(await _on_thread(compare, deadline.remaining(), on_no_thread=slots.release))
+            except TimeoutError:
+                return Response.text(503, "the credentials could not be checked in time; try again later")
         if verdict:
             return None
         self.exporter.unauthorized.inc()
