@@ -56,9 +56,12 @@ def test_one_to_one_pairs_against_the_field_like_tps_pass_and_the_ack_latency_is
     assert out.rstrip().splitlines()[-1] == "PASSED"
     assert counter(out, "misrouted") == 0 and counter(out, "lost") == 0
     acked, sent = counter(out, "acked"), counter(out, "sent")
-    assert acked < sent          # one ack per read: coalesced
-    assert f"acks: the TPS acknowledged {sent:,} messages with {acked:,} acks (coalesced)" in out
-    assert re.search(r"^ack +- +not measurable", out, re.M)
+    assert acked <= sent         # one ack per read: fewer once a read held two requests
+    if acked < sent:             # (almost always, with 8 in flight; a read of one each is timing)
+        assert f"acks: the TPS acknowledged {sent:,} messages with {acked:,} acks (coalesced)" in out
+        assert re.search(r"^ack +- +not measurable", out, re.M)
+    else:
+        assert "coalesced" not in out and re.search(r"^ack +[\d,]+ ", out, re.M)
 
 
 @pytest.mark.slow

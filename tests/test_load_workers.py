@@ -18,7 +18,7 @@ pytest.importorskip("execnet")
 import tpsharness  # noqa: E402
 from tpsharness.load.fake import FakeProcess  # noqa: E402
 
-from conftest import free_port  # noqa: E402
+from conftest import free_port, wait_until  # noqa: E402
 from test_load import ROOT  # noqa: E402
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
@@ -63,16 +63,6 @@ def _workers_under(pid):
     return workers
 
 
-def _wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
-
-
 @pytest.fixture
 def sshd(tmp_path):
     """A private sshd on 127.0.0.1 (Debian's openssh-server) with a throwaway host key
@@ -106,7 +96,7 @@ def sshd(tmp_path):
                 return True
             except OSError:
                 return server.poll() is not None
-        _wait_for(listening, 10)
+        wait_until(listening, 10)
         if server.poll() is not None:
             pytest.skip(f"sshd did not start here: {server.stderr.read().strip()[-300:]}")
         login = subprocess.run(["ssh", "-F", str(tmp_path / "ssh_config"), HOST_ALIAS, "true"],
@@ -181,7 +171,7 @@ def test_a_worker_killed_mid_run_ends_it_with_exit_2_naming_the_worker():
             for line in process.stdout:
                 if line.strip().startswith("1s"):
                     break
-            workers = _wait_for(lambda: _workers_under(process.pid), 5)
+            workers = wait_until(lambda: _workers_under(process.pid), 5)
             assert len(workers) == 2, workers
             os.kill(workers[1], signal.SIGKILL)
             out, err = process.communicate(timeout=15)
@@ -195,3 +185,40 @@ def test_a_worker_killed_mid_run_ends_it_with_exit_2_naming_the_worker():
     assert delivered > 0
     verdict = out.rstrip().splitlines()[-1]
     assert verdict.startswith(f"FAILED: the run could not be carried out: worker 1:popen (pid {workers[1]})")
+
+
+class _Channel:
+    """What execnet gives worker.serve: the setup, then the coordinator's messages."""
+
+    def __init__(self, setup, started):
+        self.setup, self.started, self.sent, self.callback = setup, started, [], None
+
+    def receive(self):
+        return self.setup
+
+    def setcallback(self, callback):
+        self.callback = callback
+
+    def send(self, item):
+        self.sent.append(item)
+        if item[0] == "ready":      # every worker is ready: the coordinator says when to start
+            from tpsharness.load.distributed import start_message
+            self.callback(start_message(time.monotonic() + 0.1))
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0], ids=["clock-behind", "clock-ahead"])
+def test_a_worker_whose_wall_clock_is_off_by_an_hour_starts_with_the_others(monkeypatch, skew):
+    from fake_tps import FakeTPS
+    from tpsharness.load import worker
+    from tpsharness.load.config import LoadConfig
+
+    real_time = time.time
+    with FakeTPS().start_in_thread() as fake:
+        config = LoadConfig(address=fake.address, devices=2, clients=1, duration=0.3, drain=0.5)
+        channel = _Channel({"config": config.to_dict(), "name": "w0", "path": None}, time.monotonic())
+        monkeypatch.setattr(time, "time", lambda: real_time() + skew)       # this "host's" clock
+        started = time.monotonic()
+        worker.serve(channel)
+    assert channel.sent[-1][0] == "result", channel.sent[-1]
+    assert channel.sent[-1][1]["counters"]["delivered"] > 0
+    assert time.monotonic() - started < 15          # an hour behind waited an hour; ahead, not at all

@@ -163,10 +163,9 @@ def _coordinate(config: LoadConfig, channels: list[execnet.Channel], names: list
         if kind == "ready":
             worker.ready = item[1]
             if all(w.ready is not None for w in workers.values()):
-                start_at = time.time() + START_DELAY
                 started = time.monotonic() + START_DELAY
                 for other in channels:
-                    _send(other, ("start", start_at))
+                    _send(other, start_message(started))
         elif kind == "tick":
             snapshot = item[1]
             worker.ticks.append(snapshot)
@@ -180,6 +179,13 @@ def _coordinate(config: LoadConfig, channels: list[execnet.Channel], names: list
             worker.part = item[1]
     parts = [w.part if w.part is not None else w.partial() for w in workers.values()]
     return parts, aborted
+
+
+def start_message(started: float) -> tuple[str, float]:
+    """("start", seconds from now) for a common start at ``started`` (this host's
+    monotonic clock): a delay, never a wall-clock time, so that a worker whose clock
+    is off still starts with the others."""
+    return ("start", max(0.0, started - time.monotonic()))
 
 
 _CLOSED = object()

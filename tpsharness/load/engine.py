@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import resource
-import time
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 class Control:
     """How the outside steers a run: ``stop`` (a reason) ends it early; with
     ``wait_for_start``, the run calls ``ready(info)`` once connected and waits until
-    ``start_at`` (a time.time()) is set."""
+    ``start_at`` (a time.monotonic() of this process) is set."""
 
     def __init__(self, wait_for_start: bool = False,
                  ready: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -208,7 +207,7 @@ class Engine:
                 return
             await Sleep(0.005)
         if control.start_at is not None:
-            delay = control.start_at - time.time()
+            delay = control.start_at - monotonic()
             if delay > 0:
                 await Sleep(delay)
 

@@ -2,7 +2,7 @@
 a worker process (``remote_exec``), which needs tpsharness importable.
 
 Protocol on the channel: in, the setup {"config", "name", "path"}, then ("start",
-time.time() to start at) or ("stop",); out, ("ready", info), ("tick", snapshot) each
+seconds from now: a delay, since the hosts' clocks may differ) or ("stop",); out, ("ready", info), ("tick", snapshot) each
 second, and at the end ("result", part) or ("error", text).
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import signal
 import sys
+from time import monotonic
 from typing import TYPE_CHECKING, Any
+
+MAX_START_DELAY = 10.0      # seconds a start may be asked to wait (the coordinator asks 0.3)
 
 if TYPE_CHECKING:
     import execnet
@@ -36,7 +39,7 @@ def serve(channel: execnet.Channel) -> None:
 
     def steer(item: tuple[Any, ...]) -> None:            # runs in execnet's receiving thread
         if item[0] == "start":
-            control.start_at = item[1]
+            control.start_at = monotonic() + min(max(0.0, float(item[1])), MAX_START_DELAY)
         elif item[0] == "stop":
             control.stop = "interrupted"
 
