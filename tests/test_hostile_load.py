@@ -289,3 +289,18 @@ def test_devices_the_tps_refuses_to_register_fail_the_run():
     with HostileTPS(register=refuse_every_other) as tps:
         result = tpsharness.load(*tps.address, integrity=False, **RUN)
     assert result.exit_code == 0 and "2 of 4 devices could not register, not judged" in result.verdict
+
+
+def test_a_lost_witness_says_it_may_be_a_refused_message_when_the_tps_refused_some():
+    from tpsharness.load.output import summary_text
+
+    def refuse_or_drop(tps, conn, message):
+        if tps.count % 2:
+            conn.sendall(reply(503))
+        else:
+            _ack_only(tps, conn, message)
+
+    with HostileTPS(relay=refuse_or_drop) as tps:
+        result = tpsharness.load(*tps.address, **RUN)
+    assert result.rejected > 0 and result.lost > 0
+    assert "never arrived (lost, or one of those refused)" in summary_text(result)

@@ -72,8 +72,9 @@ def configuration(result: LoadResult) -> str:
             f"{config.get('payload_size')} B payloads")
 
 
-def _example(kind: str, example: dict[str, Any]) -> str:
-    """One witness as a sentence."""
+def _example(kind: str, example: dict[str, Any], refusals: bool = False) -> str:
+    """One witness as a sentence; with ``refusals``, a message that never arrived may
+    be one the TPS refused (a refusal does not say which message it was)."""
     if kind == "corrupted":
         return f"{example.get('at')} got a message from {example.get('src')}: {example.get('why')}"
     message = f"{example.get('sender')}'s message #{example.get('message')} for {example.get('to')}"
@@ -82,7 +83,7 @@ def _example(kind: str, example: dict[str, Any]) -> str:
     if kind == "misattributed":
         return f"{message} reached it under another SrcUuid"
     if kind == "lost":
-        return f"{message} never arrived"
+        return f"{message} never arrived" + (" (lost, or one of those refused)" if refusals else "")
     if kind == "duplicated":
         return f"{message} arrived again"
     return f"{message} arrived after #{example.get('after')}"
@@ -138,7 +139,8 @@ def summary_text(result: LoadResult) -> str:
             examples = result.integrity.get(kind, [])[:SHOWN_EXAMPLES]
             lines.append(f"  {kind:<12}{count:>10,}   {what_happened(kind, result)}"
                          + (", e.g.:" if examples else " (see the errors)" if kind == "rejected" else ""))
-            lines.extend(f"      {_example(kind, example)}" for example in examples)
+            lines.extend(f"      {_example(kind, example, bool(counters.get('rejected')))}"
+                         for example in examples)
         for line in result.diagnosis:
             lines.append(f"  pattern: {line}")
     if result.errors:
