@@ -8,10 +8,11 @@ does not pay for hdrhistogram unless a load run happens.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .config import LoadConfig, LoadUsageError
@@ -40,10 +41,7 @@ else:
     load.__doc__ = "See tpsharness.load.api.load: a load run from Python, returning a LoadResult."
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _HOMES)
 
 
 class _CallablePackage(ModuleType):

@@ -122,7 +122,7 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
     def relayed(endpoint: LoadDevice, src: str, body: bytes, now: float) -> None:
         """Private data relayed to device ``endpoint`` from ``src``: account it."""
         nonlocal own_in_read
-        if len(body) >= header_size:
+        if len(body) >= header_size:            # intact(), inline: the hot path
             check, sender, pair, seq, due, flags = unpack_header(body)
             if (check == crc32(body[4:]) and pair < pairs and client_of[pair] == sender
                     and seq < next_seq[pair] and start <= due <= now):
@@ -205,17 +205,27 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
         """This client's answer from its device (the request's body sent back), or a
         message that reached a client: misrouted."""
         body = message.body
-        if len(body) >= header_size:
-            check, sender, pair, seq, due, flags = unpack_header(body)
-            if (check == crc32(body[4:]) and pair < pairs and client_of[pair] == sender
-                    and seq < next_seq[pair] and start <= due <= now):
-                if message.src in by_src or sender != endpoint.index:
-                    misrouted(endpoint, -1 - endpoint.index, sender, pair, seq, now)
-                    return
-                counters.replies += 1
-                reply_append(int((now - due) * 1e6))
-                return
-        corrupted(endpoint, message.src, body, now)
+        header = intact(body, now)
+        if header is None:
+            corrupted(endpoint, message.src, body, now)
+            return
+        _, sender, pair, seq, due, _ = header
+        if message.src in by_src or sender != endpoint.index:
+            misrouted(endpoint, -1 - endpoint.index, sender, pair, seq, now)
+            return
+        counters.replies += 1
+        reply_append(int((now - due) * 1e6))
+
+    def intact(body: bytes, now: float) -> tuple[int, int, int, int, float, int] | None:
+        """The header of ``body`` if it is a payload this run sent, intact; else None."""
+        if len(body) < header_size:
+            return None
+        header = unpack_header(body)
+        check, sender, pair, seq, due, _ = header
+        if (check == crc32(body[4:]) and pair < pairs and client_of[pair] == sender
+                and seq < next_seq[pair] and start <= due <= now):
+            return header
+        return None
 
     def unexpected(endpoint: LoadEndpoint, message: Message) -> None:
         """A request no TPS sends its peers (a register, an unknown path): an error
