@@ -217,7 +217,7 @@ def test_the_guard_names_connect_when_nothing_reported_progress():
     ("127.0.0.1", 70000, {}),               # the socket layer would wrap it to 4464
     ("127.0.0.1", 0, {}),
     ("127.0.0.1", True, {}),
-    ("", 6604, {}),
+    (None, 6604, {}),                       # an empty name fails the connect stage instead
     ("127.0.0.1", 6604, {"timeout": "5"}),
     ("127.0.0.1", 6604, {"timeout": True}),
 ])
