@@ -384,7 +384,7 @@ def test_a_client_certificate_can_be_required(exporter_at, tmp_path, pki):
     ("tls_server_config:\n  cert_file: x.pem\n", "tls_server_config.key_file is required"),
     ("tls_server_config:\n  cert_file: x.pem\n  key_file: x.key\n", "cannot load cert_file 'x.pem'"),
     ("tls_server_confg: {}\n", "unknown key 'tls_server_confg'"),
-    ("basic_auth_users:\n  alice: plaintext\n", "basic_auth_users.alice must be a bcrypt hash"),
+    ("basic_auth_users:\n  alice: plaintext\n", "basic_auth_users.alice is not a bcrypt hash"),
     ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [X]\n", "cipher_suites is not supported"),
     ("rate_limit:\n  burst: 20\n", "rate_limit is not supported"),
     ("[1, 2]\n", "must be a mapping"),

@@ -25,6 +25,7 @@ from .errors import InvalidArgument, ScenarioError, ScenarioFailure, TPSError
 from .exact import MOVES, SETTLE, Watch
 from .ids import CLIENT_PREFIX, new_uuid
 from .protocol import PrivateDataTemplate, RegisterReply, Reply, quote, quote_text, status_text
+from .readfile import read_bounded
 from .text import printable
 from .syscalls import Sleep
 
@@ -323,8 +324,7 @@ def load(path: str | os.PathLike[str]) -> Scenario:
     ScenarioError naming the file, never another exception."""
     path = str(path)
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(MAX_FILE + 1)
+        text = read_bounded(path, MAX_FILE)
     except OSError as error:
         raise ScenarioError(f"{path}: cannot read: {error.strerror}") from None
     if len(text) > MAX_FILE:
