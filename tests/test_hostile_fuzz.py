@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from tpsharness.fuzz.fixture import write
 from tpsharness.fuzz.process import ServerProcess
 from tpsharness.fuzz.programs import Program, Step
 from tpsharness.fuzz.uuids import Uuids
-from tpsharness.fuzz.runner import Finding
+from tpsharness.fuzz import runner
+from tpsharness.fuzz.runner import Finding, Fuzzer, Options, Report
+from tpsharness.fuzz.values import Hostile
 from tpsharness.fuzz.watchdog import accepts
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
@@ -290,3 +293,53 @@ def test_a_spare_that_died_before_its_turn_is_skipped_not_fatal(tmp_path: Path) 
         assert server.port != spare.port
     finally:
         server.close()
+
+
+# -- a server whose output holds crash reports it outlives (review of the fuzz engine) --
+
+def run_fuzzer(command: str, **options: object) -> Report:
+    server = ServerProcess(command)
+    server.start()
+    try:
+        return Fuzzer(Options(target=server.address, server=server, settle=0.05, **options)).run()  # type: ignore[arg-type]
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_server_that_prints_a_ubsan_report_and_carries_on_is_explored_at_full_rate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every log line of the fake carries a prefix; with UBSan's "runtime error" the fuzzer
+    # used to wait TRIAGE_WAIT for an exit after each program (2 programs in 10 s).
+    monkeypatch.setattr(runner, "TRIAGE_WAIT", 1.0)
+
+    def programs_with(prefix: str) -> int:
+        command = f"{FAKE} --log - | sed -u 's/^/{prefix}/'"
+        return run_fuzzer(command, budget=3.0, seed=3).programs
+
+    control = programs_with("a.cpp:1:2: info ")
+    reports = programs_with("a.cpp:1:2: runtime error: signed integer overflow: 1 + 1 ")
+    assert control >= 20, control
+    assert reports >= control / 3, (reports, control)
+
+
+def test_a_crash_is_triaged_by_what_its_program_made_the_server_print(tmp_path: Path) -> None:
+    # An old report from earlier in the server's life (printed at its start here) is
+    # not the cause of a later crash: the crash is known by its own report.
+    server = ServerProcess(f"echo 'a.cpp:10:2: runtime error: an old report it outlived'; "
+                           f"exec {FAKE} --fault die-on-long-header")
+    server.start()
+    fuzzer = Fuzzer(Options(target=server.address, server=server, settle=0.1))
+    fuzzer.started = time.monotonic()
+    fuzzer.deadline = fuzzer.started + 20
+    program = Program((("cam1", 0), ("cam2", 1), ("app", 2)), (
+        Step("send_raw", "cam1", (("raw", Hostile("private_data", "header:AuthCode", "long", 1025)),)),))
+    try:
+        outcome = fuzzer._execute(program, fuzzer.settle, fuzzer.reference_settles[0])
+    finally:
+        server.close()
+    assert outcome.difference is not None and outcome.difference.evidence is not None
+    evidence = outcome.difference.evidence
+    assert evidence.kind == "uncaught std::length_error", evidence
+    assert "an old report" in " ".join(evidence.tail)       # the tail shown still has all of it

@@ -121,6 +121,7 @@ class Fuzzer:
         self._last_progress = 0.0
         self._stop_reason: str | None = None
         self._fatal: Exception | None = None       # what made the run fail, raised at its end
+        self._survived: set[tuple[str, ...]] = set()    # (side, report) a server printed and outlived
 
     def run(self) -> Report:
         """Fuzz until the budget, the program count or the finding count runs out; the Report."""
@@ -234,25 +235,34 @@ class Fuzzer:
         self.report.crashes += crashed
         server_crashed = crashed and difference is not None and difference.side == "server"
         reference_crashed = outcome.reference_crash is not None
-        self._recover(server, server_crashed, difference if server_crashed else None)
+        self._recover(server, server_crashed, difference if server_crashed else None, marks[0])
         self._recover(reference_server, reference_crashed,
-                      outcome.reference_crash if difference is outcome.reference_crash else None)
+                      outcome.reference_crash if difference is outcome.reference_crash else None, marks[1])
         if crashed and difference is not None:
             self.report.bins[difference.signature] += 1
         self.report.trace.update(f"{program}\n{difference and difference.signature}\n".encode())
         self._tick()
         return outcome
 
-    @staticmethod
-    def _dying(outcome: Outcome, process: ServerProcess | None, mark: int, side: str) -> None:
+    def _dying(self, outcome: Outcome, process: ServerProcess | None, mark: int, side: str) -> None:
         """A server that printed a crash report during the program and then exits
-        crashed in it, even if it still accepted the last probe (it was dying)."""
-        if process is None or not outcome.model_points or not dying(process.output_since(mark)):
+        crashed in it, even if it still accepted the last probe (it was dying). A
+        report it outlived once (UBSan's default is to print and carry on; a logged
+        traceback) is not waited on again."""
+        if process is None or not outcome.model_points:
+            return
+        printed = process.output_since(mark)
+        if not dying(printed):
             return
         known = outcome.difference if side == "server" else outcome.reference_crash
         if known is not None and known.cls == "crash":
             return
+        evidence = triage(None, printed)
+        report = (side, evidence.label, *evidence.frames)      # where, not what it said (it may echo input)
+        if report in self._survived:
+            return
         if process.wait_exit(TRIAGE_WAIT) is None:
+            self._survived.add(report)
             return
         index = known.step if known is not None else max(outcome.model_points)
         found = crash(outcome, index, "it printed a crash report", side=side)
@@ -263,15 +273,17 @@ class Fuzzer:
             if outcome.difference is None or outcome.difference.cls != "crash":
                 outcome.difference = found
 
-    def _recover(self, process: ServerProcess | None, crashed: bool, difference: Difference | None) -> None:
-        """After a program: triage a crash of ``process`` into ``difference``, and
-        restart it if it crashed or died."""
+    def _recover(self, process: ServerProcess | None, crashed: bool, difference: Difference | None,
+                 mark: int) -> None:
+        """After a program: triage a crash of ``process`` into ``difference`` (from what
+        it printed since ``mark``, the program's start), and restart it if it crashed
+        or died."""
         if process is None or not (crashed or not process.alive()):
             return
         previous = self.clock.switch("restart")
         try:
             if difference is not None:
-                difference.evidence = self._triage(process, difference)
+                difference.evidence = self._triage(process, difference, mark)
             process.restart()
         except Exception as error:      # ServerStartError: the run cannot go on
             self._fatal = error
@@ -281,12 +293,12 @@ class Fuzzer:
             self.clock.switch(previous)
 
     @staticmethod
-    def _triage(process: ServerProcess, difference: Difference) -> Evidence:
+    def _triage(process: ServerProcess, difference: Difference, mark: int) -> Evidence:
         status = process.wait_exit(TRIAGE_WAIT)
         if status is not None:
             process.output_settled(OUTPUT_WAIT)
         shape = f"{difference.do}/{difference.feature.split('+')[0]}"     # the step, not its variant
-        return triage(status, process.output(), shape=shape)
+        return triage(status, process.output(), shape=shape, printed=process.output_since(mark))
 
     def _simplify(self, finding: Finding) -> Finding:
         """One last pass over the shrunk program: without the steps after the one that

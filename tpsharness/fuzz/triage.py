@@ -93,13 +93,18 @@ class Evidence:
                 "last_output": list(self.tail), "cause": self.cause}
 
 
-def triage(status: ExitStatus | None, output: bytes, shape: str = "") -> Evidence:
+def triage(status: ExitStatus | None, output: bytes, shape: str = "", printed: bytes | None = None) -> Evidence:
     """The evidence of a crash: ``status`` (None: the server still ran, stopped
-    listening), ``output`` its last output, ``shape`` the crashing step's kind and state."""
-    lines = [line.rstrip("\r") for line in output.decode("utf-8", "replace").splitlines()]
+    listening), ``output`` its last output, ``shape`` the crashing step's kind and state.
+    ``printed`` is what it printed during the crashing program, the end of ``output``:
+    only there is the cause looked for (an earlier report, one it outlived, is not this
+    crash's); ``output`` gives the tail shown. None: all of ``output``."""
+    lines = _lines(output)
     state = "still running, no longer listening" if status is None else str(status)
     signal_name = None if status is None else status.signal_name
     tail = tuple(_cut(line) for line in lines if line.strip() and not _LEGEND.match(line))[-LINES_KEPT:]
+    if printed is not None:
+        lines = _lines(printed)
     found = _sanitizer(lines) or _terminate(lines) or _assertion(lines) or _python(lines) or \
         _panic(lines) or _handler(lines)
     how = signal_name or ("running" if status is None else f"exit {status.code}")
@@ -113,6 +118,10 @@ def triage(status: ExitStatus | None, output: bytes, shape: str = "") -> Evidenc
         parts.append(shape)
     label = found.label + (f"/{_function(frames[0]).split('(')[0]}" if frames and found.frame_label else "")
     return Evidence(state, found.kind, _slug(label), _cut(found.line), tuple(frames), tail, " | ".join(parts))
+
+
+def _lines(output: bytes) -> list[str]:
+    return [line.rstrip("\r") for line in output.decode("utf-8", "replace").splitlines()]
 
 
 def dying(output: bytes) -> bool:
