@@ -20,13 +20,14 @@ from conftest import free_port, wait_until
 from tpsharness.fuzz.compare import Difference
 from tpsharness.fuzz.differential import Outcome
 from tpsharness.fuzz.fixture import write
-from tpsharness.fuzz.process import ServerProcess
+from tpsharness.fuzz import process
+from tpsharness.fuzz.process import ServerProcess, _Watchdog
 from tpsharness.fuzz.programs import Program, Step
 from tpsharness.fuzz.uuids import Uuids
 from tpsharness.fuzz import runner
 from tpsharness.fuzz.runner import Finding, Fuzzer, Options, Report
 from tpsharness.fuzz.values import Hostile
-from tpsharness.fuzz.watchdog import accepts
+from tpsharness.fuzz.watchdog import ENVIRONMENT, accepts
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
 
@@ -343,3 +344,88 @@ def test_a_crash_is_triaged_by_what_its_program_made_the_server_print(tmp_path: 
     evidence = outcome.difference.evidence
     assert evidence.kind == "uncaught std::length_error", evidence
     assert "an old report" in " ".join(evidence.tail)       # the tail shown still has all of it
+
+
+# -- what the fuzzer stops, and when (review of the fuzz engine) --
+
+def test_the_watchdog_never_kills_a_process_that_only_reuses_a_session_id() -> None:
+    # A start's leader is reaped when it stops: its pid, its session id, may then be
+    # another program's, which the watchdog's sweep at the end must leave alone.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    keeper = _Watchdog("0123456789abcdef")
+    try:
+        keeper.watch(stranger.pid, free_port())
+        keeper.close()
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_the_watchdog_forgets_a_start_once_it_was_stopped() -> None:
+    token = "0123456789abcdef"
+    environment = dict(os.environ, **{ENVIRONMENT: f"{token}:1."})
+    reused = subprocess.Popen(["sleep", "60"], start_new_session=True, env=environment)
+    keeper = _Watchdog(token)
+    try:
+        keeper.watch(reused.pid, free_port())
+        keeper.forget(reused.pid)
+        keeper.close()
+        assert reused.poll() is None
+    finally:
+        reused.kill()
+        reused.wait()
+
+
+BACKGROUND_SERVER = textwrap.dedent("""\
+    import signal, socket, sys, time
+    port, flag = int(sys.argv[1]), sys.argv[2]
+
+    def cleanly(number, frame):
+        time.sleep(0.2)         # a server's clean shutdown takes a moment
+        with open(flag, "w") as handle:
+            handle.write("stopped cleanly")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, cleanly)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    while True:
+        listener.accept()[0].close()
+    """)
+
+
+def test_a_server_in_the_background_gets_its_grace_between_sigterm_and_sigkill(tmp_path: Path) -> None:
+    script, flag = tmp_path / "background.py", tmp_path / "stopped"
+    script.write_text(BACKGROUND_SERVER)
+    server = ServerProcess(f"{sys.executable} {script} {{port}} {flag} >/dev/null 2>&1 &")
+    server.start()
+    server.close()
+    assert flag.read_text() == "stopped cleanly"
+
+
+def test_a_ctrl_c_just_as_the_server_command_starts_leaves_nothing_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def popen(args: list[str], **options: object) -> subprocess.Popen[bytes]:
+        child = real(args, **options)  # type: ignore[call-overload]
+        if args[0] == process.SHELL:
+            started.append(child)
+            os.kill(os.getpid(), signal.SIGINT)     # arrives before the start is known
+        return child
+
+    monkeypatch.setattr(process.subprocess, "Popen", popen)
+    server = ServerProcess(f"exec {FAKE}")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+        server.close()
+        (child,) = started
+        assert child.poll() is not None
+    finally:
+        for child in started:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()

@@ -5,9 +5,10 @@ that a crash can be shrunk: every candidate program runs against a live server.
 The command is a shell line (``/bin/sh -c``, so ``cd DIR && exec ./server -s
 {port}`` works); ``{port}`` is replaced by a free loopback port. Each start is a
 session of its own, and all of it is killed on every path (restart, end, Ctrl-C,
-SIGTERM), with a server that daemonized out of it (``watchdog.belonging``); a
+SIGTERM), with a server that daemonized out of it (``watchdog.daemons``); a
 watchdog process does the same if the fuzzer dies by SIGKILL. The leader is not
-reaped until then, so its session id cannot be reused meanwhile. Its stdout and
+reaped until its start is stopped, so its session id cannot be reused meanwhile;
+then the watchdog is told to forget it. Its stdout and
 stderr go to a bounded ring (``output.OutputRing``), which crash triage reads along
 with the exit status.
 """
@@ -20,10 +21,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Iterator
 
 from ..defaults import HOST
 from ..errors import InvalidArgument, ServerStartError  # noqa: F401  (callers import it from here too)
@@ -88,9 +92,16 @@ class _Watchdog:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def watch(self, session: int, port: int) -> None:
+        self._write(b"%d %d\n" % (session, port))
+
+    def forget(self, session: int) -> None:
+        """``session`` was stopped and reaped: its id may now be another process's."""
+        self._write(b"forget %d\n" % session)
+
+    def _write(self, line: bytes) -> None:
         assert self.process.stdin is not None       # a pipe, made above
         try:
-            self.process.stdin.write(b"%d %d\n" % (session, port))
+            self.process.stdin.write(line)
             self.process.stdin.flush()
         except OSError:             # it died: the fuzzer still kills its groups itself
             pass
@@ -111,8 +122,9 @@ class _Watchdog:
 class _Launch:
     """One start of the command: its session, its port, its output."""
 
-    def __init__(self, command: str, port: int, token: str, ring_size: int) -> None:
+    def __init__(self, command: str, port: int, token: str, ring_size: int, keeper: _Watchdog) -> None:
         self.port = port
+        self.keeper = keeper
         self.marker = f"{watchdog.ENVIRONMENT}={token}."
         read_end, write_end = os.pipe()
         environment = dict(os.environ)
@@ -126,6 +138,7 @@ class _Launch:
             raise ServerStartError(f"cannot run {SHELL}: {error.strerror}") from None
         finally:
             os.close(write_end)
+        keeper.watch(self.process.pid, port)
         self.ring = OutputRing(read_end, ring_size)
         self._status: ExitStatus | None = None      # once reaped
         self.background = False     # the leader exited 0 and left the server running
@@ -181,15 +194,23 @@ class _Launch:
             time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, LAST_BACKOFF)
 
+    def _wait_gone(self, timeout: float) -> None:
+        """Wait until no process of this session runs (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        delay = FIRST_BACKOFF
+        while self.members() and time.monotonic() < deadline:
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, LAST_BACKOFF)
+
     def stop(self) -> ExitStatus | None:
-        """SIGTERM to everything of this start, SIGKILL after STOP_GRACE (at once if
-        the leader is gone); then reap. The leader's status (None if it ended by our
-        signal)."""
+        """SIGTERM to everything of this start, SIGKILL after STOP_GRACE to what is
+        left (at once if the leader is gone, unless it left the server in the
+        background); then reap. The leader's status (None if it ended by our signal)."""
         before = self.status()
         if self._status is None:
             watchdog.kill(self.members(), signal.SIGTERM)
-            if before is None:
-                self.wait_exit(STOP_GRACE)
+            if before is None or self.background:
+                self._wait_gone(STOP_GRACE)
             watchdog.kill(self.members(), signal.SIGKILL)
             escaped = watchdog.daemons({self.port}, self.marker.encode())
             watchdog.kill(escaped, signal.SIGTERM)
@@ -198,6 +219,7 @@ class _Launch:
                 watchdog.kill(watchdog.daemons({self.port}, self.marker.encode()), signal.SIGKILL)
             self.process.kill()
             self.process.wait()
+            self.keeper.forget(self.session)
             self._status = self.status() if before is None else before
         self.ring.wait_ended(0.2)
         self.ring.close()
@@ -260,7 +282,8 @@ class ServerProcess:
 
     def start(self) -> None:
         """Start the command and wait until it accepts connections."""
-        self._current = self._launch(self.port)
+        with _interrupts_deferred():
+            self._current = self._launch(self.port)
         self._wait_listening(self._current)
 
     def restart(self) -> None:
@@ -285,7 +308,8 @@ class ServerProcess:
         else:
             self.start()
         while self._spares and len(self._spare_queue) < self._spare_count:
-            self._spare_queue.append(self._launch(free_port()))
+            with _interrupts_deferred():
+                self._spare_queue.append(self._launch(free_port()))
 
     def alive(self) -> bool:
         """Whether the server in use runs (its leader, or what it left in the background)."""
@@ -330,9 +354,7 @@ class ServerProcess:
         if self._watchdog is None:
             self._watchdog = _Watchdog(self.token)
         self._launches += 1
-        launch = _Launch(self.command, port, f"{self.token}:{self._launches}", self.ring_size)
-        self._watchdog.watch(launch.session, port)
-        return launch
+        return _Launch(self.command, port, f"{self.token}:{self._launches}", self.ring_size, self._watchdog)
 
     def _wait_listening(self, launch: _Launch) -> None:
         """Return once ``launch`` accepts connections, looking with a short backoff.
@@ -368,6 +390,27 @@ class ServerProcess:
         if len(text) > OUTPUT_SHOWN:
             text = "..." + text[-OUTPUT_SHOWN:]
         return "; its last output:\n" + text
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the start being made is known (to the watchdog
+    and to its ServerProcess), so that one arriving in between leaves no server that
+    nobody stops. Only the main thread has signal handlers to swap."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for caught_number in caught:
+            signal.raise_signal(caught_number)
 
 
 def _accepts(host: str, port: int) -> bool:

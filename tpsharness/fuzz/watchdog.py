@@ -3,12 +3,15 @@
 ``ServerProcess`` starts this file as a process of its own session (``python -I -S
 watchdog.py TOKEN``: standard library only, nothing of tpsharness is imported) and
 keeps the write end of its stdin. The fuzzer writes one line per server it starts:
-its session id (the leader's pid, which is also its process group) and its port.
-When stdin ends, because the fuzzer closed it or because the fuzzer died, each of
-those is killed with everything that belongs to it (``belonging``). The
-parent-death signal cannot do this: it reaches only the direct child.
+its session id (the leader's pid, which is also its process group) and its port;
+and ``forget S`` once it stopped and reaped that start (its pid may then be reused).
+When stdin ends, because the fuzzer closed it or because the fuzzer died, each start
+not forgotten is killed with everything that belongs to it. The parent-death signal
+cannot do this: it reaches only the direct child.
 
-What belongs to a start: every process of its session (``members``), and, while
+What belongs to a start: every process of its session that carries the run's
+``TPSHARNESS_FUZZ_SERVER=TOKEN:`` marker (``members``, filtered: a session id can be
+reused by a process that is none of ours), and, while
 its port still accepts connections once those are gone, every process of a session
 of its own that inherited ``TPSHARNESS_FUZZ_SERVER=TOKEN:N.`` and listens on that
 port (``daemons``: a server that daemonized, fork, setsid, fork). A daemon that does
@@ -131,12 +134,18 @@ def main(token: str) -> None:
         fields = line.split()
         if len(fields) == 2 and all(field.isdigit() for field in fields):
             starts[int(fields[0])] = int(fields[1])
+        elif len(fields) == 2 and fields[0] == b"forget" and fields[1].isdigit():
+            starts.pop(int(fields[1]), None)
     sessions, ports = set(starts), set(starts.values())
-    kill(members(sessions), signal.SIGTERM)
+
+    def ours() -> list[int]:
+        return [pid for pid in members(sessions) if _marked(pid, prefix)]
+
+    kill(ours(), signal.SIGTERM)
     deadline = time.monotonic() + GRACE
-    while time.monotonic() < deadline and members(sessions):
+    while time.monotonic() < deadline and ours():
         time.sleep(0.02)
-    kill(members(sessions), signal.SIGKILL)
+    kill(ours(), signal.SIGKILL)
     escaped = daemons(ports, prefix)
     kill(escaped, signal.SIGTERM)
     time.sleep(GRACE if escaped else 0)
