@@ -87,7 +87,7 @@ UBSAN = b"src/table.c:41:12: runtime error: signed integer overflow: 2147483647 
      "Json::Value::asString() const  tps_server_asan"),
     (TERMINATE, ExitStatus(signal=signal.SIGABRT), "uncaught std::length_error", None),
     (ASSERTION, ExitStatus(code=134), "assertion failed", None),
-    (PYTHON, ExitStatus(code=1), "Python AttributeError", "handle handlers.py:12"),
+    (PYTHON, ExitStatus(code=1), "Python AttributeError", "handle  handlers.py:12"),
     (DOUBLE_FREE, ExitStatus(signal=signal.SIGABRT), "glibc: free(): double free detected in tcache 2", None),
     (UBSAN, ExitStatus(code=1), "UndefinedBehaviorSanitizer: signed integer overflow: N + N cannot be "
                                 "represented in type 'int' at table.c:41:12", None),
@@ -131,6 +131,21 @@ def test_where_the_evidence_is_only_a_signal_the_crashing_step_tells_bins_apart(
     # A report with frames does not need the step: one bug, one bin.
     assert triage(ExitStatus(code=1), ASAN_UAF, "send/to-self").cause == \
         triage(ExitStatus(code=1), ASAN_UAF, "register/first").cause
+
+
+def test_a_crash_with_no_report_that_echoes_its_input_is_one_bin_whatever_the_input() -> None:
+    def cause(last_line: str) -> str:
+        return triage(ExitStatus(signal=11), f"serving\n{last_line}\n".encode(), "send_raw/register").cause
+
+    echoes = {cause(f"bad header value: {value}")
+              for value in ("A" * 1025, "%n%n%s", "'true'", '"\\u0000"', "\x82\xaea\xce", "-1e309")}
+    assert len(echoes) == 1, echoes
+    assert cause("fatal: out of memory") != cause("fatal: bad state")
+
+
+def test_a_python_traceback_is_binned_by_function_not_by_line_number() -> None:
+    moved = PYTHON.replace(b"line 88", b"line 90").replace(b"line 12", b"line 14")
+    assert triage(ExitStatus(code=1), PYTHON).cause == triage(ExitStatus(code=1), moved).cause
 
 
 def test_a_shell_s_report_of_a_signal_is_read_as_that_signal() -> None:

@@ -50,6 +50,10 @@ _DYING = re.compile(rb"==\d+==\s*ERROR: \w+Sanitizer|\w+Sanitizer:DEADLYSIGNAL|:
 # What varies between two runs of one bug: addresses, pids, numbers, the fuzzer's uuids.
 _VARYING = [(re.compile(r"fz[0-9a-f]{8}-(?:u\d+|nobody)"), "<uuid>"), (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
             (re.compile(r"\d+"), "N")]
+# A crash with no report is binned on its last line's words (``_gist``).
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`']*'")
+_WORD = re.compile(r"(?![A-Za-z]*([A-Za-z])\1\1)[A-Za-z][A-Za-z_]{0,23}")      # no run of three
+_PUNCTUATION = "[](){}<>|:;,.!?=-'\"`"
 # Runtime frames: below the server's own code, the same for every crash.
 _RUNTIME = re.compile(r"(^|[\s/])(libc|libstdc\+\+|libgcc|ld-linux|nptl|sysdeps|csu|assert|stdlib|"
                       r"libsanitizer|compiler-rt|asan_|ubsan_|sanitizer_common)|"
@@ -113,7 +117,8 @@ def triage(status: ExitStatus | None, output: bytes, shape: str = "", printed: b
         found = _Found(kind, f"{how}/{shape.replace('/', '-')}" if shape else how, _last_distinctive(lines),
                        [], strong=False)
     frames = found.frames[:FRAMES]
-    parts = [found.kind, how, *map(_function, frames)] if frames else [found.kind, how, _normal(found.line)]
+    line = _normal(found.line) if found.strong else _gist(found.line)
+    parts = [found.kind, how, *map(_function, frames)] if frames else [found.kind, how, line]
     if not found.strong and not frames:
         parts.append(shape)
     label = found.label + (f"/{_function(frames[0]).split('(')[0]}" if frames and found.frame_label else "")
@@ -226,7 +231,7 @@ def _python(lines: list[str]) -> _Found | None:
         for line in lines[index + 1:]:
             frame = _PYTHON_FRAME.match(line)
             if frame is not None:
-                frames.append(f"{frame.group(3)} {frame.group(1).rsplit('/', 1)[-1]}:{frame.group(2)}")
+                frames.append(f"{frame.group(3)}  {frame.group(1).rsplit('/', 1)[-1]}:{frame.group(2)}")
             elif _PYTHON_LAST.match(line):
                 last = line
                 break
@@ -269,6 +274,20 @@ def _normal(line: str) -> str:
     for pattern, replacement in _VARYING:
         line = pattern.sub(replacement, line)
     return line
+
+
+def _gist(line: str) -> str:
+    """``line`` reduced to its plain words, for a crash with no report: a server that
+    echoes what it was sent in its log must not split one crash into a bin per input.
+    Quoted text, and every token that is not a word (a value, a path, a number, a
+    uuid, a long run of one letter), become one ``?``."""
+    words: list[str] = []
+    for token in _QUOTED.sub(" ? ", line).split():
+        core = token.strip(_PUNCTUATION)
+        kept = token if not core or _WORD.fullmatch(core) else "?"
+        if kept != "?" or not words or words[-1] != "?":
+            words.append(kept)
+    return " ".join(words)
 
 
 def _function(frame: str) -> str:
