@@ -8,9 +8,11 @@ Each test here failed on the main branch before this work.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tpsharness.fuzz.uuids import Uuids
 from tpsharness.fuzz import runner
 from tpsharness.fuzz.runner import Finding, Fuzzer, Options, Report
 from tpsharness.fuzz.values import Hostile
+from tpsharness.scenario import ScenarioFailure, load, play
 from tpsharness.fuzz.watchdog import ENVIRONMENT, accepts
 
 FAKE = f"{sys.executable} -m fake_tps --port {{port}}"
@@ -429,3 +432,30 @@ def test_a_ctrl_c_just_as_the_server_command_starts_leaves_nothing_running(monke
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+
+
+def test_a_crash_fixture_fails_against_a_server_that_still_accepts_for_a_moment_as_it_dies(tmp_path: Path) -> None:
+    # A sanitizer writing its report: the listener stays open a moment after the crash.
+    program = Program((("cam1", 0), ("cam2", 1), ("app", 2)), (Step("connect", "cam1", ()),))
+    outcome = Outcome(program, Uuids("fz00000003"), "127.0.0.1:6604", model_points={0: [{}]},
+                      features={0: "first"}, connects=set())
+    outcome.difference = Difference("crash", 0, "connect", "first", "cam1", "the server still accepting",
+                                    "connection refused", "refused", side="server")
+    path = write(Finding("crash/connect/first", outcome, confirmed=True), tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def dying() -> None:
+        accepted.append(listener.accept()[0])
+        time.sleep(0.3)
+        listener.close()
+
+    thread = threading.Thread(target=dying, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ScenarioFailure, match="check_alive"):
+            play(load(path), listener.getsockname(), timeout=2)
+    finally:
+        thread.join(5)
+        for connection in accepted:
+            connection.close()

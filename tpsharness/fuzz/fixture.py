@@ -4,7 +4,8 @@ Each step that ran becomes its scenario step, followed by what the oracle (the
 model, or the reference server) showed at its points (expect_reply,
 expect_receipt, expect_close). At the step that diverged, an actor on which the
 server did something extra gets expect_nothing; the scenario ends with
-check_alive. Replayed against the server it fails where the server diverged (at
+check_alive (for a crash, a second after the last step: a dying server may still
+accept). Replayed against the server it fails where the server diverged (at
 check_alive for a crash); against the oracle it passes. A crash's fixture is
 ``destructive`` and carries the server's evidence (its status, report, frames).
 """
@@ -31,6 +32,7 @@ ScenarioStep = dict[str, Any]      # a scenario step, as JSON holds it
 
 EXTRA_CLASSES = ("extra relay", "unexpected close")
 NOTHING_FOR = 0.5           # seconds an expect_nothing at the diverging step watches
+DYING_WAIT = 1.0            # seconds a crash's fixture waits before its check_alive
 MAX_NAMES = 1000            # numbered names tried before writing a finding gives up
 
 
@@ -61,6 +63,9 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
                 steps.append({"do": "expect_nothing", "actor": difference.actor, "for": NOTHING_FOR,
                               "note": f"the server showed {difference.got}"})
             break
+    if difference.cls == "crash":
+        steps.append({"do": "wait", "seconds": DYING_WAIT,
+                      "note": "a crashing server may still accept for a moment (a sanitizer writing its report)"})
     steps.append({"do": "check_alive"})
     if difference.side == "reference":
         verdict = "Against the reference this scenario fails at check_alive; against the server it passes."
