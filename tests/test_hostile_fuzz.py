@@ -5,6 +5,7 @@ overwritten or written outside -o DIR.
 Each test here failed on the main branch before this work.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from conftest import free_port, wait_until
 from tpsharness.fuzz.compare import Difference
 from tpsharness.fuzz.differential import Outcome
 from tpsharness.fuzz.fixture import write
+from tpsharness.fuzz import cli as fuzz_cli
 from tpsharness.fuzz import process
 from tpsharness.fuzz.process import ServerProcess, _Watchdog
 from tpsharness.fuzz.programs import Program, Step
@@ -459,3 +461,14 @@ def test_a_crash_fixture_fails_against_a_server_that_still_accepts_for_a_moment_
         thread.join(5)
         for connection in accepted:
             connection.close()
+
+
+def test_two_findings_whose_names_fold_together_are_two_files_even_with_force(tmp_path: Path) -> None:
+    report = Report()
+    signatures = ("wrong-status/register/first/200:400", "wrong_status/register/FIRST/200/400")
+    report.findings = {signature: a_finding(signature) for signature in signatures}
+    args = argparse.Namespace(output=str(tmp_path), model="strict", force=True)
+    paths = fuzz_cli._write(report, args, ("127.0.0.1", 6604))
+    assert sorted(paths) == sorted(signatures) and len(set(paths.values())) == 2
+    written = {json.loads(Path(path).read_text())["recorded"]["signature"] for path in paths.values()}
+    assert written == set(signatures)

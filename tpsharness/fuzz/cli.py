@@ -227,17 +227,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 def _write(report: Report, args: argparse.Namespace, target: Address) -> dict[str, str]:
     """Each finding as a fixture in ``-o DIR``: signature -> path (a failure said, the rest written)."""
-    from .fixture import write
+    from .fixture import write_all
     paths: dict[str, str] = {}
     if not args.output:
         return paths
-    for signature, finding in report.findings.items():
-        try:
-            paths[signature] = str(write(finding, args.output, args.model, f"{target[0]}:{target[1]}",
-                                         force=args.force))
-        except OSError as error:
-            print(f"tpsharness fuzz: cannot write {signature} to {args.output}: "
-                  f"{error.strerror or error}", file=sys.stderr)
+    for finding, written in write_all(report.findings.values(), args.output, args.model,
+                                      f"{target[0]}:{target[1]}", force=args.force):
+        if isinstance(written, OSError):
+            print(f"tpsharness fuzz: cannot write {finding.signature} to {args.output}: "
+                  f"{written.strerror or written}", file=sys.stderr)
+        else:
+            paths[finding.signature] = str(written)
     return paths
 
 

@@ -12,10 +12,11 @@ check_alive for a crash); against the oracle it passes. A crash's fixture is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,19 @@ MAX_NAMES = 1000            # numbered names tried before writing a finding give
 
 def fixture_name(signature: str) -> str:
     return f"test_{slug(signature)}.tps.json"
+
+
+def fixture_names(signatures: Iterable[str]) -> dict[str, str]:
+    """Each signature's fixture name, unique among ``signatures``: ``slug`` folds case
+    and punctuation, so two signatures can share one; the later ones then carry a
+    digest of their signature (--force must not let one replace the other)."""
+    names: dict[str, str] = {}
+    for signature in signatures:
+        name = fixture_name(signature)
+        if name in names.values():
+            name = f"test_{slug(signature)}_{hashlib.sha1(signature.encode()).hexdigest()[:6]}.tps.json"
+        names[signature] = name
+    return names
 
 
 def scenario_of(finding: Finding, model: str = "strict", target: str | None = None) -> dict[str, Any]:
@@ -91,8 +105,25 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
 def write(finding: Finding, directory: str | Path, model: str = "strict",
           target: str | None = None, *, force: bool = False) -> Path:
     """Write the finding's scenario into ``directory`` (see ``publish``); its path."""
-    text = json.dumps(scenario_of(finding, model, target), indent=2) + "\n"
-    return publish(Path(directory), fixture_name(finding.signature), text, force=force)
+    return publish(Path(directory), fixture_name(finding.signature), _text(finding, model, target), force=force)
+
+
+def write_all(findings: Iterable[Finding], directory: str | Path, model: str = "strict",
+              target: str | None = None, *, force: bool = False) -> Iterator[tuple[Finding, Path | OSError]]:
+    """Write each finding as ``write`` does, under names unique among them (see
+    ``fixture_names``): each finding with its path, or the error that stopped it."""
+    findings = list(findings)
+    names = fixture_names(finding.signature for finding in findings)
+    for finding in findings:
+        try:
+            yield finding, publish(Path(directory), names[finding.signature], _text(finding, model, target),
+                                   force=force)
+        except OSError as error:
+            yield finding, error
+
+
+def _text(finding: Finding, model: str, target: str | None) -> str:
+    return json.dumps(scenario_of(finding, model, target), indent=2) + "\n"
 
 
 def publish(directory: Path, name: str, text: str, *, force: bool = False) -> Path:
