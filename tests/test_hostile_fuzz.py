@@ -26,7 +26,7 @@ from tpsharness.fuzz.fixture import write
 from tpsharness.fuzz import cli as fuzz_cli
 from tpsharness.fuzz import process
 from tpsharness.fuzz.process import ServerProcess, _Watchdog
-from tpsharness.fuzz.programs import Program, Step
+from tpsharness.fuzz.programs import Program, RawData, Step
 from tpsharness.fuzz.uuids import Uuids
 from tpsharness.fuzz import runner
 from tpsharness.fuzz.runner import Finding, Fuzzer, Options, Report
@@ -472,3 +472,51 @@ def test_two_findings_whose_names_fold_together_are_two_files_even_with_force(tm
     assert sorted(paths) == sorted(signatures) and len(set(paths.values())) == 2
     written = {json.loads(Path(path).read_text())["recorded"]["signature"] for path in paths.values()}
     assert written == set(signatures)
+
+
+LATE_REPORTER = textwrap.dedent("""\
+    import os, socket, sys, threading, time
+    listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+
+    def report_late():
+        time.sleep(0.3)         # after the program that caused it ended
+        print("server.c:12: handle: Assertion `peer != NULL' failed.", flush=True)
+
+    while True:
+        connection, _ = listener.accept()
+        connection.settimeout(0.2)
+        try:
+            data = connection.recv(65536)
+        except OSError:
+            data = b""
+        if b"late" in data:
+            threading.Thread(target=report_late).start()
+        elif b"die" in data:
+            os.abort()
+        connection.close()
+    """)
+
+
+def test_a_report_printed_after_its_program_ended_is_still_the_next_crash_s_cause(tmp_path: Path) -> None:
+    # A server's report can come late (the last bytes handled after the probe): the
+    # crash it announces is triaged with it, not as a bare SIGABRT.
+    script = tmp_path / "late.py"
+    script.write_text(LATE_REPORTER)
+    server = ServerProcess(f"exec {sys.executable} {script} {{port}}")
+    server.start()
+    fuzzer = Fuzzer(Options(target=server.address, server=server, settle=0.05))
+    fuzzer.started = time.monotonic()
+    fuzzer.deadline = fuzzer.started + 20
+
+    def garbage(data: bytes) -> Program:
+        return Program((("cam1", 0), ("cam2", 1), ("app", 2)),
+                       (Step("send_raw", "cam1", (("raw", RawData("garbage", data)),)),))
+
+    try:
+        fuzzer._execute(garbage(b"late\r\n\r\n"), fuzzer.settle, fuzzer.reference_settles[0])
+        assert wait_until(lambda: b"Assertion" in server.output(), timeout=5)
+        outcome = fuzzer._execute(garbage(b"die\r\n\r\n"), fuzzer.settle, fuzzer.reference_settles[0])
+    finally:
+        server.close()
+    assert outcome.difference is not None and outcome.difference.evidence is not None
+    assert outcome.difference.evidence.kind == "assertion failed", outcome.difference.evidence

@@ -122,6 +122,7 @@ class Fuzzer:
         self._stop_reason: str | None = None
         self._fatal: Exception | None = None       # what made the run fail, raised at its end
         self._survived: set[tuple[str, ...]] = set()    # (side, report) a server printed and outlived
+        self._clean: dict[str, int] = {}                # side -> its output's mark (see _clean_mark)
 
     def run(self) -> Report:
         """Fuzz until the budget, the program count or the finding count runs out; the Report."""
@@ -217,15 +218,17 @@ class Fuzzer:
         server, reference_server = self.options.server, self.options.reference_server
         target = server.address if server is not None else self.options.target     # a restart may move it
         reference = reference_server.address if reference_server is not None else self.options.reference
-        marks = [process.output_mark() if process is not None else 0 for process in (server, reference_server)]
+        owned = ((server, "server"), (reference_server, "reference"))
+        marks = [self._clean_mark(process, side) for process, side in owned]
+        restarts = [process.restarts if process is not None else 0 for process, _ in owned]
         try:
             outcome = differential(program, target, self.options.model, settle, prefix, budget,
                                    reference, reference_settle)
         except TimeoutError:        # the run's end (plus OVERRUN) came first
             self._stop_reason = self._stop_reason or "budget"
             raise _Stop() from None
-        self._dying(outcome, server, marks[0], "server")
-        self._dying(outcome, reference_server, marks[1], "reference")
+        checked = [process.output_mark() if process is not None else 0 for process, _ in owned]
+        clean = [self._dying(outcome, process, mark, side) for (process, side), mark in zip(owned, marks)]
         self.report.programs += 1
         self.report.steps += outcome.steps_run
         if self.clock.current is not None:
@@ -238,32 +241,46 @@ class Fuzzer:
         self._recover(server, server_crashed, difference if server_crashed else None, marks[0])
         self._recover(reference_server, reference_crashed,
                       outcome.reference_crash if difference is outcome.reference_crash else None, marks[1])
+        for (process, side), restarted, was_clean, position in zip(owned, restarts, clean, checked):
+            if process is not None and process.restarts != restarted:
+                self._clean[side] = process.output_mark()
+            elif was_clean:
+                self._clean[side] = position
         if crashed and difference is not None:
             self.report.bins[difference.signature] += 1
         self.report.trace.update(f"{program}\n{difference and difference.signature}\n".encode())
         self._tick()
         return outcome
 
-    def _dying(self, outcome: Outcome, process: ServerProcess | None, mark: int, side: str) -> None:
-        """A server that printed a crash report during the program and then exits
-        crashed in it, even if it still accepted the last probe (it was dying). A
+    def _clean_mark(self, process: ServerProcess | None, side: str) -> int:
+        """Where the output of ``process`` holds no report it did not outlive: what it
+        printed since then is what a crash is triaged from (the program's output, and
+        what earlier programs left that was not yet known for harmless)."""
+        if process is None:
+            return 0
+        return self._clean.setdefault(side, process.output_mark())
+
+    def _dying(self, outcome: Outcome, process: ServerProcess | None, mark: int, side: str) -> bool:
+        """A server that printed a crash report since ``mark`` and then exits crashed
+        in the program, even if it still accepted the last probe (it was dying). A
         report it outlived once (UBSan's default is to print and carry on; a logged
-        traceback) is not waited on again."""
-        if process is None or not outcome.model_points:
-            return
+        traceback) is not waited on again. Whether its output since ``mark`` holds no
+        report it did not outlive."""
+        if process is None:
+            return True
         printed = process.output_since(mark)
         if not dying(printed):
-            return
+            return True
         known = outcome.difference if side == "server" else outcome.reference_crash
-        if known is not None and known.cls == "crash":
-            return
+        if not outcome.model_points or (known is not None and known.cls == "crash"):
+            return False
         evidence = triage(None, printed)
         report = (side, evidence.label, *evidence.frames)      # where, not what it said (it may echo input)
         if report in self._survived:
-            return
+            return True
         if process.wait_exit(TRIAGE_WAIT) is None:
             self._survived.add(report)
-            return
+            return True
         index = known.step if known is not None else max(outcome.model_points)
         found = crash(outcome, index, "it printed a crash report", side=side)
         if side == "server":
@@ -272,11 +289,12 @@ class Fuzzer:
             outcome.reference_crash = found
             if outcome.difference is None or outcome.difference.cls != "crash":
                 outcome.difference = found
+        return False
 
     def _recover(self, process: ServerProcess | None, crashed: bool, difference: Difference | None,
                  mark: int) -> None:
         """After a program: triage a crash of ``process`` into ``difference`` (from what
-        it printed since ``mark``, the program's start), and restart it if it crashed
+        it printed since ``mark``, see ``_clean_mark``), and restart it if it crashed
         or died."""
         if process is None or not (crashed or not process.alive()):
             return
