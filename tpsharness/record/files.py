@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ def scenario_text(data: dict[str, Any]) -> str:
 
 def write_atomically(path: Path, text: str, *, force: bool) -> Path:
     """Write ``text`` at ``path``; FileExistsError if something is there and not ``force``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tpsharness-", suffix=".part")
+    temporary = str(path.parent / f".tpsharness-{secrets.token_hex(8)}.part")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # umask applies, as with open()
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
