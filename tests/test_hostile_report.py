@@ -147,3 +147,90 @@ def test_a_valid_file_still_makes_a_report(tmp_path):
     code, out, err, _ = report(str(path), "-o", str(tmp_path / "r.html"))
     assert code == 0, out + err
     assert "1 run (1 passed, 0 failed)" in out
+
+
+# -- the page's own file, and result files with hostile names ---------------------------------------
+
+def write_valid(path):
+    path.write_text(json.dumps(valid()))
+    return str(path)
+
+
+def in_process(*args):
+    """``tpsharness report ARGS`` in this process (matplotlib already imported): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    from tpsharness.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["report", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_page_is_never_written_over_one_of_its_result_files(tmp_path):
+    result = write_valid(tmp_path / "keep.json")
+    before = (tmp_path / "keep.json").read_bytes()
+    (tmp_path / "link.html").symlink_to("keep.json")
+    for output, force in ((result, []), (result, ["--force"]), (str(tmp_path / "link.html"), ["--force"])):
+        code, out, err = in_process(result, "-o", output, *force)
+        assert code == 3 and err.count("\n") == 1 and "is the result file" in err, out + err
+    assert (tmp_path / "keep.json").read_bytes() == before
+
+
+def test_a_page_that_exists_is_kept_unless_force(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("tpsharness.load.report._png", lambda figure: "")      # the charts do not matter here
+    result = write_valid(tmp_path / "r1.json")
+    page = tmp_path / "r.html"
+    page.write_text("an older page")
+    code, out, err = in_process(result, "-o", str(page))
+    assert code == 3 and err == f"tpsharness report: {page} exists; give --force to overwrite it\n", out + err
+    assert page.read_text() == "an older page"
+    code, out, err = in_process(result, "-o", str(page), "--force")
+    assert code == 0, out + err
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r1.json"]        # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert page.stat().st_mode & 0o777 == 0o666 & ~umask                     # as open() would make it
+
+
+def test_a_symlink_at_the_output_is_never_written_through(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("tpsharness.load.report._png", lambda figure: "")
+    result = write_valid(tmp_path / "r1.json")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    link = tmp_path / "link.html"
+    link.symlink_to("precious.txt")
+    code, out, err = in_process(result, "-o", str(link))
+    assert code == 3 and "give --force to overwrite it" in err, out + err
+    code, out, err = in_process(result, "-o", str(link), "--force")
+    assert code == 0, out + err
+    assert precious.read_text() == "precious"
+    assert not link.is_symlink() and link.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_result_file_name_with_dollars_makes_a_report(tmp_path):
+    """With two runs each file name is a legend label, which matplotlib parsed as
+    mathtext: 'r$\\frac{$.json' was a ValueError, exit 3 and a traceback."""
+    pytest.importorskip("matplotlib")
+    first, second = write_valid(tmp_path / "r1.json"), write_valid(tmp_path / "r$\\frac{$.json")
+    code, out, err = in_process(first, second, "-o", str(tmp_path / "m.html"))
+    assert code == 0 and err == "", out + err
+    assert f"<li>{second}</li>" in (tmp_path / "m.html").read_text()
+
+
+@pytest.mark.parametrize("name", ["$x$.json", "_hidden.json"])
+def test_a_result_file_name_is_shown_as_it_is_in_the_legend(tmp_path, monkeypatch, name):
+    """'$x$' was drawn as an italic x, and a label starting with '_' left out."""
+    pytest.importorskip("matplotlib")
+    from tpsharness.load import report
+    from tpsharness.load.result import LoadResult
+    drawn = []
+    monkeypatch.setattr(report, "_png", drawn.append)
+    run = LoadResult.from_dict(valid())
+    report.distribution_chart([("r1.json", run), (name, run)])
+    texts = drawn[0].axes[0].get_legend().get_texts()
+    assert [text.get_text().strip() for text in texts] == ["r1.json: relay", f"{name}: relay"]
+    assert not any(text.get_parse_math() for text in texts)

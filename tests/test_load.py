@@ -351,7 +351,7 @@ def test_the_report_shows_each_run_with_its_own_configuration_and_rates(tmp_path
         # each run's rate is its own count over its own duration, never a sum over the first's
         assert re.search(rf"^delivered +{run.delivered:,} +{run.delivered / run.duration:,.1f}$", text, re.M)
     assert "8 devices, 4 clients, closed loop, window 2" in text and "6 devices, 3 clients, open loop 300" in text
-    assert text.count('<p class="verdict" style="color: #1a7f37"><b>PASSED</b></p>') == 2     # each run's verdict
+    assert text.count('<p class="verdict" style="background: #1a7f37"><b>PASSED</b></p>') == 2   # each run's verdict
 
 
 def test_the_report_refuses_a_file_that_is_not_a_result(tmp_path):

@@ -91,6 +91,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                     "distribution. Needs matplotlib (the 'report' extra).")
     report.add_argument("results", nargs="+", metavar="RESULT.json")
     report.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    report.add_argument("--force", action="store_true", help="overwrite FILE if it exists (never a RESULT.json)")
     report.set_defaults(handler=cmd_report)
 
 
@@ -162,7 +163,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ImportError as error:
         return missing_extra("report", error)
     try:
-        summary = write_report(args.results, args.output)
+        summary = write_report(args.results, args.output, force=args.force)
     except ImportError as error:        # matplotlib is imported when the first chart is drawn
         return missing_extra("report", error)
     except InvalidArgument as error:
