@@ -54,7 +54,7 @@ def _plain_text(draw: _Chart) -> _Chart:
     return drawn  # type: ignore[return-value]
 
 
-def legend_label(text: str) -> str:
+def _legend_label(text: str) -> str:
     """``text`` as a legend shows it: matplotlib leaves out a label that starts with '_'."""
     return " " + text if text.startswith("_") else text
 
@@ -96,16 +96,16 @@ def _over_the_run(axes: Any, result: LoadResult, edges: Sequence[float]) -> None
     axes.set_ylim(bottom=0)
 
 
-def has_series(result: LoadResult) -> bool:
+def _has_series(result: LoadResult) -> bool:
     """Whether the run has a second of traffic to draw."""
     return any(row["sent"] or row["delivered"] for row in result.series_rows())
 
 
-def has_relay_latency(result: LoadResult) -> bool:
+def _has_relay_latency(result: LoadResult) -> bool:
     return any(row["relay_p50_ms"] is not None for row in result.series_rows())
 
 
-def has_distribution(runs: Sequence[tuple[str, LoadResult]]) -> bool:
+def _has_distribution(runs: Sequence[tuple[str, LoadResult]]) -> bool:
     return any(result.histograms[phase].get_total_count() and not result.unmeasurable(phase)
                for _, result in runs for phase in LATENCIES)
 
@@ -155,7 +155,7 @@ def distribution_chart(runs: Sequence[tuple[str, LoadResult]]) -> str:
             if not histogram.get_total_count() or result.unmeasurable(phase):
                 continue
             ys = [histogram.get_value_at_percentile(p) / 1000 for p in percentiles]
-            axes.plot(xs, ys, marker="o", label=legend_label(f"{name}: {phase}" if len(runs) > 1 else phase))
+            axes.plot(xs, ys, marker="o", label=_legend_label(f"{name}: {phase}" if len(runs) > 1 else phase))
     axes.set_xscale("log")
     ticks = [1 / (1 - p / 100) for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999)]
     axes.set_xticks(ticks)
@@ -187,13 +187,13 @@ def _share(count: int, sent: int) -> str:
     return f"{share:.1f}%" if share >= 0.1 or share == 0 else f"{share:.2g}%"
 
 
-def integrity_table(result: LoadResult) -> str:
+def _integrity_table(result: LoadResult) -> str:
     """The run's counts of what went wrong, beside what was sent and delivered: each
     kind counted for the whole run (the series do not hold them per second)."""
     counters, sent = result.counters, result.counters.get("sent", 0)
     rows = [("sent", sent, "", False), ("delivered", counters.get("delivered", 0), "reached the right device", False)]
-    rows += [(kind, counters.get(kind, 0), what_happened(kind, result), bool(counters.get(kind, 0)))
-             for kind in JUDGED]
+    rows += [(kind, counters.get(kind, 0), "never arrived" if kind == "lost" else what_happened(kind, result),
+              bool(counters.get(kind, 0))) for kind in JUDGED]
     rows.append(("errors", result.error_count, "connection and status errors, by reason in the summary",
                  bool(result.error_count)))
     if counters.get("unsent"):
@@ -203,7 +203,7 @@ def integrity_table(result: LoadResult) -> str:
         style = f' style="color: {_FAILED}; font-weight: bold"' if wrong else ""
         cells.append(f"<tr{style}><td>{name}</td><td class=\"n\">{count:,}</td>"
                      f"<td class=\"n\">{_share(count, sent)}</td><td>{html.escape(meaning)}</td></tr>")
-    return ('<table class="integrity"><tr><th>messages</th><th>count</th><th>of sent</th><th></th></tr>'
+    return ('<table class="integrity"><tr><th>messages</th><th>count</th><th>of sent</th><th>what happened</th></tr>'
             + "".join(cells) + "</table>")
 
 
@@ -230,16 +230,16 @@ def _why_no_series(result: LoadResult) -> str:
 
 def _charts(result: LoadResult, alone: bool) -> list[str]:
     """The run's charts, or a line saying there is nothing to draw."""
-    if not has_series(result):
+    if not _has_series(result):
         charts = [_no_data("Throughput and relay latency over time", _why_no_series(result))]
     else:
         charts = [_image("Throughput over time", throughput_chart(result))]
         charts.append(_image("Relay latency over time", latency_over_time_chart(result))
-                      if has_relay_latency(result) else
+                      if _has_relay_latency(result) else
                       _no_data("Relay latency over time", "no message was delivered"))
     if alone:
         runs = [("", result)]
-        charts.append(_image("Latency distribution", distribution_chart(runs)) if has_distribution(runs)
+        charts.append(_image("Latency distribution", distribution_chart(runs)) if _has_distribution(runs)
                       else _no_data("Latency distribution", "no latency was measured"))
     return charts
 
@@ -249,17 +249,17 @@ def render(runs: Sequence[tuple[str, LoadResult]]) -> str:
     several = len(runs) > 1
     sections = []
     for name, result in runs:
-        verdict = f"{_banner(result)}\n{integrity_table(result)}\n" if several else ""     # else at the top
+        verdict = f"{_banner(result)}\n{_integrity_table(result)}\n" if several else ""     # else at the top
         sections.append(f"<h2>{html.escape(name)}</h2>\n{verdict}<pre>{html.escape(summary_text(result))}</pre>\n"
                         + "\n".join(_charts(result, alone=not several)))
     if several:
-        distribution = (_image("Latency distribution", distribution_chart(runs)) if has_distribution(runs)
+        distribution = (_image("Latency distribution", distribution_chart(runs)) if _has_distribution(runs)
                         else _no_data("Latency distribution", "no run measured a latency"))
         top = "".join(_banner(result, name) for name, result in runs)
         overview = f"<h2>The runs side by side</h2>\n{_comparison(runs)}\n{distribution}\n"
     else:
         name, result = runs[0]
-        top, overview = _banner(result) + integrity_table(result), ""
+        top, overview = _banner(result) + _integrity_table(result), ""
     files = "".join(f"<li>{html.escape(name)}</li>" for name, _ in runs)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tpsharness load report</title>
