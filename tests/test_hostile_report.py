@@ -234,3 +234,17 @@ def test_a_result_file_name_is_shown_as_it_is_in_the_legend(tmp_path, monkeypatc
     texts = drawn[0].axes[0].get_legend().get_texts()
     assert [text.get_text().strip() for text in texts] == ["r1.json: relay", f"{name}: relay"]
     assert not any(text.get_parse_math() for text in texts)
+
+
+def test_a_page_that_cannot_be_written_is_named_by_its_own_name(tmp_path, monkeypatch):
+    """Not by the temporary file it is written to first."""
+    pytest.importorskip("matplotlib")
+    from tpsharness.load import report
+
+    def refused(path, text, *, force):
+        raise PermissionError(13, "Permission denied", str(path.parent / ".tpsharness-0123.part"))
+    monkeypatch.setattr(report, "_png", lambda figure: "")
+    monkeypatch.setattr(report, "write_atomically", refused)
+    page = tmp_path / "r.html"
+    code, out, err = in_process(write_valid(tmp_path / "r1.json"), "-o", str(page))
+    assert code == 3 and err == f"tpsharness report: {page}: Permission denied\n", out + err

@@ -315,6 +315,8 @@ def write_report(paths: Sequence[str], output: str, *, force: bool = False) -> s
         write_atomically(Path(output), page, force=force)
     except FileExistsError:
         raise InvalidArgument(f"{output} exists; give --force to overwrite it") from None
+    except OSError as error:        # named by the output, not by its temporary file
+        raise OSError(error.errno, error.strerror, output) from None
     passed = sum(result.passed for _, result in runs)
     delivered = sum(result.counters.get("delivered", 0) for _, result in runs)
     charts = page.count('src="data:image/png;base64,')
