@@ -156,6 +156,13 @@ def write_valid(path):
     return str(path)
 
 
+def unsaved(figure):
+    """A chart not drawn into a PNG (faster), its figure closed as _png closes it."""
+    import matplotlib.pyplot
+    matplotlib.pyplot.close(figure)
+    return ""
+
+
 def in_process(*args):
     """``tpsharness report ARGS`` in this process (matplotlib already imported): (exit code, stdout, stderr)."""
     import contextlib
@@ -179,7 +186,7 @@ def test_the_page_is_never_written_over_one_of_its_result_files(tmp_path):
 
 def test_a_page_that_exists_is_kept_unless_force(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    monkeypatch.setattr("tpsharness.load.report._png", lambda figure: "")      # the charts do not matter here
+    monkeypatch.setattr("tpsharness.load.report._png", unsaved)      # the charts do not matter here
     result = write_valid(tmp_path / "r1.json")
     page = tmp_path / "r.html"
     page.write_text("an older page")
@@ -197,7 +204,7 @@ def test_a_page_that_exists_is_kept_unless_force(tmp_path, monkeypatch):
 
 def test_a_symlink_at_the_output_is_never_written_through(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    monkeypatch.setattr("tpsharness.load.report._png", lambda figure: "")
+    monkeypatch.setattr("tpsharness.load.report._png", unsaved)
     result = write_valid(tmp_path / "r1.json")
     precious = tmp_path / "precious.txt"
     precious.write_text("precious")
@@ -232,6 +239,7 @@ def test_a_result_file_name_is_shown_as_it_is_in_the_legend(tmp_path, monkeypatc
     run = LoadResult.from_dict(valid())
     report.distribution_chart([("r1.json", run), (name, run)])
     texts = drawn[0].axes[0].get_legend().get_texts()
+    unsaved(drawn[0])
     assert [text.get_text().strip() for text in texts] == ["r1.json: relay", f"{name}: relay"]
     assert not any(text.get_parse_math() for text in texts)
 
@@ -243,7 +251,7 @@ def test_a_page_that_cannot_be_written_is_named_by_its_own_name(tmp_path, monkey
 
     def refused(path, text, *, force):
         raise PermissionError(13, "Permission denied", str(path.parent / ".tpsharness-0123.part"))
-    monkeypatch.setattr(report, "_png", lambda figure: "")
+    monkeypatch.setattr(report, "_png", unsaved)
     monkeypatch.setattr(report, "write_atomically", refused)
     page = tmp_path / "r.html"
     code, out, err = in_process(write_valid(tmp_path / "r1.json"), "-o", str(page))

@@ -22,11 +22,20 @@ def result(**changes):
 
 def misrouted():
     """A run where most messages reached the wrong device, and no connection error."""
-    run = result(counters={"sent": 1000, "acked": 275, "delivered": 275, "misrouted": 725, "lost": 0},
+    run = result(counters={"sent": 1000, "acked": 275, "delivered": 275, "misrouted": 725, "lost": 0,
+                           "devices": 2},
                  thresholds=[{"expression": "misrouted==0", "held": False, "observed": "measured 725",
                               "default": True}])
     assert not run.passed and run.error_count == 0
     return run
+
+
+@pytest.fixture(autouse=True)
+def closed():
+    """Every figure a test kept is closed after it."""
+    yield
+    import matplotlib.pyplot
+    matplotlib.pyplot.close("all")
 
 
 def figures(monkeypatch):
@@ -48,9 +57,10 @@ def test_the_verdict_and_the_integrity_counts_come_before_anything_else(monkeypa
     assert first < body.index("<ul>") and first < body.index("<h2>") and first < body.index("<pre>")
     assert "FAILED: 725 of 1,000 messages (72.5%) reached the wrong device" in body[first:body.index("<ul>")]
     counts = body[body.index('<table class="integrity">'):body.index("<ul>")]
-    assert '<td>misrouted</td><td class="n">725</td><td class="n">72.5%</td>' in counts
+    assert '<td>misrouted</td><td class="n">725</td><td class="n">72.5%</td><td>messages sent</td>' in counts
     assert '<td>delivered</td><td class="n">275</td>' in counts
     assert '<td>errors</td><td class="n">0</td>' in counts
+    assert '<td>unregistered</td><td class="n">0</td><td class="n">0.0%</td><td>devices</td>' in counts
     assert body.count('class="verdict"') == 1               # one run: its verdict is not repeated
 
 

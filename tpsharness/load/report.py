@@ -29,7 +29,7 @@ from .accounting import JUDGED
 from .histograms import LATENCIES
 from .output import configuration, summary_text
 from .result import LoadResult
-from .verdict import what_happened
+from .verdict import OF_WHAT, what_happened
 
 _DISTRIBUTION = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0)
 MAX_FILES = 50              # runs on one page
@@ -180,18 +180,31 @@ def _banner(result: LoadResult, name: str | None = None) -> str:
             f'<b>{html.escape(result.verdict)}</b></p>')
 
 
-def _share(count: int, sent: int) -> str:
-    if not sent:
+def _share(count: int, total: int) -> str:
+    """'74.1%'; '-' when there was nothing to take a share of."""
+    if not total:
         return "-"
-    share = 100 * count / sent
+    share = 100 * count / total
     return f"{share:.1f}%" if share >= 0.1 or share == 0 else f"{share:.2g}%"
+
+
+def _out_of(kind: str, result: LoadResult) -> tuple[int, str]:
+    """What ``kind`` is a share of: the messages sent, or (OF_WHAT) the devices'
+    answers, the devices."""
+    counters = result.counters
+    if kind not in OF_WHAT:
+        return counters.get("sent", 0), "messages sent"
+    total, things = OF_WHAT[kind]
+    return (counters.get(total, 0) if total else counters.get("devices", 0) + counters.get("unregistered", 0),
+            things)
 
 
 def _integrity_table(result: LoadResult) -> str:
     """The run's counts of what went wrong, beside what was sent and delivered: each
     kind counted for the whole run (the series do not hold them per second)."""
-    counters, sent = result.counters, result.counters.get("sent", 0)
-    rows = [("sent", sent, "", False), ("delivered", counters.get("delivered", 0), "reached the right device", False)]
+    counters = result.counters
+    rows = [("sent", counters.get("sent", 0), "", False),
+            ("delivered", counters.get("delivered", 0), "reached the right device", False)]
     rows += [(kind, counters.get(kind, 0), "never arrived" if kind == "lost" else what_happened(kind, result),
               bool(counters.get(kind, 0))) for kind in JUDGED]
     rows.append(("errors", result.error_count, "connection and status errors, by reason in the summary",
@@ -200,11 +213,13 @@ def _integrity_table(result: LoadResult) -> str:
         rows.append(("unsent", counters["unsent"], "due at the rate asked for, never sent", True))
     cells = []
     for name, count, meaning, wrong in rows:
+        total, things = _out_of(name, result)
         style = f' style="color: {_FAILED}; font-weight: bold"' if wrong else ""
         cells.append(f"<tr{style}><td>{name}</td><td class=\"n\">{count:,}</td>"
-                     f"<td class=\"n\">{_share(count, sent)}</td><td>{html.escape(meaning)}</td></tr>")
-    return ('<table class="integrity"><tr><th>messages</th><th>count</th><th>of sent</th><th>what happened</th></tr>'
-            + "".join(cells) + "</table>")
+                     f"<td class=\"n\">{_share(count, total)}</td><td>{html.escape(things)}</td>"
+                     f"<td>{html.escape(meaning)}</td></tr>")
+    return ('<table class="integrity"><tr><th>what</th><th>count</th><th colspan="2">share of</th>'
+            '<th>what happened</th></tr>' + "".join(cells) + "</table>")
 
 
 def _comparison(runs: Sequence[tuple[str, LoadResult]]) -> str:
