@@ -5,6 +5,7 @@ the wrong reason; impossible options are refused instead of hanging."""
 import json
 import logging
 import math
+import os
 import socket
 import time
 
@@ -304,3 +305,71 @@ def test_a_lost_witness_says_it_may_be_a_refused_message_when_the_tps_refused_so
         result = tpsharness.load(*tps.address, **RUN)
     assert result.rejected > 0 and result.lost > 0
     assert "never arrived (lost, or one of those refused)" in summary_text(result)
+
+
+# -- output files: checked before the run, written whole, never replaced by surprise ----------------
+
+def _closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _load_in_process(capsys, *options):
+    """``tpsharness load`` against a port nothing listens on: a run that starts fails
+    with 2 after its summary; an output refused first is a usage error (3) before it."""
+    from tpsharness.cli import main
+    code = main(["load", "127.0.0.1", str(_closed_port()), "--devices", "1", "--clients", "1",
+                 "--duration", "0.2", "--timeout", "1", "--quiet", *options])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("make, option, message", [
+    (lambda tmp: (tmp / "jd").mkdir() or tmp / "jd", "--json", "a directory"),
+    (lambda tmp: (tmp / "old.json").write_text("kept\n") and tmp / "old.json", "--json",
+     "exists: --force replaces it"),
+    (lambda tmp: (tmp / "elsewhere.json").symlink_to(tmp / "target.json") or tmp / "elsewhere.json",
+     "--json", "a symlink, never written through"),
+    (lambda tmp: tmp / "missing" / "r.json", "--json", "no directory"),
+    (lambda tmp: (tmp / "r_latency.csv").write_text("kept\n") and tmp / "r", "--csv",
+     "r_latency.csv: exists: --force replaces it"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, capsys, make, option, message):
+    target = make(tmp_path)
+    code, out, err = _load_in_process(capsys, option, str(target))
+    assert code == 3, out + err
+    assert message in err and "usage: tpsharness load" in err
+    assert out == ""                                            # no run, so no summary
+    assert not (tmp_path / "target.json").exists()              # nothing written through the link
+    for kept in ("old.json", "r_latency.csv"):
+        if (tmp_path / kept).exists():
+            assert (tmp_path / kept).read_text() == "kept\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc")
+def test_an_output_in_a_directory_no_file_can_be_made_in_is_refused_before_the_run(capsys):
+    code, out, err = _load_in_process(capsys, "--json", "/proc/self/fd/999")
+    assert code == 3, out + err
+    assert "--json /proc/self/fd/999: cannot create a file in '/proc/self/fd'" in err
+    assert out == ""
+
+
+def test_force_replaces_an_output_and_leaves_no_temporary_file(tmp_path, capsys):
+    (tmp_path / "r.json").write_text("old\n")
+    code, out, err = _load_in_process(capsys, "--json", str(tmp_path / "r.json"), "--force")
+    assert code == 2, out + err                 # nothing listens: the run is not carried out
+    assert json.loads((tmp_path / "r.json").read_text())["format"].startswith("tpsharness-load/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_result_that_cannot_be_encoded_leaves_the_old_file_whole(tmp_path):
+    from tpsharness.load.result import LoadResult
+    path = tmp_path / "r.json"
+    path.write_text("old\n")
+    result = LoadResult([])
+    result.counters["sent"] = math.nan              # JSON has no NaN: encoding fails part-way
+    with pytest.raises(ValueError):
+        result.write_json(str(path), force=True)
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

@@ -9,7 +9,6 @@ for a file it cannot use.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..argtypes import port, positive_int
@@ -79,6 +78,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                            "that only measures speed; the counts are still shown)")
     load.add_argument("--json", metavar="FILE", help="write the result, histograms included, as JSON")
     load.add_argument("--csv", metavar="PREFIX", help="write PREFIX_series.csv, PREFIX_latency.csv and PREFIX_summary.csv")
+    load.add_argument("--force", action="store_true",
+                      help="replace the --json and --csv files if they exist (without it, a file there "
+                           "stops the run before it starts)")
     load.add_argument("--quiet", action="store_true", help="no progress line")
     load.add_argument("--fake-option", action="append", default=[], metavar="ARG",
                       help="an option for the bundled fake TPS, e.g. --fake-option=--reply-delay=0.05")
@@ -112,13 +114,17 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     if args.port is not None and args.host is None:
         raise UsageError("a PORT without a HOST")
-    for option, path in (("--json", args.json), ("--csv", args.csv)):
-        if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
-            raise UsageError(f"{option} {path}: no directory {os.path.dirname(path)!r} to write it in")
     try:
         from . import api, output
+        from .result import csv_paths, unwritable
     except ImportError as error:
         return missing_extra("load", error)
+    targets = [("--json", args.json)] if args.json else []
+    targets += [("--csv", path) for path in csv_paths(args.csv)] if args.csv else []
+    for option, path in targets:
+        why = unwritable(path, force=args.force)
+        if why:
+            raise UsageError(f"{option} {path}: {why}")
     progress = None if args.quiet else output.Progress()
 
     def announce(address: tuple[str, int]) -> None:
@@ -146,10 +152,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     print(output.summary_text(result), flush=True)
     try:
         if args.json:
-            result.write_json(args.json)
+            result.write_json(args.json, force=args.force)
             print(f"wrote {args.json}")
         if args.csv:
-            print("wrote " + ", ".join(result.write_csv(args.csv)))
+            print("wrote " + ", ".join(result.write_csv(args.csv, force=args.force)))
     except OSError as error:
         print(f"tpsharness load: cannot write {error.filename or args.json or args.csv}: "
               f"{error.strerror or error}", file=sys.stderr)

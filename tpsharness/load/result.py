@@ -10,7 +10,10 @@ integrity ones by default (see verdict.py).
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import secrets
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -165,11 +168,10 @@ class LoadResult:
                 "thresholds": [{"expression": e, "held": h, "observed": o,
                                 "default": e in self.default_thresholds} for e, h, o in self.thresholds]}
 
-    def write_json(self, path: str) -> None:
-        """Write ``to_dict()`` to ``path`` as JSON."""
-        with open(path, "w", encoding="utf-8") as out:
-            json.dump(self.to_dict(), out, indent=1, allow_nan=False)
-            out.write("\n")
+    def write_json(self, path: str, *, force: bool = False) -> None:
+        """Write ``to_dict()`` to ``path`` as JSON, whole or not at all; FileExistsError
+        if something is there and not ``force``."""
+        write_atomically(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n", force=force)
 
     @classmethod
     def from_dict(cls, data: object, where: str = "the result") -> LoadResult:
@@ -222,34 +224,86 @@ class LoadResult:
                    "relay_p99_ms": figures["p99"], "relay_max_ms": figures["max"],
                    "cpu": entry.get("cpu")}
 
-    def write_csv(self, prefix: str) -> list[str]:
+    def write_csv(self, prefix: str, *, force: bool = False) -> list[str]:
         """PREFIX_series.csv (per second), PREFIX_latency.csv (per phase) and
-        PREFIX_summary.csv (every counter, the verdict, the exit status); the paths."""
-        paths = [f"{prefix}_series.csv", f"{prefix}_latency.csv", f"{prefix}_summary.csv"]
-        rows = list(self.series_rows())
-        with open(paths[0], "w", newline="", encoding="utf-8") as out:
-            series_writer = csv.DictWriter(out, fieldnames=["second", "span", "sent", "delivered", "errors",
-                                                            "sent_per_s", "delivered_per_s", "relay_p50_ms",
-                                                            "relay_p90_ms", "relay_p99_ms", "relay_max_ms", "cpu"])
-            series_writer.writeheader()
-            series_writer.writerows(rows)
-        with open(paths[1], "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(["phase", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms", "note"])
-            for phase in LATENCIES:
-                why = self.unmeasurable(phase)
-                f = self.latency(phase)
-                figures = ["", "", "", "", ""] if why else [f["p50"], f["p90"], f["p99"], f["p99.9"], f["max"]]
-                writer.writerow([phase, f["count"], *figures, f"not measurable: {why}" if why else ""])
-        with open(paths[2], "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(["name", "value"])
-            for name, value in self.counters.items():
-                writer.writerow([name, value])
-            writer.writerow(["duration_s", self.duration])
-            writer.writerow(["verdict", self.verdict])
-            writer.writerow(["exit_code", self.exit_code])
+        PREFIX_summary.csv (every counter, the verdict, the exit status), each whole or
+        not at all (FileExistsError if one is there and not ``force``); the paths."""
+        paths = csv_paths(prefix)
+        series = io.StringIO(newline="")
+        series_writer = csv.DictWriter(series, fieldnames=["second", "span", "sent", "delivered", "errors",
+                                                           "sent_per_s", "delivered_per_s", "relay_p50_ms",
+                                                           "relay_p90_ms", "relay_p99_ms", "relay_max_ms", "cpu"])
+        series_writer.writeheader()
+        series_writer.writerows(self.series_rows())
+        latency = io.StringIO(newline="")
+        writer = csv.writer(latency)
+        writer.writerow(["phase", "count", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms", "note"])
+        for phase in LATENCIES:
+            why = self.unmeasurable(phase)
+            f = self.latency(phase)
+            figures = ["", "", "", "", ""] if why else [f["p50"], f["p90"], f["p99"], f["p99.9"], f["max"]]
+            writer.writerow([phase, f["count"], *figures, f"not measurable: {why}" if why else ""])
+        summary = io.StringIO(newline="")
+        writer = csv.writer(summary)
+        writer.writerow(["name", "value"])
+        for name, value in self.counters.items():
+            writer.writerow([name, value])
+        writer.writerow(["duration_s", self.duration])
+        writer.writerow(["verdict", self.verdict])
+        writer.writerow(["exit_code", self.exit_code])
+        for path, text in zip(paths, (series, latency, summary)):
+            write_atomically(path, text.getvalue(), force=force)
         return paths
+
+
+def csv_paths(prefix: str) -> list[str]:
+    """The files ``write_csv(prefix)`` writes."""
+    return [f"{prefix}_series.csv", f"{prefix}_latency.csv", f"{prefix}_summary.csv"]
+
+
+def _temporary_beside(path: str) -> str:
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+
+
+def unwritable(path: str, *, force: bool) -> str | None:
+    """Why ``write_atomically(path, ..., force=force)`` would fail, or None: asked
+    before a run, so that its result is not lost after it."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"no directory {folder!r} to write it in"
+    if os.path.islink(path):
+        return "a symlink, never written through: name the file itself"
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.lexists(path) and not force:
+        return "exists: --force replaces it"
+    temporary = _temporary_beside(path)
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except OSError as error:
+        return f"cannot create a file in {folder!r}: {error.strerror or error}"
+    os.unlink(temporary)
+    return None
+
+
+def write_atomically(path: str, text: str, *, force: bool) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flushed to disk, then link it
+    as ``path`` (FileExistsError if anything, a symlink included, holds the name) or,
+    with ``force``, rename it over the name: never half a file, never through a symlink."""
+    temporary = _temporary_beside(path)
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if force:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path, follow_symlinks=False)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
 
 
 def ack_problem(acks: dict[str, int]) -> str | None:
