@@ -373,3 +373,24 @@ def test_a_result_that_cannot_be_encoded_leaves_the_old_file_whole(tmp_path):
         result.write_json(str(path), force=True)
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# -- options for the bundled fake: the fake's own parser judges them before it starts ---------------
+
+@pytest.mark.parametrize("option, complaint", [
+    ("--fake-option=--nope", "--fake-option: python -m fake_tps: error: unrecognized arguments: --nope"),
+    ("--fake-option=--reply-delay=-1", "--fake-option: python -m fake_tps: error: argument --reply-delay: "),
+    ("--fake-option=--help", "--fake-option --help: asks for help or the version, not a run"),
+])
+def test_a_bad_fake_option_is_a_usage_error_with_the_fakes_own_line(option, complaint):
+    code, out, err = cli("load", "--duration", "1", "--quiet", option, timeout=20)
+    assert code == 3, out + err
+    assert err.splitlines()[-1].startswith(f"tpsharness load: error: {complaint}")
+    assert "[--strict-http]" not in err and "could not be carried out" not in err     # not its usage
+    assert "no HOST PORT given" not in out                  # the fake never started
+
+
+def test_a_fake_option_with_a_host_is_a_usage_error(fake_address):
+    code, out, err = cli("load", *map(str, fake_address), "--fake-option=--strict-http", timeout=20)
+    assert code == 3, out + err
+    assert "--fake-option is for the bundled fake TPS, which runs only without a HOST" in err

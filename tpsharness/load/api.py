@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..defaults import AUTH_CODE, PORT, TIMEOUT
-from .config import LoadConfig
-from .fake import FakeProcess
+from .config import LoadConfig, LoadUsageError
+from .fake import FakeProcess, check_fake_args
 from .local import run_local
 from .result import LoadResult
 from .thresholds import apply, parse_all
@@ -41,7 +41,10 @@ def load(host: str | None = None, port: int | None = None, *, devices: int = 100
     if specs:
         from .distributed import check_specs
         check_specs(specs, config)
+    if host is not None and fake_args:
+        raise LoadUsageError("--fake-option is for the bundled fake TPS, which runs only without a HOST")
     if host is None:
+        check_fake_args(fake_args)
         with FakeProcess(*fake_args) as address:
             config.address = address
             if on_fake_started is not None:

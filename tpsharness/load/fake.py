@@ -1,15 +1,40 @@
 """The bundled fake TPS in a process of its own, so that it does not share the
 generator's CPU: ``with FakeProcess() as address: ...``."""
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from typing import IO
 
+from ..errors import LoadUsageError
+
 _LISTENING = re.compile(r"fake TPS listening on (\S+):(\d+)")
+
+
+def check_fake_args(args: Sequence[str]) -> None:
+    """LoadUsageError with the fake's own one-line complaint about ``args``, found by
+    its own parser here rather than by a process that fails to start."""
+    from fake_tps.__main__ import make_parser
+    from fake_tps.options import from_arguments
+
+    said = io.StringIO()
+    try:
+        with redirect_stdout(said), redirect_stderr(said):
+            from_arguments(make_parser().parse_args(["--port", "0", *args]))
+    except SystemExit as stop:
+        if not stop.code:
+            raise LoadUsageError(f"--fake-option {' '.join(args)}: asks for help or the version, "
+                                 "not a run (see python -m fake_tps --help)") from None
+        lines = said.getvalue().strip().splitlines()
+        raise LoadUsageError(f"--fake-option: {lines[-1] if lines else ' '.join(args)}") from None
+    except ValueError as error:
+        raise LoadUsageError(f"--fake-option: {error}") from None
 
 
 class FakeProcess:
