@@ -175,10 +175,16 @@ def test_threshold_expressions_parse(text):
 
 
 @pytest.mark.parametrize("text", ["relay.p42<5ms", "lost==0ms", "delivered.rate<5%", "foo<1",
-                                  "relay.p99 is low", "sent.rate<5"])
+                                  "relay.p99 is low", "sent.rate<5", "relay.p99<1", "ack.max<=2"])
 def test_a_bad_threshold_is_a_usage_error(text):
     with pytest.raises(LoadUsageError):
         Threshold.parse(text)
+
+
+def test_a_latency_without_a_unit_is_refused_with_the_units_it_takes():
+    with pytest.raises(LoadUsageError, match=r"^bad threshold 'relay.p99<1': a latency is in us, ms or s "
+                                             r"\('relay.p99<1ms'\)$"):
+        Threshold.parse("relay.p99<1")
 
 
 def test_thresholds_hold_or_fail_on_the_figures():
@@ -198,6 +204,7 @@ def test_thresholds_hold_or_fail_on_the_figures():
     (["--payload-size", "16"], "smaller than the 32-byte header"),
     (["--devices", "0"], "--devices: must be at least 1"),
     (["--workers", "-3"], "--workers: must be at least 1, not -3"),
+    (["--workers", "0"], "--workers: must be at least 1, not 0"),
     (["--devices", "1", "--clients", "5000"], "over 1000 per device"),
     (["--threshold", "relay.p99<5parsecs"], "bad threshold"),
     (["127.0.0.1", "70000"], "PORT: port must be 1-65535"),

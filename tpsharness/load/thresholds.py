@@ -41,7 +41,7 @@ _FRACTIONS = ("errors", "misrouted", "misattributed", "lost", "duplicated", "reo
 DEFAULTS = tuple(f"{kind}==0" for kind in JUDGED)
 """The thresholds every run is held to unless told otherwise: integrity."""
 _STATS = ("p50", "p90", "p99", "p99.9", "max", "count")
-_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}
+_TO_MS: dict[str | None, float] = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ class Threshold:
                 if unit is not None:
                     raise LoadUsageError(f"bad threshold {text!r}: a count takes no unit")
             elif unit not in _TO_MS:
-                raise LoadUsageError(f"bad threshold {text!r}: a latency is in us, ms or s")
+                raise LoadUsageError(f"bad threshold {text!r}: a latency is in us, ms or s "
+                                     f"('{metric}{op}{number}ms')")
         elif head in _COUNTS and stat == "rate":
             if unit == "%" and head not in _FRACTIONS:
                 raise LoadUsageError(f"bad threshold {text!r}: a percentage is for "
