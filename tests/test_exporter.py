@@ -97,7 +97,9 @@ def test_the_probe_timeout_is_capped_and_fits_the_scrape_timeout():
     # a scrape timeout within the 0.5 s offset still bounds the probe (it was ignored)
     assert exporter.probe_timeout({"timeout": ["5"]}, "0.3") == 0.15
     assert exporter.probe_timeout({"timeout": ["5"]}, "0.5") == 0.25
-    assert exporter.probe_timeout({"timeout": ["5"]}, "nonsense") == 5
+    assert exporter.probe_timeout({"timeout": ["5"]}, "0") == 5         # no limit, as blackbox_exporter
+    with pytest.raises(BadProbe, match="'nonsense' is not a number of seconds"):
+        exporter.probe_timeout({"timeout": ["5"]}, "nonsense")
     with pytest.raises(BadProbe, match="leaves less than 1 ms"):
         exporter.probe_timeout({}, "5e-324")
 

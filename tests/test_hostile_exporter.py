@@ -93,6 +93,39 @@ def test_a_scrape_timeout_that_leaves_no_time_gets_400(exporter_at, header):
     assert status == 400 and "leaves less than 1 ms for the probe" in text, text
 
 
+@pytest.mark.parametrize("header", ["abc", "nan", "NaN", "1,5"])
+def test_a_scrape_timeout_that_is_not_a_number_gets_400(exporter_at, fake, header):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target=127.0.0.1:{fake.address[1]}",
+                       {"X-Prometheus-Scrape-Timeout-Seconds": header})
+    assert status == 400, text
+    assert text == f"X-Prometheus-Scrape-Timeout-Seconds '{header}' is not a number of seconds\n"
+    assert fake.stats.connections == 0
+
+
+@pytest.mark.parametrize("header", ["0", "-1", "inf", "-inf"])
+def test_a_scrape_timeout_that_sets_no_limit_says_so_on_the_debug_page(exporter_at, fake, header):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target=127.0.0.1:{fake.address[1]}&debug=true",
+                       {"X-Prometheus-Scrape-Timeout-Seconds": header})
+    assert status == 200, text
+    assert (f"this probe's timeout: 5 s (the module's 5 s; the scrape timeout header's '{header}' "
+            "sets no limit, as blackbox_exporter reads it)") in text
+
+
+def test_a_halved_scrape_timeout_is_called_half_on_the_debug_page_and_in_the_400(exporter_at, fake):
+    base, _, _ = exporter_at()
+    status, text = get(f"{base}/probe?target=127.0.0.1:{fake.address[1]}&debug=true",
+                       {"X-Prometheus-Scrape-Timeout-Seconds": "0.3"})
+    assert status == 200, text
+    assert "this probe's timeout: 0.15 s (half the scrape timeout (0.3 s, no more than the 0.5 s offset))" in text
+    status, text = get(f"{base}/probe?target=127.0.0.1:{fake.address[1]}",
+                       {"X-Prometheus-Scrape-Timeout-Seconds": "0.0015"})
+    assert status == 400
+    assert text == ("half the scrape timeout (0.0015 s, no more than the 0.5 s offset) leaves less "
+                    "than 1 ms for the probe\n")
+
+
 def start_exporter(*options):
     process = subprocess.Popen([sys.executable, "-m", "tpsharness", "exporter", "--listen", "127.0.0.1:0",
                                 *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

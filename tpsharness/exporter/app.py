@@ -167,6 +167,21 @@ class ProbeJob:
             self.exporter.release_slot()
 
 
+def _scrape_timeout(text: str) -> float | None:
+    """The seconds an X-Prometheus-Scrape-Timeout-Seconds header allows, or None for
+    one that sets no limit (0, negative, infinite: blackbox_exporter then uses the
+    module's timeout); BadProbe for one that is not a number (blackbox_exporter
+    refuses those too), NaN included."""
+    try:
+        scrape = float(text)
+    except ValueError:
+        scrape = math.nan
+    if math.isnan(scrape):
+        raise BadProbe(f"X-Prometheus-Scrape-Timeout-Seconds {quote_text(text.strip(), 40)} "
+                       "is not a number of seconds")
+    return scrape if 0 < scrape < math.inf else None
+
+
 class Exporter:
     """The exporter's answers and its own metrics."""
 
@@ -305,17 +320,21 @@ class Exporter:
                 raise BadProbe(f"timeout must be a positive number of seconds, not {quote_text(text, 40)}")
             note = f"the timeout parameter's {timeout:g} s"
         if scrape_timeout:
-            try:
-                scrape = float(scrape_timeout)
-            except ValueError:
-                scrape = math.nan
-            if math.isfinite(scrape) and scrape > 0:
-                # The offset leaves time to answer; a scrape timeout shorter than it
+            scrape = _scrape_timeout(scrape_timeout)
+            if scrape is None:
+                note += (f"; the scrape timeout header's {quote_text(scrape_timeout.strip(), 40)} "
+                         "sets no limit, as blackbox_exporter reads it")
+            else:
+                # The offset leaves time to answer; a scrape timeout no longer than it
                 # still bounds the probe, to half of it, rather than being ignored.
-                budget = scrape - SCRAPE_TIMEOUT_OFFSET
-                budget = budget if budget > 0 else scrape / 2
+                if scrape > SCRAPE_TIMEOUT_OFFSET:
+                    budget, how = (scrape - SCRAPE_TIMEOUT_OFFSET,
+                                   f"the scrape timeout ({scrape:g} s) less {SCRAPE_TIMEOUT_OFFSET:g} s")
+                else:
+                    budget, how = (scrape / 2, f"half the scrape timeout ({scrape:g} s, no more than "
+                                               f"the {SCRAPE_TIMEOUT_OFFSET:g} s offset)")
                 if budget < timeout:
-                    timeout, note = budget, f"the scrape timeout ({scrape:g} s) less {SCRAPE_TIMEOUT_OFFSET:g} s"
+                    timeout, note = budget, how
         if timeout > self.max_timeout:
             timeout, note = self.max_timeout, f"--max-timeout {self.max_timeout:g} s"
         if timeout < MIN_PROBE_TIMEOUT:
