@@ -520,6 +520,9 @@ def test_a_result_file_that_cannot_be_written_is_refused_before_the_run(tmp_path
 
 
 def test_a_run_that_could_not_be_carried_out_says_so_on_stderr_and_exits_2():
-    code, out, err = cli("load", "--fake-option=--no-such-option", "--quiet", "--duration", "0.1")
+    # an option the fake's parser takes (a bad one is a usage error: test_hostile_load.py)
+    # but an address no socket here can bind
+    code, out, err = cli("load", "--fake-option=--host=192.0.2.1", "--quiet", "--duration", "0.1")
     assert code == 2 and out == ""
-    assert err.startswith("tpsharness load: the run could not be carried out: the bundled fake TPS did not start")
+    assert err.startswith("tpsharness load: the run could not be carried out: the bundled fake TPS did not start: "
+                          "fake TPS: ") and "listen on 192.0.2.1:0" in err
