@@ -191,3 +191,62 @@ def test_a_client_that_does_not_read_is_pushed_back_and_the_others_are_served(fa
         assert relay_time(proxy.address) < 1.0
         harness.close()
         sender.close()
+
+
+def anonymised_bytes(*streams):
+    """Each of ``streams`` sent on a connection of its own, anonymised: the bytes out,
+    per connection, and the Anonymizer."""
+    from tpsharness.record.anonymize import Anonymizer
+    conversation = Conversation()
+    for conn, data in enumerate(streams, 1):
+        conversation.open(0.0, conn, f"10.0.0.2:{40000 + conn}")
+        conversation.add(0.1, conn, SENT, data)
+    anonymizer = Anonymizer()
+    out = anonymizer.anonymize(conversation)
+    return [b"".join(e[3] for e in out.events if e[1] == conn) for conn in range(1, len(streams) + 1)], anonymizer
+
+
+@pytest.mark.parametrize("cut", [5, 40, 160])    # in the body, in the head's last lines, mid-DestUuid
+def test_a_message_the_recording_cut_short_keeps_no_uuid_payload_or_auth_code(cut):
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD-0123456789", auth_code="9876")
+    [data], _ = anonymised_bytes(request[:-cut])
+    assert len(data) == len(request) - cut
+    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"9876"):
+        assert secret not in data
+
+
+def test_bytes_after_garbage_keep_no_payload_and_the_next_message_keeps_its_frame():
+    garbage = b"NOT HTTP\r\nContent-Length: 5\r\n\r\nSECRT"
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="9876")
+    [data], anonymizer = anonymised_bytes(garbage + request + request[:-3])
+    for secret in (b"SECRT", b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"9876"):
+        assert secret not in data
+    head = request[:len(request) - len(b"SECRET-PAYLOAD")].replace(b"9876", b"0000")
+    for uuid in ("cliA-secret", "cam-secret-1"):
+        head = head.replace(uuid.encode(), anonymizer.pseudonyms[uuid].encode())
+    assert head in data          # the request after the garbage is still the same request
+
+
+def test_a_non_ascii_serial_keeps_its_length_in_bytes_and_one_pseudonym_in_every_form():
+    from tpsharness.protocol import register_request
+    serial = "cam-é€-1"
+    escaped = register_request(serial, auth_code="1234")            # JSON escapes: cam-\u00e9\u20ac-1
+    body = escaped.split(b"\r\n\r\n", 1)[1].replace(b"cam-\\u00e9\\u20ac-1", serial.encode())
+    plain = register_request(serial, body=body)                     # the serial in UTF-8
+    request = private_data_request("app", serial, b"payload")
+    streams = [escaped, plain, request]
+    out, anonymizer = anonymised_bytes(*streams)
+    pseudonym = anonymizer.pseudonyms[serial].encode()
+    assert len(pseudonym) == len(serial.encode())
+    for before, after in zip(streams, out):
+        assert len(after) == len(before) and pseudonym in after
+        assert serial.encode() not in after and b"\\u00e9" not in after
+
+
+def test_a_request_the_tps_would_refuse_keeps_no_payload_or_uuid():
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="9876")
+    without_src = request.replace(b"SrcUuid: cliA-secret\r\n", b"")     # framed, but a BadRequest
+    [data], _ = anonymised_bytes(without_src)
+    assert len(data) == len(without_src)
+    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"9876"):
+        assert secret not in data

@@ -365,8 +365,12 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
         assert cam.receive().body == payload
         cam.send(app_uuid, payload[::-1])
         assert app.receive().body == payload[::-1]
+        cut = harness.raw()         # a peer that closes mid-request: the message is cut short
+        cut.send_raw(private_data_request("APP-CUT-SECRET-9", serial, b"CUT-SECRET-PAYLOAD-0123456789",
+                                          auth_code="7315")[:-5])
+        wait_until(lambda: b"CUT-SECRET" in b"".join(e[3] for e in proxy.conversation.events))
         harness.close()
-        wait_until(lambda: len([e for e in proxy.conversation.events if e[2] == "actor closed"]) == 2)
+        wait_until(lambda: len([e for e in proxy.conversation.events if e[2] == "actor closed"]) == 3)
     capture = capture_writer.write(tmp_path / "secret.pcap", capture_writer.packets(proxy.conversation))
     out = tmp_path / "out"
     for extra in ([], ["--per-device"]):
@@ -374,8 +378,8 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
     files = sorted(out.iterdir())
-    assert len(files) == 2
-    secrets = [serial, app_uuid, "9137", "8246", "secret.pcap"]
+    assert len(files) == 3          # the session; with --per-device, the camera's and the cut request's
+    secrets = [serial, app_uuid, "9137", "8246", "secret.pcap", "APP-CUT-SECRET-9", "7315", "CUT-SECRET"]
     for data in (payload, payload[::-1]):
         secrets += [json.dumps(data.decode("latin-1"))[1:-1], data.hex(), data.decode("latin-1")[:10]]
     for path in files:

@@ -6,23 +6,38 @@ wherever it occurs in one run (one Anonymizer, every file it writes); each paylo
 becomes random bytes of the same length, the same bytes wherever the same payload
 occurs (the client's request and the copy relayed to the device); auth codes become
 zeros (``0000`` for the usual four characters). Every replacement keeps the length
-of what it replaces, so Content-Length stays right and each read keeps its size
-and place. What cannot be read as TPS messages has the known uuids and auth codes
-replaced wherever they occur in it.
+in bytes of what it replaces, so Content-Length stays right and each read keeps its
+size and place. Bytes that are not whole TPS messages (a message the recording cut
+short, a peer's garbage) get the same: the uuids and auth codes of their headers
+replaced, their bodies made random, and the known uuids replaced wherever they occur.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
-from ..protocol import PrivateData, RegisterRequest
+from ..protocol import REGISTER_PATH, BadRequest, PrivateData, RegisterRequest
 from .conversation import RECEIVED, SENT, Conversation, messages
 
 _HEADER = re.compile(rb"(\r\n(SrcUuid|DestUuid|AuthCode):[ \t]*)([^\r\n]*)", re.IGNORECASE)
-_JSON_FIELD = re.compile(rb'("(SerialNumber|AuthCode)"\s*:\s*)("([^"\\]*)"|\d+)')
-MIN_TEXT_MATCH = 3      # shorter uuids and codes are not replaced inside unreadable bytes
+_JSON_FIELD = re.compile(rb'("(SerialNumber|AuthCode)"\s*:\s*)("((?:[^"\\]|\\.)*)"|\d+)')
+_CONTENT_LENGTH = re.compile(rb"\r\nContent-Length:[ \t]*(\d{1,18})[ \t]*(?=\r\n)", re.IGNORECASE)
+_HEAD_END = b"\r\n\r\n"
+_REGISTER_START = b"POST %s " % REGISTER_PATH.encode()
+MIN_TEXT_MATCH = 3      # shorter uuids and codes (in bytes) are not replaced inside unreadable bytes
+
+
+def _identity(wire: bytes) -> str:
+    """The uuid a value's bytes spell: UTF-8 where it is, each other byte kept apart."""
+    return wire.decode("utf-8", "surrogateescape")
+
+
+def _wire(uuid: str) -> bytes:
+    """The bytes ``uuid`` takes on the wire (the inverse of ``_identity``)."""
+    return uuid.encode("utf-8", "surrogateescape")
 
 
 class Anonymizer:
@@ -35,13 +50,14 @@ class Anonymizer:
         self._taken: set[str] = set()
 
     def pseudonym(self, uuid: str) -> str:
-        """The same-length stand-in for ``uuid`` (digits for digits), stable in this run."""
+        """The stand-in for ``uuid``, stable in this run: ASCII of the same length in
+        bytes (digits for digits), so every stream it is written into keeps its size."""
         known = self.pseudonyms.get(uuid)
         if known is not None:
             return known
-        length = len(uuid)
+        length = len(_wire(uuid))
         for attempt in range(1000):
-            digest = hashlib.shake_256(self.key + b"uuid%d:" % attempt + uuid.encode("utf-8", "replace"))
+            digest = hashlib.shake_256(self.key + b"uuid%d:" % attempt + _wire(uuid))
             if uuid.isascii() and uuid.isdigit():
                 candidate = "".join(str(b % 10) for b in digest.digest(length))
                 if length > 1 and candidate[0] == "0":
@@ -61,7 +77,7 @@ class Anonymizer:
 
     @staticmethod
     def auth_code(code: str) -> str:
-        return "0" * len(code)
+        return "0" * len(_wire(code))
 
     # -- a conversation ---------------------------------------------------------------------
 
@@ -89,14 +105,34 @@ class Anonymizer:
         return out
 
     def _learn(self, stream: bytes, *, requests: bool) -> None:
-        for message in messages(stream)[0]:
+        found, rest_at = messages(stream)
+        for message in found:
             if isinstance(message, RegisterRequest) and requests:
                 self.pseudonym(message.serial)
                 self.auth_codes.add(message.auth_code)
             elif isinstance(message, PrivateData):
-                self.pseudonym(message.src)
-                self.pseudonym(message.dest)
-                self.auth_codes.add(message.auth_code)
+                self.pseudonym(_identity(message.src.encode("latin-1")))
+                self.pseudonym(_identity(message.dest.encode("latin-1")))
+                self.auth_codes.add(_identity(message.auth_code.encode("latin-1")))
+        unread = [m.raw for m in found if isinstance(m, BadRequest)] + [stream[rest_at:]]
+        self._learn_unread(b"\r\n".join(unread), requests=requests)
+
+    def _learn_unread(self, rest: bytes, *, requests: bool) -> None:
+        """The uuids and auth codes of headers and register fields in bytes that are not
+        whole TPS messages (a message cut short, a request the TPS would refuse)."""
+        for match in _HEADER.finditer(rest):
+            value = _identity(match.group(3)).strip()
+            if value and match.group(2).lower() == b"authcode":
+                self.auth_codes.add(value)
+            elif value:
+                self.pseudonym(value)
+        if requests:
+            for match in _JSON_FIELD.finditer(rest):
+                value = self._json_text(match)
+                if match.group(2) == b"AuthCode":
+                    self.auth_codes.add(value)
+                else:
+                    self.pseudonym(value)
         self.auth_codes.discard("")
 
     def _rewrite(self, stream: bytes) -> bytes:
@@ -112,13 +148,41 @@ class Anonymizer:
                 raw = self._private_data(message)
             elif isinstance(message, RegisterRequest):
                 raw = _JSON_FIELD.sub(self._json_value, raw)
+            elif isinstance(message, BadRequest):
+                raw = self._unread(raw)
             else:
                 raw = self._text(raw)
             out[start:start + len(raw)] = raw
             position = start + len(raw)
         if rest_at < len(stream):
-            out[rest_at:] = self._text(stream[rest_at:])
+            out[rest_at:] = self._unread(stream[rest_at:])
         return bytes(out)
+
+    def _unread(self, data: bytes) -> bytes:
+        """Bytes that are not whole messages (a message the recording cut short, a peer's
+        garbage): each head's uuids and auth codes replaced, each body made random. A body
+        runs for the head's Content-Length; without one, to the end of the bytes."""
+        out = bytearray()
+        while data:
+            end = data.find(_HEAD_END)
+            head, rest = (data, b"") if end < 0 else (data[:end + len(_HEAD_END)], data[end + len(_HEAD_END):])
+            out += self._text(_HEADER.sub(self._header_value, head))
+            length = _CONTENT_LENGTH.search(head)
+            body_length = int(length.group(1)) if length and end >= 0 else len(rest)
+            out += self._body(head, rest[:body_length])
+            data = rest[body_length:]
+        return bytes(out)
+
+    def _body(self, head: bytes, body: bytes) -> bytes:
+        """A register's JSON with its fields replaced; any other body made random."""
+        if head.startswith(_REGISTER_START):
+            try:
+                json.loads(body)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                return _JSON_FIELD.sub(self._json_value, body)
+        return self.payload(body)
 
     def _private_data(self, message: PrivateData) -> bytes:
         raw = message.raw
@@ -127,27 +191,45 @@ class Anonymizer:
         return head + self.payload(message.body)
 
     def _header_value(self, match: re.Match[bytes]) -> bytes:
-        value = match.group(3).decode("latin-1")
+        value = match.group(3)
+        stripped = value.strip()
+        if not stripped:
+            return match.group(0)
         if match.group(2).lower() == b"authcode":
-            replaced = self.auth_code(value)
+            replaced = self.auth_code(_identity(stripped))
         else:
-            stripped = value.strip()
-            replaced = value.replace(stripped, self.pseudonym(stripped)) if stripped else value
-        return match.group(1) + replaced.encode("latin-1", "replace")
+            replaced = self.pseudonym(_identity(stripped))
+        return match.group(1) + value.replace(stripped, replaced.encode("ascii"))
+
+    @staticmethod
+    def _json_text(match: re.Match[bytes]) -> str:
+        """The value a _JSON_FIELD match holds, JSON escapes read."""
+        quoted = match.group(4)
+        if quoted is None:
+            return match.group(3).decode("ascii")
+        try:
+            value = json.loads(b'"' + quoted + b'"')
+        except ValueError:
+            return _identity(quoted)
+        return value if isinstance(value, str) else _identity(quoted)
 
     def _json_value(self, match: re.Match[bytes]) -> bytes:
-        quoted = match.group(4)
-        value = (quoted if quoted is not None else match.group(3)).decode("latin-1")
-        replaced = self.auth_code(value) if match.group(2) == b"AuthCode" else self.pseudonym(value)
-        encoded = replaced.encode("latin-1", "replace")
-        return match.group(1) + (b'"%s"' % encoded if quoted is not None else encoded)
+        """The field with its value replaced; a value written with escapes is longer than
+        its stand-in, which is padded with spaces after it (JSON ignores them)."""
+        value = self._json_text(match)
+        replaced = (self.auth_code(value) if match.group(2) == b"AuthCode" else self.pseudonym(value)).encode("ascii")
+        if match.group(4) is None:
+            return match.group(1) + replaced
+        padding = len(match.group(4)) - len(replaced)
+        if padding < 0:     # cannot happen: an escape is never shorter than its UTF-8
+            replaced, padding = replaced[:len(match.group(4))], 0
+        return match.group(1) + b'"' + replaced + b'"' + b" " * padding
 
     def _text(self, data: bytes) -> bytes:
         """Known uuids and auth codes replaced wherever they occur (longest first)."""
-        values = [(u, p) for u, p in self.pseudonyms.items() if len(u) >= MIN_TEXT_MATCH]
-        values += [(c, self.auth_code(c)) for c in self.auth_codes if len(c) >= MIN_TEXT_MATCH]
+        values = [(_wire(u), p) for u, p in self.pseudonyms.items()]
+        values += [(_wire(c), self.auth_code(c)) for c in self.auth_codes]
         for original, replaced in sorted(values, key=lambda pair: -len(pair[0])):
-            encoded = original.encode("latin-1", "replace")
-            if encoded in data:
-                data = data.replace(encoded, replaced.encode("latin-1", "replace"))
+            if len(original) >= MIN_TEXT_MATCH and original in data:
+                data = data.replace(original, replaced.encode("ascii"))
         return data
