@@ -250,3 +250,41 @@ def test_a_request_the_tps_would_refuse_keeps_no_payload_or_uuid():
     assert len(data) == len(without_src)
     for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"9876"):
         assert secret not in data
+
+
+def connections_without_data(count, *, closed):
+    """``count`` connections that carry no byte: a port scan (reset at once) or a SYN flood."""
+    conversation = Conversation()
+    for conn in range(1, count + 1):
+        conversation.open(conn * 1e-4, conn, f"10.0.0.2:{40000 + conn}")
+        if closed:
+            conversation.add(conn * 1e-4, conn, ACTOR_CLOSED)
+    return conversation
+
+
+def test_a_port_scan_leaves_no_state_and_a_syn_flood_is_held_by_max_bytes(tmp_path):
+    scan = capture_writer.write(tmp_path / "scan.pcap",
+                                capture_writer.packets(connections_without_data(2000, closed=True), reset=True))
+    flood = capture_writer.write(tmp_path / "flood.pcap",
+                                 capture_writer.packets(connections_without_data(2000, closed=False)))
+    imported = import_capture(str(scan), 6604, max_bytes=1024 * 1024)
+    assert not imported.stopped and len(imported.conversation.peers) == 2000
+    imported = import_capture(str(flood), 6604, max_bytes=1024 * 1024)     # each open one holds state
+    assert "--max-bytes (1048576) reached" in imported.stopped
+
+
+def test_many_connections_without_data_are_grouped_in_linear_time():
+    from tpsharness.record.writer import groups, learn_actors
+
+    def seconds(count):
+        actors = learn_actors(connections_without_data(count, closed=False))
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            [group] = groups(actors, per_device=True)
+            best = min(best, time.perf_counter() - started)
+        assert len(group) == count
+        return best
+
+    small, large = seconds(2000), seconds(8000)     # side by side: 4 times the connections
+    assert large / small < 8, (small, large)        # quadratic was ~16 times the time

@@ -11,7 +11,9 @@ cannot be is reported in one line and left out, and the rest is still imported.
 The file is read packet by packet through a guard that refuses a record longer
 than MAX_RECORD (a corrupt length) and notices a file cut short: what came before
 is imported, and ``stopped`` says where and why. Memory holds the rebuilt streams
-(bounded by ``max_bytes``), never the file.
+and the state of each connection still open (CONNECTION_COST each; both bounded by
+``max_bytes``), never the file; a connection that ended without a byte leaves no
+state behind, so a port scan costs only its events.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .conversation import ACTOR_CLOSED, EVENT_COST, OPEN, RECEIVED, SENT, SERVER
 from .streams import HalfStream
 
 MAX_RECORD = 1024 * 1024        # bytes of one packet record or pcapng block
+CONNECTION_COST = 1024          # bytes a connection being rebuilt holds, counted against max_bytes
 
 # link types (tcpdump.org/linktypes.html) -> how to find the IP header
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_LOOP = 0, 1, 12, 14, 108
@@ -293,11 +296,14 @@ class _Importer:
         fresh_syn = flags & TH_SYN and not flags & TH_ACK and to_server
         if connection is not None and fresh_syn and (connection.closed or connection.to_server.offset):
             self._end(connection)           # the port was reused: a new connection
-            del self.connections[key]
+            self._forget(key)
             connection = None
+        if connection is None and not payload and not flags & TH_SYN:
+            return      # a FIN or RST of a connection already ended empty, or caught at its end
         if connection is None:
             self.next_conn += 1
             connection = self.connections[key] = _Connection(self.next_conn)
+            self.imported.conversation.size += CONNECTION_COST
             peer = _address(key[0], key[1])
             # caught without its handshake, it was open when the capture began
             self.imported.conversation.open(time if flags & TH_SYN else 0.0, connection.conn, peer)
@@ -324,6 +330,14 @@ class _Importer:
             conversation.add(time, connection.conn, closed_kind)
         elif half.finished and not finished:
             conversation.add(time, connection.conn, closed_kind)
+        else:
+            return
+        if _ended_empty(connection):
+            self._forget(key)               # nothing more to rebuild: a port scan costs no state
+
+    def _forget(self, key: tuple[bytes, int, bytes]) -> None:
+        del self.connections[key]
+        self.imported.conversation.size -= CONNECTION_COST
 
     def _end(self, connection: _Connection) -> None:
         conversation = self.imported.conversation
@@ -347,6 +361,12 @@ class _Importer:
         if self.broken:
             conversation = conversation.without(set(self.broken))
         imported.conversation = _drop_partial_starts(conversation, imported)
+
+
+def _ended_empty(connection: _Connection) -> bool:
+    """Reset, or finished both ways, without a byte either way."""
+    ended = connection.closed or (connection.to_server.finished and connection.to_client.finished)
+    return ended and connection.to_server.empty and connection.to_client.empty
 
 
 def _drop_partial_starts(conversation: Conversation, imported: Imported) -> Conversation:

@@ -40,6 +40,11 @@ class HalfStream:
     _write: bytearray = field(default_factory=bytearray)
     _write_time: float = 0.0
 
+    @property
+    def empty(self) -> bool:
+        """No byte came this way: none delivered, none held past a gap, none lost."""
+        return not self.offset and not self._pending and not self.broken
+
     def syn(self, seq: int) -> None:
         if self.base is None:
             self.base = (seq + 1) & MASK

@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from ..defaults import AUTH_CODE
@@ -137,9 +138,10 @@ def groups(actors: dict[int, Actor], per_device: bool, only: Iterable[str] = ())
         members.setdefault(find(("conn", conn)), []).append(conn)
     chosen = [sorted(conns) for conns in members.values()
               if not wanted or any(actors[c].talks_to & wanted for c in conns)]
-    unnamed = [conns for conns in chosen if not any(actors[c].talks_to for c in conns)]
-    if len(unnamed) > 1:            # raw connections that named no uuid: one file for them all
-        chosen = [conns for conns in chosen if conns not in unnamed] + [sorted(sum(unnamed, []))]
+    named = [any(actors[c].talks_to for c in conns) for conns in chosen]
+    if named.count(False) > 1:      # raw connections that named no uuid: one file for them all
+        unnamed = sorted(chain.from_iterable(conns for conns, n in zip(chosen, named) if not n))
+        chosen = [conns for conns, n in zip(chosen, named) if n] + [unnamed]
     if not per_device:
         together = sorted(conn for conns in chosen for conn in conns)
         return [together] if together else []
