@@ -288,3 +288,26 @@ def test_many_connections_without_data_are_grouped_in_linear_time():
 
     small, large = seconds(2000), seconds(8000)     # side by side: 4 times the connections
     assert large / small < 8, (small, large)        # quadratic was ~16 times the time
+
+
+def groups_whose_stems_collide():
+    """Two clients that spoke to no device seen, and two serials equal as file names."""
+    from tpsharness.protocol import register_request
+    conversation = Conversation()
+    sends = [private_data_request("app1", "gone1", b"x"), private_data_request("app2", "gone2", b"y"),
+             register_request("cam.1"), register_request("cam_1")]
+    for conn, data in enumerate(sends, 1):
+        conversation.open(conn / 10, conn, f"10.0.0.2:{40000 + conn}")
+        conversation.add(conn / 10 + 0.01, conn, SENT, data)
+        conversation.add(conn / 10 + 0.02, conn, RECEIVED, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    return conversation
+
+
+def test_per_device_stems_of_one_run_never_collide(tmp_path):
+    stems = [w.stem for w in write_scenarios(groups_whose_stems_collide(), per_device=True, stem="s")]
+    assert sorted(stems) == ["s_cam_1", "s_cam_1_2", "s_unidentified", "s_unidentified_2"]
+    capture = capture_writer.write(tmp_path / "s.pcap", capture_writer.packets(groups_whose_stems_collide()))
+    result = record_pcap(capture, "-o", tmp_path / "out", "--per-device", "--force")
+    assert result.returncode == 0, result.stderr
+    wrote = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == len(set(wrote)) == 4 == len(list((tmp_path / "out").iterdir()))

@@ -24,7 +24,7 @@ from ..defaults import HOST, PORT
 from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
 from ..net import format_address, parse_address
 from .conversation import Conversation
-from .files import scenario_text, write_atomically, write_new
+from .files import scenario_text, slug, write_atomically, write_new
 
 NOT_RECORDED, USAGE = 2, 3
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -208,13 +208,8 @@ def _record_traffic(args: argparse.Namespace) -> int:
         if died:
             recorded["upstream_died"] = ("the TPS stopped accepting connections during the session: "
                                          "the scenario is marked destructive")
-        return _write(args, conversation, _slug(stem), source, recorded, destructive=died)
-    return _write(args, conversation, _slug(stem), source, recorded)
-
-
-def _slug(text: str) -> str:
-    import re
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:80] or "session"
+        return _write(args, conversation, slug(stem), source, recorded, destructive=died)
+    return _write(args, conversation, slug(stem), source, recorded)
 
 
 def _write(args: argparse.Namespace, conversation: Conversation, stem: str, source: str,

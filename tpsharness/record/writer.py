@@ -38,6 +38,7 @@ from ..protocol import (NEED_DATA, BadRequest, Message, PrivateData, PrivateData
 from ..scenario import (DEFAULT_WITHIN, MAX_FILE, MAX_RECORDED_BYTES, MAX_SECONDS,
                         MAX_TOTAL_SECONDS, ScenarioData, Step, bytes_field, validate)
 from .conversation import ACTOR_CLOSED, OPEN, RECEIVED, SENT, SERVER_CLOSED, Conversation, messages
+from .files import slug, unique_stems
 from .inflight import InFlight
 
 MIN_GAP = 0.01          # seconds: a shorter pause between writes is not worth a wait
@@ -156,11 +157,10 @@ def write_scenarios(conversation: Conversation, *, per_device: bool = False, onl
     stopped accepting connections during the session, so each may kill a TPS (it then
     runs against a real one only with --tps-destructive, last)."""
     actors = learn_actors(conversation)
+    chosen = [{conn: actors[conn] for conn in members} for members in groups(actors, per_device, only)]
+    names = unique_stems([stem if not per_device else f"{stem}_{_device_stem(group)}" for group in chosen])
     written = []
-    for members in groups(actors, per_device, only):
-        group = {conn: actors[conn] for conn in members}
-        devices = [a for a in group.values() if a.kind == "device"]
-        name = stem if not per_device else f"{stem}_{_slug(devices[0].uuid) if devices else 'unidentified'}"
+    for group, name in zip(chosen, names):
         scenario = _Writer(conversation, group, name, description, recorded or {}).scenario()
         if destructive:
             scenario.data["destructive"] = True
@@ -168,8 +168,9 @@ def write_scenarios(conversation: Conversation, *, per_device: bool = False, onl
     return written
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:60] or "device"
+def _device_stem(group: dict[int, Actor]) -> str:
+    devices = [a for a in group.values() if a.kind == "device"]
+    return slug(devices[0].uuid, limit=60, default="device") if devices else "unidentified"
 
 
 class _Writer:
