@@ -208,20 +208,20 @@ def anonymised_bytes(*streams):
 
 @pytest.mark.parametrize("cut", [5, 40, 160])    # in the body, in the head's last lines, mid-DestUuid
 def test_a_message_the_recording_cut_short_keeps_no_uuid_payload_or_auth_code(cut):
-    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD-0123456789", auth_code="9876")
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD-0123456789", auth_code="K9Q8")
     [data], _ = anonymised_bytes(request[:-cut])
     assert len(data) == len(request) - cut
-    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"9876"):
+    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"K9Q8"):
         assert secret not in data
 
 
 def test_bytes_after_garbage_keep_no_payload_and_the_next_message_keeps_its_frame():
     garbage = b"NOT HTTP\r\nContent-Length: 5\r\n\r\nSECRT"
-    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="9876")
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="K9Q8")
     [data], anonymizer = anonymised_bytes(garbage + request + request[:-3])
-    for secret in (b"SECRT", b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"9876"):
+    for secret in (b"SECRT", b"SECRET-PAYLOAD", b"cam-secret", b"cliA-secret", b"K9Q8"):
         assert secret not in data
-    head = request[:len(request) - len(b"SECRET-PAYLOAD")].replace(b"9876", b"0000")
+    head = request[:len(request) - len(b"SECRET-PAYLOAD")].replace(b"K9Q8", b"0000")
     for uuid in ("cliA-secret", "cam-secret-1"):
         head = head.replace(uuid.encode(), anonymizer.pseudonyms[uuid].encode())
     assert head in data          # the request after the garbage is still the same request
@@ -244,11 +244,11 @@ def test_a_non_ascii_serial_keeps_its_length_in_bytes_and_one_pseudonym_in_every
 
 
 def test_a_request_the_tps_would_refuse_keeps_no_payload_or_uuid():
-    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="9876")
+    request = private_data_request("cliA-secret", "cam-secret-1", b"SECRET-PAYLOAD", auth_code="K9Q8")
     without_src = request.replace(b"SrcUuid: cliA-secret\r\n", b"")     # framed, but a BadRequest
     [data], _ = anonymised_bytes(without_src)
     assert len(data) == len(without_src)
-    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"9876"):
+    for secret in (b"SECRET-PAYLOAD", b"cam-secret", b"K9Q8"):
         assert secret not in data
 
 

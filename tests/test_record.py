@@ -359,15 +359,15 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
     serial, app_uuid, payload = "CAM-SECRET-777", "APP-SECRET-42", b"the secret payload \x00\xff!"
     with proxy_to(fake.address) as proxy:
         harness = Harness(proxy.address, timeout=3)
-        cam = harness.device(serial, auth_code="9137")
-        app = harness.client(app_uuid, auth_code="8246")
+        cam = harness.device(serial, auth_code="K9Q1")
+        app = harness.client(app_uuid, auth_code="K8Q2")
         app.send(serial, payload)
         assert cam.receive().body == payload
         cam.send(app_uuid, payload[::-1])
         assert app.receive().body == payload[::-1]
         cut = harness.raw()         # a peer that closes mid-request: the message is cut short
         cut.send_raw(private_data_request("APP-CUT-SECRET-9", serial, b"CUT-SECRET-PAYLOAD-0123456789",
-                                          auth_code="7315")[:-5])
+                                          auth_code="K7Q3")[:-5])
         wait_until(lambda: b"CUT-SECRET" in b"".join(e[3] for e in proxy.conversation.events))
         harness.close()
         wait_until(lambda: len([e for e in proxy.conversation.events if e[2] == "actor closed"]) == 3)
@@ -379,7 +379,7 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
         assert result.returncode == 0, result.stderr
     files = sorted(out.iterdir())
     assert len(files) == 3          # the session; with --per-device, the camera's and the cut request's
-    secrets = [serial, app_uuid, "9137", "8246", "secret.pcap", "APP-CUT-SECRET-9", "7315", "CUT-SECRET"]
+    secrets = [serial, app_uuid, "K9Q1", "K8Q2", "secret.pcap", "APP-CUT-SECRET-9", "K7Q3", "CUT-SECRET"]
     for data in (payload, payload[::-1]):
         secrets += [json.dumps(data.decode("latin-1"))[1:-1], data.hex(), data.decode("latin-1")[:10]]
     for path in files:
