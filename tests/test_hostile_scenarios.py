@@ -70,6 +70,30 @@ def test_a_play_that_runs_past_its_bound_fails_naming_the_step(monkeypatch):
     assert "within its bound of 0.5 s" in failure.value.expected
 
 
+def test_a_plays_bound_leaves_room_for_every_pause_wait_and_expect_nothing():
+    cam = {"cam": {"kind": "device"}}
+    connect = [{"do": "connect", "actor": "cam"}]
+    paused = [{"do": "register", "actor": "cam", "split_at": 10, "pause": 10}] * 2
+    for steps, speed in ((connect + paused, 1), (connect + paused * 20, 2),
+                         (connect + [{"do": "expect_nothing", "actor": "cam", "for": 60}] * 9 + paused, 1)):
+        scenario = Scenario("<paused>", validate({"actors": cam, "speed": speed, "steps": steps}))
+        sure = sum(scenarios._sure_seconds(step, speed) for step in steps)     # what validate() counts
+        for timeout in (0.1, 5):
+            assert scenarios._budget(scenario, timeout, speed) >= sure + 0.5 * len(steps)
+
+
+def test_a_speed_that_would_make_a_legal_file_too_long_is_a_clear_error_before_it_runs():
+    steps = [{"do": "connect", "actor": "cam"}] + [{"do": "wait", "seconds": 60}] * 9
+    scenario = Scenario("<waits>", validate({"actors": {"cam": {"kind": "device"}}, "steps": steps}))
+    started = time.monotonic()
+    with pytest.raises(ScenarioError) as error:
+        play(scenario, ("127.0.0.1", 9), speed=0.5)      # 1,080 s of waiting: nothing is connected
+    assert time.monotonic() - started < 1
+    assert str(error.value) == ("<waits>: at speed 0.5 the waits, pauses and expect_nothing periods add up "
+                                "to 1080.0 s, more than 600 s (a replay lasts 10 minutes at most): "
+                                "replay it at speed 0.9 or faster")
+
+
 # -- item 16: CR or LF in a uuid ------------------------------------------------------------
 
 @pytest.mark.parametrize("where, data, says", [

@@ -757,6 +757,13 @@ def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEO
     if speed is not None and _out_of_bounds(speed, *SPEED_BOUNDS):
         raise InvalidArgument(f"speed {_out_of_bounds(speed, *SPEED_BOUNDS)}")
     player = _Player(scenario, address, timeout, speed=speed)
+    sure = sum(_sure_seconds(step, player.speed) for step in scenario.data["steps"])
+    if sure > MAX_TOTAL_SECONDS:
+        raise ScenarioError(f"{scenario.path}: at speed {player.speed:g} the waits, pauses and "
+                            f"expect_nothing periods add up to {sure:.1f} s, more than "
+                            f"{MAX_TOTAL_SECONDS} s (a replay lasts {MAX_TOTAL_SECONDS // 60} "
+                            f"minutes at most): replay it at speed "
+                            f"{math.ceil(_slowest_speed(scenario) * 100) / 100:g} or faster")
     budget = _budget(scenario, timeout, player.speed)
     try:
         kernel.run(player.play(), timeout=budget)
@@ -770,13 +777,22 @@ def play(scenario: Scenario, address: tuple[str, int], *, timeout: float = TIMEO
 
 
 def _budget(scenario: Scenario, timeout: float, speed: float = 1) -> float:
-    """The most a scenario may take: each step's own bound, plus slack, at most
-    MAX_PLAY_SECONDS."""
+    """The most a scenario may take: what each step surely takes (as validate() counts
+    it), plus what it may wait on the server and slack, at most MAX_PLAY_SECONDS."""
     total = 5.0 + (SETTLE if scenario.data.get("exact") else 0)
     for step in scenario.data["steps"]:
-        total += max(step.get("within", DEFAULT_WITHIN), step.get("for", 0.3),
-                     step.get("seconds", 0) / speed, timeout if step["do"] == "connect" else 0) + 0.5
+        waits = max(step.get("within", DEFAULT_WITHIN), timeout if step["do"] == "connect" else 0)
+        total += _sure_seconds(step, speed) + waits + 0.5
     return min(total, MAX_PLAY_SECONDS)
+
+
+def _slowest_speed(scenario: Scenario) -> float:
+    """The slowest speed at which the scenario's sure seconds stay within MAX_TOTAL_SECONDS."""
+    steps = scenario.data["steps"]
+    watched = sum(_sure_seconds(step, math.inf) for step in steps)       # expect_nothing: no speed
+    gaps = sum(_sure_seconds(step, 1) for step in steps) - watched
+    room = MAX_TOTAL_SECONDS - watched
+    return max(SPEED_BOUNDS[0], gaps / room) if room > 0 else SPEED_BOUNDS[1]
 
 
 # -- recording --------------------------------------------------------------------------------
