@@ -311,3 +311,44 @@ def test_per_device_stems_of_one_run_never_collide(tmp_path):
     assert result.returncode == 0, result.stderr
     wrote = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert len(wrote) == len(set(wrote)) == 4 == len(list((tmp_path / "out").iterdir()))
+
+
+def test_what_is_queued_for_a_client_that_half_closed_and_reads_slowly_reaches_it_after_the_tps_closes():
+    import socket
+    reply = bytes(range(256)) * 2400            # 600 kB: more than the sockets take, less than MAX_QUEUED
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def upstream():                             # answers once the client has half-closed, then closes
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    with proxy_to(listener.getsockname()) as proxy:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(10)
+        client.connect(proxy.address)
+        client.sendall(b"a request")
+        wait_until(lambda: len(proxy._sides) == 2)
+        [to_client] = [side for side in list(proxy._sides.values()) if side.kind == SENT]
+        to_client.sock.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # the rest queues
+        client.shutdown(socket.SHUT_WR)
+
+        def queued_for_the_client():
+            return to_client.outbox.queued
+
+        wait_until(lambda: any(e[2] == "server closed" for e in proxy.conversation.events))
+        queued_at_the_close = queued_for_the_client()
+        received = bytearray()
+        while data := client.recv(65536):
+            received += data
+        client.close()
+    thread.join(5)
+    listener.close()
+    assert len(received) == len(reply) and bytes(received) == reply
+    assert queued_at_the_close > 0          # the TPS's FIN came while its reply waited
+    assert sum(len(e[3]) for e in proxy.conversation.events if e[2] == RECEIVED) == len(reply)

@@ -9,7 +9,9 @@ message), so the proxy adds one pass through the kernel and nothing else. A side
 that does not read gets at most MAX_QUEUED bytes queued; then the other side is no
 longer read until it drains (as TCP itself would push back), so a client that
 floods or hangs slows only its own connection, and memory stays bounded. A close
-(FIN) is passed on as a half-close, a reset as a reset.
+(FIN) is passed on as a half-close once what was queued before it is written, a
+reset as a reset at once; a connection ends when both sides have closed and all
+that was queued for each has been written.
 
 What passed goes into a Conversation; the proxy stops at its deadline, when the
 recording reaches ``max_bytes``, or when ``request_stop()`` is called (a signal
@@ -215,6 +217,7 @@ class RecordingProxy:
             return
         if side.other.eof:
             side.sock.shutdown_write()
+            self._drop_if_done(side.pair)
         elif side.paused:
             side.paused = False
             self._group.add(side.other.fd)
@@ -232,10 +235,16 @@ class RecordingProxy:
         if reset:
             other.sock.reset()
             self._drop(pair)
-        elif other.eof:
-            self._drop(pair)
         elif other.outbox is None or not other.outbox.queued:
             other.sock.shutdown_write()     # the half-close goes on; the other way stays open
+            self._drop_if_done(pair)
+        # else: _drained passes the close on once what is queued for ``other`` is written
+
+    def _drop_if_done(self, pair: _Pair) -> None:
+        """Both sides closed and all that was queued for each is written: the end."""
+        sides = (pair.down, pair.up)
+        if all(s.eof for s in sides) and not any(s.outbox is not None and s.outbox.queued for s in sides):
+            self._drop(pair)
 
     def _drop(self, pair: _Pair) -> None:
         pair.closed = True
