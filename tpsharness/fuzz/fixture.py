@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import write_file
 from ..scenario import validate
 from .compare import Difference, slug
 from .observations import Point, Relay, Reply, Seen
@@ -34,7 +33,6 @@ ScenarioStep = dict[str, Any]      # a scenario step, as JSON holds it
 EXTRA_CLASSES = ("extra relay", "unexpected close")
 NOTHING_FOR = 0.5           # seconds an expect_nothing at the diverging step watches
 DYING_WAIT = 1.0            # seconds a crash's fixture waits before its check_alive
-MAX_NAMES = 1000            # numbered names tried before writing a finding gives up
 
 
 def fixture_name(signature: str) -> str:
@@ -104,8 +102,9 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
 
 def write(finding: Finding, directory: str | Path, model: str = "strict",
           target: str | None = None, *, force: bool = False) -> Path:
-    """Write the finding's scenario into ``directory`` (see ``publish``); its path."""
-    return publish(Path(directory), fixture_name(finding.signature), _text(finding, model, target), force=force)
+    """Write the finding's scenario into ``directory``, whole, under the first free
+    name (``tpsharness.files.write_file``); its path."""
+    return write_file(directory, fixture_name(finding.signature), _text(finding, model, target), force=force)
 
 
 def write_all(findings: Iterable[Finding], directory: str | Path, model: str = "strict",
@@ -116,59 +115,14 @@ def write_all(findings: Iterable[Finding], directory: str | Path, model: str = "
     names = fixture_names(finding.signature for finding in findings)
     for finding in findings:
         try:
-            yield finding, publish(Path(directory), names[finding.signature], _text(finding, model, target),
-                                   force=force)
+            yield finding, write_file(directory, names[finding.signature], _text(finding, model, target),
+                                      force=force)
         except OSError as error:
             yield finding, error
 
 
 def _text(finding: Finding, model: str, target: str | None) -> str:
     return json.dumps(scenario_of(finding, model, target), indent=2) + "\n"
-
-
-def publish(directory: Path, name: str, text: str, *, force: bool = False) -> Path:
-    """Write ``text`` as ``directory/name``, whole or not at all; its path.
-
-    It goes to a temporary file in ``directory`` first. Without ``force`` it is then
-    linked under the first free name of ``name``, ``name_2``, ``name_3``... (a link
-    never replaces anything, a symlink included); with ``force`` it replaces the
-    entry ``name`` (a symlink there is replaced, never followed out of the directory).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    temporary = f".{name}.{secrets.token_hex(4)}.tmp"
-    try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                         dir_fd=folder)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as output:
-                output.write(text)
-            if force:
-                os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-                return directory / name
-            for candidate in _names(name):
-                try:
-                    os.link(temporary, candidate, src_dir_fd=folder, dst_dir_fd=folder,
-                            follow_symlinks=False)
-                    return directory / candidate
-                except FileExistsError:
-                    continue
-            raise FileExistsError(f"{directory / name} and {MAX_NAMES - 1} other names like it exist")
-        finally:
-            try:
-                os.unlink(temporary, dir_fd=folder)
-            except FileNotFoundError:       # renamed into place
-                pass
-    finally:
-        os.close(folder)
-
-
-def _names(name: str) -> Iterator[str]:
-    """``name``, then ``name`` numbered before its suffix: test_x.tps.json, test_x_2.tps.json..."""
-    stem, dot, suffix = name.partition(".")
-    yield name
-    for number in range(2, MAX_NAMES + 1):
-        yield f"{stem}_{number}{dot}{suffix}"
 
 
 def _server_did_more(difference: Difference) -> bool:

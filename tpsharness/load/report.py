@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from ..errors import InvalidArgument
-from ..record.files import write_atomically
+from ..files import write_atomically
 from .accounting import JUDGED
 from .histograms import LATENCIES
 from .output import configuration, summary_text

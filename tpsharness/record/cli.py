@@ -22,9 +22,10 @@ from typing import Any
 from ..argtypes import positive_int as _positive_int, seconds_between
 from ..defaults import HOST, PORT
 from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
+from ..files import write_atomically, write_file
 from ..net import format_address, parse_address
 from .conversation import Conversation
-from .files import scenario_text, slug, write_atomically, write_new
+from .files import scenario_name, scenario_text, slug
 
 NOT_RECORDED, USAGE = 2, 3
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -140,7 +141,6 @@ def _record_template(args: argparse.Namespace) -> int:
         print(f"recorded {summary}", file=sys.stderr)     # stdout holds the scenario only
         return 0
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(output, text, force=args.force)
     except FileExistsError:
         raise UsageError(f"{output} exists; give --force to overwrite it") from None
@@ -229,7 +229,8 @@ def _write(args: argparse.Namespace, conversation: Conversation, stem: str, sour
         return NOT_RECORDED
     for written in scenarios:
         try:
-            path = write_new(Path(args.output), written.stem, scenario_text(written.data), force=args.force)
+            path = write_file(args.output, scenario_name(written.stem), scenario_text(written.data),
+                              force=args.force)
         except OSError as error:
             print(f"tpsharness record: cannot write into {args.output}: {error.strerror or error}",
                   file=sys.stderr)
