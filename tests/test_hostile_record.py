@@ -352,3 +352,17 @@ def test_what_is_queued_for_a_client_that_half_closed_and_reads_slowly_reaches_i
     assert len(received) == len(reply) and bytes(received) == reply
     assert queued_at_the_close > 0          # the TPS's FIN came while its reply waited
     assert sum(len(e[3]) for e in proxy.conversation.events if e[2] == RECEIVED) == len(reply)
+
+
+def test_a_request_cut_short_goes_in_the_file_of_the_device_it_was_for():
+    from tpsharness.protocol import register_request
+    conversation = Conversation()
+    conversation.open(0.0, 1, "10.0.0.2:40001")
+    conversation.add(0.01, 1, SENT, register_request("cam-1"))
+    conversation.add(0.02, 1, RECEIVED, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    conversation.open(0.03, 2, "10.0.0.2:40002")
+    request = private_data_request("app-1", "cam-1", b"a payload the recording cut short")
+    conversation.add(0.04, 2, SENT, request[:60])
+    conversation.add(0.05, 2, SENT, request[60:-5])
+    [written] = write_scenarios(conversation, per_device=True, stem="s")
+    assert written.stem == "s_cam-1" and len(written.data["actors"]) == 2

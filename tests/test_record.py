@@ -378,7 +378,7 @@ def test_no_original_uuid_payload_or_auth_code_survives_in_any_file_the_command_
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
     files = sorted(out.iterdir())
-    assert len(files) == 3          # the session; with --per-device, the camera's and the cut request's
+    assert len(files) == 2          # the session; with --per-device, the camera's (the cut request's too)
     secrets = [serial, app_uuid, "K9Q1", "K8Q2", "secret.pcap", "APP-CUT-SECRET-9", "K7Q3", "CUT-SECRET"]
     for data in (payload, payload[::-1]):
         secrets += [json.dumps(data.decode("latin-1"))[1:-1], data.hex(), data.decode("latin-1")[:10]]

@@ -77,6 +77,7 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
     device the capture caught late, from what was relayed to it)."""
     actors: dict[int, Actor] = {conn: Actor(conn) for conn in conversation.peers}
     readers: dict[int, Reader] = {}
+    unread: dict[int, bytearray] = {}       # what each reader holds: a message not yet whole
     relayed_to: dict[int, str] = {}
     for _, conn, kind, data in conversation.events:
         actor = actors.get(conn)
@@ -95,7 +96,14 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
             sent = list(reader)
         except ProtocolError:
             readers[conn] = Reader()        # what it sent was not a message: read on after it
+            unread.pop(conn, None)
             continue
+        if reader.buffered:
+            held = unread.setdefault(conn, bytearray())
+            held += data
+            del held[:len(held) - reader.buffered]
+        else:
+            unread.pop(conn, None)
         for message in sent:
             if isinstance(message, RegisterRequest):
                 if actor.kind == "raw" and not actor.uuid:
@@ -105,6 +113,9 @@ def learn_actors(conversation: Conversation) -> dict[int, Actor]:
                 if actor.kind == "raw" and not actor.uuid:
                     actor.kind, actor.uuid, actor.auth_code = "client", message.src, message.auth_code
                 actor.talks_to.update((message.src, message.dest))
+    for conn, held in unread.items():       # a request cut short still names whom it was for
+        actors[conn].talks_to.update(match.group(2).strip().decode("latin-1")
+                                     for match in _UUID_HEADER.finditer(held) if match.group(2).strip())
     for conn, dest in relayed_to.items():
         actor = actors[conn]
         if conn in conversation.started_mid_stream and (actor.kind == "raw" or actor.uuid == dest):
