@@ -104,11 +104,13 @@ def test_anonymised_auth_codes_become_0000_and_pseudonyms_are_stable_across_file
     with proxy_to(fake.address) as proxy:
         harness = Harness(proxy.address, timeout=3)
         raw = harness.raw()
-        raw.send_raw(register_request(serial, auth_code="7391"))
+        raw.send_raw(register_request(serial, auth_code="K3R7"))
         assert raw.next_reply().status == 200
         app = harness.raw()
-        app.send_raw(private_data_request("APP-SECRET-1", serial, b"secret payload", auth_code="5555"))
+        app.send_raw(private_data_request("APP-SECRET-1", serial, b"secret payload", auth_code="K5S5"))
         assert app.next_reply().status == 200
+        wait_until(lambda: any(e[1] == 1 and e[2] == "received" and b"secret payload" in e[3]
+                               for e in proxy.conversation.events))     # the relay, before the close
         harness.close()
         wait_until(lambda: len([e for e in proxy.conversation.events if e[2] == "actor closed"]) == 2)
     anonymizer = Anonymizer()
@@ -117,7 +119,7 @@ def test_anonymised_auth_codes_become_0000_and_pseudonyms_are_stable_across_file
     again = write_scenarios(anonymizer.anonymize(proxy.conversation))
     texts = [json.dumps(w.data) for w in per_device + again]
     for text in texts:
-        for secret in (serial, "APP-SECRET-1", "7391", "5555", "secret payload"):
+        for secret in (serial, "APP-SECRET-1", "K3R7", "K5S5", "secret payload"):
             assert secret not in text
         assert anonymizer.pseudonyms[serial] in text
     assert len(anonymizer.pseudonyms[serial]) == len(serial)
