@@ -8,7 +8,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from tpsharness import __version__
+from tpsharness.version import __version__
 from tpsharness.defaults import HOST, PORT
 from tpsharness.kernel import Scheduler
 from tpsharness.net import format_address

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .lazy import lazy_names
+from .version import __version__
 
 if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr__ below
     from .checker import CheckResult, check
@@ -21,8 +22,6 @@ if TYPE_CHECKING:       # what mypy and mkdocstrings see; at run time, __getattr
     from .errors import TPSHarnessError
     from .harness import Harness
     from .load import LoadResult, load
-
-__version__ = "0.1.0"
 
 __all__ = ["__version__", "check", "CheckResult", "Harness", "Device", "Client", "TPSHarnessError",
            "load", "LoadResult"]

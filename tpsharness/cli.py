@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__
+from .version import __version__
 from .checker import (CheckProgress, CheckResult, check_async, run_bounded, validate_field,
                       validate_payload)
 from .defaults import AUTH_CODE, HOST, PORT, TIMEOUT
