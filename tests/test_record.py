@@ -309,6 +309,42 @@ def test_ctrl_c_mid_session_writes_the_recording(fake, tmp_path):
     play(scenario, fake.address)
 
 
+def test_a_second_ctrl_c_while_the_recording_is_written_loses_nothing(fake, tmp_path):
+    """timeout(1) and a process group's Ctrl-C both deliver the signal again: the one
+    that comes once the relay stopped waits for the files (it lost them all)."""
+    port = free_port()
+    process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{fake.address[1]}",
+                                              "-o", tmp_path, "--name", "twice"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "relaying" in process.stderr.readline()
+        harness = Harness(("127.0.0.1", port), timeout=3)
+        for _ in range(20):
+            harness.device().register()
+        process.send_signal(signal.SIGINT)
+        assert "interrupted: 20 connections" in process.stderr.readline()   # the relay stopped
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+        harness.close()
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert f"wrote {tmp_path / 'test_twice.tps.json'}" in out and "Traceback" not in err
+    assert load(tmp_path / "test_twice.tps.json").data["steps"][0]["do"] == "connect"
+
+
+def test_the_signals_of_a_proxy_session_stop_start_relay_and_wait_for_the_write():
+    from tpsharness.record.cli import _Signals
+    signals, stopped = _Signals(), []
+    with pytest.raises(KeyboardInterrupt):
+        signals.stop()                   # before the relay starts: the command stops
+    signals.stop = lambda: stopped.append(True)
+    signals.stop()                       # while it relays: the relay stops
+    signals.stop = signals.writing
+    signals.stop()                       # while the files are written: nothing but a line
+    assert stopped == [True]
+
+
 def test_an_upstream_that_is_down_is_an_error_at_start(tmp_path):
     result = subprocess.run(record_command("--proxy", 0, "--upstream", f"127.0.0.1:{free_port()}",
                                            "-o", tmp_path), capture_output=True, text=True, timeout=30)

@@ -194,21 +194,23 @@ def _record_traffic(args: argparse.Namespace) -> int:
             recorded["capture"] = Path(args.pcap).name
         source = "a capture" if args.anonymize else f"the capture {Path(args.pcap).name}"
     else:
-        session, why, died = _run_proxy(args)
-        if session is None:
-            print(f"tpsharness record: {why}", file=sys.stderr)
-            return NOT_RECORDED
-        conversation = session
-        stem = args.name or time.strftime("session_%Y%m%d_%H%M%S")
-        upstream = format_address(args.upstream)
-        recorded = {"by": "tpsharness record --proxy"}
-        if not args.anonymize:
-            recorded["upstream"] = upstream
-        source = f"a proxy in front of {'the TPS' if args.anonymize else upstream}"
-        if died:
-            recorded["upstream_died"] = ("the TPS stopped accepting connections during the session: "
-                                         "the scenario is marked destructive")
-        return _write(args, conversation, slug(stem), source, recorded, destructive=died)
+        signals = _Signals()
+        with signals.handled():         # until the files are written: a second Ctrl-C loses nothing
+            session, why, died = _run_proxy(args, signals)
+            if session is None:
+                print(f"tpsharness record: {why}", file=sys.stderr)
+                return NOT_RECORDED
+            conversation = session
+            stem = args.name or time.strftime("session_%Y%m%d_%H%M%S")
+            upstream = format_address(args.upstream)
+            recorded = {"by": "tpsharness record --proxy"}
+            if not args.anonymize:
+                recorded["upstream"] = upstream
+            source = f"a proxy in front of {'the TPS' if args.anonymize else upstream}"
+            if died:
+                recorded["upstream_died"] = ("the TPS stopped accepting connections during the session: "
+                                             "the scenario is marked destructive")
+            return _write(args, conversation, slug(stem), source, recorded, destructive=died)
     return _write(args, conversation, slug(stem), source, recorded)
 
 
@@ -244,7 +246,7 @@ def _write(args: argparse.Namespace, conversation: Conversation, stem: str, sour
     return 0
 
 
-def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str, bool]:
+def _run_proxy(args: argparse.Namespace, signals: _Signals) -> tuple[Conversation | None, str, bool]:
     """Relay until Ctrl-C (or SIGTERM), --duration or --max-bytes; the conversation (or
     None and why nothing could be recorded), and whether the upstream died meanwhile."""
     from .. import kernel
@@ -264,8 +266,9 @@ def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str, bool
     print(f"tpsharness record: relaying {format_address(proxy.address)} -> "
           f"{format_address(args.upstream)}; {until} writes the recording", file=sys.stderr, flush=True)
     deadline = Deadline(args.duration) if args.duration else None
-    with _stopping_on_signals(proxy.request_stop):
-        kernel.run(proxy.serve(deadline))
+    signals.stop = proxy.request_stop
+    kernel.run(proxy.serve(deadline))
+    signals.stop = signals.writing
     reasons = {"stop": "interrupted", "deadline": "--duration reached", "max-bytes": "--max-bytes reached"}
     conversation = proxy.conversation
     refused = f", {proxy.refused} refused by the upstream" if proxy.refused else ""
@@ -277,15 +280,31 @@ def _run_proxy(args: argparse.Namespace) -> tuple[Conversation | None, str, bool
     return conversation, "", died
 
 
-@contextmanager
-def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` (the recording is then written) instead of
-    raising in the middle of the kernel."""
-    def handler(signum: int, frame: object) -> None:
-        stop()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+class _Signals:
+    """What SIGINT and SIGTERM do while a proxy session is recorded: before the relay
+    starts, stop the command (KeyboardInterrupt); while it relays, ``stop`` it (the
+    recording is then written); once it stopped, nothing but a line: the files are
+    being written, and a second Ctrl-C must not lose them."""
+
+    def __init__(self) -> None:
+        self.stop: Callable[[], None] = self.starting
+        self._told = False
+
+    def starting(self) -> None:
+        raise KeyboardInterrupt
+
+    def writing(self) -> None:
+        if not self._told:
+            self._told = True
+            print("tpsharness record: writing the recording first", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def handled(self) -> Iterator[None]:
+        def handler(signum: int, frame: object) -> None:
+            self.stop()
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
