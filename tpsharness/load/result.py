@@ -20,6 +20,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ..errors import InvalidArgument
+from ..files import write_atomically
 from .accounting import INTEGRITY, JUDGED, MAX_EXAMPLES, Errors
 from .histograms import LATENCIES, decode, encode, merge, new_histogram, summary_ms
 from .resultfile import load_json, read_document
@@ -284,26 +285,6 @@ def unwritable(path: str, *, force: bool) -> str | None:
         return f"cannot create a file in {folder!r}: {error.strerror or error}"
     os.unlink(temporary)
     return None
-
-
-def write_atomically(path: str, text: str, *, force: bool) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flushed to disk, then link it
-    as ``path`` (FileExistsError if anything, a symlink included, holds the name) or,
-    with ``force``, rename it over the name: never half a file, never through a symlink."""
-    temporary = _temporary_beside(path)
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if force:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path, follow_symlinks=False)
-    finally:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
 
 
 def ack_problem(acks: dict[str, int]) -> str | None:
