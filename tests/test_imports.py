@@ -28,6 +28,14 @@ def test_only_strict_http_loads_h11_so_the_hot_paths_do_not_pay_for_it():
     assert result.returncode == 0, result.stderr
 
 
+def test_a_load_worker_does_not_load_openssl_for_a_file_name():
+    """hashlib (through secrets) maps OpenSSL's libcrypto: 4 MB of a worker's 40 MB
+    budget for 10,000 devices (bench_load's memory row), for a temporary file's name."""
+    result = _python("import sys, tpsharness.load.local, tpsharness.load.result, tpsharness.files\n"
+                     "assert 'hashlib' not in sys.modules, 'hashlib loaded'")
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_module_and_the_function_have_their_own_names():
     import tpsharness
     import tpsharness.checker as module

@@ -13,7 +13,6 @@ touched. Every name is taken relative to the directory's open descriptor.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def write_file(directory: str | os.PathLike[str], name: str, text: str, *, force
     folder_path = Path(directory)
     folder_path.mkdir(parents=True, exist_ok=True)
     folder = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
-    temporary = f".{name}.{secrets.token_hex(4)}.tmp"
+    temporary = f".{name}.{os.urandom(4).hex()}.tmp"      # os.urandom: secrets costs 4 MB of imports
     try:
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666,
                          dir_fd=folder)     # the umask applies, as with open()

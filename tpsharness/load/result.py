@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -263,7 +262,7 @@ def csv_paths(prefix: str) -> list[str]:
 
 
 def _temporary_beside(path: str) -> str:
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
 
 
 def unwritable(path: str, *, force: bool) -> str | None:
