@@ -408,3 +408,30 @@ def test_a_fixture_expects_no_silence_from_a_connection_the_model_closed() -> No
     steps = scenario_of(Finding("wrong-status/register/second-serial-unknown/none:200", outcome))["steps"]
     assert {"do": "expect_close", "actor": "cam2"} in steps
     assert not any(step["do"] == "expect_nothing" for step in steps)
+
+
+def _second_serial_finding(features: dict[int, str]) -> Finding:
+    from tpsharness.fuzz.compare import Difference
+    from tpsharness.fuzz.differential import Outcome
+    from tpsharness.fuzz.observations import Seen
+    from tpsharness.fuzz.programs import Program
+    from tpsharness.fuzz.uuids import Uuids
+    program = Program((("cam1", 0), ("cam2", 1), ("app", 2)),
+                      (Step("register", "cam2", (("serial", 0), ("variant", "plain"))),))
+    outcome = Outcome(program, Uuids("fz00000003"), "127.0.0.1:6604",
+                      model_points={0: [{"cam2": Seen(closed=True)}]}, features=features, connects={0})
+    outcome.difference = Difference("wrong status", 0, "register", features[0], "cam2", "nothing more",
+                                    "reply 200 (register reply, ErrorNum 200)", "none:200")
+    return Finding(f"wrong-status/register/{features[0]}/none:200", outcome)
+
+
+def test_a_field_model_finding_replays_against_the_field_profile_of_the_fake() -> None:
+    finding = _second_serial_finding({0: "first"})
+    assert scenario_of(finding, "field")["fake"] == {"profile": "field"}
+    assert "fake" not in scenario_of(finding, "strict")
+    assert "destructive" not in scenario_of(finding, "field")
+
+
+def test_a_fixture_of_a_second_serial_or_of_a_run_that_crashed_is_destructive() -> None:
+    assert scenario_of(_second_serial_finding({0: "second-serial-unknown"}), "field")["destructive"] is True
+    assert scenario_of(_second_serial_finding({0: "first"}), "field", run_crashed=True)["destructive"] is True

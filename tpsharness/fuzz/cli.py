@@ -232,7 +232,8 @@ def _write(report: Report, args: argparse.Namespace, target: Address) -> dict[st
     if not args.output:
         return paths
     for finding, written in write_all(report.findings.values(), args.output, args.model,
-                                      f"{target[0]}:{target[1]}", force=args.force):
+                                      f"{target[0]}:{target[1]}", force=args.force,
+                                      run_crashed=report.crashes > 0):
         if isinstance(written, OSError):
             print(f"tpsharness fuzz: cannot write {finding.signature} to {args.output}: "
                   f"{written.strerror or written}", file=sys.stderr)

@@ -6,8 +6,13 @@ expect_receipt, expect_close). At the step that diverged, an actor on which the
 server did something extra gets expect_nothing; the scenario ends with
 check_alive (for a crash, a second after the last step: a dying server may still
 accept). Replayed against the server it fails where the server diverged (at
-check_alive for a crash); against the oracle it passes. A crash's fixture is
-``destructive`` and carries the server's evidence (its status, report, frames).
+check_alive for a crash); against the oracle it passes: a finding of the field
+model names the fake's field profile (``"fake": {"profile": "field"}``), so that a
+replay against the bundled fake plays the model it was found with. A crash's
+fixture carries the server's evidence (its status, report, frames); it is
+``destructive``, as is every fixture of a run that saw a crash and every one whose
+program registers a second serial on one connection (the shape that crashed field
+servers): replayed against the server, they may kill it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..files import write_file
 from ..scenario import validate
 from .compare import Difference, slug
+from .model import MODELS
 from .observations import Point, Relay, Reply, Seen
 from .programs import CAST, Program, Step
 from .uuids import Uuids
@@ -33,6 +39,8 @@ ScenarioStep = dict[str, Any]      # a scenario step, as JSON holds it
 EXTRA_CLASSES = ("extra relay", "unexpected close")
 NOTHING_FOR = 0.5           # seconds an expect_nothing at the diverging step watches
 DYING_WAIT = 1.0            # seconds a crash's fixture waits before its check_alive
+DEFAULT_PROFILE = "default"
+RISKY_FEATURE = "second-serial"     # a register of a second serial on one connection
 
 
 def fixture_name(signature: str) -> str:
@@ -52,8 +60,10 @@ def fixture_names(signatures: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def scenario_of(finding: Finding, model: str = "strict", target: str | None = None) -> dict[str, Any]:
-    """The scenario (a dict, validated) that reproduces ``finding``."""
+def scenario_of(finding: Finding, model: str = "strict", target: str | None = None, *,
+                run_crashed: bool = False) -> dict[str, Any]:
+    """The scenario (a dict, validated) that reproduces ``finding``; ``run_crashed``:
+    the run it was found in saw the server crash (its fixture is destructive)."""
     outcome = finding.outcome
     program, uuids = outcome.program, outcome.uuids
     difference = finding.difference
@@ -95,34 +105,44 @@ def scenario_of(finding: Finding, model: str = "strict", target: str | None = No
         "actors": actors,
         "steps": steps,
     }
-    if difference.cls == "crash":
+    profile = MODELS.get(model, DEFAULT_PROFILE)
+    if outcome.oracle == "model" and profile != DEFAULT_PROFILE:
+        scenario["fake"] = {"profile": profile}
+    if difference.cls == "crash" or run_crashed or _risky(outcome.features, difference.step):
         scenario["destructive"] = True
     return validate(scenario, fixture_name(finding.signature))
 
 
 def write(finding: Finding, directory: str | Path, model: str = "strict",
-          target: str | None = None, *, force: bool = False) -> Path:
+          target: str | None = None, *, force: bool = False, run_crashed: bool = False) -> Path:
     """Write the finding's scenario into ``directory``, whole, under the first free
     name (``tpsharness.files.write_file``); its path."""
-    return write_file(directory, fixture_name(finding.signature), _text(finding, model, target), force=force)
+    return write_file(directory, fixture_name(finding.signature), _text(finding, model, target, run_crashed),
+                      force=force)
 
 
 def write_all(findings: Iterable[Finding], directory: str | Path, model: str = "strict",
-              target: str | None = None, *, force: bool = False) -> Iterator[tuple[Finding, Path | OSError]]:
+              target: str | None = None, *, force: bool = False,
+              run_crashed: bool = False) -> Iterator[tuple[Finding, Path | OSError]]:
     """Write each finding as ``write`` does, under names unique among them (see
     ``fixture_names``): each finding with its path, or the error that stopped it."""
     findings = list(findings)
     names = fixture_names(finding.signature for finding in findings)
     for finding in findings:
         try:
-            yield finding, write_file(directory, names[finding.signature], _text(finding, model, target),
-                                      force=force)
+            yield finding, write_file(directory, names[finding.signature],
+                                      _text(finding, model, target, run_crashed), force=force)
         except OSError as error:
             yield finding, error
 
 
-def _text(finding: Finding, model: str, target: str | None) -> str:
-    return json.dumps(scenario_of(finding, model, target), indent=2) + "\n"
+def _text(finding: Finding, model: str, target: str | None, run_crashed: bool) -> str:
+    return json.dumps(scenario_of(finding, model, target, run_crashed=run_crashed), indent=2) + "\n"
+
+
+def _risky(features: dict[int, str], last: int) -> bool:
+    """Whether a step up to ``last`` registers a second serial on one connection."""
+    return any(feature.startswith(RISKY_FEATURE) for index, feature in features.items() if index <= last)
 
 
 def _server_did_more(difference: Difference) -> bool:
