@@ -185,3 +185,9 @@ class Inexpressible(TPSHarnessError):
 class Divergence(TPSHarnessError):
     """A program made the server differ from the model (the fuzzer makes one subclass
     per signature, so that hypothesis shrinks each signature on its own)."""
+
+
+class Interrupted(TPSHarnessError):
+    """SIGINT or SIGTERM asked a fuzz run to stop: an ordinary exception, so that a
+    kernel task it unwinds ends as any failed task does (KeyboardInterrupt there was
+    logged as an exception nobody collected, with its traceback)."""

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from ..argtypes import port as _port, positive_int as _positive_int, seconds_between
 from ..defaults import HOST
-from ..errors import InvalidArgument
+from ..errors import Interrupted, InvalidArgument
+from .stopping import SWITCH
 from .summary import print_summary, progress_printer, summary
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ MAX_BUDGET = 7 * 24 * 3600.0    # a week: a longer campaign is a series of runs
 MAX_SETTLE = 30.0               # seconds a point waits for the server (confirmations x10)
 MAX_START_TIMEOUT = 600.0       # seconds a server command may take to listen
 FIELD_SELF_TEST = " --profile field"
+STOPPED_BY = {signal.SIGINT: "interrupt", signal.SIGTERM: "SIGTERM"}   # a signal -> the run's stop reason
 
 
 def _address(text: str) -> Address:
@@ -156,14 +158,12 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         if args.model == "field":
             command += FIELD_SELF_TEST
     servers: list[ServerProcess] = []
-    interrupted = False
-    terminated: list[str] = []
 
-    def terminate(signum: int, frame: object) -> None:
-        terminated.append("SIGTERM")
-        raise KeyboardInterrupt     # unwinds as Ctrl-C does: the servers are stopped on the way out
+    def stop(signum: int, frame: object) -> None:     # the servers are stopped on the way out
+        SWITCH.request(STOPPED_BY.get(signal.Signals(signum), "a signal"))
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    SWITCH.arm()
+    previous = {signum: signal.signal(signum, stop) for signum in STOPPED_BY}
     try:
         try:
             server = ServerProcess(command, args.host or HOST, args.port, start_timeout=args.start_timeout) \
@@ -190,16 +190,16 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         fuzzer = Fuzzer(options)
         try:
             report = fuzzer.run()
-        except KeyboardInterrupt:       # Ctrl-C or SIGTERM: what was found so far still counts
-            report, interrupted = fuzzer.report, True
-            report.stopped_by = terminated[0] if terminated else "interrupt"
-            print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        except (Interrupted, KeyboardInterrupt):    # what was found so far still counts
+            report = fuzzer.report
+        finally:
+            SWITCH.disarm()
         target = server.address if server is not None else target       # restarts move it
         reference = reference_server.address if reference_server is not None else reference
         restarts = sum(process.restarts for process in servers)
-    except KeyboardInterrupt:           # before the first program
-        print(f"tpsharness fuzz: {'terminated' if terminated else 'interrupted'} before the run began",
-              file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt):        # before the first program
+        SWITCH.disarm()
+        print(f"tpsharness fuzz: {_stopped_word()} before the run began", file=sys.stderr)
         return FAILED
     except ServerStartError as error:
         print(f"tpsharness fuzz: {error}", file=sys.stderr)
@@ -208,12 +208,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         print(f"tpsharness fuzz: the run failed: {error}", file=sys.stderr)
         return FAILED
     finally:
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl-C must not
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)               # cut the cleaning up short
+        SWITCH.disarm()         # a second signal must not cut the cleaning up short
         for process in servers:
             process.close()
-        signal.signal(signal.SIGINT, interrupt)
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    interrupted = SWITCH.requested is not None
+    if interrupted:
+        report.stopped_by = SWITCH.requested or ""
+        print(f"tpsharness fuzz: {_stopped_word()}", file=sys.stderr)
     paths = _write(report, args, target)
     if args.json:
         print(json.dumps(summary(report, target, args.model, paths, reference, restarts), indent=2))
@@ -223,6 +226,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if report.findings:
         return FOUND
     return FAILED if interrupted else NOTHING
+
+
+def _stopped_word() -> str:
+    return "terminated" if SWITCH.requested == "SIGTERM" else "interrupted"
 
 
 def _write(report: Report, args: argparse.Namespace, target: Address) -> dict[str, str]:

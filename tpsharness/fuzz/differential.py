@@ -23,6 +23,7 @@ from .compare import Difference, Holders, feature, first_difference
 from .executor import ModelSettle, Run, ServerDown, ServerSettle
 from .observations import Point, Seen
 from .model import make_model
+from .stopping import SWITCH
 from .programs import CAST, Program
 from .uuids import Uuids
 
@@ -73,11 +74,12 @@ def differential(program: Program, address: Address, model_name: str, settle: Se
     uuids = Uuids(prefix)
     host = net.format_address(address)
     outcome = Outcome(program, uuids, host, exact_tails=model_name != "field", reference=reference is not None)
-    model = make_model(model_name)
-    try:
-        kernel.run(_run_model(program, model, uuids, host, outcome), timeout=timeout)
-    finally:
-        model.close()
+    with SWITCH.held():         # a signal must not land in the model's server tasks
+        model = make_model(model_name)
+        try:
+            kernel.run(_run_model(program, model, uuids, host, outcome), timeout=timeout)
+        finally:
+            model.close()
     if reference is not None:
         kernel.run(_run_reference(program, reference, reference_settle or settle, outcome), timeout=timeout)
     kernel.run(_run_server(program, address, settle, outcome), timeout=timeout)

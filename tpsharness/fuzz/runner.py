@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisWarning
 
-from ..errors import Divergence, InvalidArgument
+from ..errors import Divergence, Interrupted, InvalidArgument
 from .compare import Difference, slug
 from .differential import Address, Outcome, crash, differential
 from .executor import ServerSettle
@@ -39,6 +39,7 @@ from .process import ServerProcess
 from .programs import Program, Step, programs
 from .report import Clock, Finding, Report
 from .seeds import seeded
+from .stopping import SWITCH
 from .triage import Evidence, dying, triage
 from .values import Hostile
 
@@ -130,13 +131,15 @@ class Fuzzer:
         self.deadline = self.started + self.options.budget
         round_number = 0
         try:
-            while self._stop_reason is None:
+            while self._stop_reason is None and not self._signalled():
                 round_number += 1
                 self.clock.switch("explore")
                 self._round(self.options.seed * 1000 + round_number)
                 self._confirm()
         except _Stop:           # raised outside a search: a restart failed while confirming
             pass
+        except Interrupted:     # a signal, outside a program (see stopping)
+            self._signalled()
         finally:
             self.clock.switch(None)
             self._tally_settles()
@@ -227,6 +230,9 @@ class Fuzzer:
         except TimeoutError:        # the run's end (plus OVERRUN) came first
             self._stop_reason = self._stop_reason or "budget"
             raise _Stop() from None
+        except Interrupted:
+            self._signalled()
+            raise _Stop() from None
         checked = [process.output_mark() if process is not None else 0 for process, _ in owned]
         clean = [self._dying(outcome, process, mark, side) for (process, side), mark in zip(owned, marks)]
         self.report.programs += 1
@@ -303,6 +309,9 @@ class Fuzzer:
             if difference is not None:
                 difference.evidence = self._triage(process, difference, mark)
             process.restart()
+        except Interrupted:
+            self._signalled()
+            raise _Stop() from None
         except Exception as error:      # ServerStartError: the run cannot go on
             self._fatal = error
             self._stop_reason = "server"
@@ -359,8 +368,14 @@ class Fuzzer:
                     best, value = found, smaller.get("raw")
         return best
 
+    def _signalled(self) -> bool:
+        """Whether a signal asked the run to stop (then it is the run's stop reason)."""
+        if SWITCH.requested is not None and self._stop_reason in (None, "budget"):
+            self._stop_reason = SWITCH.requested
+        return SWITCH.requested is not None
+
     def _should_stop(self) -> None:
-        if self._stop_reason is not None:
+        if self._stop_reason is not None or self._signalled():
             raise _Stop()
         if time.monotonic() >= self.deadline:
             self._stop_reason = "budget"
@@ -396,7 +411,8 @@ class Fuzzer:
             try:
                 again = self._execute(finding.program, self.patient, self.reference_settles[1])
             except _Stop:
-                self.report.unrepeatable.append(f"{finding.signature} (not confirmed: the budget ran out)")
+                why = "the run was stopped" if SWITCH.requested else "the budget ran out"
+                self.report.unrepeatable.append(f"{finding.signature} (not confirmed: {why})")
                 raise
             finding.confirmed = again.difference is not None and again.difference.signature == finding.signature
         if finding.confirmed:
