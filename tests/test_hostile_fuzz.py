@@ -581,3 +581,38 @@ def drain(terminal: int) -> str:
     except OSError:
         pass
     return seen.decode(errors="replace")
+
+
+# A server command that daemonizes with an environment of its own (no marker of the
+# fuzzer's): setsid env -i ... &, then (WAIT) exits 0 once the port accepts, or at once.
+ENV_I_DAEMON = textwrap.dedent("""\
+    #!/bin/sh
+    setsid env -i PATH=/usr/bin:/bin {python} -m fake_tps --port $1 >/dev/null 2>&1 </dev/null &
+    {wait}exit 0
+    """)
+WAIT_FOR_PORT = ("while ! {python} -c \"import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), "
+                 "0.2)\" $1 2>/dev/null; do sleep 0.05; done\n")
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["waits-for-the-port", "exits-at-once"])
+def test_a_server_that_cleared_its_environment_is_found_by_its_port_and_stopped(
+        tmp_path: Path, waits: bool) -> None:
+    script = tmp_path / "daemon.sh"
+    script.write_text(ENV_I_DAEMON.format(python=sys.executable,
+                                          wait=WAIT_FOR_PORT.format(python=sys.executable) if waits else ""))
+    script.chmod(0o755)
+    server = ServerProcess(f"{script} {{port}}", start_timeout=20)
+    ports = []
+    try:
+        server.start()          # exits-at-once: it waits for the port (it listened after its shell's exit 0)
+        ports.append(server.port)
+        assert wait_until(lambda: server._current is not None and server._current.status() is not None, timeout=10)
+        assert server.alive()   # its shell exited 0: the server runs on in the background
+        server.restart()        # on the same port (and a spare started on another)
+        server.restart()        # to the spare: the port moves
+        ports += [server.port, *(launch.port for launch in server._spare_queue)]
+        assert ports[1] != ports[0]
+        assert wait_until(lambda: refuses(ports[0]), timeout=10), "the first start's server was left listening"
+    finally:
+        server.close()
+    assert wait_until(lambda: all(refuses(port) for port in ports), timeout=10), "a server was left listening"

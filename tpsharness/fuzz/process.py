@@ -139,6 +139,7 @@ class _Launch:
         finally:
             os.close(write_end)
         keeper.watch(self.process.pid, port)
+        self.since = watchdog.started(self.process.pid)     # what it leaves behind started later
         self.ring = OutputRing(read_end, ring_size)
         self._status: ExitStatus | None = None      # once reaped
         self.background = False     # the leader exited 0 and left the server running
@@ -173,11 +174,15 @@ class _Launch:
             bool(watchdog.marked(self.marker.encode()))
 
     def alive(self) -> bool:
-        """The leader runs, or it left the server in the background, listening."""
-        if self.status() is None:
+        """The leader runs, or it left the server in the background, listening (a
+        leader that exits 0 once its server listens left it there)."""
+        status = self.status()
+        if status is None:
             return True
-        return self.background and (any(pid != self.process.pid for pid in self.members()) or
-                                    watchdog.accepts(self.port))
+        running = any(pid != self.process.pid for pid in self.members()) or watchdog.accepts(self.port)
+        if status.code == 0 and running:
+            self.background = True
+        return self.background and running
 
     def wait_exit(self, timeout: float) -> ExitStatus | None:
         """The server's status once it exits, waiting at most ``timeout`` s: the
@@ -187,6 +192,8 @@ class _Launch:
         delay = FIRST_BACKOFF
         while True:
             status = self.status()
+            if status is not None:
+                self.alive()            # a leader that exited 0 may have left the server running
             if self.background:         # the server is not our child: it ended when its port did
                 status = None if watchdog.accepts(self.port) else ExitStatus()
             if status is not None or time.monotonic() >= deadline:
@@ -212,11 +219,11 @@ class _Launch:
             if before is None or self.background:
                 self._wait_gone(STOP_GRACE)
             watchdog.kill(self.members(), signal.SIGKILL)
-            escaped = watchdog.daemons({self.port}, self.marker.encode())
+            escaped = watchdog.daemons({self.port: self.since}, self.marker.encode())
             watchdog.kill(escaped, signal.SIGTERM)
             if escaped:
                 time.sleep(watchdog.GRACE)
-                watchdog.kill(watchdog.daemons({self.port}, self.marker.encode()), signal.SIGKILL)
+                watchdog.kill(watchdog.daemons({self.port: self.since}, self.marker.encode()), signal.SIGKILL)
             self.process.kill()
             self.process.wait()
             self.keeper.forget(self.session)
@@ -358,25 +365,28 @@ class ServerProcess:
 
     def _wait_listening(self, launch: _Launch) -> None:
         """Return once ``launch`` accepts connections, looking with a short backoff.
-        A leader that exits 0 may have left the server in the background."""
+        A leader that exits 0 may have left the server in the background: it is waited
+        for until the start timeout, even if nothing the fuzzer can see still runs (a
+        server that cleared its environment in a session of its own)."""
         deadline = time.monotonic() + self.start_timeout
         delay = FIRST_BACKOFF
         while True:
             status = launch.status()
             launch.background = status is not None and status.code == 0
-            if status is not None and (status.code != 0 or not launch.others_running()):
+            if status is not None and status.code != 0:
                 output = self._quoted(launch)
                 self.stop()
-                left = " and left nothing running" if status.code == 0 else ""
-                raise ServerStartError(f"the server command {status}{left} before listening on "
+                raise ServerStartError(f"the server command {status} before listening on "
                                        f"{self.host}:{launch.port}{output}")
             if _accepts(self.host, launch.port):
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 output = self._quoted(launch)
+                left = f"{status} and left nothing listening" if status is not None and \
+                    not launch.others_running() else "did not listen"
                 self.stop()
-                raise ServerStartError(f"the server command did not listen on {self.host}:{launch.port} "
+                raise ServerStartError(f"the server command {left} on {self.host}:{launch.port} "
                                        f"within {self.start_timeout:g} s{output}")
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, LAST_BACKOFF)

@@ -14,9 +14,12 @@ What belongs to a start: every process of its session that carries the run's
 reused by a process that is none of ours), and, while
 its port still accepts connections once those are gone, every process of a session
 of its own that inherited ``TPSHARNESS_FUZZ_SERVER=TOKEN:N.`` and listens on that
-port (``daemons``: a server that daemonized, fork, setsid, fork). A daemon that does
-not listen on the port (a database or a redis the command started) is a shared
-service, not the server: it is left running.
+port (``daemons``: a server that daemonized, fork, setsid, fork). A server that
+cleared its environment (``env -i``) carries no marker: a process of the fuzzer's
+user, started after the start's leader, that listens on that port is the server the
+command left behind all the same (no other process could have taken the port while
+the server held it). A daemon that does not listen on the port (a database or a
+redis the command started) is a shared service, not the server: it is left running.
 """
 
 from __future__ import annotations
@@ -73,6 +76,28 @@ def _listening(ports: set[int]) -> set[str]:
     return inodes
 
 
+def started(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _left_behind(pid: int, since: int | None) -> bool:
+    """``pid`` is the fuzzer's user's and started no earlier than ``since``."""
+    if since is None:
+        return False
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
+    except OSError:
+        return False
+    begun = started(pid)
+    return begun is not None and begun >= since
+
+
 def _holds(pid: int, inodes: set[str]) -> bool:
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -97,16 +122,18 @@ def members(sessions: set[int]) -> list[int]:
     return [pid for pid, session in _processes() if session in sessions]
 
 
-def daemons(ports: set[int], prefix: bytes) -> list[int]:
-    """Pids of the sessions of processes that carry ``prefix`` in their environment and
-    listen on one of ``ports`` (slow where the machine has many sockets: used only
-    when a port still accepts connections after its server's session is gone)."""
-    ports = {port for port in ports if accepts(port)}
-    inodes = _listening(ports) if ports else set()
-    if not inodes:
-        return []
+def daemons(ports: dict[int, int | None], prefix: bytes) -> list[int]:
+    """Pids of the sessions of processes that listen on one of ``ports`` and carry
+    ``prefix`` in their environment or (port -> since, see ``started``) were left
+    behind by the start that got that port (slow where the machine has many sockets:
+    used only when a port still accepts connections after its server's session is gone)."""
+    escaped: set[int] = set()
     processes = _processes()
-    escaped = {session for pid, session in processes if _marked(pid, prefix) and _holds(pid, inodes)}
+    for port, since in ports.items():
+        inodes = _listening({port}) if accepts(port) else set()
+        if inodes:
+            escaped |= {session for pid, session in processes
+                        if _holds(pid, inodes) and (_marked(pid, prefix) or _left_behind(pid, since))}
     return [pid for pid, session in processes if session in escaped]
 
 
@@ -129,14 +156,14 @@ def kill(pids: list[int], sig: int) -> None:
 def main(token: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # only the end of stdin stops us
     prefix = f"{ENVIRONMENT}={token}:".encode()
-    starts: dict[int, int] = {}
+    starts: dict[int, tuple[int, int | None]] = {}     # session -> (port, when its leader started)
     for line in sys.stdin.buffer:
         fields = line.split()
         if len(fields) == 2 and all(field.isdigit() for field in fields):
-            starts[int(fields[0])] = int(fields[1])
+            starts[int(fields[0])] = (int(fields[1]), started(int(fields[0])))
         elif len(fields) == 2 and fields[0] == b"forget" and fields[1].isdigit():
             starts.pop(int(fields[1]), None)
-    sessions, ports = set(starts), set(starts.values())
+    sessions, ports = set(starts), dict(starts.values())
 
     def ours() -> list[int]:
         return [pid for pid in members(sessions) if _marked(pid, prefix)]
