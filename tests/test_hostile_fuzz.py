@@ -616,3 +616,14 @@ def test_a_server_that_cleared_its_environment_is_found_by_its_port_and_stopped(
     finally:
         server.close()
     assert wait_until(lambda: all(refuses(port) for port in ports), timeout=10), "a server was left listening"
+
+
+def test_a_fifo_among_the_seeds_is_skipped_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Opening a FIFO waits for a writer for ever: the seeds are read as regular files only.
+    import shutil
+    os.mkfifo(tmp_path / "test_fifo.tps.json")
+    shutil.copy(Path(__file__).parent.parent / "fixtures" / "test_check_auth_refuses_wrong_code.tps.json", tmp_path)
+    loaded = fuzz_cli._seeds(str(tmp_path))
+    assert isinstance(loaded, tuple) and len(loaded) == 1
+    assert f"skipped {tmp_path / 'test_fifo.tps.json'}: cannot read: not a regular file (a FIFO)" in \
+        capsys.readouterr().err
