@@ -627,3 +627,23 @@ def test_a_fifo_among_the_seeds_is_skipped_at_once(tmp_path: Path, capsys: pytes
     assert isinstance(loaded, tuple) and len(loaded) == 1
     assert f"skipped {tmp_path / 'test_fifo.tps.json'}: cannot read: not a regular file (a FIFO)" in \
         capsys.readouterr().err
+
+
+ESCAPES = "printf '\\033[31mboom|\\n\\033]0;title\\007\\n'"
+
+
+def test_a_server_s_escape_codes_never_reach_the_terminal_when_it_fails_to_start() -> None:
+    result = subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", "--server-cmd", f"{ESCAPES}; exit 7 # {{port}}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr, repr(result.stderr)
+    assert result.stderr.splitlines()[1:] == ["\\x1b[31mboom|", "\\x1b]0;title\\x07"], repr(result.stderr)
+
+
+def test_a_crash_s_evidence_shows_the_server_s_escape_codes_escaped_line_by_line() -> None:
+    from tpsharness.fuzz.process import ExitStatus
+    from tpsharness.fuzz.triage import triage
+    evidence = triage(ExitStatus(signal=signal.SIGSEGV), b"\x1b[31mboom|\n\x1b]0;title\x07\nSegmentation fault\n")
+    shown = [evidence.kind, evidence.line, *evidence.frames, *evidence.tail]
+    assert not any("\x1b" in text or "\x07" in text for text in shown), shown
+    assert evidence.tail == ("\\x1b[31mboom|", "\\x1b]0;title\\x07", "Segmentation fault")

@@ -31,6 +31,7 @@ from typing import Iterator
 
 from ..defaults import HOST
 from ..errors import InvalidArgument, ServerStartError  # noqa: F401  (callers import it from here too)
+from ..text import printable
 from . import watchdog
 from .output import RING_SIZE, OutputRing
 
@@ -399,7 +400,7 @@ class ServerProcess:
             return "; it printed nothing"
         if len(text) > OUTPUT_SHOWN:
             text = "..." + text[-OUTPUT_SHOWN:]
-        return "; its last output:\n" + text
+        return "; its last output:\n" + "\n".join(printable(line, OUTPUT_SHOWN) for line in text.splitlines())
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..text import printable
 from .process import ExitStatus
 
 FRAMES = 3                      # own frames that name a cause
@@ -122,7 +123,8 @@ def triage(status: ExitStatus | None, output: bytes, shape: str = "", printed: b
     if not found.strong and not frames:
         parts.append(shape)
     label = found.label + (f"/{_function(frames[0]).split('(')[0]}" if frames and found.frame_label else "")
-    return Evidence(state, found.kind, _slug(label), _cut(found.line), tuple(frames), tail, " | ".join(parts))
+    return Evidence(state, _cut(found.kind), _slug(label), _cut(found.line), tuple(map(_cut, frames)), tail,
+                    " | ".join(parts))
 
 
 def _lines(output: bytes) -> list[str]:
@@ -300,4 +302,6 @@ def _slug(label: str) -> str:
 
 
 def _cut(line: str) -> str:
-    return line if len(line) <= LINE_SHOWN else line[:LINE_SHOWN] + "..."
+    """A line of the server's output as it may be shown: cut, and every character that
+    is not printable escaped (an ESC or a BEL it printed must not drive the terminal)."""
+    return printable(line, LINE_SHOWN)
