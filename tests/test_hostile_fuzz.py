@@ -647,3 +647,24 @@ def test_a_crash_s_evidence_shows_the_server_s_escape_codes_escaped_line_by_line
     shown = [evidence.kind, evidence.line, *evidence.frames, *evidence.tail]
     assert not any("\x1b" in text or "\x07" in text for text in shown), shown
     assert evidence.tail == ("\\x1b[31mboom|", "\\x1b]0;title\\x07", "Segmentation fault")
+
+
+@pytest.mark.parametrize("environment, lines", [
+    ({"TPS_FUZZ_BUDGET": "inf"}, ["TPS_FUZZ_BUDGET: must be seconds above 0 to 604800, not inf"]),
+    ({"TPS_FUZZ_BUDGET": "abc", "TPS_FUZZ_MODEL": "fild", "TPS_FUZZ_SEED": "x"},
+     ["TPS_FUZZ_BUDGET: not a number of seconds: 'abc'", "TPS_FUZZ_MODEL: must be one of strict, field, not 'fild'",
+      "TPS_FUZZ_SEED: must be an integer, not 'x'"]),
+    ({"TPS_FUZZ_MODEL": "fild"}, ["TPS_FUZZ_MODEL: must be one of strict, field, not 'fild'"]),
+], ids=["inf", "three", "model"])
+def test_the_pytest_fuzz_entry_says_each_bad_variable_in_a_line(environment: dict[str, str], lines: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                             "--pyargs", "tpsharness.fuzz"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **environment})
+    out = result.stdout + result.stderr
+    assert result.returncode == 2 and "INTERNALERROR" not in out and "OverflowError" not in out, out
+    assert "ValueError" not in out and "1 error" in out, out
+    shown = [line.removeprefix("E").strip().removeprefix("pytest.UsageError: ") for line in out.splitlines()]
+    for line in lines:
+        assert line in shown, out
+    assert not any(name in line for line in shown for name in environment if line not in lines and
+                   line.startswith("TPS_FUZZ_")), out
