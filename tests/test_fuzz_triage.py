@@ -220,3 +220,11 @@ def test_a_planted_crash_ends_python_m_fake_tps_with_its_report_and_signal(tmp_p
     assert output.endswith(b"terminate called after throwing an instance of 'std::length_error'\n"
                            b"  what():  basic_string::_M_create\n")
     assert not list(tmp_path.glob("core*"))      # a planted crash leaves no core file
+
+
+def test_a_report_showing_asan_s_malloc_fill_gets_a_hint() -> None:
+    from tpsharness.fuzz.triage import MALLOC_FILL_HINT, hint
+    report = (b"==7==ERROR: AddressSanitizer: BUS on unknown address (pc 0x7f0 bp 0xbebebebebebebebe sp 0x7ff)\n"
+              b"    #0 0x7f0 in event_del (/lib/libevent-2.1.so.7+0x1e4d4)\n")
+    assert hint(triage(ExitStatus(code=1), report)) == MALLOC_FILL_HINT
+    assert hint(triage(ExitStatus(code=1), report.replace(b"bebebebebebebebe", b"7ffd12345678"))) is None

@@ -107,6 +107,10 @@ def print_summary(report: Report, target: Address, model: str, paths: dict[str, 
                 print(f"      {evidence.line}", file=stream)
             for number, frame in enumerate(evidence.frames):
                 print(f"      #{number} {frame}", file=stream)
+            from .triage import hint
+            advice = hint(evidence)
+            if advice:
+                print(f"    hint: {advice}", file=stream)
             if evidence.tail:
                 print("    its last output:", file=stream)
                 for line in evidence.tail[-OUTPUT_LINES:]:

@@ -131,6 +131,18 @@ def _lines(output: bytes) -> list[str]:
     return [line.rstrip("\r") for line in output.decode("utf-8", "replace").splitlines()]
 
 
+MALLOC_FILL = re.compile(r"0x(be){4,}", re.IGNORECASE)     # AddressSanitizer's fill of new memory
+MALLOC_FILL_HINT = ("0xbebebebe... is AddressSanitizer's fill of new memory: the server read memory it never "
+                    "initialised (a real bug; max_malloc_fill_size=0 in ASAN_OPTIONS turns the fill off, to look "
+                    "past it)")
+
+
+def hint(evidence: Evidence) -> str | None:
+    """A word on what the evidence shows that its kind does not say, or None."""
+    shown = (evidence.line, *evidence.frames, *evidence.tail)
+    return MALLOC_FILL_HINT if any(MALLOC_FILL.search(text) for text in shown) else None
+
+
 def dying(output: bytes) -> bool:
     """Whether ``output`` holds the start of a crash report: a server can take a while
     to die after printing one (a sanitizer symbolizing its frames), and still accept
