@@ -668,3 +668,32 @@ def test_the_pytest_fuzz_entry_says_each_bad_variable_in_a_line(environment: dic
         assert line in shown, out
     assert not any(name in line for line in shown for name in environment if line not in lines and
                    line.startswith("TPS_FUZZ_")), out
+
+
+def test_a_failing_reference_command_is_named_as_the_reference() -> None:
+    result = subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", "--reference-cmd", "exit 3 # {port}",
+                             "--budget", "2"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("tpsharness fuzz: the reference command exited with status 3 before listening"), \
+        result.stderr
+
+
+def test_an_ignore_that_matched_nothing_is_said_in_one_line_at_the_end() -> None:
+    result = subprocess.run([sys.executable, "-m", "tpsharness", "fuzz", "--max-programs", "5",
+                             "--ignore", "no-such-signature", "--ignore", "no-such-signature"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("--ignore") == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == "tpsharness fuzz: --ignore no-such-signature: matched nothing in this run"
+
+
+def test_the_summary_of_a_self_test_against_a_reference_names_each_once() -> None:
+    import io
+    from tpsharness.fuzz.summary import print_summary
+    out = io.StringIO()
+    print_summary(Report(), ("127.0.0.1", 1), "strict", self_test=True, reference=("127.0.0.1", 2), stream=out)
+    assert out.getvalue().startswith("tpsharness fuzz: the bundled fake against the reference 127.0.0.1:2, model"), \
+        out.getvalue()
+    out = io.StringIO()
+    print_summary(Report(), ("127.0.0.1", 1), "strict", self_test=True, stream=out)
+    assert out.getvalue().startswith("tpsharness fuzz: the bundled fake against itself, model"), out.getvalue()

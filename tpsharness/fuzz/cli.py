@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..argtypes import port as _port, positive_int as _positive_int, seconds_between
 from ..defaults import HOST
 from ..errors import Interrupted, InvalidArgument
+from ..text import printable
 from .stopping import SWITCH
 from .summary import print_summary, progress_printer, summary
 
@@ -76,7 +77,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="start from the scenario files (*.tps.json) under DIR: fixtures, "
                              "findings, recorded conversations; their steps are mutated and extended")
     parser.add_argument("--budget", type=seconds_between(0, MAX_BUDGET, low_allowed=False), default=60.0, metavar="SECONDS",
-                        help="how long to fuzz (default 60)")
+                        help="how long to explore and shrink (default 60); the program under way and "
+                             "the confirmation of the last finding may take up to 5 s more")
     parser.add_argument("--max-steps", type=_positive_int, default=10, metavar="N",
                         help="the most steps in one program (default 10)")
     parser.add_argument("--max-programs", type=_positive_int, metavar="N",
@@ -168,7 +170,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         try:
             server = ServerProcess(command, args.host or HOST, args.port, start_timeout=args.start_timeout) \
                 if command is not None else None
-            reference_server = ServerProcess(args.reference_cmd, start_timeout=args.start_timeout) \
+            reference_server = ServerProcess(args.reference_cmd, start_timeout=args.start_timeout, role="reference") \
                 if args.reference_cmd is not None else None
         except ValueError as error:
             return _usage(str(error))
@@ -223,6 +225,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     else:
         print_summary(report, target, args.model, paths, self_test=args.host is None and args.server_cmd is None,
                       reference=reference, restarts=restarts)
+    for signature in dict.fromkeys(args.ignore):
+        if signature not in report.ignored:
+            print(f"tpsharness fuzz: --ignore {printable(signature)}: matched nothing in this run", file=sys.stderr)
     if report.findings:
         return FOUND
     return FAILED if interrupted else NOTHING

@@ -247,11 +247,12 @@ class ServerProcess:
     """
 
     def __init__(self, command: str, host: str = HOST, port: int | None = None,
-                 start_timeout: float = START_TIMEOUT, ring_size: int = RING_SIZE) -> None:
+                 start_timeout: float = START_TIMEOUT, ring_size: int = RING_SIZE, role: str = "server") -> None:
+        self.role = role            # "server" or "reference": which command a message names
         if not command.strip():
-            raise InvalidArgument("the server command is empty")
+            raise InvalidArgument(f"the {role} command is empty")
         if "{port}" not in command and port is None:
-            raise InvalidArgument("the server command needs {port}, or give HOST PORT it listens on")
+            raise InvalidArgument(f"the {role} command needs {{port}}, or give HOST PORT it listens on")
         self.command = command
         self.host = host
         self.port = port if port is not None else free_port()
@@ -377,7 +378,7 @@ class ServerProcess:
             if status is not None and status.code != 0:
                 output = self._quoted(launch)
                 self.stop()
-                raise ServerStartError(f"the server command {status} before listening on "
+                raise ServerStartError(f"the {self.role} command {status} before listening on "
                                        f"{self.host}:{launch.port}{output}")
             if _accepts(self.host, launch.port):
                 return
@@ -387,7 +388,7 @@ class ServerProcess:
                 left = f"{status} and left nothing listening" if status is not None and \
                     not launch.others_running() else "did not listen"
                 self.stop()
-                raise ServerStartError(f"the server command {left} on {self.host}:{launch.port} "
+                raise ServerStartError(f"the {self.role} command {left} on {self.host}:{launch.port} "
                                        f"within {self.start_timeout:g} s{output}")
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, LAST_BACKOFF)

@@ -72,6 +72,7 @@ class Report:
     phase_steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     settle_waits: float = 0.0   # seconds spent waiting out settle windows and graces (within phases)
     stopped_by: str = ""
+    ignored: set[str] = field(default_factory=set)     # the --ignore signatures the run met
     trace: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)    # every program and outcome
 
     @property

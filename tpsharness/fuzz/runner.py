@@ -186,6 +186,8 @@ class Fuzzer:
         outcome = self._execute(program, self.settle, self.reference_settles[0])
         difference = outcome.difference
         if difference is None or difference.signature in self.ignored:
+            if difference is not None and difference.signature in self.options.ignore:
+                self.report.ignored.add(difference.signature)
             return
         signature = difference.signature
         key = difference.target

@@ -76,9 +76,11 @@ def print_summary(report: Report, target: Address, model: str, paths: dict[str, 
     paths = paths or {}
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    what = "the bundled fake against itself" if self_test else f"{target[0]}:{target[1]}"
+    what = "the bundled fake" if self_test else f"{target[0]}:{target[1]}"
     if reference is not None:
         what += f" against the reference {reference[0]}:{reference[1]}"
+    elif self_test:
+        what += " against itself"
     print(f"tpsharness fuzz: {what}, model {model}: {report.programs} programs, {report.steps} steps "
           f"in {report.elapsed:.1f} s ({report.steps_per_second:.0f} steps/s, each also run on the "
           f"model), stopped by {report.stopped_by}", file=stream)
