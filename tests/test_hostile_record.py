@@ -364,3 +364,30 @@ def test_a_request_cut_short_goes_in_the_file_of_the_device_it_was_for():
     conversation.add(0.05, 2, SENT, request[60:-5])
     [written] = write_scenarios(conversation, per_device=True, stem="s")
     assert written.stem == "s_cam-1" and len(written.data["actors"]) == 2
+
+
+def a_stream_after_a_bad_head(messages):
+    """One head the reader cannot parse, then ``messages`` PrivateData: everything after
+    the bad head is anonymised as bytes that are not whole messages."""
+    bad = b"POST /PrivateData HTTP/1.1\r\nno colon here\r\nContent-Length: 0\r\n\r\n"
+    return bad + b"".join(private_data_request(f"app-{n}", f"cam-{n}", b"secret-%06d" % n)
+                          for n in range(messages))
+
+
+def test_anonymising_a_long_stream_after_a_bad_head_takes_linear_time():
+    """It re-sliced the rest of the stream for every head and tried every known uuid on
+    each (8 MB: 15 s, and no Ctrl-C while the recording is written); side by side, 16
+    times the bytes and the uuids."""
+    from tpsharness.record.anonymize import Anonymizer
+    sizes = (1000, 16000)
+    streams = {n: a_stream_after_a_bad_head(n) for n in sizes}
+    best = dict.fromkeys(sizes, float("inf"))
+    for _ in range(3):              # interleaved, the best of each
+        for n in sizes:
+            anonymizer = Anonymizer(key=b"k" * 16)
+            anonymizer._learn(streams[n], requests=True)
+            started = time.perf_counter()
+            out = anonymizer._rewrite(streams[n])
+            best[n] = min(best[n], time.perf_counter() - started)
+            assert len(out) == len(streams[n]) and b"secret-" not in out and b"cam-1" not in out
+    assert best[16000] / best[1000] < 80, best      # linear ~16-20 times the time; quadratic ~256
