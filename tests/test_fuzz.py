@@ -435,3 +435,16 @@ def test_a_field_model_finding_replays_against_the_field_profile_of_the_fake() -
 def test_a_fixture_of_a_second_serial_or_of_a_run_that_crashed_is_destructive() -> None:
     assert scenario_of(_second_serial_finding({0: "second-serial-unknown"}), "field")["destructive"] is True
     assert scenario_of(_second_serial_finding({0: "first"}), "field", run_crashed=True)["destructive"] is True
+
+
+def test_a_signal_left_over_from_a_command_line_run_does_not_stop_a_later_run_in_process() -> None:
+    """A late SIGTERM during a CLI run's cleaning up stays on the switch; a later
+    in-process run (the pytest fuzz entry, a test on the same xdist worker) ran 0 programs."""
+    from tpsharness.fuzz.stopping import SWITCH
+    SWITCH.arm()
+    SWITCH.disarm()
+    SWITCH.request("SIGTERM")       # disarmed: it only asks, and must not outlive the run
+    server = FakeTPS()
+    with server.start_in_thread():
+        report = Fuzzer(Options(target=server.address, budget=1, seed=3, settle=0.05, max_programs=5)).run()
+    assert report.programs == 5 and report.stopped_by != "SIGTERM"

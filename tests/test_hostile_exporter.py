@@ -279,3 +279,24 @@ def test_password_comparisons_left_running_past_their_request_still_hold_their_s
         auth.release.set()
     assert wait_until(lambda: auth.running == 0)
     assert wait_until(lambda: get(f"{base}/metrics", headers=wrong)[0] == 401)   # the slots came back
+
+
+def test_a_thread_call_that_cannot_get_its_socketpair_gives_its_slot_back(monkeypatch):
+    """Out of fds under a flood: the socketpair of a password comparison raised before
+    its thread started, and the comparison's slot was never released (after 4, every
+    request with credentials got 503 until a restart)."""
+    from tpsharness.exporter import server as exporter_server
+    from tpsharness.kernel import run
+
+    def no_fds(call):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(exporter_server, "_Pending", no_fds)
+    released = []
+
+    async def attempt():
+        with pytest.raises(OSError):
+            await exporter_server._on_thread(lambda: True, 1.0, on_no_thread=lambda: released.append(1))
+
+    run(attempt(), timeout=5)
+    assert released == [1]

@@ -259,3 +259,14 @@ def test_the_progress_line_counts_what_went_wrong_so_far():
     progress = Progress(out, tty=False)
     progress(dict(snapshot(1), total_wrong=1234))
     assert "errors 1  WRONG 1,234  relay p99" in out.getvalue()
+
+
+def test_a_copy_of_a_misrouted_or_misattributed_message_frees_no_window_slot():
+    """Only a message's first arrival anywhere lets its sender send again: a TPS that
+    relays each message twice must not let a closed loop send twice the window."""
+    from tpsharness.load.accounting import Streams
+    streams = Streams(client_of=[0], device_of=[0])
+    streams.next_seq[0] = 2
+    assert streams.misroute(0, 0, 1) is True and streams.misroute(0, 0, 1) is False
+    assert streams.misattribute(0, 1, 0) is True and streams.misattribute(0, 1, 0) is False
+    assert (streams.arrived, streams.misrouted, streams.misattributed) == (2, 2, 2)

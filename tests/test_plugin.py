@@ -590,3 +590,27 @@ def test_conformance_against_a_server_that_dies_names_the_test_that_killed_it():
            "test_a_second_serial_on_one_connection_does_not_kill_the_server" in result.stdout
     assert "the TPS died after private data to a serial whose connection re-registered" in result.stdout
     assert "stopped accepting connections during this test (Connection refused): it died" in result.stdout
+
+
+def test_a_skip_or_an_xfail_is_no_failure_that_asks_whether_the_tps_is_dying(pytester):
+    """Only a real failure waits for a new connection to stay open: a skip or an xfail
+    cost every such test a second against a real TPS (and here, a listener that closes
+    what it accepts after the first, the session)."""
+    pytester.makepyfile("""
+        import pytest
+
+        def test_a_skips(tps_address):
+            pytest.skip("not this one")
+
+        def test_b_xfails(tps_address):
+            pytest.xfail("a documented difference")
+
+        def test_c_after_them(tps_address):
+            pass
+    """)
+    server = DyingListener(1)
+    try:
+        result = pytester.runpytest("--tps", "%s:%d" % server.address, "-p", "no:randomly")
+    finally:
+        server.close()
+    result.assert_outcomes(skipped=1, xfailed=1, passed=1)

@@ -369,7 +369,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         # After a failure against a real TPS, a new connection must also stay open a
         # moment: a server that is aborting (writing a core, or a sanitizer's report)
         # still accepts into its backlog until it exits.
-        held = DYING_WAIT if call.excinfo is not None and not session.is_fake else 0.0
+        failed = call.excinfo is not None and not call.excinfo.errisinstance(
+            (pytest.skip.Exception, pytest.xfail.Exception))
+        held = DYING_WAIT if failed and not session.is_fake else 0.0
         reason = session.accepts(held=held)
         if reason is not None:
             session.state, session.died_during = "dead", item.nodeid

@@ -504,8 +504,14 @@ async def _on_thread(call: Callable[[], T], seconds: float,
                      on_no_thread: Callable[[], None] | None = None) -> T:
     """``call()`` on a thread of its own, awaited from a kernel task; its result, or what
     it raised. TimeoutError after ``seconds`` (the thread is left to finish alone);
-    RuntimeError when no thread can be started, after ``on_no_thread()``."""
-    pending = _Pending(call)
+    RuntimeError when no thread can be started, after ``on_no_thread()`` (also for the
+    OSError of a socketpair the fds ran out for: what the call held is given back)."""
+    try:
+        pending = _Pending(call)
+    except OSError:
+        if on_no_thread is not None:
+            on_no_thread()
+        raise
     try:
         threading.Thread(target=pending.run, name="tpsharness-exporter", daemon=True).start()
     except RuntimeError:

@@ -372,9 +372,10 @@ class Fuzzer:
 
     def _signalled(self) -> bool:
         """Whether a signal asked the run to stop (then it is the run's stop reason)."""
-        if SWITCH.requested is not None and self._stop_reason in (None, "budget"):
-            self._stop_reason = SWITCH.requested
-        return SWITCH.requested is not None
+        requested = SWITCH.requested if SWITCH.armed else None     # a CLI run's, not a stale one
+        if requested is not None and self._stop_reason in (None, "budget"):
+            self._stop_reason = requested
+        return requested is not None
 
     def _should_stop(self) -> None:
         if self._stop_reason is not None or self._signalled():

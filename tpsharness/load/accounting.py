@@ -211,20 +211,25 @@ class Streams:
         self.arrived += 1
         return True
 
-    def misroute(self, pair: int, seq: int, device: int) -> None:
-        """Account one intact message of ``pair`` that arrived at ``device``, not its own."""
+    def misroute(self, pair: int, seq: int, device: int) -> bool:
+        """Account one intact message of ``pair`` that arrived at ``device``, not its own;
+        True the first time it arrived anywhere (then its sender may send again)."""
         self.misrouted += 1
-        if self._first_arrival(pair, seq):
+        first = self._first_arrival(pair, seq)
+        if first:
             self.arrived += 1
         self._example("misrouted", pair, seq, device)
+        return first
 
-    def misattribute(self, pair: int, seq: int, device: int) -> None:
+    def misattribute(self, pair: int, seq: int, device: int) -> bool:
         """Account one intact message of ``pair`` at its own ``device`` under a SrcUuid
-        that is not its sender's."""
+        that is not its sender's; True the first time it arrived anywhere."""
         self.misattributed += 1
-        if self._first_arrival(pair, seq):
+        first = self._first_arrival(pair, seq)
+        if first:
             self.arrived += 1
         self._example("misattributed", pair, seq, device)
+        return first
 
     def damage(self, pair: int, seq: int) -> None:
         """Account a damaged payload at a device whose header names message ``seq`` of

@@ -130,8 +130,8 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
                     misrouted(endpoint, endpoint.index, sender, pair, seq, now)
                     return
                 if src != uuids[sender]:
-                    streams.misattribute(pair, seq, endpoint.index)
-                    refill(clients[sender], now)
+                    if streams.misattribute(pair, seq, endpoint.index):     # a copy frees no slot
+                        refill(clients[sender], now)
                     return
                 own_in_read = True
                 if seq == highest[pair] + 1:            # Streams.receive's usual case, inline
@@ -155,13 +155,14 @@ def make_on_read(run: Sending, streams: Streams, counters: Counters, evidence: E
 
     def misrouted(endpoint: LoadEndpoint, at: int, sender: int, pair: int, seq: int, now: float) -> None:
         """An intact message that reached ``endpoint`` (code ``at``), not its device."""
-        streams.misroute(pair, seq, at)
+        first = streams.misroute(pair, seq, at)
         evidence.receivers[at] = evidence.receivers.get(at, 0) + 1
         if endpoint.__class__ is LoadDevice:
             evidence.same_read += own_in_read
         else:
             evidence.to_clients += 1
-        refill(clients[sender], now)
+        if first:                       # a copy frees no slot of its sender's window
+            refill(clients[sender], now)
 
     def corrupted(endpoint: LoadEndpoint, src: str, body: bytes, now: float) -> None:
         """Bytes that are not a message this run sent (damaged, or made up)."""

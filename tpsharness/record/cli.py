@@ -296,7 +296,8 @@ class _Signals:
     def writing(self) -> None:
         if not self._told:
             self._told = True
-            print("tpsharness record: writing the recording first", file=sys.stderr, flush=True)
+            # os.write: a print here could land inside the main thread's own print to stderr
+            os.write(2, b"tpsharness record: writing the recording first\n")
 
     @contextmanager
     def handled(self) -> Iterator[None]:
