@@ -16,6 +16,31 @@ def port(text: str) -> int:
     return value
 
 
+def address(default_port: int | None, *, allow_any_port: bool = False,
+            bare_port: bool = False) -> Callable[[str], tuple[str, int]]:
+    """A type for HOST[:PORT] ([v6]:PORT, a bare IPv6 address) as (host, port), read by
+    net.parse_address: without a port, ``default_port`` (None: a port must be given);
+    port 0 only with ``allow_any_port`` (to listen); with ``bare_port``, a lone number
+    is that port on loopback."""
+    def parse(text: str) -> tuple[str, int]:
+        from .defaults import HOST
+        from .errors import InvalidArgument
+        from .net import parse_address
+
+        if bare_port and text.isdigit():
+            text = f"{HOST}:{text}"
+        try:
+            host, port = parse_address(text, 0 if default_port is None else default_port,
+                                       allow_any_port=allow_any_port)
+        except InvalidArgument as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if default_port is None and port == 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+        return host, port
+    parse.__name__ = "address"      # argparse names the type in some messages
+    return parse
+
+
 def positive_int(text: str) -> int:
     """A whole number, at least 1."""
     try:

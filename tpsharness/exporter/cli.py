@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..argtypes import positive_int, seconds, seconds_between
+from ..argtypes import address, positive_int, seconds, seconds_between
 from ..defaults import HOST
 from ..errors import ConfigError, InvalidArgument
-from ..net import format_address, parse_address
+from ..net import format_address
 
 if TYPE_CHECKING:
     from .server import ExporterServer
@@ -29,13 +29,6 @@ EXTRA_MODULES = ("prometheus_client", "yaml", "bcrypt")     # what the 'exporter
 NO_ALLOWLIST_WARNING = ("tpsharness exporter: warning: no --allow-target: anyone who can reach "
                         "this exporter can make it connect to any host and port "
                         "(docs/exporter.md, \"Running it safely\")")
-
-
-def _listen_address(text: str) -> tuple[str, int]:
-    try:
-        return parse_address(text, DEFAULT_LISTEN[1], allow_any_port=True)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _target_rule(text: str) -> str:
@@ -56,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "check and answers its metrics; GET /metrics answers the exporter's own. "
                     "Needs the 'exporter' extra. Exit status 0 stopped by SIGTERM, 2 cannot "
                     "listen, 3 usage or configuration error.")
-    parser.add_argument("--listen", type=_listen_address, default=DEFAULT_LISTEN, metavar="HOST:PORT",
+    parser.add_argument("--listen", type=address(DEFAULT_LISTEN[1], allow_any_port=True), default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"where to serve (default {HOST}:9115)")
     parser.add_argument("--allow-target", action="append", default=[], type=_target_rule,
                         metavar="SPEC",

@@ -14,9 +14,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ..argtypes import port as _port, positive_int as _positive_int, seconds_between
+from ..argtypes import address, port as _port, positive_int as _positive_int, seconds_between
 from ..defaults import HOST
-from ..errors import Interrupted, InvalidArgument
+from ..errors import Interrupted
 from ..text import printable
 from .stopping import SWITCH
 from .summary import print_summary, progress_printer, summary
@@ -35,17 +35,6 @@ MAX_SETTLE = 30.0               # seconds a point waits for the server (confirma
 MAX_START_TIMEOUT = 600.0       # seconds a server command may take to listen
 FIELD_SELF_TEST = " --profile field"
 STOPPED_BY = {signal.SIGINT: "interrupt", signal.SIGTERM: "SIGTERM"}   # a signal -> the run's stop reason
-
-
-def _address(text: str) -> Address:
-    from ..net import parse_address
-    try:
-        host, port = parse_address(text, 0)
-    except InvalidArgument as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if port == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host, port
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -67,7 +56,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "works) that starts the server; it is restarted after each crash, its "
                              "crashes triaged from its exit status and output; {port} in CMD is "
                              "replaced by a free loopback port (then HOST PORT may be left out)")
-    parser.add_argument("--reference", type=_address, metavar="HOST:PORT",
+    parser.add_argument("--reference", type=address(None), metavar="HOST:PORT",
                         help="compare the server with this one (a last release, another "
                              "implementation) instead of with the model")
     parser.add_argument("--reference-cmd", metavar="CMD",

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import positive_int as _positive_int, seconds_between
+from ..argtypes import address, positive_int as _positive_int, seconds_between
 from ..defaults import HOST, PORT
 from ..errors import CaptureError, ScenarioFailure, UpstreamDown, UsageError
 from ..files import write_atomically, write_file
-from ..net import format_address, parse_address
+from ..net import format_address
 from .conversation import Conversation
 from .files import scenario_name, scenario_text, slug
 
@@ -31,18 +31,6 @@ NOT_RECORDED, USAGE = 2, 3
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_DURATION = 7 * 86400        # seconds: a week of recording
 EXTRA_LINE = "tpsharness record: needs the 'record' extra: pip install 'tpsharness[record]'"
-
-
-def _address(default_port: int, allow_any_port: bool = False) -> Callable[[str], tuple[str, int]]:
-    def parse(text: str) -> tuple[str, int]:
-        if text.isdigit():          # a bare port: loopback
-            text = f"{HOST}:{text}"
-        try:
-            return parse_address(text, default_port, allow_any_port=allow_any_port)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    parse.__name__ = "address"
-    return parse
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -68,10 +56,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.add_argument("--scenario", choices=sorted(TEMPLATES), default="check",
                         help="the template to run against HOST PORT (default: check)")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")
-    parser.add_argument("--proxy", type=_address(PORT, allow_any_port=True), metavar="LISTEN",
+    parser.add_argument("--proxy", type=address(PORT, allow_any_port=True, bare_port=True), metavar="LISTEN",
                         help="listen on LISTEN (PORT or HOST:PORT; host 127.0.0.1 unless given) and "
                              "relay every connection to --upstream, recording what passes")
-    parser.add_argument("--upstream", type=_address(PORT), metavar="HOST:PORT",
+    parser.add_argument("--upstream", type=address(PORT, bare_port=True), metavar="HOST:PORT",
                         help="the TPS the proxy relays to")
     parser.add_argument("--duration", type=seconds_between(0, MAX_DURATION, low_allowed=False), metavar="S",
                         help="stop the proxy and write after S seconds (default: at Ctrl-C)")
