@@ -285,13 +285,24 @@ def record_command(*args):
     return [sys.executable, "-m", "tpsharness", "record", *map(str, args)]
 
 
-def test_ctrl_c_mid_session_writes_the_recording(fake, tmp_path):
+def recording_proxy(upstream, tmp_path, name):
+    """``record --proxy`` in front of the fake ``upstream``, as a process that is
+    relaying: (the process, its port)."""
     port = free_port()
-    process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{fake.address[1]}",
-                                              "-o", tmp_path, "--name", "incident"),
+    process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{upstream.address[1]}",
+                                              "-o", tmp_path, "--name", name),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "relaying" in process.stderr.readline()
+    except BaseException:
+        process.kill()
+        raise
+    return process, port
+
+
+def test_ctrl_c_mid_session_writes_the_recording(fake, tmp_path):
+    process, port = recording_proxy(fake, tmp_path, "incident")
+    try:
         harness = Harness(("127.0.0.1", port), timeout=3)
         cam = harness.device()
         cam.register()          # the session is still open when Ctrl-C comes
@@ -312,12 +323,8 @@ def test_ctrl_c_mid_session_writes_the_recording(fake, tmp_path):
 def test_a_second_ctrl_c_while_the_recording_is_written_loses_nothing(fake, tmp_path):
     """timeout(1) and a process group's Ctrl-C both deliver the signal again: the one
     that comes once the relay stopped waits for the files (it lost them all)."""
-    port = free_port()
-    process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{fake.address[1]}",
-                                              "-o", tmp_path, "--name", "twice"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, port = recording_proxy(fake, tmp_path, "twice")
     try:
-        assert "relaying" in process.stderr.readline()
         harness = Harness(("127.0.0.1", port), timeout=3)
         for _ in range(20):
             harness.device().register()
@@ -467,12 +474,8 @@ def crash_session(address):
 def test_a_session_that_kills_the_tps_is_written_destructive_and_kills_it_again(tmp_path):
     dying = FakeTPS(faults=["die-on-dangling-entry"])
     with dying.start_in_thread():
-        port = free_port()
-        process = subprocess.Popen(record_command("--proxy", port, "--upstream", f"127.0.0.1:{dying.address[1]}",
-                                                  "-o", tmp_path, "--name", "crash"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process, port = recording_proxy(dying, tmp_path, "crash")
         try:
-            assert "relaying" in process.stderr.readline()
             crash_session(("127.0.0.1", port))
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=20)
