@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fake_tps import FakeTPS
+from test_fuzz import run_against
 from tpsharness.fuzz.fixture import scenario_of, write
 from tpsharness.fuzz.process import ExitStatus, ServerProcess
-from tpsharness.fuzz.runner import Fuzzer, Options, Report
 from tpsharness.fuzz.triage import signature_of, triage
 from tpsharness.protocol import private_data_request
 from tpsharness.scenario import ScenarioFailure, load, play
@@ -153,15 +153,6 @@ def test_a_shell_s_report_of_a_signal_is_read_as_that_signal() -> None:
     assert ExitStatus(code=134).signal_name == "SIGABRT" and ExitStatus(code=2).signal_name is None
     assert str(ExitStatus(signal=11)) == "killed by SIGSEGV"
     assert "still running" in triage(None, b"").status
-
-
-def run_against(command: str, **options: object) -> Report:
-    server = ServerProcess(command)
-    server.start()
-    try:
-        return Fuzzer(Options(target=server.address, server=server, settle=0.1, **options)).run()  # type: ignore[arg-type]
-    finally:
-        server.close()
 
 
 @pytest.mark.timeout(120)

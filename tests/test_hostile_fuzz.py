@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_until
+from test_fuzz import run_against
 from tpsharness.fuzz.compare import Difference
 from tpsharness.fuzz.differential import Outcome
 from tpsharness.fuzz.fixture import write
@@ -303,15 +304,6 @@ def test_a_spare_that_died_before_its_turn_is_skipped_not_fatal(tmp_path: Path) 
 
 # -- a server whose output holds crash reports it outlives (review of the fuzz engine) --
 
-def run_fuzzer(command: str, **options: object) -> Report:
-    server = ServerProcess(command)
-    server.start()
-    try:
-        return Fuzzer(Options(target=server.address, server=server, settle=0.05, **options)).run()  # type: ignore[arg-type]
-    finally:
-        server.close()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_server_that_prints_a_ubsan_report_and_carries_on_is_explored_at_full_rate(
@@ -322,7 +314,7 @@ def test_a_server_that_prints_a_ubsan_report_and_carries_on_is_explored_at_full_
 
     def programs_with(prefix: str) -> int:
         command = f"{FAKE} --log - | sed -u 's/^/{prefix}/'"
-        return run_fuzzer(command, budget=3.0, seed=3).programs
+        return run_against(command, budget=3.0, seed=3, settle=0.05).programs
 
     control = programs_with("a.cpp:1:2: info ")
     reports = programs_with("a.cpp:1:2: runtime error: signed integer overflow: 1 + 1 ")
