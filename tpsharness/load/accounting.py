@@ -215,20 +215,19 @@ class Streams:
         """Account one intact message of ``pair`` that arrived at ``device``, not its own;
         True the first time it arrived anywhere (then its sender may send again)."""
         self.misrouted += 1
-        first = self._first_arrival(pair, seq)
-        if first:
-            self.arrived += 1
-        self._example("misrouted", pair, seq, device)
-        return first
+        return self._arrived_wrong("misrouted", pair, seq, device)
 
     def misattribute(self, pair: int, seq: int, device: int) -> bool:
         """Account one intact message of ``pair`` at its own ``device`` under a SrcUuid
         that is not its sender's; True the first time it arrived anywhere."""
         self.misattributed += 1
+        return self._arrived_wrong("misattributed", pair, seq, device)
+
+    def _arrived_wrong(self, kind: str, pair: int, seq: int, device: int) -> bool:
         first = self._first_arrival(pair, seq)
         if first:
             self.arrived += 1
-        self._example("misattributed", pair, seq, device)
+        self._example(kind, pair, seq, device)
         return first
 
     def damage(self, pair: int, seq: int) -> None:
